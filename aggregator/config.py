@@ -1,0 +1,92 @@
+"""The aggregator's configuration: one frozen object, defaults named once, validated at once."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+
+from aggregator.errors import ConfigError
+from aggregator.store import DEFAULT_HISTORY_MAXLEN, DEFAULT_NODE_TTL_S, DEFAULT_PREFIX
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_GRPC_LISTEN = "0.0.0.0:50051"
+DEFAULT_HTTP_LISTEN = "0.0.0.0:8080"
+DEFAULT_MAX_STALENESS_MS = 10_000
+DEFAULT_BUDGET_MS = 45.0
+DEFAULT_MAX_CANDIDATES = 5_000
+DEFAULT_RESYNC_INTERVAL_S = 2.0
+DEFAULT_GRPC_WORKERS = 8
+
+
+def parse_listen(text: str, field: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not (0 <= int(port) <= 65535):
+        raise ValueError(f"{field}: {text!r} is not HOST:PORT (e.g. 0.0.0.0:50051)")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    redis_url: str = DEFAULT_REDIS_URL
+    grpc_listen: str = DEFAULT_GRPC_LISTEN
+    http_listen: str = DEFAULT_HTTP_LISTEN
+    model_path: str | None = None
+    max_staleness_ms: int = DEFAULT_MAX_STALENESS_MS
+    budget_ms: float = DEFAULT_BUDGET_MS
+    max_candidates: int = DEFAULT_MAX_CANDIDATES
+    key_prefix: str = DEFAULT_PREFIX
+    node_ttl_s: int = DEFAULT_NODE_TTL_S
+    history_maxlen: int = DEFAULT_HISTORY_MAXLEN
+    resync_interval_s: float = DEFAULT_RESYNC_INTERVAL_S
+    grpc_workers: int = DEFAULT_GRPC_WORKERS
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, value in (("grpc_listen", self.grpc_listen), ("http_listen", self.http_listen)):
+            try:
+                parse_listen(value, f"--{name.replace('_', '-')}")
+            except ValueError as e:
+                problems.append(str(e))
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append(f"--redis-url: {self.redis_url!r} must start with redis://, rediss:// or unix://")
+        positive = {"max_staleness_ms": self.max_staleness_ms, "budget_ms": self.budget_ms,
+                    "max_candidates": self.max_candidates, "node_ttl_s": self.node_ttl_s,
+                    "history_maxlen": self.history_maxlen, "resync_interval_s": self.resync_interval_s,
+                    "grpc_workers": self.grpc_workers}
+        for name, value in positive.items():
+            if not value > 0:
+                problems.append(f"--{name.replace('_', '-')}: must be > 0, got {value}")
+        if self.node_ttl_s * 1000 < self.max_staleness_ms:
+            problems.append(f"--node-ttl-s: {self.node_ttl_s} s expires telemetry before it turns stale "
+                            f"(--max-staleness-ms {self.max_staleness_ms}); stale nodes would look unknown")
+        if not self.key_prefix or any(c in self.key_prefix for c in "{} "):
+            problems.append(f"--key-prefix: {self.key_prefix!r} must be non-empty, without braces or spaces")
+        if problems:
+            raise ConfigError("invalid aggregator configuration:\n  " + "\n  ".join(problems))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis to keep telemetry in (default {DEFAULT_REDIS_URL})")
+    p.add_argument("--grpc-listen", default=DEFAULT_GRPC_LISTEN, help=f"gRPC Push/BatchScore address (default {DEFAULT_GRPC_LISTEN})")
+    p.add_argument("--http-listen", default=DEFAULT_HTTP_LISTEN, help=f"HTTP /metrics, /v1/nodes, probes (default {DEFAULT_HTTP_LISTEN})")
+    p.add_argument("--model", dest="model_path", default=None, help="ONNX model file (default: the model shipped in scorer/models/)")
+    p.add_argument("--max-staleness-ms", type=int, default=DEFAULT_MAX_STALENESS_MS,
+                   help=f"telemetry older than this is never scored (default {DEFAULT_MAX_STALENESS_MS})")
+    p.add_argument("--budget-ms", type=float, default=DEFAULT_BUDGET_MS,
+                   help=f"BatchScore latency budget; over it every node gets the fallback (default {DEFAULT_BUDGET_MS:g})")
+    p.add_argument("--max-candidates", type=int, default=DEFAULT_MAX_CANDIDATES,
+                   help=f"largest candidate list accepted in one BatchScore (default {DEFAULT_MAX_CANDIDATES})")
+    p.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
+    p.add_argument("--node-ttl-s", type=int, default=DEFAULT_NODE_TTL_S,
+                   help=f"Redis expiry of a node's telemetry (default {DEFAULT_NODE_TTL_S})")
+    p.add_argument("--history-maxlen", type=int, default=DEFAULT_HISTORY_MAXLEN,
+                   help=f"vectors kept per node in ka:history:{{node}} (default {DEFAULT_HISTORY_MAXLEN})")
+    p.add_argument("--resync-interval-s", type=float, default=DEFAULT_RESYNC_INTERVAL_S,
+                   help=f"full snapshot refresh from Redis, besides pub/sub updates (default {DEFAULT_RESYNC_INTERVAL_S:g})")
+    p.add_argument("--grpc-workers", type=int, default=DEFAULT_GRPC_WORKERS,
+                   help=f"gRPC handler threads (default {DEFAULT_GRPC_WORKERS})")
+
+
+def from_args(args: argparse.Namespace) -> AggregatorConfig:
+    names = {f.name for f in fields(AggregatorConfig)}
+    return AggregatorConfig(**{k: v for k, v in vars(args).items() if k in names})

@@ -1,0 +1,108 @@
+"""``kubeattention aggregator``: wires store, snapshot, refresher, model, gRPC and HTTP together."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+
+import uvicorn
+
+from aggregator import config as cfgmod
+from aggregator.batch import BatchScorer
+from aggregator.errors import ConfigError
+from aggregator.grpc_server import ScoringServicer, TelemetryServicer, build_server
+from aggregator.http_app import build_app
+from aggregator.metrics import AggregatorMetrics, SnapshotCollector
+from aggregator.refresher import Refresher
+from aggregator.snapshot import Snapshot
+from aggregator.store import RedisStore
+
+log = logging.getLogger("kubeattention.aggregator")
+
+SHUTDOWN_GRACE_S = 3.0
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    cfgmod.add_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = cfgmod.from_args(args)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 2
+    from scorer.model import InterferenceModel, ModelError
+
+    try:
+        model = InterferenceModel.load(cfg.model_path)
+    except (ModelError, OSError) as e:
+        log.error("cannot load the scoring model: %s", e)
+        return 2
+    return serve(cfg, model)
+
+
+def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
+    clock = wall_clock_ms
+    metrics = AggregatorMetrics()
+    metrics.model_info.info({"version": model.version})
+    store = RedisStore(cfg.redis_url, cfg.key_prefix, cfg.node_ttl_s, cfg.history_maxlen)
+    snapshot = Snapshot()
+    metrics.registry.register(SnapshotCollector(snapshot, clock, cfg.max_staleness_ms))
+    refresher = Refresher(store, snapshot, interval_s=cfg.resync_interval_s, max_staleness_ms=cfg.max_staleness_ms,
+                          clock_ms=clock, metrics=metrics)
+    scorer = BatchScorer(snapshot, model, max_staleness_ms=cfg.max_staleness_ms, budget_ms=cfg.budget_ms,
+                         clock_ms=clock, metrics=metrics)
+    try:
+        server, grpc_port, health_servicer = build_server(
+            cfg.grpc_listen, TelemetryServicer(store, snapshot, clock, metrics),
+            ScoringServicer(scorer, cfg.max_candidates, metrics), cfg.grpc_workers)
+    except (OSError, RuntimeError) as e:
+        log.error("cannot start gRPC: %s", e)
+        return 2
+
+    def ready() -> tuple[bool, str]:
+        if not refresher.synced.is_set():
+            return False, f"waiting for the first successful read of Redis at {store.where}"
+        return True, f"model {model.version}, {len(snapshot)} nodes in snapshot"
+
+    host, port = cfgmod.parse_listen(cfg.http_listen, "--http-listen")
+    app = build_app(snapshot, metrics.registry, clock, cfg.max_staleness_ms, ready, model.version)
+    http = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                         lifespan="off"))
+    http.install_signal_handlers = lambda: None  # we own SIGTERM/SIGINT below
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    refresher.start()
+    server.start()
+    http_thread = threading.Thread(target=http.run, name="http", daemon=True)
+    http_thread.start()
+    log.info("aggregator up: gRPC %s (port %d), HTTP %s, Redis %s, model %s, staleness limit %d ms, budget %g ms",
+             cfg.grpc_listen, grpc_port, cfg.http_listen, store.where, model.version, cfg.max_staleness_ms,
+             cfg.budget_ms)
+    code = 0
+    while not stop.is_set():
+        if not http_thread.is_alive():
+            log.error("HTTP server on %s stopped (port in use?); shutting down", cfg.http_listen)
+            code = 1
+            break
+        stop.wait(0.5)
+    log.info("shutting down: draining gRPC for up to %.0f s", SHUTDOWN_GRACE_S)
+    health_servicer.enter_graceful_shutdown()
+    server.stop(SHUTDOWN_GRACE_S).wait()
+    http.should_exit = True
+    http_thread.join(timeout=SHUTDOWN_GRACE_S)
+    refresher.stop()
+    store.close()
+    log.info("aggregator stopped")
+    return code

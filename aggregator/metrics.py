@@ -1,0 +1,57 @@
+"""The aggregator's Prometheus metrics, defined once, on a registry per instance."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.045, 0.1, 0.25, 1.0)
+STATUSES = ("scored", "stale", "unknown_node", "fallback")
+
+
+class AggregatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.pushes = Counter("kubeattention_aggregator_pushes", "Telemetry pushes by result",
+                              ["result"], registry=r)
+        self.push_accepted = self.pushes.labels("accepted")
+        self.push_invalid = self.pushes.labels("invalid")
+        self.push_unavailable = self.pushes.labels("unavailable")
+        self.requests = Counter("kubeattention_aggregator_batchscore_requests", "BatchScore calls by result",
+                                ["result"], registry=r)
+        self.req_ok = self.requests.labels("ok")
+        self.req_invalid = self.requests.labels("invalid")
+        self.duration = Histogram("kubeattention_aggregator_batchscore_duration_seconds",
+                                  "Server-side BatchScore time", buckets=LATENCY_BUCKETS, registry=r)
+        self.fallbacks = Counter("kubeattention_aggregator_fallbacks",
+                                 "BatchScore calls answered with the neutral fallback", ["reason"], registry=r)
+        self.fallback_budget = self.fallbacks.labels("budget")
+        self.fallback_error = self.fallbacks.labels("error")
+        node_scores = Counter("kubeattention_aggregator_node_scores", "Per-node scores returned, by status",
+                              ["status"], registry=r)
+        self.node_scores = {s: node_scores.labels(s) for s in STATUSES}
+        self.redis_up = Gauge("kubeattention_aggregator_redis_up", "1 when the last Redis call succeeded",
+                              registry=r)
+        self.last_sync = Gauge("kubeattention_aggregator_last_redis_sync_timestamp_seconds",
+                               "When the snapshot last read Redis in full", registry=r)
+        self.corrupt = Counter("kubeattention_aggregator_corrupt_records",
+                               "Node hashes in Redis that could not be decoded", registry=r)
+        self.model_info = Info("kubeattention_aggregator_model", "The active scoring model", registry=r)
+
+
+class SnapshotCollector:
+    """Node counts by freshness, computed at scrape time from the snapshot."""
+
+    def __init__(self, snapshot, clock_ms, max_staleness_ms: int):
+        self.snapshot, self.clock_ms, self.max_staleness_ms = snapshot, clock_ms, max_staleness_ms
+
+    def collect(self):
+        now = self.clock_ms()
+        g = GaugeMetricFamily("kubeattention_aggregator_nodes", "Nodes in the snapshot by freshness",
+                              labels=["state"])
+        recs = self.snapshot.records()
+        stale = sum(1 for r in recs if r.age_ms(now) > self.max_staleness_ms)
+        g.add_metric(["fresh"], len(recs) - stale)
+        g.add_metric(["stale"], stale)
+        yield g

@@ -1,0 +1,66 @@
+"""NodeRecord: one node's latest telemetry as the aggregator holds it.
+
+Values are in schema units with NaN where the node could not measure; ``mask`` says which
+are measured. The record is the single shape shared by validation, the Redis store, the
+snapshot and the HTTP views, so each of them converts from or to it exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scorer.schema import METRICS, NUM_METRICS
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    node_name: str
+    values: np.ndarray  # float64 (15,), NaN where missing
+    mask: np.ndarray  # bool (15,)
+    collected_at_ms: int
+    received_at_ms: int
+    schema_version: int
+    agent_version: str = ""
+    missing_reasons: dict[str, str] = field(default_factory=dict)
+
+    def age_ms(self, now_ms: int) -> int:
+        """Age as the older of the two clocks says: the agent's collection stamp and our receipt.
+
+        Judging by the older stamp means neither a fast agent clock nor a slow one can
+        make old data look fresh.
+        """
+        return now_ms - min(self.collected_at_ms, self.received_at_ms)
+
+    @property
+    def missing(self) -> list[str]:
+        return [m.name for m in METRICS if not self.mask[m.index]]
+
+    def to_json(self, now_ms: int, max_staleness_ms: int) -> dict:
+        age = self.age_ms(now_ms)
+        return {
+            "node": self.node_name,
+            "age_ms": age,
+            "stale": age > max_staleness_ms,
+            "collected_at_ms": self.collected_at_ms,
+            "received_at_ms": self.received_at_ms,
+            "schema_version": self.schema_version,
+            "agent_version": self.agent_version,
+            "metrics": [
+                {
+                    "name": m.name,
+                    "unit": m.unit,
+                    "value": float(self.values[m.index]) if self.mask[m.index] else None,
+                    "display": m.format(float(self.values[m.index])) if self.mask[m.index] else "missing",
+                    **({} if self.mask[m.index] else {"reason": self.missing_reasons.get(m.name, "not measured")}),
+                }
+                for m in METRICS
+            ],
+            "missing": self.missing,
+        }
+
+
+def empty_values() -> np.ndarray:
+    return np.full(NUM_METRICS, math.nan)

@@ -1,0 +1,125 @@
+"""Keeps the snapshot in step with Redis, in the background.
+
+Two paths, both off the request path:
+
+* pub/sub on ``ka:updates``: each message names a node that another replica (or this one)
+  just stored; the refresher reads that node's hash and upserts it;
+* a full resync every ``resync_interval_s``: reads every node, drops the expired ones,
+  recomputes the fleet median that reasons compare against.
+
+When Redis is gone the snapshot keeps what it had (BatchScore answers from it until the
+data turns stale), the refresher logs the outage once and retries; it logs the recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+import redis
+
+from aggregator.errors import StoreUnavailable
+from aggregator.snapshot import Snapshot
+from aggregator.store import CorruptRecord, RedisStore
+
+log = logging.getLogger(__name__)
+
+
+class Refresher:
+    def __init__(self, store: RedisStore, snapshot: Snapshot, *, interval_s: float, max_staleness_ms: int,
+                 clock_ms: Callable[[], int], metrics=None):
+        self.store, self.snapshot = store, snapshot
+        self.interval_s, self.max_staleness_ms = interval_s, max_staleness_ms
+        self.clock_ms, self.metrics = clock_ms, metrics
+        self._stop = threading.Event()
+        self.synced = threading.Event()  # set after the first successful full read
+        self._redis_ok = True
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for target, name in ((self._resync_loop, "resync"), (self._pubsub_loop, "pubsub")):
+            t = threading.Thread(target=target, name=f"refresher-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=3)
+
+    def resync_once(self) -> bool:
+        try:
+            records, problems = self.store.read_all()
+        except StoreUnavailable as e:
+            self._mark(False, str(e))
+            self.snapshot.recompute_fleet_median(self.clock_ms(), self.max_staleness_ms)
+            return False
+        for p in problems:
+            log.warning("skipping undecodable node record in Redis: %s", p)
+            if self.metrics is not None:
+                self.metrics.corrupt.inc()
+        now = self.clock_ms()
+        lost = self.snapshot.replace_all(records, now, self.store.node_ttl_s * 1000)
+        if lost:
+            self._write_back(lost)
+        self.snapshot.recompute_fleet_median(now, self.max_staleness_ms)
+        self._mark(True)
+        if self.metrics is not None:
+            self.metrics.last_sync.set(self.clock_ms() / 1000)
+        self.synced.set()
+        return True
+
+    def _write_back(self, lost) -> None:
+        try:
+            for rec in lost:
+                self.store.write(rec)
+        except StoreUnavailable as e:
+            log.warning("could not restore node state into Redis yet: %s", e)
+            return
+        log.warning("Redis no longer held %d node(s) this aggregator had accepted (restarted without persistence, "
+                    "or flushed?); wrote them back: %s", len(lost), ", ".join(sorted(r.node_name for r in lost)[:10]))
+
+    def _resync_loop(self) -> None:
+        while not self._stop.is_set():
+            self.resync_once()
+            self._stop.wait(self.interval_s)
+
+    def _pubsub_loop(self) -> None:
+        while not self._stop.is_set():
+            ps = None
+            try:
+                ps = self.store.pubsub()
+                ps.subscribe(self.store.keys.updates)
+                while not self._stop.is_set():
+                    msg = ps.get_message(timeout=0.5)
+                    if msg and msg.get("type") == "message":
+                        self._apply(msg["data"])
+            except (redis.RedisError, OSError) as e:
+                self._mark(False, f"pub/sub on {self.store.keys.updates}: {e}")
+                self._stop.wait(min(self.interval_s, 1.0))
+            finally:
+                if ps is not None:
+                    try:
+                        ps.close()
+                    except Exception:
+                        pass
+
+    def _apply(self, name: str) -> None:
+        try:
+            rec = self.store.read_node(name)
+        except (StoreUnavailable, CorruptRecord) as e:
+            log.warning("could not read update for node %s: %s", name, e)
+            return
+        if rec is not None:
+            self.snapshot.upsert(rec)
+
+    def _mark(self, ok: bool, why: str = "") -> None:
+        if self.metrics is not None:
+            self.metrics.redis_up.set(1 if ok else 0)
+        if ok and not self._redis_ok:
+            log.info("Redis reachable again at %s; snapshot refreshed", self.store.where)
+        elif not ok and self._redis_ok:
+            log.error("Redis unreachable (%s); BatchScore answers from the in-memory snapshot until it turns "
+                      "stale, pushes are refused with UNAVAILABLE until Redis is back", why)
+        self._redis_ok = ok

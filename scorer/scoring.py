@@ -1,0 +1,86 @@
+"""Pure scoring math: slowdown -> score, confidence and the human reason.
+
+No I/O, no clock, no model: the aggregator feeds it arrays and gets arrays and strings
+back, so every rule here is table-tested (tests/test_scoring_math.py).
+
+* score = 100 / predicted slowdown, in [0, 100]: 1.0x (as if alone) scores 100, 2.0x
+  scores 50 (the same as the neutral fallback), 4.0x scores 25. Strictly monotone.
+* confidence = the share of the pod profile's sensitivity (schema.SENSITIVITY) that the
+  node's measured metrics cover: a node that cannot see LLC misses is less certain for a
+  cache-sensitive pod than for an io-bound one.
+* reason = predicted slowdown, then the (up to) two metrics that drive it for this profile,
+  with values and how they compare to the fleet median, then the profile and what is not
+  measured.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scorer.schema import METRICS, NUM_METRICS, SENSITIVITY, Profile, normalise_matrix
+
+FALLBACK_SCORE = 50.0
+#: Below this predicted slowdown a node is called quiet.
+QUIET_SLOWDOWN = 1.15
+#: A metric is named in a reason only when its drive exceeds this (sensitivity x level).
+MIN_DRIVE = 0.05
+REASON_METRICS = 2
+
+
+def scores_from_slowdown(slowdown: np.ndarray) -> np.ndarray:
+    s = np.asarray(slowdown, dtype=np.float64)
+    if np.any(~np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError("slowdown: every predicted slowdown must be a finite number > 0")
+    return np.clip(100.0 / np.maximum(s, 1.0), 0.0, 100.0)
+
+
+def confidence(mask: np.ndarray, profile: Profile) -> np.ndarray:
+    w = SENSITIVITY[profile - 1]
+    return (np.asarray(mask, dtype=np.float64) @ w) / w.sum()
+
+
+def drives(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray) -> np.ndarray:
+    """(n, 15) how strongly each measured metric pushes this profile's slowdown up.
+
+    The level of the metric (normalised 0-1) plus its excess over the fleet median, weighted
+    by the profile's sensitivity. Missing metrics drive nothing (they lower confidence instead).
+    """
+    norm = normalise_matrix(values, mask).astype(np.float64)
+    med = normalise_matrix(fleet_median[None, :], np.isfinite(fleet_median)[None, :])[0].astype(np.float64)
+    med = np.where(med < 0, 0.0, med)
+    level = np.where(mask, norm, 0.0)
+    excess = np.maximum(level - med, 0.0)
+    return SENSITIVITY[profile - 1] * (level + excess) * mask
+
+
+def _describe(metric_index: int, value: float, median: float) -> str:
+    m = METRICS[metric_index]
+    text = f"{m.label} {m.format(value)}"
+    if math.isfinite(median) and median > 0 and value > median * 1.5:
+        text += f", {value / median:.1f}x the fleet median"
+    return text
+
+
+def reasons(values: np.ndarray, mask: np.ndarray, profile: Profile, slowdown: np.ndarray,
+            fleet_median: np.ndarray) -> list[str]:
+    """One reason string per node, e.g.
+    ``predicted slowdown 2.10x: CPU pressure 45%, 6.2x the fleet median; CPU busy 98%;
+    latency-critical pod; 7 of 15 metrics not measured``.
+    """
+    d = drives(values, mask, profile, fleet_median)
+    order = np.argsort(-d, axis=1)[:, :REASON_METRICS]
+    n_missing = NUM_METRICS - np.asarray(mask).sum(axis=1)
+    out = []
+    for i in range(d.shape[0]):
+        s = float(slowdown[i])
+        named = [_describe(j, float(values[i, j]), float(fleet_median[j]))
+                 for j in order[i] if d[i, j] >= MIN_DRIVE]
+        head = f"quiet node, predicted slowdown {s:.2f}x" if s < QUIET_SLOWDOWN else f"predicted slowdown {s:.2f}x"
+        parts = [head + (": " + "; ".join(named) if named else "")]
+        parts.append(f"{profile.annotation} pod")
+        if n_missing[i]:
+            parts.append(f"{n_missing[i]} of {NUM_METRICS} metrics not measured")
+        out.append("; ".join(parts))
+    return out

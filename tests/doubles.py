@@ -1,0 +1,41 @@
+"""Test doubles. Live here, never in shipped packages.
+
+``FormulaModel`` stands in for the ONNX model in *unit* tests of the aggregator's plumbing
+(statuses, budget, fallback), where what matters is that a model is called, not what it
+learned. Integration tests use the real packaged ONNX model through ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+class FormulaModel:
+    """slowdown = 1 + 3 * normalised cpu_psi_some (missing counts as 0.5)."""
+
+    version = "formula-test"
+
+    def __init__(self, delay_s: float = 0.0, fail: Exception | None = None):
+        self.delay_s, self.fail, self.calls = delay_s, fail, 0
+
+    def predict_slowdown(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        psi = np.where(x[:, 2] < 0, 0.5, x[:, 2])
+        return 1.0 + 3.0 * psi.astype(np.float64)
+
+
+class ManualClock:
+    def __init__(self, now_ms: int = 1_700_000_000_000):
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, ms: int) -> None:
+        self.now_ms += ms
