@@ -32,6 +32,11 @@ class Status(enum.IntEnum):
     FALLBACK = 4
 
 
+# Plain ints for the hot path (enum attribute access costs a microsecond each).
+_SCORED, _STALE, _UNKNOWN, _FALLBACK = (int(s) for s in Status)
+_STATUS_LABELS = {int(s): s.name.lower() for s in Status}
+
+
 @dataclass(frozen=True)
 class BatchResult:
     names: list[str]
@@ -46,6 +51,40 @@ class BatchResult:
     elapsed_us: int
 
 
+class ReasonCache:
+    """(node, profile) -> the reason tail of the node's latest vector, keyed by its receive time.
+
+    Formatting reasons is the costliest step of BatchScore in Python; all of a reason but
+    the predicted slowdown only changes when the node pushes, so it is computed once per
+    push and profile. Its fleet comparison is the fleet median as of that computation (refreshed at
+    least every push interval). Bounded: cleared when it grows past ``max_entries``.
+    """
+
+    def __init__(self, max_entries: int = 50_000):
+        self.max_entries = max_entries
+        self._d: dict[tuple[str, int], tuple[int, str]] = {}
+
+    def texts(self, names: list[str], received_ms: list[int], values: np.ndarray, mask: np.ndarray,
+              profile: Profile, fleet_median: np.ndarray) -> list[str]:
+        get = self._d.get
+        out: list[str] = []
+        miss: list[int] = []
+        for j, (name, rec) in enumerate(zip(names, received_ms)):
+            hit = get((name, profile))
+            if hit is not None and hit[0] == rec:
+                out.append(hit[1])
+            else:
+                out.append("")
+                miss.append(j)
+        if miss:
+            if len(self._d) + len(miss) > self.max_entries:
+                self._d.clear()
+            for j, text in zip(miss, scoring.reason_tails(values[miss], mask[miss], profile, fleet_median)):
+                out[j] = text
+                self._d[(names[j], profile)] = (received_ms[j], text)
+        return out
+
+
 class BatchScorer:
     def __init__(self, snapshot: Snapshot, model, *, max_staleness_ms: int, budget_ms: float,
                  clock_ms: Callable[[], int], metrics=None):
@@ -55,6 +94,7 @@ class BatchScorer:
         self.budget_s = budget_ms / 1000.0
         self.clock_ms = clock_ms
         self.metrics = metrics
+        self.reason_tails = ReasonCache()
 
     def score(self, pod: PodContext, names: list[str]) -> BatchResult:
         t0 = time.perf_counter()
@@ -64,7 +104,7 @@ class BatchScorer:
         n = len(names)
         age = np.where(g.known, now - g.oldest_ms, -1)
         fresh = g.known & (age <= self.max_staleness_ms)
-        status = np.where(fresh, Status.SCORED, np.where(g.known, Status.STALE, Status.UNKNOWN_NODE)).astype(np.int64)
+        status = np.where(fresh, _SCORED, np.where(g.known, _STALE, _UNKNOWN)).astype(np.int64)
         scores = np.full(n, scoring.FALLBACK_SCORE)
         conf = np.zeros(n)
         slowdown = np.full(n, np.nan)
@@ -77,8 +117,15 @@ class BatchScorer:
                 scores[fresh_idx] = scoring.scores_from_slowdown(pred)
                 conf[fresh_idx] = scoring.confidence(mask, profile)
                 slowdown[fresh_idx] = pred
-                for i, text in zip(fresh_idx, scoring.reasons(values, mask, profile, pred, self.snapshot.fleet_median)):
-                    reasons[i] = text
+                all_fresh = fresh_idx.size == n  # the common case: no scatter needed
+                fresh_names = names if all_fresh else [names[i] for i in fresh_idx.tolist()]
+                tails = self.reason_tails.texts(fresh_names, g.received_ms[fresh_idx].tolist(), values, mask, profile,
+                                                self.snapshot.fleet_median)
+                if all_fresh:
+                    reasons = scoring.compose(pred, tails)
+                else:
+                    for i, text in zip(fresh_idx.tolist(), scoring.compose(pred, tails)):
+                        reasons[i] = text
             spent = time.perf_counter() - t0
             if spent > self.budget_s:
                 return self._fallback(names, profile, age, t0,
@@ -89,9 +136,9 @@ class BatchScorer:
             return self._fallback(names, profile, age, t0, f"scoring failed ({type(e).__name__}: {e}): neutral fallback",
                                   budget=False)
         limit_s = self.max_staleness_ms / 1000
-        for i in np.flatnonzero(status == Status.STALE):
+        for i in np.flatnonzero(status == _STALE).tolist():
             reasons[i] = f"telemetry {age[i] / 1000:.1f} s old, over the {limit_s:g} s limit: not scored, neutral {scoring.FALLBACK_SCORE:g}"
-        for i in np.flatnonzero(status == Status.UNKNOWN_NODE):
+        for i in np.flatnonzero(status == _UNKNOWN).tolist():
             reasons[i] = f"no telemetry from this node (never reported, or expired): neutral {scoring.FALLBACK_SCORE:g}"
         return self._result(names, scores, conf, slowdown, status, age, reasons, profile, t0)
 
@@ -100,14 +147,13 @@ class BatchScorer:
         if self.metrics is not None:
             (self.metrics.fallback_budget if budget else self.metrics.fallback_error).inc()
         return self._result(names, np.full(n, scoring.FALLBACK_SCORE), np.zeros(n), np.full(n, np.nan),
-                            np.full(n, Status.FALLBACK, dtype=np.int64), age, [reason] * n, profile, t0)
+                            np.full(n, _FALLBACK, dtype=np.int64), age, [reason] * n, profile, t0)
 
     def _result(self, names, scores, conf, slowdown, status, age, reasons, profile, t0) -> BatchResult:
         if self.metrics is not None:
-            counts = np.bincount(status, minlength=5)
-            for st in Status:
-                if counts[st]:
-                    self.metrics.node_scores[st.name.lower()].inc(int(counts[st]))
+            for st, count in enumerate(np.bincount(status, minlength=5).tolist()):
+                if count:
+                    self.metrics.node_scores[_STATUS_LABELS[st]].inc(count)
         return BatchResult(names=names, scores=scores, confidence=conf, slowdown=slowdown, status=status,
                            age_ms=age.astype(np.int64), reasons=reasons, profile=profile,
                            model_version=self.model.version,

@@ -4,8 +4,9 @@ Two paths, both off the request path:
 
 * pub/sub on ``ka:updates``: each message names a node that another replica (or this one)
   just stored; the refresher reads that node's hash and upserts it;
-* a full resync every ``resync_interval_s``: reads every node, drops the expired ones,
-  recomputes the fleet median that reasons compare against.
+* a resync every ``resync_interval_s``: reads ``ka:nodes`` (node -> received time), fetches
+  only the nodes Redis holds newer data for, drops the expired ones, writes back what a
+  restarted Redis lost, and recomputes the fleet median that reasons compare against.
 
 When Redis is gone the snapshot keeps what it had (BatchScore answers from it until the
 data turns stale), the refresher logs the outage once and retries; it logs the recovery.
@@ -49,8 +50,11 @@ class Refresher:
             t.join(timeout=3)
 
     def resync_once(self) -> bool:
+        now = self.clock_ms()
         try:
-            records, problems = self.store.read_all()
+            index = self.store.read_index(now)
+            newer = [n for n, received in index.items() if (self.snapshot.received_at(n) or -1) < received]
+            records, problems = self.store.read_nodes(newer)
         except StoreUnavailable as e:
             self._mark(False, str(e))
             self.snapshot.recompute_fleet_median(self.clock_ms(), self.max_staleness_ms)
@@ -59,8 +63,7 @@ class Refresher:
             log.warning("skipping undecodable node record in Redis: %s", p)
             if self.metrics is not None:
                 self.metrics.corrupt.inc()
-        now = self.clock_ms()
-        lost = self.snapshot.replace_all(records, now, self.store.node_ttl_s * 1000)
+        lost = self.snapshot.sync(index, records, now, self.store.node_ttl_s * 1000)
         if lost:
             self._write_back(lost)
         self.snapshot.recompute_fleet_median(now, self.max_staleness_ms)
@@ -105,7 +108,11 @@ class Refresher:
                     except Exception:
                         pass
 
-    def _apply(self, name: str) -> None:
+    def _apply(self, message: str) -> None:
+        name, _, received = message.partition(" ")
+        known = self.snapshot.received_at(name)
+        if known is not None and received.isdigit() and known >= int(received):
+            return  # this replica already holds that vector (it took the push itself)
         try:
             rec = self.store.read_node(name)
         except (StoreUnavailable, CorruptRecord) as e:

@@ -34,6 +34,7 @@ class Gathered:
     values: np.ndarray  # float64 (n, 15)
     mask: np.ndarray  # bool (n, 15)
     oldest_ms: np.ndarray  # int64 (n,): min(collected, received) per node, 0 when unknown
+    received_ms: np.ndarray  # int64 (n,): when the aggregator received the vector, 0 when unknown
 
 
 class Snapshot:
@@ -45,7 +46,8 @@ class Snapshot:
         self._values = np.full((cap, NUM_METRICS), np.nan)
         self._mask = np.zeros((cap, NUM_METRICS), dtype=bool)
         self._oldest = np.zeros(cap, dtype=np.int64)
-        self._records: list[NodeRecord | None] = []
+        self._received = np.zeros(cap, dtype=np.int64)
+        self._records: list[NodeRecord] = []
         self.fleet_median = np.full(NUM_METRICS, np.nan)
 
     def __len__(self) -> int:
@@ -62,36 +64,55 @@ class Snapshot:
                 self._names.append(rec.node_name)
                 self._records.append(rec)
             else:
-                current = self._records[row]
-                if current is not None and current.received_at_ms > rec.received_at_ms:
+                if self._records[row].received_at_ms > rec.received_at_ms:
                     return  # an older copy (e.g. a late Redis read) must not replace newer data
                 self._records[row] = rec
             self._values[row] = rec.values
             self._mask[row] = rec.mask
             self._oldest[row] = min(rec.collected_at_ms, rec.received_at_ms)
+            self._received[row] = rec.received_at_ms
 
-    def replace_all(self, records: list[NodeRecord], now_ms: int, ttl_ms: int) -> list[NodeRecord]:
-        """Take Redis' full view. Returns the local records Redis no longer holds but should.
+    def received_at(self, name: str) -> int | None:
+        with self._lock:
+            row = self._index.get(name)
+            return None if row is None else int(self._received[row])
+
+    def sync(self, index: dict[str, int], fetched: list[NodeRecord], now_ms: int, ttl_ms: int) -> list[NodeRecord]:
+        """Take Redis' view: ``index`` is ka:nodes (node -> received ms), ``fetched`` the
+        records that were newer there than here. Returns the local records Redis no longer
+        holds but should.
 
         A node absent from Redis whose last receipt is older than the TTL has expired and
         leaves the snapshot. One absent but younger was lost by Redis (a restart without
         persistence, a flush): it stays, and the caller writes it back, so nothing the
         aggregator accepted is lost to a Redis restart.
         """
-        live = {r.node_name for r in records}
+        for rec in fetched:
+            self.upsert(rec)
         with self._lock:
-            local = [r for r in self._records if r is not None]
-        lost = [r for r in local if r.node_name not in live and now_ms - r.received_at_ms < ttl_ms]
-        fresh = Snapshot()
+            local = [r for r in self._records if r.node_name not in index]
+        lost = [r for r in local if now_ms - r.received_at_ms < ttl_ms]
         for r in local:
-            if r.node_name in live:
-                fresh.upsert(r)
-        for r in records + lost:
-            fresh.upsert(r)
-        with self._lock:
-            self._index, self._names, self._records = fresh._index, fresh._names, fresh._records
-            self._values, self._mask, self._oldest = fresh._values, fresh._mask, fresh._oldest
+            if now_ms - r.received_at_ms >= ttl_ms:
+                self.remove(r.node_name)
         return lost
+
+    def remove(self, name: str) -> None:
+        """Drop a node; the last row moves into its place so the arrays stay dense."""
+        with self._lock:
+            row = self._index.pop(name, None)
+            if row is None:
+                return
+            last = len(self._names) - 1
+            if row != last:
+                moved = self._names[last]
+                self._names[row], self._records[row] = moved, self._records[last]
+                self._index[moved] = row
+                for arr in (self._values, self._mask, self._oldest, self._received):
+                    arr[row] = arr[last]
+            self._names.pop()
+            self._records.pop()
+            self._values[last], self._mask[last], self._oldest[last], self._received[last] = np.nan, False, 0, 0
 
     def gather(self, names: list[str]) -> Gathered:
         with self._lock:
@@ -102,11 +123,12 @@ class Snapshot:
             values = self._values[safe]
             mask = self._mask[safe] & known[:, None]
             oldest = np.where(known, self._oldest[safe], 0)
-        return Gathered(known=known, values=values, mask=mask, oldest_ms=oldest)
+            received = np.where(known, self._received[safe], 0)
+        return Gathered(known=known, values=values, mask=mask, oldest_ms=oldest, received_ms=received)
 
     def records(self) -> list[NodeRecord]:
         with self._lock:
-            return [r for r in self._records if r is not None]
+            return list(self._records)
 
     def get(self, name: str) -> NodeRecord | None:
         with self._lock:
@@ -133,6 +155,8 @@ class Snapshot:
         values = np.full((cap, NUM_METRICS), np.nan)
         mask = np.zeros((cap, NUM_METRICS), dtype=bool)
         oldest = np.zeros(cap, dtype=np.int64)
+        received = np.zeros(cap, dtype=np.int64)
         n = len(self._names)
         values[:n], mask[:n], oldest[:n] = self._values[:n], self._mask[:n], self._oldest[:n]
-        self._values, self._mask, self._oldest = values, mask, oldest
+        received[:n] = self._received[:n]
+        self._values, self._mask, self._oldest, self._received = values, mask, oldest, received

@@ -9,7 +9,8 @@ Layout (prefix ``ka:`` by default), readable with plain ``redis-cli``:
 * ``ka:nodes`` — sorted set: node name -> last received time (ms).
 * ``ka:history:{NAME}`` — stream of recent vectors, capped (approximately) at
   ``history_maxlen`` entries.
-* ``ka:updates`` — pub/sub channel; each push publishes the node name.
+* ``ka:updates`` — pub/sub channel; each push publishes ``NAME RECEIVED_MS``, so a
+  replica that already holds that vector (it took the push itself) skips the read.
 
 The braces are Redis Cluster hash tags: a node's hash and its history land on one slot.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,7 +138,7 @@ class RedisStore:
             pipe.zadd(k.nodes, {rec.node_name: rec.received_at_ms})
             pipe.xadd(k.history(rec.node_name), fields, maxlen=self.history_maxlen, approximate=True)
             pipe.expire(k.history(rec.node_name), self.node_ttl_s)
-            pipe.publish(k.updates, rec.node_name)
+            pipe.publish(k.updates, f"{rec.node_name} {rec.received_at_ms}")
             pipe.execute()
         except redis.RedisError as e:
             raise StoreUnavailable(f"redis at {self.where} did not take the write: {e}") from e
@@ -148,32 +150,43 @@ class RedisStore:
             raise StoreUnavailable(f"redis at {self.where} unreachable: {e}") from e
         return decode_record(name, fields) if fields else None
 
-    def read_all(self) -> tuple[list[NodeRecord], list[str]]:
-        """All nodes with a live hash. Returns (records, problems); expired names are pruned."""
+    def read_index(self, now_ms: int | None = None) -> dict[str, int]:
+        """ka:nodes as node -> last received ms, after pruning entries past the node TTL."""
         k = self.keys
+        now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         try:
-            names = self.client.zrange(k.nodes, 0, -1)
             pipe = self.client.pipeline(transaction=False)
-            for n in names:
-                pipe.hgetall(k.node(n))
-            hashes = pipe.execute() if names else []
+            pipe.zremrangebyscore(k.nodes, "-inf", f"({now_ms - self.node_ttl_s * 1000}")
+            pipe.zrange(k.nodes, 0, -1, withscores=True)
+            _, pairs = pipe.execute()
         except redis.RedisError as e:
             raise StoreUnavailable(f"redis at {self.where} unreachable: {e}") from e
-        records, problems, expired = [], [], []
+        return {name: int(score) for name, score in pairs}
+
+    def read_nodes(self, names: list[str]) -> tuple[list[NodeRecord], list[str]]:
+        """The named nodes' records. Returns (records, problems); absent hashes are skipped."""
+        if not names:
+            return [], []
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for n in names:
+                pipe.hgetall(self.keys.node(n))
+            hashes = pipe.execute()
+        except redis.RedisError as e:
+            raise StoreUnavailable(f"redis at {self.where} unreachable: {e}") from e
+        records, problems = [], []
         for n, fields in zip(names, hashes):
             if not fields:
-                expired.append(n)
-                continue
+                continue  # expired between the index read and now
             try:
                 records.append(decode_record(n, fields))
             except CorruptRecord as e:
                 problems.append(str(e))
-        if expired:
-            try:
-                self.client.zrem(k.nodes, *expired)
-            except redis.RedisError:
-                pass  # pruning is housekeeping; the next read tries again
         return records, problems
+
+    def read_all(self) -> tuple[list[NodeRecord], list[str]]:
+        """Every node with a live hash. Returns (records, problems)."""
+        return self.read_nodes(sorted(self.read_index()))
 
     def history(self, name: str, count: int = 100) -> list[NodeRecord]:
         try:

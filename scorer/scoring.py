@@ -63,28 +63,31 @@ def _describe(metric_index: int, value: float, median: float) -> str:
     return text
 
 
-def driver_texts(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray) -> list[str]:
-    """Per node, the node-side half of a reason: the (up to) two metrics driving this profile's
-    slowdown, with values and fleet comparison, e.g. ``CPU pressure 45%, 6.2x the fleet median;
-    CPU busy 98%``. Empty when nothing measured drives it. Depends only on the node's vector,
+def reason_tails(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray) -> list[str]:
+    """Per node, everything in a reason after the predicted slowdown: the (up to) two metrics
+    driving this profile's slowdown with values and fleet comparison, the profile, and what is
+    not measured — e.g. ``: CPU pressure 45%, 6.2x the fleet median; CPU busy 98%;
+    latency-critical pod; 7 of 15 metrics not measured``. It depends only on the node's vector,
     the profile and the fleet median, so the aggregator caches it per node push.
     """
     d = drives(values, mask, profile, fleet_median)
     order = np.argsort(-d, axis=1)[:, :REASON_METRICS]
-    return ["; ".join(_describe(j, float(values[i, j]), float(fleet_median[j]))
-                      for j in order[i] if d[i, j] >= MIN_DRIVE)
-            for i in range(d.shape[0])]
-
-
-def compose(slowdown: np.ndarray, drivers: list[str], n_missing: np.ndarray, profile: Profile) -> list[str]:
-    """Whole reasons from predicted slowdowns and driver texts (cheap: string formatting only)."""
-    tail = f"; {profile.annotation} pod"
+    n_missing = (NUM_METRICS - np.asarray(mask).sum(axis=1)).tolist()
     out = []
-    for s, drv, miss in zip(slowdown.tolist(), drivers, n_missing.tolist()):
-        head = f"quiet node, predicted slowdown {s:.2f}x" if s < QUIET_SLOWDOWN else f"predicted slowdown {s:.2f}x"
-        text = f"{head}: {drv}{tail}" if drv else head + tail
-        out.append(f"{text}; {miss} of {NUM_METRICS} metrics not measured" if miss else text)
+    for i in range(d.shape[0]):
+        drivers = "; ".join(_describe(j, float(values[i, j]), float(fleet_median[j]))
+                            for j in order[i] if d[i, j] >= MIN_DRIVE)
+        tail = (f": {drivers}; " if drivers else "; ") + f"{profile.annotation} pod"
+        if n_missing[i]:
+            tail += f"; {n_missing[i]} of {NUM_METRICS} metrics not measured"
+        out.append(tail)
     return out
+
+
+def compose(slowdown: np.ndarray, tails: list[str]) -> list[str]:
+    """Whole reasons from predicted slowdowns and reason tails (string formatting only)."""
+    return [(f"quiet node, predicted slowdown {s:.2f}x" if s < QUIET_SLOWDOWN else f"predicted slowdown {s:.2f}x") + t
+            for s, t in zip(np.asarray(slowdown, dtype=np.float64).tolist(), tails)]
 
 
 def reasons(values: np.ndarray, mask: np.ndarray, profile: Profile, slowdown: np.ndarray,
@@ -93,6 +96,4 @@ def reasons(values: np.ndarray, mask: np.ndarray, profile: Profile, slowdown: np
     ``predicted slowdown 2.10x: CPU pressure 45%, 6.2x the fleet median; CPU busy 98%;
     latency-critical pod; 7 of 15 metrics not measured``.
     """
-    n_missing = NUM_METRICS - np.asarray(mask).sum(axis=1)
-    return compose(np.asarray(slowdown, dtype=np.float64), driver_texts(values, mask, profile, fleet_median),
-                   n_missing, profile)
+    return compose(slowdown, reason_tails(values, mask, profile, fleet_median))

@@ -41,17 +41,19 @@ def test_older_copy_does_not_replace_newer_data():
 
 def test_replace_all_drops_expired_nodes():
     clock = ManualClock()
-    snap = _snapshot(clock, a=0.1, b=0.2)
+    snap = _snapshot(clock, a=0.1, b=0.2, c=0.3)
     clock.advance(60_000)
-    assert snap.replace_all([snap.get("b")], clock(), ttl_ms=30_000) == []
-    assert snap.get("a") is None and len(snap) == 1
+    assert snap.sync({"c": clock()}, [], clock(), ttl_ms=30_000) == []
+    assert snap.get("a") is None and snap.get("b") is None and len(snap) == 1
+    g = snap.gather(["c", "a"])  # rows stay dense and correct after removals
+    assert list(g.known) == [True, False] and g.values[0, 2] == pytest.approx(0.3)
 
 
 def test_replace_all_keeps_and_returns_what_redis_lost_before_its_ttl():
     clock = ManualClock()
     snap = _snapshot(clock, a=0.1, b=0.2)
     clock.advance(1_000)
-    lost = snap.replace_all([snap.get("b")], clock(), ttl_ms=30_000)
+    lost = snap.sync({"b": clock()}, [], clock(), ttl_ms=30_000)
     assert [r.node_name for r in lost] == ["a"] and len(snap) == 2
 
 

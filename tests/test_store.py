@@ -2,6 +2,7 @@
 
 import math
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from aggregator.store import CorruptRecord, RedisStore, decode_record, encode_re
 from aggregator.validate import validate_telemetry
 from telemetry_factory import telemetry
 
-NOW = 1_700_000_000_100
+NOW = time.time_ns() // 1_000_000  # ka:nodes is pruned against the wall clock
 
 
 @pytest.fixture
@@ -67,10 +68,10 @@ def test_history_is_capped_and_updates_are_published(store):
     assert store.client.xlen("ka:history:{node-a}") < 50  # approximate MAXLEN trims in whole macro-nodes
     assert len(store.history("node-a", count=3)) == 3
     msg = ps.get_message(timeout=1)
-    assert msg["data"] == "node-a"
+    assert msg["data"] == f"node-a {NOW}"
 
 
-def test_read_all_prunes_expired_nodes_and_reports_corrupt_ones(store):
+def test_read_all_skips_expired_nodes_and_reports_corrupt_ones(store):
     store.write(validate_telemetry(telemetry("node-a"), NOW))
     store.write(validate_telemetry(telemetry("node-b"), NOW))
     store.client.delete("ka:node:{node-a}")  # as if its TTL ran out
@@ -79,7 +80,13 @@ def test_read_all_prunes_expired_nodes_and_reports_corrupt_ones(store):
     records, problems = store.read_all()
     assert [r.node_name for r in records] == ["node-b"]
     assert len(problems) == 1 and "node-c" in problems[0] and "mask" in problems[0]
-    assert store.client.zscore("ka:nodes", "node-a") is None
+
+
+def test_index_prunes_entries_past_the_ttl(store):
+    store.write(validate_telemetry(telemetry("old"), NOW))
+    store.write(validate_telemetry(telemetry("new"), NOW + 59_000))
+    assert store.read_index(now_ms=NOW + 61_000) == {"new": NOW + 59_000}
+    assert store.client.zscore("ka:nodes", "old") is None
 
 
 @pytest.mark.parametrize("change,words", [
