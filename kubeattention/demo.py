@@ -25,7 +25,6 @@ from pathlib import Path
 import grpc
 
 from aggregator import score_cli
-from kubeattention.v1 import scoring_pb2
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "agent" / "recordings"
 DEFAULT_REDIS_PORT = 6399
@@ -177,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
                 req = score_cli.build_request(argparse.Namespace(
                     cpu=cpu, memory=mem, priority=0, profile=profile, qos=None, nodes=nodes))
                 resp = score_cli.call(grpc_addr, req, timeout=2.0)
-                print(f"BatchScore for a {profile} pod (cpu {cpu}, memory {mem}):")
+                article = "an" if profile[0] in "aeiou" else "a"
+                print(f"BatchScore for {article} {profile} pod (cpu {cpu}, memory {mem}):")
                 print(score_cli.format_table(resp))
                 print()
             if args.once or stop["now"]:
@@ -197,5 +197,3 @@ def run(args: argparse.Namespace) -> int:
         print("stopping the demo's processes…", file=sys.stderr)
         stack.stop()
 
-
-assert scoring_pb2  # the demo talks the same API as any client

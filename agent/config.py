@@ -1,0 +1,133 @@
+"""The agent's configuration: one frozen value object, every default named once.
+
+Layering is: named defaults, then the ``NODE_NAME`` environment variable (read when the
+agent starts, never at import), then command-line flags. Validation runs once and
+reports every problem together.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_AGGREGATOR = "127.0.0.1:50051"
+DEFAULT_INTERVAL_S = 1.0
+DEFAULT_HTTP_LISTEN = "0.0.0.0:9101"
+DEFAULT_PROC_ROOT = "/proc"
+DEFAULT_SYS_ROOT = "/sys"
+NODE_NAME_ENV = "NODE_NAME"
+#: Values of --aggregator that turn pushing off (serve HTTP only).
+NO_AGGREGATOR = ("", "none")
+MIN_INTERVAL_S = 0.05
+MAX_INTERVAL_S = 3600.0
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class ConfigError(ValueError):
+    """Every configuration problem at once, one per line of ``errors``."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be 1-65535, got {port!r} in {text!r}")
+    return host, int(port)
+
+
+def node_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid Kubernetes node name (RFC 1123 subdomain), or None."""
+    if not name:
+        return "must not be empty"
+    if len(name) > 253:
+        return f"must be at most 253 characters, got {len(name)}"
+    if not _DNS_SUBDOMAIN.match(name):
+        return f"{name!r} is not an RFC 1123 DNS subdomain (lower-case letters, digits, '-' and '.')"
+    return None
+
+
+def default_node_name(environ: Mapping[str, str]) -> str:
+    """$NODE_NAME (set by the DaemonSet from spec.nodeName), else this host's name lower-cased."""
+    return environ.get(NODE_NAME_ENV) or socket.gethostname().lower()
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node_name: str
+    aggregator: str = DEFAULT_AGGREGATOR
+    """HOST:PORT of the aggregator's gRPC port; "" or "none" disables pushing."""
+    interval_s: float = DEFAULT_INTERVAL_S
+    http_listen: str = DEFAULT_HTTP_LISTEN
+    proc_root: Path = Path(DEFAULT_PROC_ROOT)
+    sys_root: Path = Path(DEFAULT_SYS_ROOT)
+    cgroup_root: Path | None = None
+    """Pod cgroup root; None = auto-detect under sys_root."""
+    replay: Path | None = None
+    """Recording to play instead of measuring this machine."""
+
+    def __post_init__(self) -> None:
+        errors = []
+        if (problem := node_name_problem(self.node_name)) is not None:
+            errors.append(f"--node-name: {problem}")
+        if self.push_enabled:
+            try:
+                parse_host_port(self.aggregator)
+            except ValueError as err:
+                errors.append(f"--aggregator: {err} (or 'none' to disable pushing)")
+        if not (isinstance(self.interval_s, (int, float)) and math.isfinite(self.interval_s)
+                and MIN_INTERVAL_S <= self.interval_s <= MAX_INTERVAL_S):
+            errors.append(f"--interval: must be between {MIN_INTERVAL_S:g} and {MAX_INTERVAL_S:g} seconds, "
+                          f"got {self.interval_s!r}")
+        try:
+            parse_host_port(self.http_listen)
+        except ValueError as err:
+            errors.append(f"--http-listen: {err}")
+        if self.replay is not None:
+            if not self.replay.is_file():
+                errors.append(f"--replay: no such file {str(self.replay)!r}")
+        else:
+            for flag, path in (("--proc-root", self.proc_root), ("--sys-root", self.sys_root)):
+                if not path.is_dir():
+                    errors.append(f"{flag}: no such directory {str(path)!r}")
+            if self.cgroup_root is not None and not self.cgroup_root.is_absolute():
+                errors.append(f"--cgroup-root: must be an absolute path, got {str(self.cgroup_root)!r}")
+        if errors:
+            raise ConfigError(errors)
+
+    @property
+    def push_enabled(self) -> bool:
+        return self.aggregator.strip().lower() not in NO_AGGREGATOR
+
+    @property
+    def http_host(self) -> str:
+        return parse_host_port(self.http_listen)[0]
+
+    @property
+    def http_port(self) -> int:
+        return parse_host_port(self.http_listen)[1]
+
+    @classmethod
+    def from_args(cls, args, environ: Mapping[str, str]) -> "AgentConfig":
+        """Layer flags over the environment over the defaults."""
+        return cls(
+            node_name=args.node_name if args.node_name is not None else default_node_name(environ),
+            aggregator=args.aggregator,
+            interval_s=args.interval,
+            http_listen=args.http_listen,
+            proc_root=Path(args.proc_root),
+            sys_root=Path(args.sys_root),
+            cgroup_root=Path(args.cgroup_root) if args.cgroup_root else None,
+            replay=Path(args.replay) if args.replay else None,
+        )

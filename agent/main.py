@@ -1,0 +1,78 @@
+"""``kubeattention agent``: the node agent (one per node, as a DaemonSet).
+
+Collects the 15-metric vector every ``--interval`` seconds, serves /metrics, /v1/node,
+/healthz and /readyz on ``--http-listen``, and pushes to ``--aggregator`` over gRPC.
+With ``--replay FILE`` it plays a recorded node state instead of measuring this machine.
+SIGTERM or SIGINT stops it cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from agent.config import (DEFAULT_AGGREGATOR, DEFAULT_HTTP_LISTEN, DEFAULT_INTERVAL_S, DEFAULT_PROC_ROOT,
+                          DEFAULT_SYS_ROOT, NODE_NAME_ENV, AgentConfig, ConfigError)
+from agent.recording import RecordingError
+from agent.runtime import Agent, AgentStartError
+
+log = logging.getLogger("agent")
+
+EXIT_CONFIG = 2
+EXIT_START = 1
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--aggregator", default=DEFAULT_AGGREGATOR, metavar="HOST:PORT",
+                        help=f"aggregator gRPC address; 'none' serves HTTP only (default: {DEFAULT_AGGREGATOR})")
+    parser.add_argument("--node-name", default=None, metavar="NAME",
+                        help=f"Kubernetes node name (default: ${NODE_NAME_ENV}, else the hostname)")
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
+                        help=f"collection interval (default: {DEFAULT_INTERVAL_S:g})")
+    parser.add_argument("--http-listen", default=DEFAULT_HTTP_LISTEN, metavar="HOST:PORT",
+                        help=f"where to serve /metrics, /v1/node, /healthz, /readyz (default: {DEFAULT_HTTP_LISTEN})")
+    parser.add_argument("--proc-root", default=DEFAULT_PROC_ROOT, metavar="DIR",
+                        help=f"procfs mount, e.g. /host/proc in a container (default: {DEFAULT_PROC_ROOT})")
+    parser.add_argument("--sys-root", default=DEFAULT_SYS_ROOT, metavar="DIR",
+                        help=f"sysfs mount, e.g. /host/sys in a container (default: {DEFAULT_SYS_ROOT})")
+    parser.add_argument("--cgroup-root", default=None, metavar="DIR",
+                        help="Kubernetes pod cgroup root (default: auto-detect kubepods(.slice) under "
+                             "--sys-root, cgroup v2 then v1)")
+    parser.add_argument("--replay", default=None, metavar="FILE",
+                        help="replay the vectors of a recording (JSONL from 'kubeattention record') "
+                             "instead of measuring this machine")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = AgentConfig.from_args(args, os.environ)
+    except ConfigError as err:
+        print("kubeattention agent: invalid configuration:", file=sys.stderr)
+        for line in err.errors:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        agent = Agent(config)
+    except RecordingError as err:
+        print(f"kubeattention agent: --replay: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def on_signal(signum, _frame):
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        agent.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        agent.start()
+        agent.run_loop()
+    except AgentStartError as err:
+        log.error("%s", err)
+        return EXIT_START
+    finally:
+        agent.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,125 @@
+"""The running agent: collection loop -> latest vector -> HTTP server and pusher.
+
+Data flows one way. The main thread collects on a fixed tick and publishes into the
+store; uvicorn (a thread) renders whatever is latest; the pusher (a thread) sends the
+latest to the aggregator. ``stop()`` may be called from a signal handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+import uvicorn
+
+from kubeattention import __version__
+from agent.clock import SYSTEM_CLOCK, Clock
+from agent.collect import NodeCollector, availability_changes
+from agent.collectors import default_collectors
+from agent.config import AgentConfig
+from agent.exposition import AgentMetrics
+from agent.http_app import build_app
+from agent.push import Pusher
+from agent.replay import ReplaySource
+from agent.store import LatestVector
+from agent.vector import NodeVector
+
+log = logging.getLogger(__name__)
+
+#: How long to wait for the HTTP server to bind before giving up.
+HTTP_START_TIMEOUT_S = 10.0
+
+
+class VectorSource(Protocol):
+    def collect(self) -> NodeVector: ...
+
+
+class AgentStartError(RuntimeError):
+    pass
+
+
+def build_source(config: AgentConfig, clock: Clock) -> VectorSource:
+    if config.replay is not None:
+        return ReplaySource(config.replay, config.node_name, clock)
+    collectors = default_collectors(config.proc_root, config.sys_root, config.cgroup_root, clock)
+    return NodeCollector(config.node_name, collectors, clock)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, clock: Clock = SYSTEM_CLOCK):
+        self.config = config
+        self.clock = clock
+        self.store = LatestVector()
+        self.metrics = AgentMetrics(self.store, config.node_name, __version__)
+        self.source = build_source(config, clock)
+        app = build_app(self.store, self.metrics, config.interval_s, clock)
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host=config.http_host, port=config.http_port, log_config=None, log_level="warning",
+            access_log=False, lifespan="off"))
+        self._http_thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+        self.pusher = Pusher(config.aggregator, self.store, on_result=self.metrics.record_push,
+                             clock=clock) if config.push_enabled else None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Bind HTTP and start pushing; raises AgentStartError when the port cannot be bound."""
+        self._http_thread.start()
+        deadline = time.monotonic() + HTTP_START_TIMEOUT_S
+        while not self.server.started:
+            if not self._http_thread.is_alive() or time.monotonic() > deadline:
+                raise AgentStartError(f"cannot serve HTTP on {self.config.http_listen} "
+                                      "(address in use or not assignable?)")
+            time.sleep(0.02)
+        if self.pusher is not None:
+            self.pusher.start()
+        if isinstance(self.source, ReplaySource):
+            what = f"replaying {len(self.source)} vectors of {self.source.label!r} from {self.config.replay}"
+        else:
+            what = "collecting this machine"
+        push = f"pushing to {self.config.aggregator}" if self.pusher else "pushing disabled"
+        log.info("agent %s for node %s: %s every %g s; serving http://%s/metrics; %s", __version__,
+                 self.config.node_name, what, self.config.interval_s, self.config.http_listen, push)
+
+    def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler)."""
+        self._stop.set()
+
+    def run_loop(self) -> None:
+        """Collect on a fixed tick until stop(); the first vector comes after one interval."""
+        interval = self.config.interval_s
+        if isinstance(self.source, NodeCollector):
+            self.source.collect()  # baseline: rates and shares need two readings
+        next_at = self.clock.monotonic() + interval
+        previous: NodeVector | None = None
+        while not self._stop.wait(max(next_at - self.clock.monotonic(), 0.0)):
+            previous = self.tick(previous) or previous
+            now = self.clock.monotonic()
+            next_at += interval
+            if next_at < now:  # fell behind (suspended, overloaded): skip, do not burst
+                log.debug("collection fell behind by %.2f s; skipping missed ticks", now - next_at)
+                next_at = now + interval
+
+    def tick(self, previous: NodeVector | None) -> NodeVector | None:
+        started = time.perf_counter()
+        try:
+            vector = self.source.collect()
+        except Exception:
+            log.exception("collecting the node vector failed; trying again next tick")
+            return None
+        self.metrics.collect_duration.observe(time.perf_counter() - started)
+        self.store.publish(vector)
+        changes = availability_changes(previous, vector)
+        if previous is None:
+            log.info("first vector: %d/%d metrics measured", vector.available_count, len(vector.values))
+        for line in changes:
+            log.info("%s", line)
+        return vector
+
+    def shutdown(self) -> None:
+        if self.pusher is not None:
+            self.pusher.stop()
+        self.server.should_exit = True
+        self._http_thread.join(HTTP_START_TIMEOUT_S)
+        log.info("agent stopped")
