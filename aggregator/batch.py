@@ -16,9 +16,10 @@ from typing import Callable
 
 import numpy as np
 
+from aggregator.records import NodeRecord
 from aggregator.snapshot import Snapshot
 from scorer import scoring
-from scorer.schema import PodContext, Profile, model_input
+from scorer.schema import NUM_METRICS, PodContext, Profile, pod_features
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Status(enum.IntEnum):
 # Plain ints for the hot path (enum attribute access costs a microsecond each).
 _SCORED, _STALE, _UNKNOWN, _FALLBACK = (int(s) for s in Status)
 _STATUS_LABELS = {int(s): s.name.lower() for s in Status}
+POD_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -52,26 +54,25 @@ class BatchResult:
 
 
 class ReasonCache:
-    """(node, profile) -> the reason tail of the node's latest vector, keyed by its receive time.
+    """(node, profile) -> the reason for the node's latest vector.
 
-    Formatting reasons is the costliest step of BatchScore in Python; all of a reason but
-    the predicted slowdown only changes when the node pushes, so it is computed once per
-    push and profile. Its fleet comparison is the fleet median as of that computation (refreshed at
-    least every push interval). Bounded: cleared when it grows past ``max_entries``.
+    Formatting reasons is the costliest step of BatchScore in Python; a reason only changes
+    when the node pushes, so it is computed once per pushed record and profile (records are
+    immutable: a hit is the very same record object). Its fleet comparison is the fleet
+    median as of that computation. Bounded: cleared when it grows past ``max_entries``.
     """
 
     def __init__(self, max_entries: int = 50_000):
         self.max_entries = max_entries
-        self._d: dict[tuple[str, int], tuple[int, str]] = {}
+        self._d: dict[tuple[str, int], tuple[NodeRecord, str]] = {}
 
-    def texts(self, names: list[str], received_ms: list[int], values: np.ndarray, mask: np.ndarray,
-              profile: Profile, fleet_median: np.ndarray) -> list[str]:
+    def texts(self, records: list[NodeRecord], profile: Profile, fleet_median: np.ndarray) -> list[str]:
         get = self._d.get
         out: list[str] = []
         miss: list[int] = []
-        for j, (name, rec) in enumerate(zip(names, received_ms)):
-            hit = get((name, profile))
-            if hit is not None and hit[0] == rec:
+        for j, rec in enumerate(records):
+            hit = get((rec.node_name, profile))
+            if hit is not None and hit[0] is rec:
                 out.append(hit[1])
             else:
                 out.append("")
@@ -79,9 +80,11 @@ class ReasonCache:
         if miss:
             if len(self._d) + len(miss) > self.max_entries:
                 self._d.clear()
-            for j, text in zip(miss, scoring.reason_tails(values[miss], mask[miss], profile, fleet_median)):
+            values = np.array([records[j].values for j in miss])
+            mask = np.array([records[j].mask for j in miss])
+            for j, text in zip(miss, scoring.reasons(values, mask, profile, fleet_median)):
                 out[j] = text
-                self._d[(names[j], profile)] = (received_ms[j], text)
+                self._d[(records[j].node_name, profile)] = (records[j], text)
         return out
 
 
@@ -94,7 +97,8 @@ class BatchScorer:
         self.budget_s = budget_ms / 1000.0
         self.clock_ms = clock_ms
         self.metrics = metrics
-        self.reason_tails = ReasonCache()
+        self.reasons = ReasonCache()
+        self._pod_cache: dict[tuple, np.ndarray] = {}
 
     def score(self, pod: PodContext, names: list[str]) -> BatchResult:
         t0 = time.perf_counter()
@@ -102,30 +106,17 @@ class BatchScorer:
         now = self.clock_ms()
         g = self.snapshot.gather(names)
         n = len(names)
-        age = np.where(g.known, now - g.oldest_ms, -1)
+        age = now - g.oldest_ms
         fresh = g.known & (age <= self.max_staleness_ms)
-        status = np.where(fresh, _SCORED, np.where(g.known, _STALE, _UNKNOWN)).astype(np.int64)
-        scores = np.full(n, scoring.FALLBACK_SCORE)
-        conf = np.zeros(n)
-        slowdown = np.full(n, np.nan)
-        reasons = [""] * n
-        fresh_idx = np.flatnonzero(fresh)
+        all_fresh = bool(fresh.all())  # the common case: one vectorised pass, no scatter
+        if not all_fresh:
+            age[~g.known] = -1
         try:
-            if fresh_idx.size:
-                values, mask = g.values[fresh_idx], g.mask[fresh_idx]
-                pred = self.model.predict_slowdown(model_input(values, mask, pod))
-                scores[fresh_idx] = scoring.scores_from_slowdown(pred)
-                conf[fresh_idx] = scoring.confidence(mask, profile)
-                slowdown[fresh_idx] = pred
-                all_fresh = fresh_idx.size == n  # the common case: no scatter needed
-                fresh_names = names if all_fresh else [names[i] for i in fresh_idx.tolist()]
-                tails = self.reason_tails.texts(fresh_names, g.received_ms[fresh_idx].tolist(), values, mask, profile,
-                                                self.snapshot.fleet_median)
-                if all_fresh:
-                    reasons = scoring.compose(pred, tails)
-                else:
-                    for i, text in zip(fresh_idx.tolist(), scoring.compose(pred, tails)):
-                        reasons[i] = text
+            if all_fresh:
+                scores, conf, slowdown, reasons = self._score_fresh(pod, profile, g, None)
+                status = np.full(n, _SCORED, dtype=np.int64)
+            else:
+                scores, conf, slowdown, reasons, status = self._score_some(pod, profile, names, g, fresh, age)
             spent = time.perf_counter() - t0
             if spent > self.budget_s:
                 return self._fallback(names, profile, age, t0,
@@ -135,12 +126,49 @@ class BatchScorer:
             log.exception("BatchScore failed; answering with the fallback")
             return self._fallback(names, profile, age, t0, f"scoring failed ({type(e).__name__}: {e}): neutral fallback",
                                   budget=False)
+        return self._result(names, scores, conf, slowdown, status, age, reasons, profile, t0)
+
+    def _score_fresh(self, pod: PodContext, profile: Profile, g, idx):
+        """Score the fresh rows (all of them when ``idx`` is None): one ONNX call."""
+        if idx is None:
+            x, conf, records = g.x, g.conf[:, profile - 1], g.records
+        else:
+            x, conf, records = g.x[idx], g.conf[idx, profile - 1], [g.records[i] for i in idx.tolist()]
+        x[:, NUM_METRICS:] = self._pod_features(pod)
+        pred = self.model.predict_slowdown(x)
+        reasons = self.reasons.texts(records, profile, self.snapshot.fleet_median)
+        return scoring.scores_from_slowdown(pred), conf, pred, reasons
+
+    def _score_some(self, pod, profile, names, g, fresh, age):
+        n = len(names)
+        scores = np.full(n, scoring.FALLBACK_SCORE)
+        conf = np.zeros(n)
+        slowdown = np.full(n, np.nan)
+        reasons = [""] * n
+        status = np.where(fresh, _SCORED, np.where(g.known, _STALE, _UNKNOWN)).astype(np.int64)
+        idx = np.flatnonzero(fresh)
+        if idx.size:
+            s, c, sl, r = self._score_fresh(pod, profile, g, idx)
+            scores[idx], conf[idx], slowdown[idx] = s, c, sl
+            for i, text in zip(idx.tolist(), r):
+                reasons[i] = text
         limit_s = self.max_staleness_ms / 1000
         for i in np.flatnonzero(status == _STALE).tolist():
-            reasons[i] = f"telemetry {age[i] / 1000:.1f} s old, over the {limit_s:g} s limit: not scored, neutral {scoring.FALLBACK_SCORE:g}"
+            reasons[i] = (f"telemetry {age[i] / 1000:.1f} s old, over the {limit_s:g} s limit: "
+                          f"not scored, neutral {scoring.FALLBACK_SCORE:g}")
         for i in np.flatnonzero(status == _UNKNOWN).tolist():
             reasons[i] = f"no telemetry from this node (never reported, or expired): neutral {scoring.FALLBACK_SCORE:g}"
-        return self._result(names, scores, conf, slowdown, status, age, reasons, profile, t0)
+        return scores, conf, slowdown, reasons, status
+
+    def _pod_features(self, pod: PodContext) -> np.ndarray:
+        """schema.pod_features, cached by what they depend on (not the pod's name)."""
+        key = (pod.cpu_request_cores, pod.memory_request_bytes, pod.qos, pod.profile, pod.priority)
+        feats = self._pod_cache.get(key)
+        if feats is None:
+            if len(self._pod_cache) >= POD_CACHE_SIZE:
+                self._pod_cache.clear()
+            feats = self._pod_cache[key] = pod_features(pod)
+        return feats
 
     def _fallback(self, names, profile, age, t0, reason: str, budget: bool) -> BatchResult:
         n = len(names)
@@ -155,6 +183,6 @@ class BatchScorer:
                 if count:
                     self.metrics.node_scores[_STATUS_LABELS[st]].inc(count)
         return BatchResult(names=names, scores=scores, confidence=conf, slowdown=slowdown, status=status,
-                           age_ms=age.astype(np.int64), reasons=reasons, profile=profile,
+                           age_ms=age, reasons=reasons, profile=profile,
                            model_version=self.model.version,
                            elapsed_us=int((time.perf_counter() - t0) * 1e6))

@@ -72,9 +72,10 @@ def format_table(resp: scoring_pb2.BatchScoreResponse) -> str:
     width = max([len("NODE")] + [len(s.node_name) for s in rows])
     profile = Profile(resp.profile).annotation if resp.profile else "?"
     lines = [f"model {resp.model_version} · profile {profile} · {resp.elapsed_us / 1000:.2f} ms server-side",
-             f"{'RANK':<4}  {'NODE':<{width}}  {'SCORE':>5}  {'STATUS':<12}  {'CONF':>4}  REASON"]
+             f"{'RANK':<4}  {'NODE':<{width}}  {'SCORE':>5}  {'SLOWDOWN':>8}  {'STATUS':<12}  {'CONF':>4}  REASON"]
     for i, s in enumerate(rows, 1):
-        lines.append(f"{i:<4}  {s.node_name:<{width}}  {s.score:5.1f}  {STATUS_NAMES[s.status]:<12}  "
+        slow = "-" if math.isnan(s.predicted_slowdown) else f"{s.predicted_slowdown:.2f}x"
+        lines.append(f"{i:<4}  {s.node_name:<{width}}  {s.score:5.1f}  {slow:>8}  {STATUS_NAMES[s.status]:<12}  "
                      f"{s.confidence:4.2f}  {s.reason}")
     return "\n".join(lines)
 

@@ -1,10 +1,15 @@
 """The in-memory snapshot of every node's latest telemetry.
 
-BatchScore reads only this, never Redis (trimaran's "cache, then score"). The snapshot is
-kept as dense arrays so that gathering 1 000 candidates is a handful of numpy gathers:
+BatchScore reads only this, never Redis (trimaran's "cache, then score"). Everything a
+request needs per node is prepared once per push, in dense arrays, so gathering 1 000
+candidates is a handful of numpy gathers:
 
-* ``values`` (capacity, 15) float64, NaN where missing; ``mask`` (capacity, 15) bool;
-* ``collected_ms`` / ``received_ms`` (capacity,) int64;
+* ``x`` (capacity, 26) float32: the model input row — the 15 normalised metrics
+  (``schema.MISSING`` where missing) and room for the pod's 11 features;
+* ``conf`` (capacity, 5) float64: the node's confidence for each workload profile;
+* ``oldest`` (capacity,) int64: min(collected, received), what staleness is judged on;
+* ``values`` / ``mask``: raw values and mask, for the fleet median;
+* ``records``: the immutable NodeRecord per row, for reasons and the HTTP views;
 * ``index``: node name -> row.
 
 Writers (the Push handler, the Redis refresher) take a lock per upsert; readers take it for
@@ -21,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from aggregator.records import NodeRecord
-from scorer.schema import NUM_METRICS
+from scorer.scoring import confidence_table
+from scorer.schema import NUM_FEATURES, NUM_METRICS, Profile, normalise_matrix
 
 INITIAL_CAPACITY = 256
 
@@ -31,51 +37,58 @@ class Gathered:
     """Candidates' rows as copied out of the snapshot; ``known`` False = never reported."""
 
     known: np.ndarray  # bool (n,)
-    values: np.ndarray  # float64 (n, 15)
-    mask: np.ndarray  # bool (n, 15)
-    oldest_ms: np.ndarray  # int64 (n,): min(collected, received) per node, 0 when unknown
-    received_ms: np.ndarray  # int64 (n,): when the aggregator received the vector, 0 when unknown
+    x: np.ndarray  # float32 (n, 26): node columns filled, pod columns to fill
+    conf: np.ndarray  # float64 (n, 5): confidence per profile
+    oldest_ms: np.ndarray  # int64 (n,): min(collected, received), 0 when unknown
+    records: list  # NodeRecord, or None when unknown
 
 
 class Snapshot:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._index: dict[str, int] = {}
-        self._names: list[str] = []
-        cap = INITIAL_CAPACITY
+        self._records: list[NodeRecord] = []
+        self._alloc(INITIAL_CAPACITY)
+        self.fleet_median = np.full(NUM_METRICS, np.nan)
+
+    def _alloc(self, cap: int) -> None:
+        self._x = np.zeros((cap, NUM_FEATURES), dtype=np.float32)
+        self._conf = np.zeros((cap, len(Profile)))
+        self._oldest = np.zeros(cap, dtype=np.int64)
         self._values = np.full((cap, NUM_METRICS), np.nan)
         self._mask = np.zeros((cap, NUM_METRICS), dtype=bool)
-        self._oldest = np.zeros(cap, dtype=np.int64)
-        self._received = np.zeros(cap, dtype=np.int64)
-        self._records: list[NodeRecord] = []
-        self.fleet_median = np.full(NUM_METRICS, np.nan)
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return self._x, self._conf, self._oldest, self._values, self._mask
 
     def __len__(self) -> int:
         return len(self._index)
 
     def upsert(self, rec: NodeRecord) -> None:
+        norm = normalise_matrix(rec.values[None, :], rec.mask[None, :])[0]
+        conf = confidence_table(rec.mask[None, :])[0]
         with self._lock:
             row = self._index.get(rec.node_name)
             if row is None:
-                row = len(self._names)
-                if row >= self._values.shape[0]:
+                row = len(self._records)
+                if row >= self._x.shape[0]:
                     self._grow()
                 self._index[rec.node_name] = row
-                self._names.append(rec.node_name)
                 self._records.append(rec)
             else:
                 if self._records[row].received_at_ms > rec.received_at_ms:
                     return  # an older copy (e.g. a late Redis read) must not replace newer data
                 self._records[row] = rec
+            self._x[row, :NUM_METRICS] = norm
+            self._conf[row] = conf
+            self._oldest[row] = min(rec.collected_at_ms, rec.received_at_ms)
             self._values[row] = rec.values
             self._mask[row] = rec.mask
-            self._oldest[row] = min(rec.collected_at_ms, rec.received_at_ms)
-            self._received[row] = rec.received_at_ms
 
     def received_at(self, name: str) -> int | None:
         with self._lock:
             row = self._index.get(name)
-            return None if row is None else int(self._received[row])
+            return None if row is None else self._records[row].received_at_ms
 
     def sync(self, index: dict[str, int], fetched: list[NodeRecord], now_ms: int, ttl_ms: int) -> list[NodeRecord]:
         """Take Redis' view: ``index`` is ka:nodes (node -> received ms), ``fetched`` the
@@ -103,28 +116,29 @@ class Snapshot:
             row = self._index.pop(name, None)
             if row is None:
                 return
-            last = len(self._names) - 1
+            last = len(self._records) - 1
             if row != last:
-                moved = self._names[last]
-                self._names[row], self._records[row] = moved, self._records[last]
-                self._index[moved] = row
-                for arr in (self._values, self._mask, self._oldest, self._received):
+                moved = self._records[last]
+                self._records[row] = moved
+                self._index[moved.node_name] = row
+                for arr in self._arrays():
                     arr[row] = arr[last]
-            self._names.pop()
             self._records.pop()
-            self._values[last], self._mask[last], self._oldest[last], self._received[last] = np.nan, False, 0, 0
 
     def gather(self, names: list[str]) -> Gathered:
         with self._lock:
             get = self._index.get
             rows = np.fromiter((get(n, -1) for n in names), dtype=np.int64, count=len(names))
             known = rows >= 0
-            safe = np.where(known, rows, 0)
-            values = self._values[safe]
-            mask = self._mask[safe] & known[:, None]
-            oldest = np.where(known, self._oldest[safe], 0)
-            received = np.where(known, self._received[safe], 0)
-        return Gathered(known=known, values=values, mask=mask, oldest_ms=oldest, received_ms=received)
+            all_known = bool(known.all())
+            safe = rows if all_known else np.where(known, rows, 0)
+            x, conf, oldest = self._x[safe], self._conf[safe], self._oldest[safe]
+            recs = self._records
+            records = [recs[r] for r in rows.tolist()] if all_known else [
+                recs[r] if r >= 0 else None for r in rows.tolist()]
+        if not all_known:
+            oldest[~known] = 0
+        return Gathered(known=known, x=x, conf=conf, oldest_ms=oldest, records=records)
 
     def records(self) -> list[NodeRecord]:
         with self._lock:
@@ -138,25 +152,21 @@ class Snapshot:
     def recompute_fleet_median(self, now_ms: int, max_staleness_ms: int) -> None:
         """Per-metric median over fresh nodes that measure it (NaN where none does)."""
         with self._lock:
-            n = len(self._names)
+            n = len(self._records)
             values = self._values[:n].copy()
             mask = self._mask[:n].copy()
             fresh = (now_ms - self._oldest[:n]) <= max_staleness_ms
-        values = np.where(mask & fresh[:, None], values, np.nan)
         if n == 0 or not fresh.any():
             self.fleet_median = np.full(NUM_METRICS, np.nan)
             return
+        values = np.where(mask & fresh[:, None], values, np.nan)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected
             self.fleet_median = np.nanmedian(values, axis=0)
 
     def _grow(self) -> None:
-        cap = self._values.shape[0] * 2
-        values = np.full((cap, NUM_METRICS), np.nan)
-        mask = np.zeros((cap, NUM_METRICS), dtype=bool)
-        oldest = np.zeros(cap, dtype=np.int64)
-        received = np.zeros(cap, dtype=np.int64)
-        n = len(self._names)
-        values[:n], mask[:n], oldest[:n] = self._values[:n], self._mask[:n], self._oldest[:n]
-        received[:n] = self._received[:n]
-        self._values, self._mask, self._oldest, self._received = values, mask, oldest, received
+        n = len(self._records)
+        old = self._arrays()
+        self._alloc(self._x.shape[0] * 2)
+        for new, prev in zip(self._arrays(), old):
+            new[:n] = prev[:n]

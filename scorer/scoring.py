@@ -8,9 +8,8 @@ back, so every rule here is table-tested (tests/test_scoring_math.py).
 * confidence = the share of the pod profile's sensitivity (schema.SENSITIVITY) that the
   node's measured metrics cover: a node that cannot see LLC misses is less certain for a
   cache-sensitive pod than for an io-bound one.
-* reason = predicted slowdown, then the (up to) two metrics that drive it for this profile,
-  with values and how they compare to the fleet median, then the profile and what is not
-  measured.
+* reason = the (up to) two metrics that drive the slowdown for this profile, with values
+  and how they compare to the fleet median, then the profile and what is not measured.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ import numpy as np
 from scorer.schema import METRICS, NUM_METRICS, SENSITIVITY, Profile, normalise_matrix
 
 FALLBACK_SCORE = 50.0
-#: Below this predicted slowdown a node is called quiet.
-QUIET_SLOWDOWN = 1.15
 #: A metric is named in a reason only when its drive exceeds this (sensitivity x level).
 MIN_DRIVE = 0.05
 REASON_METRICS = 2
@@ -31,14 +28,22 @@ REASON_METRICS = 2
 
 def scores_from_slowdown(slowdown: np.ndarray) -> np.ndarray:
     s = np.asarray(slowdown, dtype=np.float64)
-    if np.any(~np.isfinite(s)) or np.any(s <= 0):
+    if not (np.isfinite(s) & (s > 0)).all():
         raise ValueError("slowdown: every predicted slowdown must be a finite number > 0")
-    return np.clip(100.0 / np.maximum(s, 1.0), 0.0, 100.0)
+    return 100.0 / np.maximum(s, 1.0)
+
+
+#: (15, 5): each profile's sensitivity weights normalised to sum 1.
+_CONF_WEIGHTS = (SENSITIVITY / SENSITIVITY.sum(axis=1, keepdims=True)).T
+
+
+def confidence_table(mask: np.ndarray) -> np.ndarray:
+    """(n, 5) confidence of each node for each profile (columns in Profile order)."""
+    return np.asarray(mask, dtype=np.float64) @ _CONF_WEIGHTS
 
 
 def confidence(mask: np.ndarray, profile: Profile) -> np.ndarray:
-    w = SENSITIVITY[profile - 1]
-    return (np.asarray(mask, dtype=np.float64) @ w) / w.sum()
+    return confidence_table(mask)[:, profile - 1]
 
 
 def drives(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray) -> np.ndarray:
@@ -63,12 +68,16 @@ def _describe(metric_index: int, value: float, median: float) -> str:
     return text
 
 
-def reason_tails(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray) -> list[str]:
-    """Per node, everything in a reason after the predicted slowdown: the (up to) two metrics
-    driving this profile's slowdown with values and fleet comparison, the profile, and what is
-    not measured — e.g. ``: CPU pressure 45%, 6.2x the fleet median; CPU busy 98%;
-    latency-critical pod; 7 of 15 metrics not measured``. It depends only on the node's vector,
-    the profile and the fleet median, so the aggregator caches it per node push.
+def reasons(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray) -> list[str]:
+    """One reason per node: the (up to) two metrics that drive this profile's slowdown, with
+    values and how they compare to the fleet median, the profile, and what is not measured —
+    e.g. ``CPU pressure 45%, 6.2x the fleet median; CPU busy 98%; latency-critical pod;
+    7 of 15 metrics not measured``, or ``nothing a latency-critical pod is sensitive to stands
+    out; ...``.
+
+    The predicted slowdown travels in its own field next to the reason, so a reason depends
+    only on the node's vector, the profile and the fleet median: the aggregator computes it
+    once per node push and profile, not once per request.
     """
     d = drives(values, mask, profile, fleet_median)
     order = np.argsort(-d, axis=1)[:, :REASON_METRICS]
@@ -77,23 +86,9 @@ def reason_tails(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_m
     for i in range(d.shape[0]):
         drivers = "; ".join(_describe(j, float(values[i, j]), float(fleet_median[j]))
                             for j in order[i] if d[i, j] >= MIN_DRIVE)
-        tail = (f": {drivers}; " if drivers else "; ") + f"{profile.annotation} pod"
+        text = (f"{drivers}; {profile.annotation} pod" if drivers
+                else f"nothing a {profile.annotation} pod is sensitive to stands out")
         if n_missing[i]:
-            tail += f"; {n_missing[i]} of {NUM_METRICS} metrics not measured"
-        out.append(tail)
+            text += f"; {n_missing[i]} of {NUM_METRICS} metrics not measured"
+        out.append(text)
     return out
-
-
-def compose(slowdown: np.ndarray, tails: list[str]) -> list[str]:
-    """Whole reasons from predicted slowdowns and reason tails (string formatting only)."""
-    return [(f"quiet node, predicted slowdown {s:.2f}x" if s < QUIET_SLOWDOWN else f"predicted slowdown {s:.2f}x") + t
-            for s, t in zip(np.asarray(slowdown, dtype=np.float64).tolist(), tails)]
-
-
-def reasons(values: np.ndarray, mask: np.ndarray, profile: Profile, slowdown: np.ndarray,
-            fleet_median: np.ndarray) -> list[str]:
-    """One reason string per node, e.g.
-    ``predicted slowdown 2.10x: CPU pressure 45%, 6.2x the fleet median; CPU busy 98%;
-    latency-critical pod; 7 of 15 metrics not measured``.
-    """
-    return compose(slowdown, reason_tails(values, mask, profile, fleet_median))

@@ -8,6 +8,7 @@ from aggregator.metrics import AggregatorMetrics
 from aggregator.snapshot import Snapshot
 from aggregator.validate import validate_telemetry
 from doubles import FormulaModel, ManualClock
+from scorer import scoring
 from scorer.schema import PodContext, Profile
 from telemetry_factory import telemetry
 
@@ -27,8 +28,10 @@ def test_snapshot_grows_and_gathers_in_request_order():
     snap = _snapshot(clock, **{f"n{i}": i / 1000 for i in range(600)})
     g = snap.gather(["n599", "ghost", "n0"])
     assert list(g.known) == [True, False, True]
-    assert g.values[0, 2] == pytest.approx(0.599) and g.values[2, 2] == 0.0
-    assert not g.mask[1].any()
+    assert g.records[0].values[2] == pytest.approx(0.599) and g.records[2].values[2] == 0.0
+    assert g.records[1] is None and g.oldest_ms[1] == 0
+    assert g.x[0, 2] == pytest.approx(0.599) and g.x[0, 9] == -1.0  # normalised, LLC missing
+    assert g.conf[0] == pytest.approx(scoring.confidence_table(g.records[0].mask[None, :])[0])
 
 
 def test_older_copy_does_not_replace_newer_data():
@@ -46,7 +49,7 @@ def test_replace_all_drops_expired_nodes():
     assert snap.sync({"c": clock()}, [], clock(), ttl_ms=30_000) == []
     assert snap.get("a") is None and snap.get("b") is None and len(snap) == 1
     g = snap.gather(["c", "a"])  # rows stay dense and correct after removals
-    assert list(g.known) == [True, False] and g.values[0, 2] == pytest.approx(0.3)
+    assert list(g.known) == [True, False] and g.x[0, 2] == pytest.approx(0.3)
 
 
 def test_replace_all_keeps_and_returns_what_redis_lost_before_its_ttl():
