@@ -87,7 +87,10 @@ def build_server(listen: str, telemetry: TelemetryServicer, scoring: ScoringServ
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.so_reuseport", 0)],
+                 ("grpc.so_reuseport", 0),
+                 # BDP probing pings to size windows for bulk transfers; small unary calls only
+                 # get the jitter.
+                 ("grpc.http2.bdp_probe", 0)],
     )
     telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(telemetry, server)
     scoring_pb2_grpc.add_ScoringServiceServicer_to_server(scoring, server)

@@ -13,12 +13,12 @@ from aggregator.store import CorruptRecord, RedisStore, decode_record, encode_re
 from aggregator.validate import validate_telemetry
 from telemetry_factory import telemetry
 
-NOW = time.time_ns() // 1_000_000  # ka:nodes is pruned against the wall clock
+NOW = time.time_ns() // 1_000_000  # ka:nodes is pruned against the wall clock (TTL 1 h here)
 
 
 @pytest.fixture
 def store(redis_server):
-    s = RedisStore(redis_server.url, node_ttl_s=60, history_maxlen=5)
+    s = RedisStore(redis_server.url, node_ttl_s=3600, history_maxlen=5)
     yield s
     s.close()
 
@@ -33,7 +33,7 @@ def test_layout_is_readable_with_plain_redis_cli(store, redis_server):
     assert subprocess.check_output(cli + ["hexists", "ka:node:{node-a}", "llc_miss_ratio"], text=True).strip() == "0"
     assert subprocess.check_output(cli + ["hget", "ka:node:{node-a}", "mask"], text=True).strip() == "111110011000001"
     ttl = int(subprocess.check_output(cli + ["ttl", "ka:node:{node-a}"], text=True))
-    assert 0 < ttl <= 60
+    assert 3500 < ttl <= 3600
     assert subprocess.check_output(cli + ["zscore", "ka:nodes", "node-a"], text=True).strip() == str(NOW)
 
 
@@ -84,8 +84,8 @@ def test_read_all_skips_expired_nodes_and_reports_corrupt_ones(store):
 
 def test_index_prunes_entries_past_the_ttl(store):
     store.write(validate_telemetry(telemetry("old"), NOW))
-    store.write(validate_telemetry(telemetry("new"), NOW + 59_000))
-    assert store.read_index(now_ms=NOW + 61_000) == {"new": NOW + 59_000}
+    store.write(validate_telemetry(telemetry("new"), NOW + 59_000))  # TTL 3600 s
+    assert store.read_index(now_ms=NOW + 3_601_000) == {"new": NOW + 59_000}
     assert store.client.zscore("ka:nodes", "old") is None
 
 
