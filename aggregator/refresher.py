@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 import redis
@@ -25,6 +26,9 @@ from aggregator.snapshot import Snapshot
 from aggregator.store import CorruptRecord, RedisStore
 
 log = logging.getLogger(__name__)
+
+#: How often the resync thread looks for nodes that joined or left, to refresh the fleet median.
+MEDIAN_CHECK_S = 0.25
 
 
 class Refresher:
@@ -84,9 +88,15 @@ class Refresher:
                     "or flushed?); wrote them back: %s", len(lost), ", ".join(sorted(r.node_name for r in lost)[:10]))
 
     def _resync_loop(self) -> None:
+        next_resync = 0.0
         while not self._stop.is_set():
-            self.resync_once()
-            self._stop.wait(self.interval_s)
+            if time.monotonic() >= next_resync:
+                self.resync_once()
+                next_resync = time.monotonic() + self.interval_s
+            elif self.snapshot.take_membership_change():
+                # nodes joined or left: the fleet median reasons compare against moved
+                self.snapshot.recompute_fleet_median(self.clock_ms(), self.max_staleness_ms)
+            self._stop.wait(min(MEDIAN_CHECK_S, self.interval_s))
 
     def _pubsub_loop(self) -> None:
         while not self._stop.is_set():

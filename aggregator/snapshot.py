@@ -50,6 +50,7 @@ class Snapshot:
         self._records: list[NodeRecord] = []
         self._alloc(INITIAL_CAPACITY)
         self.fleet_median = np.full(NUM_METRICS, np.nan)
+        self._membership_changed = False
 
     def _alloc(self, cap: int) -> None:
         self._x = np.zeros((cap, NUM_FEATURES), dtype=np.float32)
@@ -75,6 +76,7 @@ class Snapshot:
                     self._grow()
                 self._index[rec.node_name] = row
                 self._records.append(rec)
+                self._membership_changed = True
             else:
                 if self._records[row].received_at_ms > rec.received_at_ms:
                     return  # an older copy (e.g. a late Redis read) must not replace newer data
@@ -124,6 +126,13 @@ class Snapshot:
                 for arr in self._arrays():
                     arr[row] = arr[last]
             self._records.pop()
+            self._membership_changed = True
+
+    def take_membership_change(self) -> bool:
+        """True once after nodes joined or left (the fleet median then deserves a recompute)."""
+        with self._lock:
+            changed, self._membership_changed = self._membership_changed, False
+            return changed
 
     def gather(self, names: list[str]) -> Gathered:
         with self._lock:

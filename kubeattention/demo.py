@@ -82,7 +82,9 @@ class Stack:
 
 
 def port_free(port: int) -> bool:
+    """Can a server bind it? (SO_REUSEADDR as servers set it: TIME_WAIT leftovers don't count.)"""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

@@ -24,6 +24,9 @@ FALLBACK_SCORE = 50.0
 #: A metric is named in a reason only when its drive exceeds this (sensitivity x level).
 MIN_DRIVE = 0.05
 REASON_METRICS = 2
+#: A fleet median below this (ratio metrics; log metrics use their reference value) is
+#: "about zero": reasons quote it rather than divide by it.
+RATIO_FLOOR = 0.01
 
 
 def scores_from_slowdown(slowdown: np.ndarray) -> np.ndarray:
@@ -61,10 +64,13 @@ def drives(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median:
 
 
 def _describe(metric_index: int, value: float, median: float) -> str:
+    """``CPU pressure 45%, 6.2x the fleet median``; against a near-zero median, which makes
+    ratios meaningless, ``IO pressure 42% (fleet median 0%)``."""
     m = METRICS[metric_index]
     text = f"{m.label} {m.format(value)}"
-    if math.isfinite(median) and median > 0 and value > median * 1.5:
-        text += f", {value / median:.1f}x the fleet median"
+    if math.isfinite(median) and value > median * 1.5:
+        floor = RATIO_FLOOR if m.unit == "ratio" else m.ref
+        text += f", {value / median:.1f}x the fleet median" if median >= floor else f" (fleet median {m.format(median)})"
     return text
 
 
@@ -87,7 +93,8 @@ def reasons(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median
         drivers = "; ".join(_describe(j, float(values[i, j]), float(fleet_median[j]))
                             for j in order[i] if d[i, j] >= MIN_DRIVE)
         text = (f"{drivers}; {profile.annotation} pod" if drivers
-                else f"nothing a {profile.annotation} pod is sensitive to stands out")
+                else f"nothing {'an' if profile.annotation[0] in 'aeiou' else 'a'} {profile.annotation} pod "
+                     "is sensitive to stands out")
         if n_missing[i]:
             text += f"; {n_missing[i]} of {NUM_METRICS} metrics not measured"
         out.append(text)

@@ -65,3 +65,11 @@ def test_reason_without_any_measured_driver_says_so_plainly():
     values = np.array([_node(memory_utilization=0.0)])
     r = scoring.reasons(values, np.isfinite(values), Profile.BATCH, np.full(15, np.nan))[0]
     assert r == "nothing a batch pod is sensitive to stands out; 14 of 15 metrics not measured"
+
+
+def test_reason_quotes_a_near_zero_fleet_median_instead_of_dividing_by_it():
+    values = np.array([_node(io_psi_some=0.42, cpu_iowait_ratio=0.3)])
+    median = _node(io_psi_some=0.0001, cpu_iowait_ratio=0.02)
+    r = scoring.reasons(values, np.isfinite(values), Profile.IO_BOUND, median)[0]
+    assert "IO pressure 42% (fleet median 0%)" in r
+    assert "IO wait 30%, 15.0x the fleet median" in r
