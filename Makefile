@@ -6,11 +6,13 @@ PYTHON   ?= python3
 VENV     ?= .venv
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-DEB_PKGS := redis-server redis-tools
+# Debian packages: Redis for the store; bcc, kernel headers and perf for the agent's eBPF and
+# perf collectors; stress-ng and fio as real antagonists in tests.
+EBPF_DEBS := python3-bpfcc linux-headers-amd64 linux-perf
 DEMO_ONCE ?=
 PROTOS   := $(shell find proto -name '*.proto' | sed 's|^proto/||' | sort)
 
-.PHONY: help setup system-deps demo test proto bench train recordings clean
+.PHONY: help setup system-deps ebpf-deps venv-bcc demo test proto bench train recordings clean
 
 help:
 	@echo "make demo        run redis, the aggregator and agents on this machine; print BatchScore (DEMO_ONCE=1: once)"
@@ -21,7 +23,7 @@ help:
 	@echo "make recordings  re-record the replayed node states with stress-ng (takes ~2 min)"
 
 system-deps:
-	@missing=""; for b in redis-server:redis-server redis-cli:redis-tools; do \
+	@missing=""; for b in redis-server:redis-server redis-cli:redis-tools stress-ng:stress-ng fio:fio; do \
 	  command -v $${b%%:*} >/dev/null 2>&1 || missing="$$missing $${b##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -30,13 +32,35 @@ system-deps:
 	  else echo "missing:$$missing — install them (apt-get install$$missing) and retry" >&2; exit 1; fi; \
 	fi
 
+# eBPF prerequisites (best effort: where they cannot be had, the agent reports those metrics
+# missing and the kernel tests skip with the reason): bcc from Debian, kernel headers linked
+# where bcc looks for them, tracefs mounted.
+ebpf-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  dpkg -s $(EBPF_DEBS) >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(EBPF_DEBS) >/dev/null || \
+	    echo "ebpf-deps: could not install $(EBPF_DEBS); eBPF metrics will be reported missing" >&2; }; \
+	  k=$$(uname -r); hdr=$$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1); \
+	  if [ ! -e /lib/modules/$$k/build/include ] && [ -n "$$hdr" ]; then \
+	    mkdir -p /lib/modules/$$k && ln -sfn $$hdr /lib/modules/$$k/build && \
+	    ln -sfn $${hdr%-amd64}-common /lib/modules/$$k/source && \
+	    echo "ebpf-deps: linked $$hdr as the headers of kernel $$k"; fi; \
+	  mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || \
+	    echo "ebpf-deps: could not mount tracefs at /sys/kernel/tracing" >&2; \
+	else echo "ebpf-deps: not root or no apt-get; eBPF metrics will be reported missing" >&2; fi
+
+# bcc is Debian's (python3-bpfcc, pure Python over libbcc): link just that package into the venv.
+venv-bcc: $(STAMP)
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	if [ -d /usr/lib/python3/dist-packages/bcc ]; then ln -sfn /usr/lib/python3/dist-packages/bcc $$site/bcc; fi
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,train]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
-setup: system-deps $(STAMP)
+setup: system-deps ebpf-deps $(STAMP) venv-bcc
 
 demo: setup
 	$(VENV)/bin/kubeattention demo $(if $(DEMO_ONCE),--once,)
