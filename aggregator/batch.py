@@ -82,7 +82,8 @@ class ReasonCache:
                 self._d.clear()
             values = np.array([records[j].values for j in miss])
             mask = np.array([records[j].mask for j in miss])
-            for j, text in zip(miss, scoring.reasons(values, mask, profile, fleet_median)):
+            offenders = [records[j].offenders for j in miss]
+            for j, text in zip(miss, scoring.reasons(values, mask, profile, fleet_median, offenders)):
                 out[j] = text
                 self._d[(records[j].node_name, profile)] = (records[j], text)
         return out

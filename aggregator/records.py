@@ -16,6 +16,20 @@ from scorer.schema import METRICS, NUM_METRICS
 
 
 @dataclass(frozen=True)
+class Offender:
+    """A pod the agent holds responsible for part of a metric (proto PodOffender)."""
+
+    namespace: str
+    name: str
+    metric: str
+    value: float
+
+    @property
+    def pod(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class NodeRecord:
     node_name: str
     values: np.ndarray  # float64 (15,), NaN where missing
@@ -25,6 +39,7 @@ class NodeRecord:
     schema_version: int
     agent_version: str = ""
     missing_reasons: dict[str, str] = field(default_factory=dict)
+    offenders: tuple[Offender, ...] = ()
 
     def age_ms(self, now_ms: int) -> int:
         """Age as the older of the two clocks says: the agent's collection stamp and our receipt.
@@ -59,6 +74,8 @@ class NodeRecord:
                 for m in METRICS
             ],
             "missing": self.missing,
+            "top_offenders": [{"namespace": o.namespace, "name": o.name, "metric": o.metric, "value": o.value}
+                              for o in self.offenders],
         }
 
 

@@ -4,7 +4,8 @@ Layout (prefix ``ka:`` by default), readable with plain ``redis-cli``:
 
 * ``ka:node:{NAME}`` — hash: one field per measured metric by name, plus
   ``collected_at_ms``, ``received_at_ms``, ``mask`` (15 characters of 0/1 in schema order),
-  ``schema``, ``agent`` and ``missing_reasons`` (JSON). A missing metric has no field.
+  ``schema``, ``agent``, ``missing_reasons`` (JSON object) and ``offenders`` (JSON list of
+  [namespace, name, metric, value]). A missing metric has no field.
   Expires after the node TTL.
 * ``ka:nodes`` — sorted set: node name -> last received time (ms).
 * ``ka:history:{NAME}`` — stream of recent vectors, capped (approximately) at
@@ -27,7 +28,7 @@ import numpy as np
 import redis
 
 from aggregator.errors import StoreUnavailable
-from aggregator.records import NodeRecord, empty_values
+from aggregator.records import NodeRecord, Offender, empty_values
 from scorer.schema import METRICS, NUM_METRICS
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def encode_record(rec: NodeRecord) -> dict[str, str]:
         schema=str(rec.schema_version),
         agent=rec.agent_version,
         missing_reasons=json.dumps(rec.missing_reasons, sort_keys=True),
+        offenders=json.dumps([[o.namespace, o.name, o.metric, o.value] for o in rec.offenders]),
     )
     return fields
 
@@ -91,6 +93,8 @@ def decode_record(name: str, fields: dict[str, str]) -> NodeRecord:
         reasons = json.loads(fields.get("missing_reasons") or "{}")
         if not isinstance(reasons, dict):
             raise CorruptRecord(f"{name}: missing_reasons is not a JSON object")
+        offenders = tuple(Offender(str(ns), str(pod), str(metric), float(value))
+                          for ns, pod, metric, value in json.loads(fields.get("offenders") or "[]"))
         return NodeRecord(
             node_name=name,
             values=values,
@@ -100,6 +104,7 @@ def decode_record(name: str, fields: dict[str, str]) -> NodeRecord:
             schema_version=int(fields["schema"]),
             agent_version=fields.get("agent", ""),
             missing_reasons={str(k): str(v) for k, v in reasons.items()},
+            offenders=offenders,
         )
     except KeyError as e:
         raise CorruptRecord(f"{name}: field {e.args[0]!r} absent") from None

@@ -12,15 +12,19 @@ import re
 import numpy as np
 
 from aggregator.errors import InvalidInput
-from aggregator.records import NodeRecord
+from aggregator.records import NodeRecord, Offender
 from kubeattention.v1 import scoring_pb2, telemetry_pb2
-from scorer.schema import METRICS, NUM_METRICS, SCHEMA_VERSION, PodContext, Profile, QoS
+from scorer.schema import METRIC_BY_NAME, METRICS, NUM_METRICS, SCHEMA_VERSION, PodContext, Profile, QoS
+
+
 
 #: Kubernetes node names are RFC 1123 DNS subdomains.
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 MAX_NODE_NAME = 253
 MAX_AGENT_VERSION = 64
 MAX_REASON = 512
+MAX_OFFENDERS = 32
+MAX_K8S_NAME = 253
 
 
 def check_node_name(name: str, field: str = "node_name") -> str:
@@ -72,7 +76,26 @@ def validate_telemetry(msg: telemetry_pb2.NodeTelemetry, received_at_ms: int) ->
         schema_version=int(msg.schema_version),
         agent_version=msg.agent_version,
         missing_reasons=reasons,
+        offenders=validate_offenders(msg.top_offenders),
     )
+
+
+def validate_offenders(offenders) -> tuple[Offender, ...]:
+    if len(offenders) > MAX_OFFENDERS:
+        raise InvalidInput("top_offenders", f"{len(offenders)} entries, more than the {MAX_OFFENDERS} accepted")
+    out = []
+    for i, o in enumerate(offenders):
+        field = f"top_offenders[{i}]"
+        for part, text in (("namespace", o.namespace), ("name", o.name)):
+            if not text or len(text) > MAX_K8S_NAME or not _NODE_NAME.match(text):
+                raise InvalidInput(f"{field}.{part}", f"{text[:80]!r} is not a Kubernetes {part}")
+        metric = METRIC_BY_NAME.get(o.metric)
+        if metric is None:
+            raise InvalidInput(f"{field}.metric", f"{o.metric[:80]!r} is not a metric name of schema {SCHEMA_VERSION}")
+        if not math.isfinite(o.value) or not (0 <= o.value <= metric.hi):
+            raise InvalidInput(f"{field}.value", f"{o.value} is outside [0, {metric.hi:g}] {metric.unit}")
+        out.append(Offender(o.namespace, o.name, o.metric, float(o.value)))
+    return tuple(out)
 
 
 _QOS = {

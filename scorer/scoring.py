@@ -27,6 +27,9 @@ REASON_METRICS = 2
 #: A fleet median below this (ratio metrics; log metrics use their reference value) is
 #: "about zero": reasons quote it rather than divide by it.
 RATIO_FLOOR = 0.01
+#: Metrics whose per-pod parts add up to the node's value, so a pod's share can be quoted.
+ADDITIVE_METRICS = frozenset({"cpu_utilization", "cpu_iowait_ratio", "cross_cgroup_preemptions_per_s",
+                              "memory_utilization", "memory_bandwidth_gbps", "process_churn_per_s"})
 
 
 def scores_from_slowdown(slowdown: np.ndarray) -> np.ndarray:
@@ -63,23 +66,43 @@ def drives(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median:
     return SENSITIVITY[profile - 1] * (level + excess) * mask
 
 
-def _describe(metric_index: int, value: float, median: float) -> str:
+def _describe(metric_index: int, value: float, median: float, offender: tuple[str, float] | None = None) -> str:
     """``CPU pressure 45%, 6.2x the fleet median``; against a near-zero median, which makes
-    ratios meaningless, ``IO pressure 42% (fleet median 0%)``."""
+    ratios meaningless, ``IO pressure 42% (fleet median 0%)``; with the pod the agent holds
+    responsible, ``..., 71% from batch/ffmpeg-7c9d`` (additive metrics) or ``..., top pod
+    batch/ffmpeg-7c9d``."""
     m = METRICS[metric_index]
     text = f"{m.label} {m.format(value)}"
     if math.isfinite(median) and value > median * 1.5:
         floor = RATIO_FLOOR if m.unit == "ratio" else m.ref
         text += f", {value / median:.1f}x the fleet median" if median >= floor else f" (fleet median {m.format(median)})"
+    if offender is not None:
+        pod, share_value = offender
+        if m.name in ADDITIVE_METRICS and value > 0 and share_value <= value * 1.0001:
+            text += f", {share_value / value:.0%} from {pod}"
+        else:
+            text += f", top pod {pod}"
     return text
 
 
-def reasons(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray) -> list[str]:
+def top_offenders(offenders) -> dict[str, tuple[str, float]]:
+    """metric -> (namespace/name, value) of the largest offender per metric."""
+    top: dict[str, tuple[str, float]] = {}
+    for o in offenders:
+        if o.metric not in top or o.value > top[o.metric][1]:
+            top[o.metric] = (o.pod, o.value)
+    return top
+
+
+def reasons(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray,
+            offenders: list | None = None) -> list[str]:
     """One reason per node: the (up to) two metrics that drive this profile's slowdown, with
-    values and how they compare to the fleet median, the profile, and what is not measured —
-    e.g. ``CPU pressure 45%, 6.2x the fleet median; CPU busy 98%; latency-critical pod;
-    7 of 15 metrics not measured``, or ``nothing a latency-critical pod is sensitive to stands
-    out; ...``.
+    values, how they compare to the fleet median and which pod the agent holds responsible,
+    then the profile and what is not measured — e.g. ``cross-cgroup preemptions 5200/s,
+    8.1x the fleet median, 71% from batch/ffmpeg-7c9d; CPU busy 98%; latency-critical pod;
+    4 of 15 metrics not measured``, or ``nothing a latency-critical pod is sensitive to
+    stands out; ...``. ``offenders``: per node, a sequence of records with ``pod``,
+    ``metric`` and ``value`` (aggregator.records.Offender).
 
     The predicted slowdown travels in its own field next to the reason, so a reason depends
     only on the node's vector, the profile and the fleet median: the aggregator computes it
@@ -90,7 +113,8 @@ def reasons(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median
     n_missing = (NUM_METRICS - np.asarray(mask).sum(axis=1)).tolist()
     out = []
     for i in range(d.shape[0]):
-        drivers = "; ".join(_describe(j, float(values[i, j]), float(fleet_median[j]))
+        top = top_offenders(offenders[i]) if offenders is not None else {}
+        drivers = "; ".join(_describe(j, float(values[i, j]), float(fleet_median[j]), top.get(METRICS[j].name))
                             for j in order[i] if d[i, j] >= MIN_DRIVE)
         text = (f"{drivers}; {profile.annotation} pod" if drivers
                 else f"nothing {'an' if profile.annotation[0] in 'aeiou' else 'a'} {profile.annotation} pod "

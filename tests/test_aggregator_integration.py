@@ -287,3 +287,14 @@ def test_score_and_inspect_commands(redis_server, aggregator, channel):
     none = subprocess.run(ka + ["inspect", "--redis-url", redis_server.url, "ghost"], capture_output=True, text=True,
                           cwd=REPO)
     assert none.returncode == 1 and "no telemetry for node 'ghost'" in none.stderr
+
+
+def test_offending_pod_travels_from_push_to_reason_and_nodes_view(channel, aggregator):
+    msg = telemetry("busy", collected_ms=now_ms(), cpu_utilization=0.95, cpu_psi_some=0.7)
+    msg.top_offenders.add(namespace="batch", name="ffmpeg-7c9d", metric="cpu_utilization", value=0.8)
+    push(channel, msg)
+    reason = score(channel, batch("busy")).scores[0].reason
+    assert "84% from batch/ffmpeg-7c9d" in reason
+    node = json.loads(aggregator.http("/v1/nodes/busy"))
+    assert node["top_offenders"] == [{"namespace": "batch", "name": "ffmpeg-7c9d", "metric": "cpu_utilization",
+                                      "value": 0.8}]

@@ -73,3 +73,14 @@ def test_reason_quotes_a_near_zero_fleet_median_instead_of_dividing_by_it():
     r = scoring.reasons(values, np.isfinite(values), Profile.IO_BOUND, median)[0]
     assert "IO pressure 42% (fleet median 0%)" in r
     assert "IO wait 30%, 15.0x the fleet median" in r
+
+
+def test_reason_names_the_offending_pod_with_its_share_for_additive_metrics():
+    from aggregator.records import Offender
+    values = np.array([_node(cpu_psi_some=0.5, cpu_utilization=0.9, process_churn_per_s=400.0)])
+    offenders = [(Offender("batch", "ffmpeg-7c9d", "cpu_utilization", 0.64),
+                  Offender("web", "api-1", "cpu_utilization", 0.1),
+                  Offender("batch", "ffmpeg-7c9d", "cpu_psi_some", 0.5))]
+    r = scoring.reasons(values, np.isfinite(values), Profile.LATENCY_CRITICAL, np.full(15, np.nan), offenders)[0]
+    assert "CPU busy 90%, 71% from batch/ffmpeg-7c9d" in r
+    assert "CPU pressure 50%, top pod batch/ffmpeg-7c9d" in r  # PSI is not additive: no share quoted

@@ -38,7 +38,9 @@ def test_layout_is_readable_with_plain_redis_cli(store, redis_server):
 
 
 def test_roundtrip_keeps_values_mask_and_reasons(store):
-    rec = validate_telemetry(telemetry("node-a", cpu_psi_some=0.25), NOW)
+    msg = telemetry("node-a", cpu_psi_some=0.25)
+    msg.top_offenders.add(namespace="batch", name="ffmpeg-7c9d", metric="process_churn_per_s", value=3.5)
+    rec = validate_telemetry(msg, NOW)
     store.write(rec)
     back = store.read_node("node-a")
     assert back.node_name == "node-a" and back.received_at_ms == NOW
@@ -46,6 +48,7 @@ def test_roundtrip_keeps_values_mask_and_reasons(store):
     assert np.allclose(back.values[rec.mask], rec.values[rec.mask])
     assert np.isnan(back.values[~rec.mask]).all()
     assert back.missing_reasons == rec.missing_reasons
+    assert back.offenders == rec.offenders and back.offenders[0].pod == "batch/ffmpeg-7c9d"
     assert store.read_node("nobody") is None
 
 
@@ -95,6 +98,7 @@ def test_index_prunes_entries_past_the_ttl(store):
     ({"cpu_utilization": "7"}, "cpu_utilization"),
     ({"collected_at_ms": "soon"}, "soon"),
     ({"missing_reasons": "[1]"}, "missing_reasons"),
+    ({"offenders": "[[1, 2]]"}, "node-a"),
 ])
 def test_decode_names_what_is_corrupt(change, words):
     fields = encode_record(validate_telemetry(telemetry("node-a"), NOW))

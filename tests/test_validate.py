@@ -86,3 +86,38 @@ def test_batch_rejects_negative_memory_and_unknown_qos():
     with pytest.raises(InvalidInput, match="pod.qos_class"):
         validate_batch(req, 10)
     assert scoring_pb2.QOS_CLASS_GUARANTEED == 1
+
+
+def _with_offender(**kw):
+    msg = telemetry()
+    o = msg.top_offenders.add()
+    o.namespace, o.name, o.metric, o.value = kw.get("ns", "batch"), kw.get("name", "ffmpeg-7c9d"), \
+        kw.get("metric", "cpu_utilization"), kw.get("value", 0.4)
+    return msg
+
+
+def test_offenders_are_kept():
+    rec = validate_telemetry(_with_offender(), NOW)
+    assert rec.offenders[0].pod == "batch/ffmpeg-7c9d" and rec.offenders[0].value == 0.4
+
+
+@pytest.mark.parametrize("kw,field", [
+    ({"ns": ""}, "top_offenders[0].namespace"),
+    ({"name": "Bad_Name"}, "top_offenders[0].name"),
+    ({"metric": "joules"}, "top_offenders[0].metric"),
+    ({"value": math.nan}, "top_offenders[0].value"),
+    ({"value": -1.0}, "top_offenders[0].value"),
+    ({"value": 2.0}, "top_offenders[0].value"),
+])
+def test_bad_offenders_are_rejected_naming_the_field(kw, field):
+    with pytest.raises(InvalidInput) as e:
+        validate_telemetry(_with_offender(**kw), NOW)
+    assert e.value.field == field
+
+
+def test_too_many_offenders():
+    msg = _with_offender()
+    for _ in range(40):
+        msg.top_offenders.add(namespace="a", name="b", metric="cpu_utilization", value=0.1)
+    with pytest.raises(InvalidInput, match="more than the 32"):
+        validate_telemetry(msg, NOW)
