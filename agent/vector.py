@@ -23,6 +23,16 @@ class VectorError(ValueError):
 
 
 @dataclass(frozen=True)
+class PodOffender:
+    """A pod held responsible for part of a metric on this node (proto PodOffender)."""
+
+    namespace: str
+    name: str
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True)
 class NodeVector:
     node_name: str
     collected_at_ms: int
@@ -34,6 +44,8 @@ class NodeVector:
     choice (e.g. the /proc/stat fallback for process churn). Informational, JSON only."""
     schema_version: int = SCHEMA_VERSION
     agent_version: str = __version__
+    offenders: tuple[PodOffender, ...] = ()
+    """Top offending pods per metric for this interval (per-pod attribution)."""
 
     def __post_init__(self) -> None:
         # Normalise containers so equality and hashing-free use behave predictably.
@@ -41,6 +53,7 @@ class NodeVector:
         object.__setattr__(self, "available", tuple(bool(a) for a in self.available))
         object.__setattr__(self, "missing_reasons", dict(self.missing_reasons))
         object.__setattr__(self, "sources", dict(self.sources))
+        object.__setattr__(self, "offenders", tuple(self.offenders))
         self._validate()
 
     def _validate(self) -> None:
@@ -72,6 +85,11 @@ class NodeVector:
         for name in (*self.missing_reasons, *self.sources):
             if name not in METRIC_BY_NAME:
                 raise VectorError(f"missing_reasons/sources: {name!r} is not a metric of schema {SCHEMA_VERSION}")
+        for i, o in enumerate(self.offenders):
+            if o.metric not in METRIC_BY_NAME or not o.namespace or not o.name \
+                    or not math.isfinite(o.value) or o.value < 0:
+                raise VectorError(f"offenders[{i}]: {o!r} needs a namespace, a name, a schema metric "
+                                  "and a finite value >= 0")
 
     # ------------------------------------------------------------------ accessors
 
@@ -104,6 +122,8 @@ class NodeVector:
             available=list(self.available),
             missing_reasons=dict(self.missing_reasons),
             agent_version=self.agent_version,
+            top_offenders=[telemetry_pb2.PodOffender(namespace=o.namespace, name=o.name, metric=o.metric,
+                                                     value=o.value) for o in self.offenders],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -123,6 +143,7 @@ class NodeVector:
             "schema_version": self.schema_version,
             "agent_version": self.agent_version,
             "metrics": metrics,
+            "top_offenders": [dataclasses.asdict(o) for o in self.offenders],
         }
 
     @classmethod
@@ -166,4 +187,12 @@ class NodeVector:
             sources=sources,
             schema_version=data["schema_version"],
             agent_version=str(data.get("agent_version", __version__)),
+            offenders=tuple(_offender(i, o) for i, o in enumerate(data.get("top_offenders") or [])),
         )
+
+
+def _offender(i: int, o: Any) -> PodOffender:
+    try:
+        return PodOffender(str(o["namespace"]), str(o["name"]), str(o["metric"]), float(o["value"]))
+    except (KeyError, TypeError, ValueError):
+        raise VectorError(f"top_offenders[{i}]: expected namespace, name, metric and value, got {o!r}") from None
