@@ -10,7 +10,9 @@ STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f
 # perf collectors; stress-ng and fio as real antagonists in tests.
 EBPF_DEBS := python3-bpfcc linux-headers-amd64 linux-perf
 DEMO_ONCE ?=
-PROTOS   := $(shell find proto -name '*.proto' | sed 's|^proto/||' | sort)
+PROTOS   := $(shell find proto/kubeattention -name '*.proto' | sed 's|^proto/||' | sort)
+# A vendored subset of Tetragon's API: generated into agent/tetragon/ (see proto/tetragon/api.proto).
+TETRAGON_PROTOS := $(shell find proto/tetragon -name '*.proto' | sed 's|^proto/||' | sort)
 
 .PHONY: help setup system-deps ebpf-deps venv-bcc demo test proto bench train recordings clean
 
@@ -73,6 +75,7 @@ bench: setup
 
 proto: setup
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=agent --pyi_out=agent $(TETRAGON_PROTOS)
 
 train: setup
 	$(VENV)/bin/kubeattention train --model mlp --out scorer/models/default.onnx

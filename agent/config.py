@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from agent.tetragon import tetragon_problems
+
 DEFAULT_AGGREGATOR = "127.0.0.1:50051"
 DEFAULT_INTERVAL_S = 1.0
 DEFAULT_HTTP_LISTEN = "0.0.0.0:9101"
@@ -76,6 +78,10 @@ class AgentConfig:
     """Pod cgroup root; None = auto-detect under sys_root."""
     replay: Path | None = None
     """Recording to play instead of measuring this machine."""
+    tetragon_export: Path | None = None
+    """Tetragon JSON export file to follow for process churn (None: not this source)."""
+    tetragon_grpc: str | None = None
+    """Tetragon gRPC address for process churn, e.g. unix:///var/run/tetragon/tetragon.sock (None: not this source)."""
 
     def __post_init__(self) -> None:
         errors = []
@@ -103,6 +109,7 @@ class AgentConfig:
                     errors.append(f"{flag}: no such directory {str(path)!r}")
             if self.cgroup_root is not None and not self.cgroup_root.is_absolute():
                 errors.append(f"--cgroup-root: must be an absolute path, got {str(self.cgroup_root)!r}")
+        errors.extend(tetragon_problems(self.tetragon_export, self.tetragon_grpc))
         if errors:
             raise ConfigError(errors)
 
@@ -130,4 +137,6 @@ class AgentConfig:
             sys_root=Path(args.sys_root),
             cgroup_root=Path(args.cgroup_root) if args.cgroup_root else None,
             replay=Path(args.replay) if args.replay else None,
+            tetragon_export=Path(args.tetragon_export) if args.tetragon_export else None,
+            tetragon_grpc=args.tetragon_grpc or None,
         )

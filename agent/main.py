@@ -18,6 +18,7 @@ from agent.config import (DEFAULT_AGGREGATOR, DEFAULT_HTTP_LISTEN, DEFAULT_INTER
                           DEFAULT_SYS_ROOT, NODE_NAME_ENV, AgentConfig, ConfigError)
 from agent.recording import RecordingError
 from agent.runtime import Agent, AgentStartError
+from agent.tetragon import DEFAULT_EXPORT_FILE, DEFAULT_GRPC_ADDRESS
 
 log = logging.getLogger("agent")
 
@@ -44,6 +45,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay", default=None, metavar="FILE",
                         help="replay the vectors of a recording (JSONL from 'kubeattention record') "
                              "instead of measuring this machine")
+    parser.add_argument("--tetragon-grpc", nargs="?", const=DEFAULT_GRPC_ADDRESS, default=None, metavar="ADDRESS",
+                        help="count process churn (exec+exit/s, per pod) from Tetragon's gRPC API; bare flag: "
+                             f"{DEFAULT_GRPC_ADDRESS} (default: off, churn from /proc/stat forks)")
+    parser.add_argument("--tetragon-export", nargs="?", const=str(DEFAULT_EXPORT_FILE), default=None, metavar="FILE",
+                        help="count process churn from Tetragon's JSON export file instead of its gRPC API; "
+                             f"bare flag: {DEFAULT_EXPORT_FILE}")
 
 
 def run(args: argparse.Namespace) -> int:

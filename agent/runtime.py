@@ -24,6 +24,7 @@ from agent.http_app import build_app
 from agent.push import Pusher
 from agent.replay import ReplaySource
 from agent.store import LatestVector
+from agent.tetragon import tetragon_collector
 from agent.vector import NodeVector
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ class AgentStartError(RuntimeError):
 def build_source(config: AgentConfig, clock: Clock) -> VectorSource:
     if config.replay is not None:
         return ReplaySource(config.replay, config.node_name, clock)
-    collectors = default_collectors(config.proc_root, config.sys_root, config.cgroup_root, clock)
+    tetragon = tetragon_collector(config.tetragon_export, config.tetragon_grpc, clock)
+    collectors = default_collectors(config.proc_root, config.sys_root, config.cgroup_root, clock, tetragon=tetragon)
     return NodeCollector(config.node_name, collectors, clock)
 
 
@@ -120,6 +122,9 @@ class Agent:
     def shutdown(self) -> None:
         if self.pusher is not None:
             self.pusher.stop()
+        for c in getattr(self.source, "collectors", ()):
+            if callable(close := getattr(c, "close", None)):
+                close()  # e.g. the Tetragon gRPC stream thread
         self.server.should_exit = True
         self._http_thread.join(HTTP_START_TIMEOUT_S)
         log.info("agent stopped")
