@@ -39,6 +39,9 @@ class AggregatorConfig:
     history_maxlen: int = DEFAULT_HISTORY_MAXLEN
     resync_interval_s: float = DEFAULT_RESYNC_INTERVAL_S
     grpc_workers: int = DEFAULT_GRPC_WORKERS
+    shadow: bool = False
+    annotate_pods: bool = False
+    kubeconfig: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -59,6 +62,8 @@ class AggregatorConfig:
         if self.node_ttl_s * 1000 < self.max_staleness_ms:
             problems.append(f"--node-ttl-s: {self.node_ttl_s} s expires telemetry before it turns stale "
                             f"(--max-staleness-ms {self.max_staleness_ms}); stale nodes would look unknown")
+        if self.annotate_pods and not self.shadow:
+            problems.append("--annotate-pods: only with --shadow (in active mode the scheduler acts on the scores)")
         if not self.key_prefix or any(c in self.key_prefix for c in "{} "):
             problems.append(f"--key-prefix: {self.key_prefix!r} must be non-empty, without braces or spaces")
         if problems:
@@ -85,6 +90,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"full snapshot refresh from Redis, besides pub/sub updates (default {DEFAULT_RESYNC_INTERVAL_S:g})")
     p.add_argument("--grpc-workers", type=int, default=DEFAULT_GRPC_WORKERS,
                    help=f"gRPC handler threads (default {DEFAULT_GRPC_WORKERS})")
+    p.add_argument("--shadow", action="store_true",
+                   help="extender shadow mode: prioritize answers equal scores and filter removes nothing; "
+                        "every recommendation is still recorded in ka:decisions")
+    p.add_argument("--annotate-pods", action="store_true",
+                   help="with --shadow: also write kubeattention.io/recommended-node, /score, /reason on the pod "
+                        "through the Kubernetes API")
+    p.add_argument("--kubeconfig", default=None,
+                   help="for --annotate-pods outside a cluster (default: in-cluster config)")
 
 
 def from_args(args: argparse.Namespace) -> AggregatorConfig:

@@ -13,7 +13,8 @@ XRANGE ka:decisions - +``):
 * ``scores`` — JSON list of 0-100 scores aligned with ``candidates``;
 * ``statuses`` — JSON list of status names (SCORED, STALE, UNKNOWN_NODE, FALLBACK);
 * ``slowdowns`` — JSON list of predicted slowdowns (null where not scored);
-* ``recommended`` — the best-scoring node ("" when nothing was scored);
+* ``recommended`` — the best-scoring node ("" when nothing was scored), and
+  ``recommended_reason`` — its reason string;
 * ``model_version``, ``mode`` (``shadow`` or ``active``).
 
 The stream is capped (approximately) at ``DEFAULT_DECISIONS_MAXLEN`` entries.
@@ -22,12 +23,17 @@ The stream is capped (approximately) at ``DEFAULT_DECISIONS_MAXLEN`` entries.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import queue
+import threading
 from dataclasses import dataclass
 
 import redis
 
 from aggregator.errors import StoreUnavailable
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_DECISIONS_MAXLEN = 100_000
 DECISIONS_KEY = "decisions"  # under the store's prefix: ka:decisions
@@ -47,6 +53,7 @@ class Decision:
     recommended: str
     model_version: str
     mode: str
+    recommended_reason: str = ""
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -60,6 +67,7 @@ class Decision:
             "statuses": json.dumps(self.statuses),
             "slowdowns": json.dumps([None if s is None or math.isnan(s) else round(s, 4) for s in self.slowdowns]),
             "recommended": self.recommended,
+            "recommended_reason": self.recommended_reason,
             "model_version": self.model_version,
             "mode": self.mode,
         }
@@ -81,6 +89,7 @@ class Decision:
                 recommended=f.get("recommended", ""),
                 model_version=f.get("model_version", ""),
                 mode=f.get("mode", ""),
+                recommended_reason=f.get("recommended_reason", ""),
             )
         except KeyError as e:
             raise ValueError(f"decision: field {e.args[0]!r} absent") from None
@@ -147,3 +156,58 @@ class DecisionLog:
                 except ValueError:
                     return None
         return None
+
+
+class DecisionRecorder:
+    """Records decisions off the request path: a bounded queue drained by one thread.
+
+    The extender must answer kube-scheduler quickly whatever Redis is doing, so it only
+    enqueues. When the queue is full (Redis slow or gone) the decision is dropped and
+    counted; ``on_written`` hooks follow-up work (e.g. annotating the pod) after a write.
+    """
+
+    def __init__(self, log_: DecisionLog, maxsize: int = 10_000, on_written=None, dropped_counter=None):
+        self.log = log_
+        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.on_written = on_written
+        self.dropped_counter = dropped_counter
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="decision-recorder", daemon=True)
+        self._warned = False
+
+    def start(self) -> "DecisionRecorder":
+        self._thread.start()
+        return self
+
+    def __call__(self, d: Decision) -> None:
+        try:
+            self.queue.put_nowait(d)
+        except queue.Full:
+            if self.dropped_counter is not None:
+                self.dropped_counter.inc()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() or not self.queue.empty():
+            try:
+                d = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self.log.append(d)
+                self._warned = False
+            except StoreUnavailable as e:
+                if not self._warned:
+                    _log.warning("decisions are not being recorded: %s", e)
+                    self._warned = True
+                if self.dropped_counter is not None:
+                    self.dropped_counter.inc()
+                continue
+            if self.on_written is not None:
+                try:
+                    self.on_written(d)
+                except Exception as e:  # annotating is best effort; it must not stop recording
+                    _log.warning("after recording the decision for %s/%s: %s", d.pod_namespace, d.pod_name, e)

@@ -8,19 +8,54 @@ from __future__ import annotations
 
 from typing import Callable
 
-from fastapi import FastAPI, HTTPException
+import json
+import logging
+import time
+
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from aggregator.errors import InvalidInput
 from aggregator.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
 
 
 def build_app(snapshot: Snapshot, registry, clock_ms: Callable[[], int], max_staleness_ms: int,
-              ready: Callable[[], tuple[bool, str]], model_version: str) -> FastAPI:
+              ready: Callable[[], tuple[bool, str]], model_version: str, extender=None, metrics=None) -> FastAPI:
     app = FastAPI(title="KubeAttention aggregator", docs_url=None, redoc_url=None)
 
+    if extender is not None:
+        def verb(name: str, call):
+            async def handler(request: Request) -> Response:
+                t0 = time.perf_counter()
+                raw = await request.body()
+                try:
+                    body = json.loads(raw)
+                    answer = call(body)
+                    status, result = 200, "ok"
+                except json.JSONDecodeError as e:
+                    answer, status, result = {"Error": f"body: not JSON ({e.msg} at position {e.pos})"}, 400, "invalid"
+                except InvalidInput as e:
+                    answer, status, result = {"Error": f"ExtenderArgs rejected: {e}"}, 400, "invalid"
+                except Exception as e:  # a bug must still answer kube-scheduler in its protocol
+                    log.exception("extender %s failed", name)
+                    answer, status, result = {"Error": f"KubeAttention extender failed: {type(e).__name__}: {e}"}, \
+                        500, "error"
+                if metrics is not None:
+                    metrics.extender_requests.labels(name, result).inc()
+                    metrics.extender_duration.labels(name).observe(time.perf_counter() - t0)
+                return Response(json.dumps(answer, separators=(",", ":")), status_code=status,
+                                media_type="application/json")
+            handler.__name__ = f"extender_{name}"
+            return handler
+
+        app.post("/scheduler/prioritize")(verb("prioritize", extender.prioritize))
+        app.post("/scheduler/filter")(verb("filter", extender.filter))
+
     @app.get("/metrics")
-    def metrics() -> Response:
+    def prometheus_metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/nodes")

@@ -13,6 +13,8 @@ import uvicorn
 
 from aggregator import config as cfgmod
 from aggregator.batch import BatchScorer
+from aggregator.decisions import DecisionLog, DecisionRecorder
+from aggregator.extender import Extender
 from aggregator.errors import ConfigError
 from aggregator.grpc_server import ScoringServicer, TelemetryServicer, build_server
 from aggregator.http_app import build_app
@@ -50,6 +52,30 @@ def run(args: argparse.Namespace) -> int:
     return serve(cfg, model)
 
 
+ANNOTATION_PREFIX = "kubeattention.io/"
+
+
+def pod_annotator(cfg: cfgmod.AggregatorConfig):
+    """Shadow mode's optional pod annotations, written through the Kubernetes API after a decision is recorded."""
+    from kubernetes import client
+
+    from aggregator.k8s import api_client
+
+    api = client.CoreV1Api(api_client(cfg.kubeconfig))
+
+    def annotate(d) -> None:
+        if not d.pod_name or not d.recommended:
+            return
+        i = d.candidates.index(d.recommended)
+        api.patch_namespaced_pod(d.pod_name, d.pod_namespace, {"metadata": {"annotations": {
+            f"{ANNOTATION_PREFIX}recommended-node": d.recommended,
+            f"{ANNOTATION_PREFIX}score": f"{d.scores[i]:.1f}",
+            f"{ANNOTATION_PREFIX}reason": d.recommended_reason[:1000],
+        }}})
+
+    return annotate
+
+
 def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
     clock = wall_clock_ms
     metrics = AggregatorMetrics()
@@ -74,8 +100,16 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
             return False, f"waiting for the first successful read of Redis at {store.where}"
         return True, f"model {model.version}, {len(snapshot)} nodes in snapshot"
 
+    decisions = DecisionRecorder(DecisionLog(store.client, cfg.key_prefix),
+                                 on_written=pod_annotator(cfg) if cfg.annotate_pods else None,
+                                 dropped_counter=metrics.decisions_dropped)
+    from aggregator.k8s import pod_context
+
+    extender = Extender(scorer, pod_context, shadow=cfg.shadow, max_candidates=cfg.max_candidates,
+                        record=decisions, clock_ms=clock)
     host, port = cfgmod.parse_listen(cfg.http_listen, "--http-listen")
-    app = build_app(snapshot, metrics.registry, clock, cfg.max_staleness_ms, ready, model.version)
+    app = build_app(snapshot, metrics.registry, clock, cfg.max_staleness_ms, ready, model.version,
+                    extender=extender, metrics=metrics)
     http = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                          lifespan="off"))
     http.install_signal_handlers = lambda: None  # we own SIGTERM/SIGINT below
@@ -89,11 +123,13 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
     gc.collect()
     gc.freeze()
     refresher.start()
+    decisions.start()
     server.start()
     http_thread = threading.Thread(target=http.run, name="http", daemon=True)
     http_thread.start()
-    log.info("aggregator up: gRPC %s (port %d), HTTP %s, Redis %s, model %s, staleness limit %d ms, budget %g ms",
-             cfg.grpc_listen, grpc_port, cfg.http_listen, store.where, model.version, cfg.max_staleness_ms,
+    log.info("aggregator up: gRPC %s (port %d), HTTP %s (extender %s at /scheduler/), Redis %s, model %s, "
+             "staleness limit %d ms, budget %g ms", cfg.grpc_listen, grpc_port, cfg.http_listen,
+             "in SHADOW mode" if cfg.shadow else "active", store.where, model.version, cfg.max_staleness_ms,
              cfg.budget_ms)
     code = 0
     while not stop.is_set():
@@ -108,6 +144,7 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
     http.should_exit = True
     http_thread.join(timeout=SHUTDOWN_GRACE_S)
     refresher.stop()
+    decisions.stop()
     store.close()
     log.info("aggregator stopped")
     return code

@@ -38,6 +38,14 @@ class AggregatorMetrics:
         self.corrupt = Counter("kubeattention_aggregator_corrupt_records",
                                "Node hashes in Redis that could not be decoded", registry=r)
         self.model_info = Info("kubeattention_aggregator_model", "The active scoring model", registry=r)
+        self.extender_requests = Counter("kubeattention_extender_requests", "Scheduler extender calls",
+                                         ["verb", "result"], registry=r)
+        self.extender_duration = Histogram("kubeattention_extender_duration_seconds",
+                                           "Scheduler extender call time", ["verb"], buckets=LATENCY_BUCKETS,
+                                           registry=r)
+        self.decisions_dropped = Counter("kubeattention_decisions_dropped",
+                                         "Decisions not recorded in ka:decisions (queue full or Redis down)",
+                                         registry=r)
 
 
 class SnapshotCollector:

@@ -9,9 +9,10 @@ import sys
 
 import grpc
 
+from aggregator import client
 from aggregator.quantity import cpu_cores, memory_bytes
 from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc
-from scorer.schema import Profile, QoS
+from scorer.schema import PodContext, Profile, QoS
 
 DEFAULT_TIMEOUT_S = 2.0
 STATUS_NAMES = {v: k.removeprefix("SCORE_STATUS_") for k, v in scoring_pb2.ScoreStatus.items()}
@@ -32,15 +33,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def build_request(args: argparse.Namespace) -> scoring_pb2.BatchScoreRequest:
-    pod = scoring_pb2.PodContext(
+    pod = PodContext(
         name="kubeattention-cli",
         cpu_request_cores=cpu_cores(args.cpu, "--cpu"),
         memory_request_bytes=memory_bytes(args.memory, "--memory"),
         priority=args.priority,
-        profile=int(Profile.parse(args.profile)) if args.profile else 0,
-        qos_class=int(QoS[args.qos.upper().replace("-", "_")]) if args.qos else 0,
+        profile=Profile.parse(args.profile) if args.profile else None,
+        qos=QoS[args.qos.upper().replace("-", "_")] if args.qos else None,
     )
-    return scoring_pb2.BatchScoreRequest(pod=pod, node_names=args.nodes)
+    return client.build_request(pod, args.nodes)
 
 
 def call(address: str, request: scoring_pb2.BatchScoreRequest, timeout: float) -> scoring_pb2.BatchScoreResponse:

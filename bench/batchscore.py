@@ -23,20 +23,15 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack import RECORDINGS, Stack, timed  # noqa: E402
 
-from agent.recording import read_recording  # noqa: E402
-from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc  # noqa: E402
-from procs import Kubeattention, RedisServer, free_port, wait_for_port  # noqa: E402
+from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc  # noqa: E402
 from scorer.model import InterferenceModel  # noqa: E402
 from scorer.schema import PodContext, Profile, model_input  # noqa: E402
 
@@ -46,59 +41,18 @@ TARGET_P99_MS_100 = 2.0
 TARGET_RATIO_100 = 2.0
 
 
-def percentiles(samples_ns: list[int]) -> dict:
-    a = np.array(samples_ns) / 1e6
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "mean_ms": float(a.mean()), "n": len(a)}
-
-
-def timed(fn, iterations: int, warmup: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iterations):
-        t = time.perf_counter_ns()
-        fn()
-        out.append(time.perf_counter_ns() - t)
-    return percentiles(out)
-
-
-def recorded_vectors(folder: Path) -> list:
-    vectors = []
-    for path in sorted(folder.glob("*.jsonl")):
-        vectors.extend(read_recording(path).vectors)
-    if not vectors:
-        raise SystemExit(f"no recordings in {folder}: nothing real to push")
-    return vectors
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iterations", type=int, default=2000, help="timed calls per case (default 2000)")
     p.add_argument("--warmup", type=int, default=200, help="untimed calls first (default 200)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--recordings", type=Path, default=REPO / "agent" / "recordings",
+    p.add_argument("--recordings", type=Path, default=RECORDINGS,
                    help="folder of recorded node states to push (default agent/recordings)")
     args = p.parse_args()
 
-    redis = RedisServer().start()
-    grpc_port, http_port = free_port(), free_port()
-    agg = Kubeattention("--log-level", "WARNING", "aggregator", "--redis-url", redis.url, "--grpc-listen", f"127.0.0.1:{grpc_port}",
-                        "--http-listen", f"127.0.0.1:{http_port}", "--max-staleness-ms", "600000").start()
+    stack = Stack(NODES, args.recordings)
     try:
-        wait_for_port(grpc_port, proc=agg.proc, timeout=30)
-        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-        grpc.channel_ready_future(channel).result(timeout=10)
-        push = telemetry_pb2_grpc.TelemetryServiceStub(channel).Push
-        vectors = recorded_vectors(args.recordings)
-        now = time.time_ns() // 1_000_000
-        names = [f"node-{i:04d}" for i in range(NODES)]
-        for i, name in enumerate(names):
-            msg = vectors[i % len(vectors)].to_proto()
-            msg.node_name = name
-            msg.collected_at_unix_ms = now
-            push(msg, timeout=5)
-
+        channel, names, vectors = stack.channel, stack.names, stack.vectors
         score = scoring_pb2_grpc.ScoringServiceStub(channel).BatchScore
         check = health_pb2_grpc.HealthStub(channel).Check
         pod = scoring_pb2.PodContext(cpu_request_cores=0.5, memory_request_bytes=512 * 2**20,
@@ -121,10 +75,8 @@ def main() -> int:
             x = model_input(np.array([v.values for v in vs], dtype=np.float64),
                             np.array([v.available for v in vs], dtype=bool), podctx)
             results[f"onnx_{n}"] = timed(lambda: model.predict_slowdown(x), args.iterations, args.warmup)
-        channel.close()
     finally:
-        agg.stop()
-        redis.cleanup()
+        stack.close()
 
     b100, empty = results["batchscore_100"], results["empty"]
     summary = {

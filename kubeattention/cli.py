@@ -22,6 +22,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "aggregator": ("aggregator.main", "run the aggregator: Push + BatchScore over gRPC, Redis-backed"),
     "score": ("aggregator.score_cli", "ask an aggregator to score nodes for a pod and print a ranked table"),
     "inspect": ("aggregator.inspect_cli", "read node telemetry straight from Redis"),
+    "shadow-report": ("aggregator.shadow_report", "compare shadow-mode recommendations with where pods landed"),
+    "collector": ("aggregator.outcomes", "watch pods, join them with KubeAttention's decisions and record their outcomes"),
+    "rebalance": ("aggregator.rebalance", "find pods on noisy nodes and recommend (or, with --evict, make) moves"),
     "train": ("scorer.train", "train the interference model and export it to ONNX"),
     "demo": ("kubeattention.demo", "start redis, an aggregator and agents on this machine and score them"),
 }

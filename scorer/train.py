@@ -14,12 +14,24 @@
    exactly as the aggregator will run it (``scorer.evaluate``);
 5. write ``--out`` with the metadata in ``metadata_props`` and a ``.json`` sidecar, reload
    it through ``scorer.model.InterferenceModel`` as a final check, print the figures.
+
+``--outcomes FILE`` (the JSONL of ``kubeattention collector --export``) adds observed rows to
+the *training* split: the node's vector and mask at decision time plus the pod context, with
+the record's ``observed_slowdown`` as the label and its outcome weight (running 1, evicted and
+oom_killed 3, ...) as the sample weight; synthetic rows weigh 1. Pod status carries no
+latency, so only rows whose ``observed_slowdown`` a latency source filled in are used; the
+others (and rows without telemetry, with weight 0, or from another metric schema) are
+skipped and counted. A line that is not an outcome record is an error naming the line. The
+hold-out stays synthetic, so its figures stay comparable between runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -63,6 +75,96 @@ class TrainResult:
     train_index: np.ndarray
 
 
+@dataclass(frozen=True)
+class OutcomeRows:
+    """Training rows from an outcomes JSONL: X (n, 26) float32, y log slowdown, sample weights."""
+
+    X: np.ndarray
+    y: np.ndarray
+    weight: np.ndarray
+    lines: int
+    skipped: dict
+    data_hash: str
+
+    def summary(self) -> dict:
+        return {"rows_used": int(len(self.y)), "lines": self.lines, "skipped": dict(self.skipped),
+                "data_hash": self.data_hash}
+
+
+def _outcome_row(rec: dict) -> tuple[np.ndarray, float, float] | str:
+    """(X row, log slowdown, weight), or why the row is skipped. Raises ValueError/KeyError/TypeError if malformed."""
+    if rec.get("kind") != "kubeattention.io/outcome":
+        raise ValueError(f"kind is {rec.get('kind')!r}, not 'kubeattention.io/outcome'")
+    weight = float(rec["weight"])
+    if not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"weight {weight!r} is not a finite number >= 0")
+    pod = rec["pod"]
+    qos = str(pod.get("qos") or "").upper().replace("-", "_").replace("BESTEFFORT", "BEST_EFFORT")
+    if qos and qos not in schema.QoS.__members__:
+        raise ValueError(f"pod.qos {pod['qos']!r} is not a QoS class")
+    ctx = schema.PodContext(
+        cpu_request_cores=float(pod["cpu_request_cores"]), memory_request_bytes=int(pod["memory_request_bytes"]),
+        qos=schema.QoS[qos] if qos else None,
+        profile=schema.Profile.parse(pod["profile"]) if pod.get("profile") else None,
+        priority=int(pod.get("priority") or 0))
+    features = schema.pod_features(ctx)  # validates the requests
+    if rec.get("observed_slowdown") is None:
+        return "no observed_slowdown"
+    slowdown = float(rec["observed_slowdown"])
+    if not math.isfinite(slowdown) or slowdown <= 0:
+        raise ValueError(f"observed_slowdown {slowdown!r} is not a positive number")
+    if weight == 0:
+        return "weight 0"
+    tel = rec.get("telemetry")
+    if not tel:
+        return "no telemetry at decision time"
+    if int(tel.get("schema_version", schema.SCHEMA_VERSION)) != schema.SCHEMA_VERSION:
+        return "other metric schema version"
+    mask_text = tel["mask"]
+    if len(mask_text) != schema.NUM_METRICS or set(mask_text) - {"0", "1"}:
+        raise ValueError(f"telemetry.mask {mask_text!r} is not {schema.NUM_METRICS} characters of 0/1")
+    unknown = set(tel["values"]) - set(schema.METRIC_NAMES)
+    if unknown:
+        raise ValueError(f"telemetry.values: unknown metrics {sorted(unknown)}")
+    mask = np.array([c == "1" for c in mask_text])
+    values = np.array([np.nan if tel["values"].get(m.name) is None else float(tel["values"][m.name])
+                       for m in schema.METRICS])
+    for m in schema.METRICS:
+        if mask[m.index] and not (math.isfinite(values[m.index]) and m.lo <= values[m.index] <= m.hi):
+            raise ValueError(f"telemetry.values.{m.name}: {values[m.index]!r} outside [{m.lo:g}, {m.hi:g}]")
+    row = np.concatenate([schema.normalise_matrix(values[None, :], mask[None, :])[0], features])
+    return row.astype(np.float32), math.log(max(slowdown, 1.0)), weight
+
+
+def load_outcomes(path: Path) -> OutcomeRows:
+    """Read ``kubeattention collector`` JSONL; see the module docstring for what is used."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise TrainError(f"outcomes: cannot read {path}: {e}") from None
+    rows, ys, ws, skipped, lines = [], [], [], {}, 0
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        lines += 1
+        try:
+            got = _outcome_row(json.loads(line))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            detail = f"field {e.args[0]!r} absent" if isinstance(e, KeyError) else str(e)
+            raise TrainError(f"outcomes: {path} line {n}: not an outcome record: {detail}") from None
+        if isinstance(got, str):
+            skipped[got] = skipped.get(got, 0) + 1
+            continue
+        rows.append(got[0])
+        ys.append(got[1])
+        ws.append(got[2])
+    X = np.array(rows, dtype=np.float32).reshape(-1, schema.NUM_FEATURES)
+    y = np.array(ys, dtype=np.float64)
+    w = np.array(ws, dtype=np.float64)
+    return OutcomeRows(X=X, y=y, weight=w, lines=lines, skipped=skipped,
+                       data_hash=dataset.data_hash(np.concatenate([X, w[:, None].astype(np.float32)], axis=1), y))
+
+
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train_index, holdout_index), a seeded permutation independent of the data stream."""
     if not 0.0 < fraction < 1.0:
@@ -74,15 +176,15 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[k:]), np.sort(order[:k])
 
 
-def fit(kind: str, X: np.ndarray, y: np.ndarray, seed: int):
+def fit(kind: str, X: np.ndarray, y: np.ndarray, seed: int, sample_weight: np.ndarray | None = None):
     if kind == "mlp":
         from sklearn.neural_network import MLPRegressor
 
-        return MLPRegressor(random_state=seed, **MLP_PARAMS).fit(X, y)
+        return MLPRegressor(random_state=seed, **MLP_PARAMS).fit(X, y, sample_weight=sample_weight)
     if kind == "xgboost":
         from xgboost import XGBRegressor
 
-        return XGBRegressor(random_state=seed, **XGBOOST_PARAMS).fit(X, y)
+        return XGBRegressor(random_state=seed, **XGBOOST_PARAMS).fit(X, y, sample_weight=sample_weight)
     raise TrainError(f"model: unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
 
 
@@ -113,7 +215,7 @@ def _versions(kind: str) -> dict:
 
 
 def train(kind: str = "mlp", rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED,
-          holdout: float = DEFAULT_HOLDOUT) -> TrainResult:
+          holdout: float = DEFAULT_HOLDOUT, outcomes: OutcomeRows | None = None) -> TrainResult:
     """Generate, split, fit, export and evaluate. Nothing is written to disk."""
     if kind not in MODEL_KINDS:
         raise TrainError(f"model: unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
@@ -125,8 +227,16 @@ def train(kind: str = "mlp", rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED,
     log.info("generated %d rows (hash %s) in %.1f s; training on %d, holding out %d",
              rows, data.data_hash[:12], time.monotonic() - t0, len(tr), len(ho))
 
+    X_fit, y_fit, w_fit, data_hash = data.X[tr], data.y[tr], None, data.data_hash
+    if outcomes is not None and len(outcomes.y):
+        X_fit = np.concatenate([X_fit, outcomes.X])
+        y_fit = np.concatenate([y_fit, outcomes.y])
+        w_fit = np.concatenate([np.ones(len(tr)), outcomes.weight])
+        data_hash = hashlib.sha256(f"{data.data_hash}+{outcomes.data_hash}".encode()).hexdigest()
+        log.info("training on %d observed outcome rows as well", len(outcomes.y))
+
     t1 = time.monotonic()
-    estimator = fit(kind, data.X[tr], data.y[tr], seed)
+    estimator = fit(kind, X_fit, y_fit, seed, sample_weight=w_fit)
     fit_seconds = time.monotonic() - t1
     log.info("fitted %s in %.1f s", kind, fit_seconds)
 
@@ -136,14 +246,15 @@ def train(kind: str = "mlp", rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED,
 
     params = MLP_PARAMS if kind == "mlp" else XGBOOST_PARAMS
     metadata = {
-        "model_version": f"{VERSION_PREFIX[kind]}-{data.data_hash[:12]}",
+        "model_version": f"{VERSION_PREFIX[kind]}-{data_hash[:12]}",
         "model_kind": kind,
         "schema_version": schema.SCHEMA_VERSION,
         "feature_names": list(schema.FEATURE_NAMES),
         "input": f"features float32 [None, {schema.NUM_FEATURES}]",
         "output": OUTPUT_LOG_SLOWDOWN,
         "output_shape": "[None, 1]",
-        "training_data_hash": data.data_hash,
+        "training_data_hash": data_hash,
+        **({"outcomes": outcomes.summary()} if outcomes is not None else {}),
         "rows": rows,
         "seed": seed,
         "validation": {"holdout_fraction": holdout, **figures},
@@ -171,11 +282,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH,
                         help="ONNX file to write; metadata also goes to <stem>.json "
                              "(default: the packaged scorer/models/default.onnx)")
+    parser.add_argument("--outcomes", type=Path, default=None, metavar="FILE",
+                        help="outcomes JSONL from `kubeattention collector --export`: rows with an observed_slowdown "
+                             "join the training split, weighted by their outcome weight (default: none)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        result = train(kind=args.model, rows=args.rows, seed=args.seed, holdout=args.holdout)
+        outcomes = load_outcomes(args.outcomes) if getattr(args, "outcomes", None) else None
+        if outcomes is not None:
+            skipped = ", ".join(f"{n} {why}" for why, n in sorted(outcomes.skipped.items())) or "none"
+            print(f"outcomes {args.outcomes}: {len(outcomes.y)} of {outcomes.lines} rows used; skipped: {skipped}")
+        result = train(kind=args.model, rows=args.rows, seed=args.seed, holdout=args.holdout, outcomes=outcomes)
     except TrainError as exc:
         log.error("%s", exc)
         return 2

@@ -1,0 +1,82 @@
+"""What the benchmarks share: a real redis-server and aggregator, filled with recorded nodes,
+and the timing helpers. Not a test double: every process here is the real one."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from agent.recording import read_recording  # noqa: E402
+from kubeattention.v1 import telemetry_pb2_grpc  # noqa: E402
+from procs import Kubeattention, RedisServer, free_port, wait_for_port  # noqa: E402
+
+RECORDINGS = REPO / "agent" / "recordings"
+
+
+def percentiles(samples_ns: list[int]) -> dict:
+    a = np.array(samples_ns) / 1e6
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "mean_ms": float(a.mean()), "n": len(a)}
+
+
+def timed(fn, iterations: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(iterations):
+        t = time.perf_counter_ns()
+        fn()
+        out.append(time.perf_counter_ns() - t)
+    return percentiles(out)
+
+
+def recorded_vectors(folder: Path = RECORDINGS) -> list:
+    vectors = []
+    for path in sorted(folder.glob("*.jsonl")):
+        vectors.extend(read_recording(path).vectors)
+    if not vectors:
+        raise SystemExit(f"no recordings in {folder}: nothing real to push")
+    return vectors
+
+
+class Stack:
+    """redis-server + ``kubeattention aggregator`` on free loopback ports, ``nodes`` pushed."""
+
+    def __init__(self, nodes: int, recordings: Path = RECORDINGS, *aggregator_flags: str):
+        self.redis = RedisServer().start()
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.aggregator = Kubeattention(
+            "--log-level", "WARNING", "aggregator", "--redis-url", self.redis.url,
+            "--grpc-listen", f"127.0.0.1:{self.grpc_port}", "--http-listen", f"127.0.0.1:{self.http_port}",
+            "--max-staleness-ms", "600000", *aggregator_flags).start()
+        try:
+            wait_for_port(self.grpc_port, proc=self.aggregator.proc, timeout=30)
+            wait_for_port(self.http_port, proc=self.aggregator.proc, timeout=30)
+            self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+            grpc.channel_ready_future(self.channel).result(timeout=10)
+            self.vectors = recorded_vectors(recordings)
+            self.names = [f"node-{i:04d}" for i in range(nodes)]
+            push = telemetry_pb2_grpc.TelemetryServiceStub(self.channel).Push
+            now = time.time_ns() // 1_000_000
+            for i, name in enumerate(self.names):
+                msg = self.vectors[i % len(self.vectors)].to_proto()
+                msg.node_name = name
+                msg.collected_at_unix_ms = now
+                push(msg, timeout=5)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if getattr(self, "channel", None) is not None:
+            self.channel.close()
+        self.aggregator.stop()
+        self.redis.cleanup()
