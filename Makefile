@@ -14,12 +14,14 @@ PROTOS   := $(shell find proto/kubeattention -name '*.proto' | sed 's|^proto/||'
 # A vendored subset of Tetragon's API: generated into agent/tetragon/ (see proto/tetragon/api.proto).
 TETRAGON_PROTOS := $(shell find proto/tetragon -name '*.proto' | sed 's|^proto/||' | sort)
 
-.PHONY: help setup system-deps ebpf-deps venv-bcc demo test proto bench train recordings clean
+.PHONY: help setup system-deps ebpf-deps venv-bcc demo test proto bench bench-extender bench-agent train recordings clean
 
 help:
 	@echo "make demo        run redis, the aggregator and agents on this machine; print BatchScore (DEMO_ONCE=1: once)"
 	@echo "make test        the whole test suite (what CI runs)"
 	@echo "make bench       BatchScore latency benchmark (bench/batchscore.py)"
+	@echo "make bench-extender  scheduler-extender latency beside BatchScore (bench/extender.py)"
+	@echo "make bench-agent the agent's own CPU and memory, idle and under a context-switch storm"
 	@echo "make proto       regenerate the gRPC stubs in kubeattention/v1 from proto/"
 	@echo "make train       retrain the shipped model (scorer/models/default.onnx)"
 	@echo "make recordings  re-record the replayed node states with stress-ng (takes ~2 min)"
@@ -72,6 +74,12 @@ test: setup
 
 bench: setup
 	$(PY) bench/batchscore.py
+
+bench-extender: setup
+	$(PY) bench/extender.py
+
+bench-agent: setup
+	$(PY) bench/agent_overhead.py
 
 proto: setup
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.collectors.base import Collector, Measurement
-from agent.vector import NodeVector
+from agent.collectors.base import Collector, Measurement, Reading
+from agent.vector import NodeVector, PodOffender
 from scorer.schema import METRIC_BY_NAME, METRICS, NUM_METRICS
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,8 @@ NO_COLLECTOR = "no collector for this metric in this agent version"
 class NodeCollector:
     """Reads every collector and builds the node's vector; the same object is reused per tick."""
 
-    def __init__(self, node_name: str, collectors: Sequence[Collector], clock: Clock = SYSTEM_CLOCK):
+    def __init__(self, node_name: str, collectors: Sequence[Collector], clock: Clock = SYSTEM_CLOCK,
+                 attribution: Callable[[list[Reading]], tuple[PodOffender, ...]] | None = None):
         owner: dict[str, str] = {}
         for c in collectors:
             for metric in c.metrics:
@@ -35,6 +36,7 @@ class NodeCollector:
         self.node_name = node_name
         self.collectors = list(collectors)
         self.clock = clock
+        self.attribution = attribution
         self._failing: dict[str, str] = {}
 
     def collect(self) -> NodeVector:
@@ -42,8 +44,12 @@ class NodeCollector:
         available = [False] * NUM_METRICS
         reasons = {m.name: NO_COLLECTOR for m in METRICS}
         sources: dict[str, str] = {}
+        readings: list[Reading] = []
         for c in self.collectors:
-            for meas in self._read(c):
+            reading = self._read(c)
+            if reading is not None:
+                readings.append(reading)
+            for meas in self._measurements(c, reading):
                 m = METRIC_BY_NAME[meas.metric]
                 if meas.value is not None and m.lo <= meas.value <= m.hi:
                     values[m.index] = meas.value
@@ -56,9 +62,10 @@ class NodeCollector:
                                        f"[{m.lo}, {m.hi}] {m.unit}")
                 else:
                     reasons[m.name] = meas.reason or "missing"
-        return NodeVector(self.node_name, self.clock.wall_ms(), tuple(values), tuple(available), reasons, sources)
+        return NodeVector(self.node_name, self.clock.wall_ms(), tuple(values), tuple(available), reasons, sources,
+                          offenders=self._offenders(readings))
 
-    def _read(self, c: Collector) -> tuple[Measurement, ...]:
+    def _read(self, c: Collector) -> Reading | None:
         try:
             reading = c.read()
         except Exception as err:  # one broken collector must not take the vector down
@@ -67,10 +74,25 @@ class NodeCollector:
                 log.warning("collector %s failed (%s); its metrics %s are reported missing",
                             c.name, message, ", ".join(c.metrics))
                 self._failing[c.name] = message
-            return tuple(Measurement.missing(m, f"collector {c.name} failed: {message}") for m in c.metrics)
+            return None
         if self._failing.pop(c.name, None) is not None:
             log.info("collector %s works again", c.name)
+        return reading
+
+    def _measurements(self, c: Collector, reading: Reading | None) -> tuple[Measurement, ...]:
+        if reading is None:
+            message = self._failing.get(c.name, "unknown error")
+            return tuple(Measurement.missing(m, f"collector {c.name} failed: {message}") for m in c.metrics)
         return tuple(m for m in reading.measurements if m.metric in c.metrics)
+
+    def _offenders(self, readings: list[Reading]) -> tuple[PodOffender, ...]:
+        if self.attribution is None:
+            return ()
+        try:
+            return tuple(self.attribution(readings))
+        except Exception as err:  # attribution is a bonus: never costs the vector
+            log.warning("per-pod attribution failed this interval (%s: %s)", type(err).__name__, err)
+            return ()
 
 
 def availability_changes(before: NodeVector | None, after: NodeVector) -> list[str]:

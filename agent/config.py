@@ -82,6 +82,10 @@ class AgentConfig:
     """Tetragon JSON export file to follow for process churn (None: not this source)."""
     tetragon_grpc: str | None = None
     """Tetragon gRPC address for process churn, e.g. unix:///var/run/tetragon/tetragon.sock (None: not this source)."""
+    kubelet_pods_url: str | None = None
+    """The kubelet's /pods (names pods for per-pod attribution); None: offenders only where Tetragon names them."""
+    kubelet_token_file: Path | None = None
+    kubelet_ca_file: Path | None = None
 
     def __post_init__(self) -> None:
         errors = []
@@ -110,6 +114,11 @@ class AgentConfig:
             if self.cgroup_root is not None and not self.cgroup_root.is_absolute():
                 errors.append(f"--cgroup-root: must be an absolute path, got {str(self.cgroup_root)!r}")
         errors.extend(tetragon_problems(self.tetragon_export, self.tetragon_grpc))
+        if self.kubelet_pods_url is not None and not self.kubelet_pods_url.startswith(("http://", "https://")):
+            errors.append(f"--kubelet-pods-url: expected an http:// or https:// URL, got {self.kubelet_pods_url!r}")
+        for flag, path in (("--kubelet-token-file", self.kubelet_token_file), ("--kubelet-ca-file", self.kubelet_ca_file)):
+            if path is not None and not path.is_file():
+                errors.append(f"{flag}: no such file {str(path)!r}")
         if errors:
             raise ConfigError(errors)
 
@@ -139,4 +148,7 @@ class AgentConfig:
             replay=Path(args.replay) if args.replay else None,
             tetragon_export=Path(args.tetragon_export) if args.tetragon_export else None,
             tetragon_grpc=args.tetragon_grpc or None,
+            kubelet_pods_url=getattr(args, "kubelet_pods_url", None) or None,
+            kubelet_token_file=Path(args.kubelet_token_file) if getattr(args, "kubelet_token_file", None) else None,
+            kubelet_ca_file=Path(args.kubelet_ca_file) if getattr(args, "kubelet_ca_file", None) else None,
         )

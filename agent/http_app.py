@@ -23,7 +23,8 @@ STALE_AFTER_MIN_S = 10.0
 
 
 def build_app(store: LatestVector, metrics: AgentMetrics, interval_s: float,
-              clock: Clock = SYSTEM_CLOCK) -> FastAPI:
+              clock: Clock = SYSTEM_CLOCK, capabilities: dict | None = None) -> FastAPI:
+    """``capabilities``: what this node can measure (agent.capabilities, probed once), shown on /v1/node."""
     app = FastAPI(title="KubeAttention node agent", docs_url=None, redoc_url=None, openapi_url=None)
     stale_after_s = max(STALE_AFTER_MIN_S, STALE_AFTER_INTERVALS * interval_s)
 
@@ -45,6 +46,8 @@ def build_app(store: LatestVector, metrics: AgentMetrics, interval_s: float,
         body["mask"] = list(vector.available)
         body["available_count"] = vector.available_count
         body["missing_reasons"] = dict(vector.missing_reasons)
+        if capabilities is not None:
+            body["capabilities"] = capabilities
         return JSONResponse(body)
 
     @app.get("/healthz")

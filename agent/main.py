@@ -48,12 +48,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tetragon-grpc", nargs="?", const=DEFAULT_GRPC_ADDRESS, default=None, metavar="ADDRESS",
                         help="count process churn (exec+exit/s, per pod) from Tetragon's gRPC API; bare flag: "
                              f"{DEFAULT_GRPC_ADDRESS} (default: off, churn from /proc/stat forks)")
+    parser.add_argument("--kubelet-pods-url", default=None, metavar="URL",
+                        help="the kubelet's /pods, to name the pods behind per-pod figures (e.g. "
+                             "https://$NODE_IP:10250/pods; default: off, offenders only where Tetragon names them)")
+    parser.add_argument("--kubelet-token-file", default=None, metavar="FILE",
+                        help="bearer token for --kubelet-pods-url (e.g. the pod's service account token)")
+    parser.add_argument("--kubelet-ca-file", default=None, metavar="FILE", help="CA bundle for --kubelet-pods-url")
+    parser.add_argument("--check", action="store_true",
+                        help="print, for each of the 15 metrics, whether this node can measure it and what is "
+                             "missing, then exit")
     parser.add_argument("--tetragon-export", nargs="?", const=str(DEFAULT_EXPORT_FILE), default=None, metavar="FILE",
                         help="count process churn from Tetragon's JSON export file instead of its gRPC API; "
                              f"bare flag: {DEFAULT_EXPORT_FILE}")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.check:
+        from agent.capabilities import check_capabilities
+
+        tetragon = [p for p in (args.tetragon_export, args.tetragon_grpc) if p]
+        options = {"tetragon_paths": [p.removeprefix("unix://") for p in tetragon]} if tetragon else {}
+        print(check_capabilities(args.proc_root, args.sys_root, cgroup_root=args.cgroup_root, **options)
+              .render_table(), end="")
+        return 0
     try:
         config = AgentConfig.from_args(args, os.environ)
     except ConfigError as err:

@@ -24,6 +24,10 @@ from agent.http_app import build_app
 from agent.push import Pusher
 from agent.replay import ReplaySource
 from agent.store import LatestVector
+from agent.attribution import Attribution
+from agent.bpfload import BpfUnavailable, bcc_python
+from agent.capabilities import check_capabilities
+from agent.pods import CgroupIdIndex, KubeletPodResolver, PodCgroupRoots, PodCpuSampler
 from agent.tetragon import tetragon_collector
 from agent.vector import NodeVector
 
@@ -46,7 +50,37 @@ def build_source(config: AgentConfig, clock: Clock) -> VectorSource:
         return ReplaySource(config.replay, config.node_name, clock)
     tetragon = tetragon_collector(config.tetragon_export, config.tetragon_grpc, clock)
     collectors = default_collectors(config.proc_root, config.sys_root, config.cgroup_root, clock, tetragon=tetragon)
-    return NodeCollector(config.node_name, collectors, clock)
+    return NodeCollector(config.node_name, collectors, clock, attribution=build_attribution(config, clock))
+
+
+def build_attribution(config: AgentConfig, clock: Clock) -> Attribution:
+    """Per-pod figures from pod cgroups, eBPF cgroup ids and Tetragon, named via the kubelet when configured."""
+    roots = PodCgroupRoots.for_root(config.cgroup_root) if config.cgroup_root else None
+    resolver = None
+    if config.kubelet_pods_url:
+        resolver = KubeletPodResolver(config.kubelet_pods_url, token_path=config.kubelet_token_file,
+                                      ca_file=config.kubelet_ca_file, clock=clock)
+        resolver.start()
+    return Attribution(cpu=PodCpuSampler(config.sys_root, roots=roots, clock=clock),
+                       cgroups=CgroupIdIndex(sys_root=config.sys_root, clock=clock), resolver=resolver)
+
+
+def capability_report(config: AgentConfig) -> dict:
+    """What this node can measure (agent.capabilities), probed once at start-up for /v1/node.
+
+    bcc is looked for, not imported: importing it would cost the agent ~60 MB for good.
+    """
+    def find_bcc() -> str | None:
+        try:
+            bcc_python()
+            return None
+        except BpfUnavailable as e:
+            return str(e)
+
+    tetragon = [str(p).removeprefix("unix://") for p in (config.tetragon_export, config.tetragon_grpc) if p]
+    options = {"tetragon_paths": tetragon} if tetragon else {}
+    return check_capabilities(config.proc_root, config.sys_root, cgroup_root=config.cgroup_root,
+                              import_bcc=find_bcc, **options).to_json()
 
 
 class Agent:
@@ -56,7 +90,8 @@ class Agent:
         self.store = LatestVector()
         self.metrics = AgentMetrics(self.store, config.node_name, __version__)
         self.source = build_source(config, clock)
-        app = build_app(self.store, self.metrics, config.interval_s, clock)
+        capabilities = capability_report(config) if config.replay is None else None
+        app = build_app(self.store, self.metrics, config.interval_s, clock, capabilities=capabilities)
         self.server = uvicorn.Server(uvicorn.Config(
             app, host=config.http_host, port=config.http_port, log_config=None, log_level="warning",
             access_log=False, lifespan="off"))

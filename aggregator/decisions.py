@@ -205,6 +205,8 @@ class DecisionRecorder:
                     self._warned = True
                 if self.dropped_counter is not None:
                     self.dropped_counter.inc()
+                if self._stop.is_set():
+                    return  # shutting down with Redis gone: do not wait out a timeout per queued decision
                 continue
             if self.on_written is not None:
                 try:

@@ -8,7 +8,8 @@ port, waits for its first vector, then measures two phases of ``--seconds`` each
 /proc/stat ``ctxt``, not assumed). ``--unthrottled`` adds a ``storm-max`` phase without
 ``--switch-freq``. Per phase:
 
-* agent CPU, % of one core (utime + stime of all its threads, /proc/PID/stat);
+* agent CPU, % of one core (run time of all its threads, /proc/PID/task/*/schedstat: exact,
+  where utime + stime are sampled at the tick);
 * context switches/s on the node;
 * per BPF program the agent holds: events (run_cnt), events/s and cost per event in ns
   (run_time_ns / run_cnt, the kernel's own accounting, switched on for the run with
@@ -39,7 +40,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +52,6 @@ TARGET_STORM_CPU_PCT = 3.0
 TARGET_RSS_MB = 160.0
 READY_TIMEOUT_S = 60.0
 EBPF_METRICS = ("runqueue_latency_p99_us", "cross_cgroup_preemptions_per_s", "disk_io_latency_p99_ms")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 #: Runs the agent; swaps the pending eBPF placeholders for the real collectors if they are
 #: still pending in this checkout (a no-op once default_collectors() has them).
@@ -85,22 +84,42 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-@dataclass(frozen=True)
-class Sample:
-    wall: float
-    cpu_ticks: int
-    ctxt: int
-    progs: dict[str, bpfload.ProgStats]
+class AgentProcess:
+    """``kubeattention agent`` through LAUNCHER, on a free port, its output in a temp file."""
 
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.port = free_port()
+        self.log = Path(tempfile.mkstemp(prefix=f"ka-agent-overhead-{mode}-", suffix=".log")[1])
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, mode, "agent", "--aggregator", "none",
+                                          "--interval", "1", "--http-listen", f"127.0.0.1:{self.port}"],
+                                         cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
-@dataclass
-class Phase:
-    name: str
-    seconds: float
-    agent_cpu_pct: float
-    context_switches_per_s: float
-    bpf_cpu_pct: float
-    programs: dict[str, dict]
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def node(self) -> dict:
+        """The agent's latest vector (/v1/node), waiting for the first one."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.mode} agent exited with {self.proc.returncode}:\n{self.output()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/node", timeout=1) as resp:
+                    return json.loads(resp.read())
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"{self.mode} agent gave no vector within {READY_TIMEOUT_S:g} s:\n{self.output()[-2000:]}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.log.unlink(missing_ok=True)
 
 
 def free_port() -> int:
@@ -111,10 +130,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_ticks(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+def cpu_ns(pid: int) -> int:
+    """CPU time of all the process's live threads, ns (schedstat: exact, not tick-sampled like utime)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass  # thread ended between listing and reading
+    return total
 
 
 def node_ctxt() -> int:
@@ -125,36 +149,25 @@ def status_kb(pid: int, key: str) -> int:
     return int(re.search(rf"^{key}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M).group(1))
 
 
-def sample(pid: int) -> Sample:
-    return Sample(time.monotonic(), cpu_ticks(pid), node_ctxt(), bpfload.prog_stats_of_pid(pid))
+def snapshot(agents: dict[str, AgentProcess]) -> dict:
+    return {"wall": time.monotonic(), "ctxt": node_ctxt(), "cpu": {m: cpu_ns(a.pid) for m, a in agents.items()},
+            "progs": bpfload.prog_stats_of_pid(agents["ebpf"].pid)}
 
 
-def phase(name: str, pid: int, seconds: float) -> Phase:
-    a = sample(pid)
+def phase(name: str, agents: dict[str, AgentProcess], seconds: float) -> dict:
+    a = snapshot(agents)
     time.sleep(seconds)
-    b = sample(pid)
-    wall = b.wall - a.wall
+    b = snapshot(agents)
+    wall = b["wall"] - a["wall"]
     programs, bpf_ns = {}, 0
-    for prog, after in sorted(b.progs.items()):
-        d = after - a.progs[prog] if prog in a.progs else after
+    for prog, after in sorted(b["progs"].items()):
+        d = after - a["progs"][prog] if prog in a["progs"] else after
         bpf_ns += d.run_time_ns
-        programs[prog] = {"events": d.run_cnt, "events_per_s": d.run_cnt / wall,
-                          "ns_per_event": d.ns_per_event}
-    return Phase(name, wall, 100.0 * (b.cpu_ticks - a.cpu_ticks) / CLK_TCK / wall,
-                 (b.ctxt - a.ctxt) / wall, 100.0 * bpf_ns / 1e9 / wall, programs)
-
-
-def wait_ready(port: int, proc: subprocess.Popen, log: Path) -> dict:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"agent exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/node", timeout=1) as resp:
-                return json.loads(resp.read())
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"agent gave no vector within {READY_TIMEOUT_S:g} s:\n{log.read_text()[-2000:]}")
+        programs[prog] = {"events": d.run_cnt, "events_per_s": d.run_cnt / wall, "ns_per_event": d.ns_per_event}
+    cpu = {m: 100.0 * (b["cpu"][m] - a["cpu"][m]) / 1e9 / wall for m in agents}
+    return {"name": name, "seconds": wall, "context_switches_per_s": (b["ctxt"] - a["ctxt"]) / wall,
+            "agent_cpu_pct": cpu["ebpf"], "baseline_agent_cpu_pct": cpu.get("baseline"),
+            "bpf_cpu_pct": 100.0 * bpf_ns / 1e9 / wall, "programs": programs}
 
 
 def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
@@ -168,22 +181,25 @@ def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
         proc.wait(5)
 
 
-def measure_agent(mode: str, args: argparse.Namespace, stress_ng: str) -> dict:
-    """Start the agent (``mode`` "ebpf" or "baseline": eBPF refused), run the phases, stop it."""
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="ka-agent-overhead-", suffix=".log")[1])
-    agent = storm = None
-    phases: list[Phase] = []
+def run(args: argparse.Namespace) -> dict:
+    stress_ng = shutil.which("stress-ng")
+    if stress_ng is None:
+        raise SystemExit("stress-ng not found: apt-get install stress-ng (make system-deps does)")
+    if os.geteuid() != 0:
+        raise SystemExit("needs root: loading eBPF programs and switching BPF run-time stats on")
+    load_average = os.getloadavg()[0]
+    agents: dict[str, AgentProcess] = {}
+    storm = None
+    phases = []
     try:
-        with open(log, "wb") as out:
-            agent = subprocess.Popen([sys.executable, "-c", LAUNCHER, mode, "agent", "--aggregator", "none",
-                                      "--interval", "1", "--http-listen", f"127.0.0.1:{port}"],
-                                     cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_ready(port, agent, log)
+        agents["ebpf"] = AgentProcess("ebpf")
+        if args.baseline:
+            agents["baseline"] = AgentProcess("baseline")
+        for agent in agents.values():
+            agent.node()
         time.sleep(2.0)  # let start-up settle (imports, first ticks)
         with bpfload.bpf_stats_enabled() as stats_how:
-            phases.append(phase("idle", agent.pid, args.seconds))
+            phases.append(phase("idle", agents, args.seconds))
             storms = [("storm", ["--switch-freq", str(args.switch_freq)])]
             if args.unthrottled:
                 storms.append(("storm-max", []))
@@ -192,46 +208,30 @@ def measure_agent(mode: str, args: argparse.Namespace, stress_ng: str) -> dict:
                                           "--timeout", f"{int(args.seconds) + 10}s"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1.0)
-                phases.append(phase(name, agent.pid, args.seconds))
+                phases.append(phase(name, agents, args.seconds))
                 stop(storm, signal.SIGINT)
                 storm = None
-        node = wait_ready(port, agent, log)
-        peak_kb, rss_kb = status_kb(agent.pid, "VmHWM"), status_kb(agent.pid, "VmRSS")
+        node = agents["ebpf"].node()
+        rss = {m: (status_kb(a.pid, "VmHWM") / 1024, status_kb(a.pid, "VmRSS") / 1024) for m, a in agents.items()}
+        text = agents["ebpf"].output()
     finally:
         stop(storm, signal.SIGINT)
-        stop(agent)
-    text = log.read_text(errors="replace")
-    log.unlink()
+        for agent in agents.values():
+            agent.stop()
     helper = [int(mb) for mb in re.findall(r"compile helper peak RSS (\d+) MB", text)]
     return {
-        "bpf_stats": stats_how,
+        "seconds_per_phase": args.seconds, "switch_workers": args.switch_workers, "switch_freq": args.switch_freq,
+        "load_average_at_start": load_average, "bpf_stats": stats_how,
         "wired_by_bench": "wired in by the bench launcher" in text,
-        "phases": [asdict(p) for p in phases],
-        "agent_peak_rss_mb": peak_kb / 1024,
-        "agent_rss_mb": rss_kb / 1024,
+        "phases": phases,
+        "agent_peak_rss_mb": rss["ebpf"][0], "agent_rss_mb": rss["ebpf"][1],
+        "baseline_agent_peak_rss_mb": rss["baseline"][0] if "baseline" in rss else None,
         "compile_helper_peak_rss_mb": max(helper) if helper else None,
         "ebpf_metrics_missing": {m: node["missing_reasons"][m] for m in EBPF_METRICS
                                  if m in node.get("missing_reasons", {})},
+        "targets": {"idle_cpu_pct": TARGET_IDLE_CPU_PCT, "storm_cpu_pct": TARGET_STORM_CPU_PCT,
+                    "rss_mb": TARGET_RSS_MB},
     }
-
-
-def run(args: argparse.Namespace) -> dict:
-    stress_ng = shutil.which("stress-ng")
-    if stress_ng is None:
-        raise SystemExit("stress-ng not found: apt-get install stress-ng (make system-deps does)")
-    if os.geteuid() != 0:
-        raise SystemExit("needs root: loading eBPF programs and switching BPF run-time stats on")
-    result = {"seconds_per_phase": args.seconds, "switch_workers": args.switch_workers,
-              "switch_freq": args.switch_freq, "load_average_at_start": os.getloadavg()[0],
-              **measure_agent("ebpf", args, stress_ng),
-              "targets": {"idle_cpu_pct": TARGET_IDLE_CPU_PCT, "storm_cpu_pct": TARGET_STORM_CPU_PCT,
-                          "rss_mb": TARGET_RSS_MB}}
-    if args.baseline:
-        base = measure_agent("baseline", args, stress_ng)
-        result["baseline"] = {"phases": [{k: p[k] for k in ("name", "agent_cpu_pct", "context_switches_per_s")}
-                                         for p in base["phases"]],
-                              "agent_peak_rss_mb": base["agent_peak_rss_mb"]}
-    return result
 
 
 def verdict(ok: bool) -> str:
@@ -242,18 +242,15 @@ def table(r: dict) -> str:
     lines = [f"agent overhead: {r['seconds_per_phase']:g} s per phase, BPF stats via {r['bpf_stats']}, "
              f"load average {r['load_average_at_start']:.2f} at start"
              + (" (eBPF collectors wired in by the bench)" if r["wired_by_bench"] else ""), ""]
-    base = {p["name"]: p for p in r.get("baseline", {}).get("phases", [])}
-    head = f"{'phase':<10} {'ctx sw/s':>10} {'agent CPU %':>12} {'BPF CPU %':>10}"
-    lines.append(head + (f" {'no-eBPF agent CPU %':>20}" if base else "") + "  target")
+    base = r["baseline_agent_peak_rss_mb"] is not None
+    lines.append(f"{'phase':<10} {'ctx sw/s':>10} {'agent CPU %':>12} {'no-eBPF agent CPU %':>20} {'BPF CPU %':>10}"
+                 "  target (agent CPU)")
     for p in r["phases"]:
         target = TARGET_IDLE_CPU_PCT if p["name"] == "idle" else TARGET_STORM_CPU_PCT
-        mark = verdict(p["agent_cpu_pct"] <= target) if p["name"] != "storm-max" else "-"
-        row = (f"{p['name']:<10} {p['context_switches_per_s']:>10,.0f} {p['agent_cpu_pct']:>12.2f} "
-               f"{p['bpf_cpu_pct']:>10.2f}")
-        if base:
-            b = base.get(p["name"])
-            row += f" {b['agent_cpu_pct']:>20.2f}" if b else f" {'-':>20}"
-        lines.append(f"{row}  <= {target:g} % {mark}")
+        mark = f"<= {target:g} % {verdict(p['agent_cpu_pct'] <= target)}" if p["name"] != "storm-max" else "-"
+        b = f"{p['baseline_agent_cpu_pct']:.2f}" if base else "-"
+        lines.append(f"{p['name']:<10} {p['context_switches_per_s']:>10,.0f} {p['agent_cpu_pct']:>12.2f} "
+                     f"{b:>20} {p['bpf_cpu_pct']:>10.2f}  {mark}")
     lines += ["", f"{'phase':<10} {'program':<16} {'events':>12} {'events/s':>11} {'ns/event':>9}"]
     for p in r["phases"]:
         for name, s in p["programs"].items():
@@ -263,7 +260,7 @@ def table(r: dict) -> str:
         lines.append("(no BPF programs held by the agent)")
     lines += ["", f"agent peak RSS (VmHWM) {r['agent_peak_rss_mb']:.0f} MB, now {r['agent_rss_mb']:.0f} MB: "
                   f"<= {TARGET_RSS_MB:g} MB {verdict(r['agent_peak_rss_mb'] <= TARGET_RSS_MB)}"
-                  + (f" (without eBPF: {r['baseline']['agent_peak_rss_mb']:.0f} MB)" if "baseline" in r else "")]
+                  + (f" (no-eBPF agent: {r['baseline_agent_peak_rss_mb']:.0f} MB)" if base else "")]
     if r["compile_helper_peak_rss_mb"] is not None:
         lines.append(f"compile helper (bcc + LLVM, exits after loading) peak RSS {r['compile_helper_peak_rss_mb']} MB")
     for metric, reason in r["ebpf_metrics_missing"].items():
@@ -278,8 +275,8 @@ def main() -> int:
     p.add_argument("--switch-freq", type=int, default=20000,
                    help="stress-ng --switch-freq per worker (default 20000: ~100 000 switches/s on 2 cores)")
     p.add_argument("--unthrottled", action="store_true", help="add a phase without --switch-freq")
-    p.add_argument("--baseline", action="store_true",
-                   help="also run the same phases with an agent whose eBPF loading is refused, for comparison")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="do not run the comparison agent (same agent, eBPF loading refused) alongside")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args()
     if args.seconds <= 0 or args.switch_workers < 1 or args.switch_freq < 1:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.collectors.base import all_missing
 from agent.collect import NO_COLLECTOR, NodeCollector, availability_changes
 from agent.collectors import default_collectors
 from agent.collectors.base import FIRST_SAMPLE, Measurement, Reading
 from agent.collectors.cgroup_throttle import CgroupThrottleCollector, leaf_cgroups, parse_cpu_stat
 from agent.collectors.meminfo import MeminfoCollector
-from agent.collectors.pending import PendingCollector
 from agent.collectors.procstat import CHURN_SOURCE, ProcStatCollector, parse_stat
 from agent.collectors.psi import PsiCollector
 from scorer.schema import METRIC_NAMES, METRICS, NUM_METRICS
@@ -271,9 +271,19 @@ def test_cgroup_vanishing_mid_walk(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ composition
 
 
+class NoPmu:
+    """Stands in for the hardware counters (this test's fake /sys has none to open)."""
+
+    reason = "no hardware PMU (test)"
+    unavailable: dict = {}
+
+    def snapshot(self):
+        return None
+
+
 def test_node_collector_on_fake_tree_covers_all_metrics(tmp_path):
     proc, sys_root, clock = tree(tmp_path, "proc"), tree(tmp_path, "sys-v2"), FakeClock()
-    nc = NodeCollector("fake-node", default_collectors(proc, sys_root, None, clock), clock)
+    nc = NodeCollector("fake-node", default_collectors(proc, sys_root, None, clock, perf=NoPmu()), clock)
     nc.collect()
     shutil.copy(FIXTURES / "proc-later" / "stat", proc / "stat")
     clock.advance(2.0)
@@ -285,10 +295,20 @@ def test_node_collector_on_fake_tree_covers_all_metrics(tmp_path):
     assert v.value("cpu_utilization") == pytest.approx(0.5)
     assert v.sources["process_churn_per_s"] == CHURN_SOURCE
     for name in ("runqueue_latency_p99_us", "cross_cgroup_preemptions_per_s", "disk_io_latency_p99_ms"):
-        assert v.missing_reasons[name].startswith("not collected yet: eBPF")
+        assert v.missing_reasons[name].startswith("tracefs not mounted")  # the fake /sys has no tracefs
     for name in ("llc_miss_ratio", "llc_mpki", "cycles_per_instruction"):
-        assert v.missing_reasons[name] == "not collected yet: perf counters collector not in this agent version"
-    assert "memory-bandwidth" in v.missing_reasons["memory_bandwidth_gbps"]
+        assert v.missing_reasons[name] == "no hardware PMU (test)"
+    assert v.missing_reasons["memory_bandwidth_gbps"].startswith(f"resctrl: not mounted at {sys_root}/fs/resctrl")
+
+
+class AlwaysMissing:
+    """A collector that reports its metrics missing with a fixed reason."""
+
+    def __init__(self, name, metrics, reason, clock):
+        self.name, self.metrics, self.reason, self.clock = name, metrics, reason, clock
+
+    def read(self):
+        return all_missing(self.name, self.clock.monotonic(), self.metrics, self.reason)
 
 
 class Broken:
@@ -309,7 +329,7 @@ class Liar:
 
 def test_a_broken_collector_costs_only_its_metrics(caplog):
     clock = FakeClock()
-    nc = NodeCollector("n", [Broken(), Liar(), PendingCollector("p", ("llc_miss_ratio",), "later", clock)], clock)
+    nc = NodeCollector("n", [Broken(), Liar(), AlwaysMissing("p", ("llc_miss_ratio",), "later", clock)], clock)
     v = nc.collect()
     assert v.missing_reasons["llc_mpki"] == "collector broken failed: PermissionError: perf_event_open: EACCES"
     assert "outside the valid range" in v.missing_reasons["cpu_utilization"]
@@ -325,7 +345,7 @@ def test_each_metric_has_one_owner():
     with pytest.raises(ValueError, match="llc_mpki.*both"):
         NodeCollector("n", [Broken(), Broken()], clock)
     with pytest.raises(ValueError, match="unknown metric"):
-        NodeCollector("n", [PendingCollector("p", ("bogus",), "x", clock)], clock)
+        NodeCollector("n", [AlwaysMissing("p", ("bogus",), "x", clock)], clock)
 
 
 def test_availability_changes_are_reported_once(tmp_path):

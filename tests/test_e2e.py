@@ -103,7 +103,7 @@ def test_live_and_replayed_nodes_are_scored_with_missing_metrics_said(stack):
     assert node["node_name"] == "live-node"
     metrics = get(f"http://127.0.0.1:{stack.agent_port}/metrics")
     assert "kubeattention_node_cpu_utilization_ratio" in metrics
-    assert "kubeattention_node_runqueue_latency_p99_seconds" not in metrics  # missing: absent, never 0
+    assert "kubeattention_node_llc_miss_ratio" not in metrics  # missing here (no PMU): absent, never 0
     assert re.search(r'kubeattention_agent_pushes_total\{result="ok"\} [1-9]', metrics)
 
 
@@ -132,9 +132,10 @@ def test_aggregator_restart_under_running_agents(stack):
     # the node is known from Redis at once, and the agent's next push lands within a few intervals
     wait_for("fresh push after restart", lambda: stack.received_at("live-node") > before, timeout=15)
     reconnect_s = time.monotonic() - t0
-    scores = stack.score("live-node", "replayed-node")
-    assert {s.status for s in scores.values()} == {scoring_pb2.SCORE_STATUS_SCORED}
     assert reconnect_s < 10, f"agent took {reconnect_s:.1f}s to reach the restarted aggregator"
+    # the replay agent reconnects on its own backoff schedule (capped at 5 s)
+    wait_for("both agents scored again", lambda: {s.status for s in stack.score("live-node", "replayed-node").values()}
+             == {scoring_pb2.SCORE_STATUS_SCORED}, timeout=15)
     log = stack.agent.output()
     assert "unreachable" in log and "still collecting" in log
     assert "reconnected to aggregator" in log and "sent latest vector" in log

@@ -2,7 +2,7 @@
 
 Every collector takes its root path (``proc_root``, ``sys_root``) and an injected clock,
 and returns a frozen :class:`~agent.collectors.base.Reading`. :func:`default_collectors`
-is the set this agent version runs; a new collector replaces a pending one here.
+is the set this agent version runs.
 """
 
 from __future__ import annotations
@@ -14,25 +14,33 @@ from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import Collector, Measurement, Reading
 from agent.collectors.cgroup_throttle import CgroupThrottleCollector
 from agent.collectors.meminfo import MeminfoCollector
-from agent.collectors.pending import PendingCollector, pending_collectors
+from agent.collectors.ebpf_biolatency import BlockIoCollector
+from agent.collectors.ebpf_runqueue import RunqueueCollector
+from agent.collectors.memory_bandwidth import MemoryBandwidthCollector
+from agent.collectors.perf_counters import CounterSource, PerfCounters, PerfCountersCollector
 from agent.collectors.procstat import ProcStatCollector
 from agent.collectors.psi import PsiCollector
 
 if TYPE_CHECKING:  # agent.tetragon imports agent.collectors.base: import it lazily, never at the top
     from agent.tetragon import TetragonChurnCollector
 
-__all__ = ["Collector", "Measurement", "Reading", "CgroupThrottleCollector", "MeminfoCollector",
-           "PendingCollector", "ProcStatCollector", "PsiCollector", "default_collectors"]
+__all__ = ["Collector", "Measurement", "Reading", "BlockIoCollector", "CgroupThrottleCollector",
+           "MeminfoCollector", "MemoryBandwidthCollector", "PerfCountersCollector", "ProcStatCollector",
+           "PsiCollector", "RunqueueCollector", "default_collectors"]
 
 
 def default_collectors(proc_root: str | Path = "/proc", sys_root: str | Path = "/sys",
                        cgroup_root: str | Path | None = None, clock: Clock = SYSTEM_CLOCK,
-                       tetragon: TetragonChurnCollector | None = None) -> list[Collector]:
+                       tetragon: TetragonChurnCollector | None = None,
+                       perf: CounterSource | None = None) -> list[Collector]:
     """The collectors of this agent version; together they cover all 15 metrics exactly once.
 
     With ``tetragon`` (agent.tetragon.tetragon_collector), process churn comes from Tetragon
     while it is live and from /proc/stat otherwise, saying so; without it, from /proc/stat.
+    ``perf``: the per-CPU hardware counters shared by the perf and bandwidth collectors
+    (default: opened on first read; tests pass a recorded source).
     """
+    perf = perf or PerfCounters(sys_root, proc_root)
     procstat: Collector = ProcStatCollector(proc_root, clock)
     if tetragon is not None:
         from agent.tetragon import with_tetragon
@@ -42,5 +50,8 @@ def default_collectors(proc_root: str | Path = "/proc", sys_root: str | Path = "
         PsiCollector(proc_root, clock),
         MeminfoCollector(proc_root, clock),
         CgroupThrottleCollector(sys_root, cgroup_root, clock),
-        *pending_collectors(clock),
+        RunqueueCollector(sys_root, clock),
+        BlockIoCollector(sys_root, clock),
+        PerfCountersCollector(perf, clock),
+        MemoryBandwidthCollector(sys_root, perf, clock),
     ]

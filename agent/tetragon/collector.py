@@ -50,6 +50,11 @@ class ChurnReading(Reading):
         """"namespace/name" -> exec+exit events per second."""
         return {str(p.pod): p.per_s for p in self.pods}
 
+    @property
+    def pod_figures(self) -> dict[str, dict[tuple[str, str], float]]:
+        """For agent.attribution: metric -> (namespace, name) -> events per second."""
+        return {PROCESS_CHURN: {(p.pod.namespace, p.pod.name): p.per_s for p in self.pods}} if self.pods else {}
+
 
 class TetragonChurnCollector:
     name = "tetragon"

@@ -1,0 +1,294 @@
+"""What this node can measure: for each of the 15 metrics, from which source, and what is missing.
+
+The report is built from cheap probes - files that exist or read, the process's
+capabilities, one ``import bcc``, one perf_event_open of each hardware event that is
+closed again - never by starting the collectors. It is data (:class:`CapabilityReport`,
+``to_json()`` for ``/v1/node``) with a plain-text table renderer for ``agent --check``.
+
+Each metric lists its sources in order of preference (``SOURCES``); a source is usable
+when all its probes pass. The first usable source gives status ``measured``, a later one
+``fallback``, none ``missing``; ``missing`` lists what every better source lacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from agent.collectors.cgroup_throttle import CgroupThrottleCollector
+from agent.collectors.memory_bandwidth import resctrl_status
+from agent.collectors.perf_counters import PmuStatus, probe_pmu
+from agent.pods import cgroup2_root
+from scorer.schema import METRIC_NAMES, METRICS
+
+MEASURED = "measured"
+FALLBACK = "fallback"
+MISSING = "missing"
+
+DEFAULT_MODULES_ROOT = "/lib/modules"
+#: Tetragon's JSON export file and gRPC unix socket, as agent/tetragon defaults them.
+DEFAULT_TETRAGON_PATHS = ("/var/log/tetragon/tetragon.log", "/var/run/tetragon/tetragon.sock")
+
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+EBPF = ("bpf_privileges", "bcc", "kernel_headers", "tracefs")
+
+#: metric -> [(source, probes it needs)], first choice first.
+SOURCES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "cpu_utilization": (("/proc/stat", ("proc_stat",)),),
+    "cpu_iowait_ratio": (("/proc/stat iowait", ("proc_stat",)),),
+    "cpu_psi_some": (("/proc/pressure/cpu avg10", ("psi_cpu",)),),
+    "memory_psi_some": (("/proc/pressure/memory avg10", ("psi_memory",)),),
+    "io_psi_some": (("/proc/pressure/io avg10", ("psi_io",)),),
+    "runqueue_latency_p99_us": (("eBPF sched_wakeup/sched_switch (bcc)", EBPF),),
+    "cross_cgroup_preemptions_per_s": (("eBPF sched_switch (bcc)", EBPF + ("cgroup_v2",)),),
+    "cpu_throttled_ratio": (("pod cgroups cpu.stat", ("pod_cgroups",)),),
+    "memory_utilization": (("/proc/meminfo MemAvailable", ("meminfo",)),),
+    "llc_miss_ratio": (("perf cache-misses/cache-references", ("pmu",)),),
+    "llc_mpki": (("perf cache-misses/instructions", ("pmu",)),),
+    "cycles_per_instruction": (("perf cycles/instructions", ("pmu",)),),
+    "memory_bandwidth_gbps": (("resctrl mbm_total_bytes", ("resctrl",)),
+                              ("estimate: LLC misses x 64 B (perf)", ("pmu",))),
+    "disk_io_latency_p99_ms": (("eBPF block_rq_issue/complete (bcc)", EBPF),),
+    "process_churn_per_s": (("Tetragon exec+exit events", ("tetragon",)),
+                            ("/proc/stat processes counter", ("proc_stat",))),
+}
+if tuple(SOURCES) != METRIC_NAMES:  # a schema change must be mirrored here
+    raise RuntimeError("capabilities.SOURCES does not list the schema's metrics in order")
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    ok: bool
+    detail: str
+    """What was found, or what is missing and how to fix it."""
+
+
+@dataclass(frozen=True)
+class MetricCapability:
+    index: int
+    metric: str
+    status: str
+    """measured | fallback | missing"""
+    source: str | None
+    """The source the agent can use; None when missing."""
+    missing: tuple[str, ...]
+    """Why the better sources (all of them, when missing) cannot be used, one line per failed probe."""
+    blocked_by: tuple[str, ...] = ()
+    """Names of the failed probes behind ``missing`` (details in the report's probes)."""
+
+    @property
+    def measurable(self) -> bool:
+        return self.status != MISSING
+
+
+@dataclass(frozen=True)
+class CapabilityReport:
+    metrics: tuple[MetricCapability, ...]
+    probes: tuple[Probe, ...]
+
+    def get(self, metric: str) -> MetricCapability:
+        return next(m for m in self.metrics if m.metric == metric)
+
+    def probe(self, name: str) -> Probe:
+        return next(p for p in self.probes if p.name == name)
+
+    def to_json(self) -> dict:
+        return {"metrics": [{**asdict(m), "missing": list(m.missing), "blocked_by": list(m.blocked_by),
+                             "measurable": m.measurable}
+                            for m in self.metrics],
+                "probes": [asdict(p) for p in self.probes]}
+
+    def render_table(self) -> str:
+        """Two plain-text tables: metrics (status, source, failed probes), then the probes with details."""
+        rows = [("#", "metric", "status", "source", "lacking (see probes)")]
+        rows += [(str(m.index), m.metric, m.status, m.source or "-", ", ".join(m.blocked_by) or "-")
+                 for m in self.metrics]
+        probes = [("probe", "ok", "detail")] + [(p.name, "yes" if p.ok else "NO", p.detail) for p in self.probes]
+        counted = sum(m.measurable for m in self.metrics)
+        return (f"{counted}/{len(self.metrics)} metrics measurable on this node\n\n"
+                f"{_table(rows)}\n\nprobes:\n{_table(probes)}\n")
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def _readable(path: Path, must_contain: str | None = None) -> tuple[bool, str]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return False, f"{path} does not exist"
+    except OSError as err:
+        return False, f"cannot read {path}: {err.strerror or err}"
+    if must_contain is not None and must_contain not in text:
+        return False, f"{path} has no {must_contain!r}"
+    return True, f"{path} readable"
+
+
+def effective_capabilities(proc_root: Path) -> int | None:
+    """The CapEff bit mask of this process (``proc_root/self/status``), or None."""
+    try:
+        for line in (proc_root / "self" / "status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _bpf_privileges(proc_root: Path) -> Probe:
+    caps = effective_capabilities(proc_root)
+    if caps is None:
+        ok = os.geteuid() == 0
+        return Probe("bpf_privileges", ok, "root (capabilities unknown)" if ok else
+                     "not root and capabilities unreadable: eBPF needs CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN")
+    has = {name: bool(caps >> bit & 1) for name, bit in
+           (("CAP_SYS_ADMIN", CAP_SYS_ADMIN), ("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON))}
+    held = ", ".join(n for n, ok in has.items() if ok) or "none of CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON"
+    ok = has["CAP_SYS_ADMIN"] or (has["CAP_BPF"] and has["CAP_PERFMON"])
+    return Probe("bpf_privileges", ok, f"effective: {held}" if ok else
+                 f"effective: {held}; tracing eBPF needs CAP_BPF + CAP_PERFMON (Linux >= 5.8) or CAP_SYS_ADMIN")
+
+
+def _import_bcc() -> str | None:
+    try:
+        importlib.import_module("bcc")
+    except Exception as err:  # ImportError, or libbcc failing to load (OSError)
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _kernel_headers(proc_root: Path, sys_root: Path, modules_root: Path) -> Probe:
+    try:
+        release = (proc_root / "sys" / "kernel" / "osrelease").read_text().strip()
+    except OSError:
+        release = os.uname().release
+    build = modules_root / release / "build"
+    if (build / "include").is_dir():
+        return Probe("kernel_headers", True, f"{build} (kernel {release})")
+    kheaders = sys_root / "kernel" / "kheaders.tar.xz"
+    if kheaders.exists():
+        return Probe("kernel_headers", True, f"{kheaders} (CONFIG_IKHEADERS)")
+    return Probe("kernel_headers", False, f"no headers for kernel {release} at {build} and no {kheaders}: "
+                                          "install the linux-headers package for this kernel (bcc compiles against it)")
+
+
+def _tracefs(sys_root: Path) -> Probe:
+    for path in (sys_root / "kernel" / "tracing", sys_root / "kernel" / "debug" / "tracing"):
+        if (path / "events").is_dir():
+            return Probe("tracefs", True, f"mounted at {path}")
+    return Probe("tracefs", False, f"tracefs not mounted at {sys_root / 'kernel' / 'tracing'} "
+                                   "(mount -t tracefs nodev /sys/kernel/tracing; in a pod, mount the host's /sys)")
+
+
+def _psi(proc_root: Path, resource: str) -> Probe:
+    ok, detail = _readable(proc_root / "pressure" / resource, "some avg10=")
+    if not ok and "does not exist" in detail:
+        detail += " (kernel without CONFIG_PSI, or booted without psi=1)"
+    elif not ok and "Operation not supported" in detail:
+        detail += " (PSI disabled at boot: add psi=1)"
+    return Probe(f"psi_{resource}", ok, detail)
+
+
+def _tetragon(paths: Sequence[str | Path]) -> Probe:
+    for p in map(Path, paths):
+        if p.exists():
+            return Probe("tetragon", True, f"{p} present")
+    return Probe("tetragon", False, f"no Tetragon export file or socket at {', '.join(map(str, paths))}")
+
+
+def _cgroup_v2(sys_root: Path) -> Probe:
+    """Can cgroup v2 ids (what eBPF sees) tell the pods' cgroups apart?"""
+    root = cgroup2_root(sys_root)
+    if root is None:
+        return Probe("cgroup_v2", False, f"no cgroup2 mount under {sys_root / 'fs' / 'cgroup'}: every task has the "
+                                         "same cgroup v2 id, so eBPF figures cannot be told apart per cgroup")
+    if root.name == "unified":
+        try:
+            populated = any(e.is_dir(follow_symlinks=False) for e in os.scandir(root))
+        except OSError:
+            populated = False
+        if not populated:
+            return Probe("cgroup_v2", False, f"cgroup v1 hybrid host and nothing is placed in the unified hierarchy "
+                                             f"({root} has no child cgroup): every task has the same cgroup v2 id")
+        return Probe("cgroup_v2", True, f"cgroup2 at {root} (v1 hybrid host; ids of the unified hierarchy)")
+    return Probe("cgroup_v2", True, f"cgroup2 at {root}")
+
+
+def _pmu(status: PmuStatus) -> Probe:
+    if not status.ok:
+        return Probe("pmu", False, status.reason)
+    detail = f"counts {', '.join(status.events)}"
+    if status.unavailable:
+        detail += "; cannot count " + "; ".join(f"{e}: {why}" for e, why in status.unavailable.items())
+    return Probe("pmu", True, detail)
+
+
+def run_probes(proc_root: str | Path = "/proc", sys_root: str | Path = "/sys", *,
+               modules_root: str | Path = DEFAULT_MODULES_ROOT, cgroup_root: str | Path | None = None,
+               tetragon_paths: Sequence[str | Path] = DEFAULT_TETRAGON_PATHS,
+               import_bcc: Callable[[], str | None] = _import_bcc,
+               pmu: Callable[[], PmuStatus] | None = None) -> tuple[Probe, ...]:
+    proc, sys_ = Path(proc_root), Path(sys_root)
+    stat_ok, stat_detail = _readable(proc / "stat", "cpu ")
+    mem_ok, mem_detail = _readable(proc / "meminfo", "MemAvailable:")
+    bcc_error = import_bcc()
+    pod_root = CgroupThrottleCollector(sys_, cgroup_root).find_root()
+    why_no_resctrl = resctrl_status(sys_ / "fs" / "resctrl")
+    status = pmu() if pmu is not None else probe_pmu(sys_, proc)
+    return (
+        Probe("proc_stat", stat_ok, stat_detail),
+        Probe("meminfo", mem_ok, mem_detail),
+        _psi(proc, "cpu"), _psi(proc, "memory"), _psi(proc, "io"),
+        _bpf_privileges(proc),
+        Probe("bcc", bcc_error is None, "import bcc works" if bcc_error is None else
+              f"cannot import bcc ({bcc_error}): install python3-bpfcc"),
+        _kernel_headers(proc, sys_, Path(modules_root)),
+        _tracefs(sys_),
+        _pmu(status),
+        Probe("resctrl", why_no_resctrl is None, f"MBM at {sys_ / 'fs' / 'resctrl'}" if why_no_resctrl is None
+              else why_no_resctrl),
+        _tetragon(tetragon_paths),
+        Probe("pod_cgroups", pod_root is not None, f"pod cgroup root {pod_root}" if pod_root else
+              f"no kubepods cgroup root under {cgroup_root or sys_ / 'fs' / 'cgroup'}: not a Kubernetes node, "
+              "or pass --cgroup-root"),
+        _cgroup_v2(sys_),
+    )
+
+
+def assess(probes: Sequence[Probe]) -> tuple[MetricCapability, ...]:
+    """The pure half: probe results -> one capability record per metric."""
+    by_name: Mapping[str, Probe] = {p.name: p for p in probes}
+    out = []
+    for m in METRICS:
+        lacking: list[str] = []
+        blocked: list[str] = []
+        status, used = MISSING, None
+        for rank, (source, needs) in enumerate(SOURCES[m.name]):
+            failed = [by_name[n] for n in needs if not by_name[n].ok]
+            if not failed:
+                status, used = (MEASURED if rank == 0 else FALLBACK), source
+                break
+            lacking.extend(f"{source}: {p.name}: {p.detail}" for p in failed)
+            blocked.extend(p.name for p in failed if p.name not in blocked)
+        out.append(MetricCapability(m.index, m.name, status, used, tuple(lacking), tuple(blocked)))
+    return tuple(out)
+
+
+def check_capabilities(proc_root: str | Path = "/proc", sys_root: str | Path = "/sys",
+                       **probe_options) -> CapabilityReport:
+    """Probe this node (see :func:`run_probes` for the options) and assess every metric."""
+    probes = run_probes(proc_root, sys_root, **probe_options)
+    return CapabilityReport(assess(probes), probes)
