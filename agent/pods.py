@@ -505,6 +505,10 @@ def _read_bandwidth(pod: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+#: How often PodCpuSampler looks again for pod cgroup roots it did not find.
+ROOTS_RETRY_S = 30.0
+
+
 class PodCpuSampler:
     """Per-pod CPU share of the node and CFS throttled ratio, per interval between two reads.
 
@@ -522,9 +526,11 @@ class PodCpuSampler:
         self.cpu_count = cpu_count or _online_cpu_count(self.sys_root)
         self.clock = clock
         self._prev: PodCpuSample | None = None
+        self._roots: PodCgroupRoots | None = None
+        self._roots_retry_at = float("-inf")
 
     def sample(self) -> PodCpuSample | None:
-        roots = self.explicit or PodCgroupRoots.find(self.sys_root)
+        roots = self.explicit or self._find_roots()
         if roots is None:
             return None
         now = self.clock.monotonic()
@@ -534,6 +540,17 @@ class PodCpuSampler:
                 usage[uid] = ns
         bandwidth = {uid: bw for uid, path in pod_dirs(roots.throttle).items() if (bw := _read_bandwidth(path))}
         return PodCpuSample(now, usage, bandwidth)
+
+    def _find_roots(self) -> PodCgroupRoots | None:
+        """Auto-detected roots; where there are none (not a Kubernetes node yet), look again
+        only every ROOTS_RETRY_S rather than walking /sys/fs/cgroup every interval."""
+        now = self.clock.monotonic()
+        if self._roots is None and now < self._roots_retry_at:
+            return None
+        if self._roots is None:
+            self._roots = PodCgroupRoots.find(self.sys_root)
+            self._roots_retry_at = now + ROOTS_RETRY_S
+        return self._roots
 
     def read(self) -> dict[str, dict[str, float]]:
         cur = self.sample()

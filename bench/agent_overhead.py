@@ -53,32 +53,15 @@ TARGET_RSS_MB = 160.0
 READY_TIMEOUT_S = 60.0
 EBPF_METRICS = ("runqueue_latency_p99_us", "cross_cgroup_preemptions_per_s", "disk_io_latency_p99_ms")
 
-#: Runs the agent; swaps the pending eBPF placeholders for the real collectors if they are
-#: still pending in this checkout (a no-op once default_collectors() has them).
+#: Runs the agent; for the baseline, with eBPF loading refused (same agent otherwise).
 LAUNCHER = """
 import sys
-import agent.runtime as runtime
 from agent import bpfload
-from agent.collectors.pending import pending_collectors
 if sys.argv[1] == "baseline":
     def refuse(*args, **kwargs):
         raise bpfload.BpfUnavailable("eBPF disabled for the overhead baseline")
     bpfload.load = refuse
     print("agent_overhead: eBPF disabled (baseline)", flush=True)
-elif any(c.name.startswith("ebpf_") for c in pending_collectors()):
-    from agent.collectors import default_collectors
-    from agent.collectors.ebpf_biolatency import BlockIoCollector
-    from agent.collectors.ebpf_runqueue import RunqueueCollector
-
-    def wired(*args, **kwargs):
-        names = ("proc_root", "sys_root", "cgroup_root", "clock")
-        given = {**dict(zip(names, args)), **kwargs}
-        sys_root, clock = given.get("sys_root", "/sys"), given.get("clock", runtime.SYSTEM_CLOCK)
-        base = [c for c in default_collectors(*args, **kwargs) if not c.name.startswith("ebpf_")]
-        return [*base, RunqueueCollector(sys_root, clock), BlockIoCollector(sys_root, clock)]
-
-    runtime.default_collectors = wired
-    print("agent_overhead: eBPF collectors wired in by the bench launcher", flush=True)
 from kubeattention.cli import main
 sys.exit(main(sys.argv[2:]))
 """
