@@ -194,3 +194,28 @@ def test_extender_over_http_records_decisions_in_redis(redis_server, shadow):
         assert 'kubeattention_extender_requests_total{result="ok",verb="prioritize"}' in metrics
     finally:
         agg.proc.stop()
+
+
+def test_shadow_annotations_are_written_on_the_pod_through_the_api(tmp_path):
+    """The Kubernetes API server is simulated (no control plane here): the real kubernetes
+    client sends the patch over real HTTP to tests/fixtures/k8s/apiserver.py."""
+    from aggregator.config import AggregatorConfig
+    from aggregator.main import pod_annotator
+    from fixtures.k8s.apiserver import FakeApiServer, pod
+
+    api = FakeApiServer().start()
+    try:
+        api.pods = [pod(name="checkout-7d9f8b6c5-x2x9z", namespace="shop", uid="u1", node=None)]
+        cfg = AggregatorConfig(shadow=True, annotate_pods=True,
+                               kubeconfig=str(api.write_kubeconfig(tmp_path / "kubeconfig")))
+        recorded = []
+        make_extender(shadow=True, record=recorded.append).prioritize(body("args_nodenames.json"))
+        pod_annotator(cfg)(recorded[0])
+        (patch,) = api.seen("PATCH")
+        annotations = patch.body["metadata"]["annotations"]
+        assert annotations["kubeattention.io/recommended-node"] == "node-quiet"
+        assert float(annotations["kubeattention.io/score"]) > 50
+        assert "latency-critical pod" in annotations["kubeattention.io/reason"]
+        assert api.pods[0]["metadata"]["annotations"]["kubeattention.io/recommended-node"] == "node-quiet"
+    finally:
+        api.stop()
