@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import errno
 import json
+import logging
 import math
 import os
 import platform
@@ -790,3 +791,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def debug_main(argv: list[str] | None, description: str, spec: ProgramSpec, make_collector, describe) -> int:
+    """A collector module's ``python -m`` entry: ``--ebpf`` prints the C source with its cflags
+    (bcc tools' hidden flag); otherwise print ``describe(reading)`` every ``--interval``."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--count", type=int, default=0, help="readings to print (0: until Ctrl-C)")
+    args = parser.parse_args(argv)
+    if args.ebpf:
+        print(render_source(spec))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    collector = make_collector()
+    try:
+        n = 0
+        while args.count == 0 or n < args.count:
+            time.sleep(args.interval)
+            print(describe(collector.read()))
+            n += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        collector.close()
+    return 0

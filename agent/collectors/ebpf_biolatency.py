@@ -240,36 +240,16 @@ class BlockIoCollector:
             self.unavailable = "collector closed"
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import time
+def describe(r: BlockIoReading) -> str:
+    m = r.measurements[0]
+    head = f"{m.metric}={m.value:.3f}" if m.available else f"{m.metric}: {m.reason}"
+    devs = ", ".join(f"{d.name or d.dev}: {d.count} IOs p99 {d.p99_ms:.3f} ms" for d in r.devices.values() if d.count)
+    return f"{head} | {devs or '-'}"
 
-    parser = argparse.ArgumentParser(description="Print block-IO latency readings every interval.")
-    parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--interval", type=float, default=1.0)
-    parser.add_argument("--count", type=int, default=0, help="readings to print (0: until Ctrl-C)")
-    args = parser.parse_args(argv)
-    if args.ebpf:
-        print(bpfload.render_source(program_spec()))
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    collector = BlockIoCollector()
-    try:
-        n = 0
-        while args.count == 0 or n < args.count:
-            time.sleep(args.interval)
-            r = collector.read()
-            n += 1
-            m = r.measurements[0]
-            head = f"{m.metric}={m.value:.3f}" if m.available else f"{m.metric}: {m.reason}"
-            devs = ", ".join(f"{d.name or d.dev}: {d.count} IOs p99 {d.p99_ms:.3f} ms"
-                             for d in r.devices.values() if d.count)
-            print(head, "|", devs or "-")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        collector.close()
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    return bpfload.debug_main(argv, "Print block-IO latency readings every interval.", program_spec(),
+                              BlockIoCollector, describe)
 
 
 if __name__ == "__main__":

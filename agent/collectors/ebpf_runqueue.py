@@ -402,36 +402,17 @@ class RunqueueCollector:
             self.unavailable = "collector closed"
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import time
+def describe(r: RunqueueReading) -> str:
+    line = "  ".join(f"{m.metric}={m.value:.1f}" if m.available else f"{m.metric}: {m.reason}"
+                     for m in r.measurements)
+    top = sorted(r.cgroups.values(), key=lambda c: -c.delay_sum_ns)[:3]
+    return f"{line} | top cgroups by wait: " + (
+        ", ".join(f"{c.cgroup_id}: {c.delay_sum_ns / 1e6:.1f} ms/{c.delay_count}" for c in top) or "-")
 
-    parser = argparse.ArgumentParser(description="Print run-queue readings every interval.")
-    parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--interval", type=float, default=1.0)
-    parser.add_argument("--count", type=int, default=0, help="readings to print (0: until Ctrl-C)")
-    args = parser.parse_args(argv)
-    if args.ebpf:
-        print(bpfload.render_source(program_spec()))
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    collector = RunqueueCollector()
-    try:
-        n = 0
-        while args.count == 0 or n < args.count:
-            time.sleep(args.interval)
-            r = collector.read()
-            n += 1
-            line = "  ".join(f"{m.metric}={m.value:.1f}" if m.available else f"{m.metric}: {m.reason}"
-                             for m in r.measurements)
-            top = sorted(r.cgroups.values(), key=lambda c: -c.delay_sum_ns)[:3]
-            print(line, "| top cgroups by wait:",
-                  ", ".join(f"{c.cgroup_id}: {c.delay_sum_ns / 1e6:.1f} ms/{c.delay_count}" for c in top) or "-")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        collector.close()
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    return bpfload.debug_main(argv, "Print run-queue readings every interval.", program_spec(),
+                              RunqueueCollector, describe)
 
 
 if __name__ == "__main__":
