@@ -55,8 +55,7 @@ class Attribution:
                 self._add_cgroups(by_uid[metric], per_cgroup)
             for metric, per_pod in (getattr(reading, "pod_figures", None) or {}).items():
                 named[metric].update(per_pod)
-        rows = [PodOffender(o.namespace, o.name, o.metric, o.value)
-                for o in top_offenders({m: v for m, v in by_uid.items() if v}, self.resolver, self.n)]
+        rows = top_offenders({m: v for m, v in by_uid.items() if v}, self.resolver, self.n)
         for metric, per_pod in named.items():
             best = sorted(per_pod.items(), key=lambda kv: (-kv[1], kv[0]))[: self.n]
             rows.extend(PodOffender(ns, name, metric, value) for (ns, name), value in best if value > 0)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from kubeattention.v1 import telemetry_pb2
+from agent.vector import PodOffender
 from scorer.schema import METRIC_BY_NAME, QoS
 
 log = logging.getLogger(__name__)
@@ -589,20 +589,6 @@ def _online_cpu_count(sys_root: Path) -> int:
         return count
     except (OSError, ValueError):
         return os.cpu_count() or 1
-
-
-@dataclass(frozen=True)
-class PodOffender:
-    """One row of NodeTelemetry.top_offenders: a pod and the metric it stands out on."""
-
-    namespace: str
-    name: str
-    metric: str
-    value: float
-
-    def to_proto(self) -> telemetry_pb2.PodOffender:
-        return telemetry_pb2.PodOffender(namespace=self.namespace, name=self.name, metric=self.metric,
-                                         value=self.value)
 
 
 def top_offenders(figures: Mapping[str, Mapping[str, float]], resolver: PodResolver | None = None,

@@ -31,6 +31,10 @@ class PodOffender:
     metric: str
     value: float
 
+    def to_proto(self) -> telemetry_pb2.PodOffender:
+        return telemetry_pb2.PodOffender(namespace=self.namespace, name=self.name, metric=self.metric,
+                                         value=self.value)
+
 
 @dataclass(frozen=True)
 class NodeVector:
@@ -122,8 +126,7 @@ class NodeVector:
             available=list(self.available),
             missing_reasons=dict(self.missing_reasons),
             agent_version=self.agent_version,
-            top_offenders=[telemetry_pb2.PodOffender(namespace=o.namespace, name=o.name, metric=o.metric,
-                                                     value=o.value) for o in self.offenders],
+            top_offenders=[o.to_proto() for o in self.offenders],
         )
 
     def to_json(self) -> dict[str, Any]:
