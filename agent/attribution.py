@@ -16,22 +16,21 @@ is left out: an offender is only useful to an operator when it says which pod. T
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
 from typing import Iterable, Mapping
 
 from agent.collectors.base import Reading
 from agent.pods import CgroupIdIndex, PodCpuSampler, PodResolver, top_offenders
 from agent.vector import PodOffender
+from scorer.schema import k8s_name_problem
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOP_N = 3
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def _valid(o: PodOffender) -> bool:
-    return all(len(x) <= 253 and _K8S_NAME.match(x) for x in (o.namespace, o.name))
+    return k8s_name_problem(o.namespace) is None and k8s_name_problem(o.name) is None
 
 
 class Attribution:

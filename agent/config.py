@@ -8,13 +8,13 @@ reports every problem together.
 from __future__ import annotations
 
 import math
-import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from agent.tetragon import tetragon_problems
+from scorer.schema import k8s_name_problem
 
 DEFAULT_AGGREGATOR = "127.0.0.1:50051"
 DEFAULT_INTERVAL_S = 1.0
@@ -26,9 +26,6 @@ NODE_NAME_ENV = "NODE_NAME"
 NO_AGGREGATOR = ("", "none")
 MIN_INTERVAL_S = 0.05
 MAX_INTERVAL_S = 3600.0
-
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
 
 class ConfigError(ValueError):
     """Every configuration problem at once, one per line of ``errors``."""
@@ -51,13 +48,7 @@ def parse_host_port(text: str) -> tuple[str, int]:
 
 def node_name_problem(name: str) -> str | None:
     """Why ``name`` is not a valid Kubernetes node name (RFC 1123 subdomain), or None."""
-    if not name:
-        return "must not be empty"
-    if len(name) > 253:
-        return f"must be at most 253 characters, got {len(name)}"
-    if not _DNS_SUBDOMAIN.match(name):
-        return f"{name!r} is not an RFC 1123 DNS subdomain (lower-case letters, digits, '-' and '.')"
-    return None
+    return k8s_name_problem(name)
 
 
 def default_node_name(environ: Mapping[str, str]) -> str:

@@ -7,34 +7,25 @@ operator reading the agent's log or a scheduler's error knows what to fix.
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
 from aggregator.errors import InvalidInput
 from aggregator.records import NodeRecord, Offender
 from kubeattention.v1 import scoring_pb2, telemetry_pb2
-from scorer.schema import METRIC_BY_NAME, METRICS, NUM_METRICS, SCHEMA_VERSION, PodContext, Profile, QoS
+from scorer.schema import (METRIC_BY_NAME, METRICS, NUM_METRICS, SCHEMA_VERSION, PodContext, Profile, QoS,
+                           k8s_name_problem)
 
 
 
-#: Kubernetes node names are RFC 1123 DNS subdomains.
-_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-MAX_NODE_NAME = 253
 MAX_AGENT_VERSION = 64
 MAX_REASON = 512
 MAX_OFFENDERS = 32
-MAX_K8S_NAME = 253
 
 
 def check_node_name(name: str, field: str = "node_name") -> str:
-    if not name:
-        raise InvalidInput(field, "must not be empty")
-    if len(name) > MAX_NODE_NAME:
-        raise InvalidInput(field, f"{len(name)} characters, longer than the {MAX_NODE_NAME} Kubernetes allows")
-    if not _NODE_NAME.match(name):
-        raise InvalidInput(field, f"{name[:80]!r} is not a valid Kubernetes node name "
-                                  "(lower-case letters, digits, '-' and '.')")
+    if (problem := k8s_name_problem(name)) is not None:
+        raise InvalidInput(field, problem)
     return name
 
 
@@ -87,8 +78,8 @@ def validate_offenders(offenders) -> tuple[Offender, ...]:
     for i, o in enumerate(offenders):
         field = f"top_offenders[{i}]"
         for part, text in (("namespace", o.namespace), ("name", o.name)):
-            if not text or len(text) > MAX_K8S_NAME or not _NODE_NAME.match(text):
-                raise InvalidInput(f"{field}.{part}", f"{text[:80]!r} is not a Kubernetes {part}")
+            if (problem := k8s_name_problem(text)) is not None:
+                raise InvalidInput(f"{field}.{part}", problem)
         metric = METRIC_BY_NAME.get(o.metric)
         if metric is None:
             raise InvalidInput(f"{field}.metric", f"{o.metric[:80]!r} is not a metric name of schema {SCHEMA_VERSION}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,6 +177,21 @@ class QoS(enum.IntEnum):
 
 
 PROFILE_ANNOTATION = "kubeattention.io/profile"
+
+#: Node, namespace and pod names are RFC 1123 DNS subdomains (at most 253 characters).
+MAX_K8S_NAME = 253
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def k8s_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid Kubernetes node/namespace/pod name, or None."""
+    if not name:
+        return "must not be empty"
+    if len(name) > MAX_K8S_NAME:
+        return f"{len(name)} characters, longer than the {MAX_K8S_NAME} Kubernetes allows"
+    if not _K8S_NAME.match(name):
+        return f"{name[:80]!r} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.')"
+    return None
 
 POD_FEATURE_NAMES: tuple[str, ...] = (
     "cpu_request_cores",

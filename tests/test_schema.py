@@ -101,3 +101,9 @@ def test_model_input_shape():
 def test_sensitivity_matrix_shape():
     assert schema.SENSITIVITY.shape == (5, 15)
     assert (schema.SENSITIVITY >= 0).all() and (schema.SENSITIVITY <= 1).all()
+
+
+@pytest.mark.parametrize("name,ok", [("node-a", True), ("w-3.prod.example.com", True), ("", False),
+                                     ("Node_A", False), ("-a", False), ("a" * 253, True), ("a" * 254, False)])
+def test_k8s_name_rule_shared_by_agent_and_aggregator(name, ok):
+    assert (schema.k8s_name_problem(name) is None) is ok
