@@ -39,3 +39,21 @@ class ManualClock:
 
     def advance(self, ms: int) -> None:
         self.now_ms += ms
+
+
+class FakeClock:
+    """The agent's Clock protocol on a hand-moved time: monotonic seconds ``t``, and a wall
+    clock ``wall0_ms`` + t in ms."""
+
+    def __init__(self, t: float, wall0_ms: int = 0):
+        self.t = t
+        self.wall0_ms = wall0_ms
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def wall_ms(self) -> int:
+        return self.wall0_ms + int(self.t * 1000)
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds

@@ -19,25 +19,11 @@ from agent.collectors.meminfo import MeminfoCollector
 from agent.collectors.procstat import CHURN_SOURCE, ProcStatCollector, parse_stat
 from agent.collectors.psi import PsiCollector
 from scorer.schema import METRIC_NAMES, METRICS, NUM_METRICS
+from doubles import FakeClock
 
 FIXTURES = Path(__file__).parent / "fixtures" / "agent"
 V1_ROOT = "fs/cgroup/cpu,cpuacct/kubepods"
 V2_ROOT = "fs/cgroup/kubepods.slice"
-
-
-class FakeClock:
-    def __init__(self, t: float = 100.0, wall_ms: int = 1_700_000_000_000):
-        self.t = t
-        self.wall = wall_ms
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall_ms(self) -> int:
-        return self.wall + int(self.t * 1000)
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def tree(tmp_path: Path, name: str) -> Path:
@@ -59,7 +45,7 @@ def test_parse_stat_sums_the_aggregate_line():
 
 
 def test_procstat_first_reading_is_missing_then_deltas(tmp_path):
-    proc, clock = tree(tmp_path, "proc"), FakeClock()
+    proc, clock = tree(tmp_path, "proc"), FakeClock(100.0, 1_700_000_000_000)
     c = ProcStatCollector(proc, clock)
     first = c.read()
     assert all(m.value is None for m in first.measurements)
@@ -76,7 +62,7 @@ def test_procstat_first_reading_is_missing_then_deltas(tmp_path):
 
 
 def test_procstat_counters_going_backwards(tmp_path):
-    proc, clock = tree(tmp_path, "proc-later"), FakeClock()
+    proc, clock = tree(tmp_path, "proc-later"), FakeClock(100.0, 1_700_000_000_000)
     c = ProcStatCollector(proc, clock)
     c.read()
     shutil.copy(FIXTURES / "proc" / "stat", proc / "stat")  # every counter steps back
@@ -88,7 +74,7 @@ def test_procstat_counters_going_backwards(tmp_path):
 
 
 def test_procstat_clamps_a_single_idle_step_back(tmp_path):
-    proc, clock = tree(tmp_path, "proc"), FakeClock()
+    proc, clock = tree(tmp_path, "proc"), FakeClock(100.0, 1_700_000_000_000)
     c = ProcStatCollector(proc, clock)
     c.read()
     text = (proc / "stat").read_text().replace("cpu  10000 500 3000 80000 1500", "cpu  10100 500 3000 80000 1499")
@@ -98,7 +84,7 @@ def test_procstat_clamps_a_single_idle_step_back(tmp_path):
 
 
 def test_procstat_missing_file_and_garbage(tmp_path):
-    c = ProcStatCollector(tmp_path, FakeClock())
+    c = ProcStatCollector(tmp_path, FakeClock(100.0, 1_700_000_000_000))
     r = c.read()
     assert all(m.value is None and "cannot read" in m.reason for m in r.measurements)
     (tmp_path / "stat").write_text("intr 1 2 3\n")
@@ -109,12 +95,12 @@ def test_procstat_missing_file_and_garbage(tmp_path):
 
 
 def test_psi_avg10_as_ratio():
-    r = PsiCollector(FIXTURES / "proc", FakeClock()).read()
+    r = PsiCollector(FIXTURES / "proc", FakeClock(100.0, 1_700_000_000_000)).read()
     assert values(r) == pytest.approx({"cpu_psi_some": 0.125, "memory_psi_some": 0.0325, "io_psi_some": 0.40})
 
 
 def test_psi_absent_tells_the_operator_about_the_kernel():
-    r = PsiCollector(FIXTURES / "proc-nopsi", FakeClock()).read()
+    r = PsiCollector(FIXTURES / "proc-nopsi", FakeClock(100.0, 1_700_000_000_000)).read()
     for m in r.measurements:
         assert m.value is None
         assert "CONFIG_PSI" in m.reason and "psi=1" in m.reason
@@ -123,7 +109,7 @@ def test_psi_absent_tells_the_operator_about_the_kernel():
 def test_psi_malformed(tmp_path):
     proc = tree(tmp_path, "proc")
     (proc / "pressure" / "io").write_text("full avg10=1.00\n")
-    r = PsiCollector(proc, FakeClock()).read()
+    r = PsiCollector(proc, FakeClock(100.0, 1_700_000_000_000)).read()
     assert r.get("io_psi_some").value is None and "unexpected format" in r.get("io_psi_some").reason
     assert r.get("cpu_psi_some").value == pytest.approx(0.125)
 
@@ -132,11 +118,11 @@ def test_psi_malformed(tmp_path):
 
 
 def test_meminfo_uses_memavailable(tmp_path):
-    assert MeminfoCollector(FIXTURES / "proc", FakeClock()).read().get("memory_utilization").value \
+    assert MeminfoCollector(FIXTURES / "proc", FakeClock(100.0, 1_700_000_000_000)).read().get("memory_utilization").value \
         == pytest.approx(1 - 2_000_000 / 8_000_000)
     proc = tree(tmp_path, "proc")
     (proc / "meminfo").write_text("MemTotal: 100 kB\nMemFree: 10 kB\n")
-    m = MeminfoCollector(proc, FakeClock()).read().get("memory_utilization")
+    m = MeminfoCollector(proc, FakeClock(100.0, 1_700_000_000_000)).read().get("memory_utilization")
     assert m.value is None and "MemAvailable" in m.reason
 
 
@@ -177,7 +163,7 @@ def test_walk_is_bounded():
 
 
 def test_v1_auto_detected_ratio_over_container_deltas(tmp_path):
-    sys_root, clock = tree(tmp_path, "sys-v1"), FakeClock()
+    sys_root, clock = tree(tmp_path, "sys-v1"), FakeClock(100.0, 1_700_000_000_000)
     c = CgroupThrottleCollector(sys_root, clock=clock)
     assert c.find_root() == sys_root / V1_ROOT
     assert c.read().get("cpu_throttled_ratio").reason == FIRST_SAMPLE
@@ -189,7 +175,7 @@ def test_v1_auto_detected_ratio_over_container_deltas(tmp_path):
 
 
 def test_v2_systemd_layout(tmp_path):
-    sys_root, clock = tree(tmp_path, "sys-v2"), FakeClock()
+    sys_root, clock = tree(tmp_path, "sys-v2"), FakeClock(100.0, 1_700_000_000_000)
     c = CgroupThrottleCollector(sys_root, clock=clock)
     assert c.find_root() == sys_root / V2_ROOT
     c.read()
@@ -201,7 +187,7 @@ def test_v2_systemd_layout(tmp_path):
 
 
 def test_no_period_elapsed_is_a_real_zero(tmp_path):
-    sys_root, clock = tree(tmp_path, "sys-v1"), FakeClock()
+    sys_root, clock = tree(tmp_path, "sys-v1"), FakeClock(100.0, 1_700_000_000_000)
     c = CgroupThrottleCollector(sys_root, clock=clock)
     c.read()
     clock.advance(1.0)
@@ -210,11 +196,11 @@ def test_no_period_elapsed_is_a_real_zero(tmp_path):
 
 
 def test_no_pod_root_is_missing_with_where_we_looked(tmp_path):
-    m = CgroupThrottleCollector(tmp_path, clock=FakeClock()).read().get("cpu_throttled_ratio")
+    m = CgroupThrottleCollector(tmp_path, clock=FakeClock(100.0, 1_700_000_000_000)).read().get("cpu_throttled_ratio")
     assert m.value is None
     assert m.reason.startswith(f"no Kubernetes pod cgroups under {tmp_path}/fs/cgroup")
     assert "cpu,cpuacct/kubepods.slice" in m.reason and "--cgroup-root" in m.reason
-    m = CgroupThrottleCollector(tmp_path, cgroup_root=tmp_path / "nope", clock=FakeClock()).read() \
+    m = CgroupThrottleCollector(tmp_path, cgroup_root=tmp_path / "nope", clock=FakeClock(100.0, 1_700_000_000_000)).read() \
         .get("cpu_throttled_ratio")
     assert m.value is None and str(tmp_path / "nope") in m.reason
 
@@ -223,12 +209,12 @@ def test_explicit_root_and_no_bandwidth_stats(tmp_path):
     root = tmp_path / "pods"
     (root / "pod-a" / "ctr").mkdir(parents=True)
     (root / "pod-a" / "ctr" / "cpu.stat").write_text("usage_usec 5\nuser_usec 3\nsystem_usec 2\n")
-    m = CgroupThrottleCollector(tmp_path, cgroup_root=root, clock=FakeClock()).read().get("cpu_throttled_ratio")
+    m = CgroupThrottleCollector(tmp_path, cgroup_root=root, clock=FakeClock(100.0, 1_700_000_000_000)).read().get("cpu_throttled_ratio")
     assert m.value is None and "nr_periods" in m.reason and "cpu controller" in m.reason
 
 
 def test_vanishing_new_and_recreated_cgroups(tmp_path):
-    sys_root, clock = tree(tmp_path, "sys-v1"), FakeClock()
+    sys_root, clock = tree(tmp_path, "sys-v1"), FakeClock(100.0, 1_700_000_000_000)
     c = CgroupThrottleCollector(sys_root, clock=clock)
     c.read()
     root = sys_root / V1_ROOT
@@ -250,7 +236,7 @@ def test_cgroup_vanishing_mid_walk(tmp_path, monkeypatch):
     """A leaf listed by the walk but gone before its cpu.stat is read is simply left out."""
     import agent.collectors.cgroup_throttle as mod
 
-    sys_root, clock = tree(tmp_path, "sys-v1"), FakeClock()
+    sys_root, clock = tree(tmp_path, "sys-v1"), FakeClock(100.0, 1_700_000_000_000)
     root = sys_root / V1_ROOT
     c = CgroupThrottleCollector(sys_root, clock=clock)
     c.read()
@@ -282,7 +268,7 @@ class NoPmu:
 
 
 def test_node_collector_on_fake_tree_covers_all_metrics(tmp_path):
-    proc, sys_root, clock = tree(tmp_path, "proc"), tree(tmp_path, "sys-v2"), FakeClock()
+    proc, sys_root, clock = tree(tmp_path, "proc"), tree(tmp_path, "sys-v2"), FakeClock(100.0, 1_700_000_000_000)
     nc = NodeCollector("fake-node", default_collectors(proc, sys_root, None, clock, perf=NoPmu()), clock)
     nc.collect()
     shutil.copy(FIXTURES / "proc-later" / "stat", proc / "stat")
@@ -328,7 +314,7 @@ class Liar:
 
 
 def test_a_broken_collector_costs_only_its_metrics(caplog):
-    clock = FakeClock()
+    clock = FakeClock(100.0, 1_700_000_000_000)
     nc = NodeCollector("n", [Broken(), Liar(), AlwaysMissing("p", ("llc_miss_ratio",), "later", clock)], clock)
     v = nc.collect()
     assert v.missing_reasons["llc_mpki"] == "collector broken failed: PermissionError: perf_event_open: EACCES"
@@ -341,7 +327,7 @@ def test_a_broken_collector_costs_only_its_metrics(caplog):
 
 
 def test_each_metric_has_one_owner():
-    clock = FakeClock()
+    clock = FakeClock(100.0, 1_700_000_000_000)
     with pytest.raises(ValueError, match="llc_mpki.*both"):
         NodeCollector("n", [Broken(), Broken()], clock)
     with pytest.raises(ValueError, match="unknown metric"):
@@ -349,7 +335,7 @@ def test_each_metric_has_one_owner():
 
 
 def test_availability_changes_are_reported_once(tmp_path):
-    proc, clock = tree(tmp_path, "proc"), FakeClock()
+    proc, clock = tree(tmp_path, "proc"), FakeClock(100.0, 1_700_000_000_000)
     nc = NodeCollector("n", default_collectors(proc, tmp_path, None, clock), clock)
     first = nc.collect()
     lines = availability_changes(None, first)

@@ -17,6 +17,7 @@ from agent.collectors import ebpf_biolatency, ebpf_runqueue
 from agent.collectors.ebpf_biolatency import NO_IO, BlockIoCollector, BlockIoTotals
 from agent.collectors.ebpf_runqueue import (HYBRID_EMPTY, NO_SWITCHES, NO_WAITS, CgroupRunqueue, RunqueueCollector,
                                             RunqueueTotals, task_state_mask)
+from doubles import FakeClock
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 
@@ -27,20 +28,6 @@ def hist(**slots: int) -> Log2Histogram:
     for name, n in slots.items():
         out[int(name[1:])] = n
     return Log2Histogram(tuple(out))
-
-
-class FakeClock:
-    def __init__(self, t: float = 50.0):
-        self.t = t
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall_ms(self) -> int:
-        return int(self.t * 1000)
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 # ------------------------------------------------------------------ log2 histogram
@@ -248,7 +235,7 @@ def v2_root(tmp_path: Path, layout: str) -> Path:
 
 
 def test_runqueue_deltas_rates_and_per_cgroup_figures(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     t0 = RunqueueTotals(switches=1000, preemptions=100, cross_cgroup=40, delay=hist(s4=500), delay_sum_ns=9_000_000)
     t1 = RunqueueTotals(switches=3000, preemptions=900, cross_cgroup=440, unknown_cgroup=3,
                         delay=hist(s4=500, s5=98, s13=2), delay_sum_ns=29_000_000)
@@ -268,7 +255,7 @@ def test_runqueue_deltas_rates_and_per_cgroup_figures(tmp_path):
 
 
 def test_runqueue_no_waits_is_missing_and_no_preemption_is_a_real_zero(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     t = RunqueueTotals(switches=10)
     c = RunqueueCollector(v2_root(tmp_path, "v2"), clock, source=ScriptedRunqueue([t, RunqueueTotals(switches=15)]))
     clock.advance(1.0)
@@ -278,7 +265,7 @@ def test_runqueue_no_waits_is_missing_and_no_preemption_is_a_real_zero(tmp_path)
 
 
 def test_runqueue_no_switch_at_all_means_the_program_is_not_running(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     c = RunqueueCollector(v2_root(tmp_path, "v2"), clock, source=ScriptedRunqueue([RunqueueTotals()] * 2))
     clock.advance(1.0)
     assert c.read().get("cross_cgroup_preemptions_per_s").reason == NO_SWITCHES
@@ -290,7 +277,7 @@ def test_runqueue_no_switch_at_all_means_the_program_is_not_running(tmp_path):
     ("hybrid-with-children", None),
 ])
 def test_cross_cgroup_depends_on_a_usable_cgroup_v2_id(tmp_path, layout, expect):
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     sys_root = v2_root(tmp_path, layout)
     source = ScriptedRunqueue([RunqueueTotals(switches=1), RunqueueTotals(switches=2, cross_cgroup=6)])
     m = RunqueueCollector(sys_root, clock, source=source)
@@ -305,7 +292,7 @@ def test_cross_cgroup_depends_on_a_usable_cgroup_v2_id(tmp_path, layout, expect)
 
 
 def test_runqueue_counters_backwards_and_read_errors(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     big, small = RunqueueTotals(switches=100), RunqueueTotals(switches=5)
     source = ScriptedRunqueue([big, small, OSError(9, "Bad file descriptor"), RunqueueTotals(switches=9)])
     c = RunqueueCollector(v2_root(tmp_path, "v2"), clock, source=source)
@@ -351,7 +338,7 @@ def test_block_io_p99_in_ms_per_device_and_no_io_is_missing(tmp_path):
     sys_root = tmp_path / "sys"
     (sys_root / "dev" / "block").mkdir(parents=True)
     (sys_root / "dev" / "block" / "254:0").symlink_to("../../devices/virtual/block/vda")
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     t0 = BlockIoTotals(issued=10, latency=hist(s9=10))
     t1 = BlockIoTotals(issued=110, latency=hist(s9=10, s10=99, s15=1), latency_sum_ns=99_000_000)
     vda = (254 << 20) | 0
@@ -370,7 +357,7 @@ def test_block_io_p99_in_ms_per_device_and_no_io_is_missing(tmp_path):
 
 
 def test_first_pod_cgroup_on_a_hybrid_host_is_noticed_at_once_then_checked_every_30_s(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     sys_root = v2_root(tmp_path, "hybrid-empty")
     unified = sys_root / "fs" / "cgroup" / "unified"
     source = ScriptedRunqueue([RunqueueTotals(switches=n) for n in range(1, 6)])

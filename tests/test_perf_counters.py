@@ -24,6 +24,7 @@ from agent.collectors.perf_counters import (
     PERF_ATTR_SIZE_VER8, PERF_FORMAT_GROUP, PERF_TYPE_SOFTWARE, CounterValue, PerfCounters, PerfCountersCollector,
     PerfEventAttr, PerfSnapshot, counter_delta, interval_counts, parse_cpu_list, parse_group_read,
     perf_measurements, probe_pmu)
+from doubles import FakeClock
 
 FIXTURES = Path(__file__).parent / "fixtures" / "perf"
 SCENARIOS = json.loads((FIXTURES / "counters.json").read_text())["scenarios"]
@@ -41,17 +42,6 @@ def scenario(name: str) -> tuple[PerfSnapshot, PerfSnapshot]:
 
 def metrics_of(measurements) -> dict[str, float | None]:
     return {m.metric: m.value for m in measurements}
-
-
-class FakeClock:
-    def __init__(self, t: float = 50.0):
-        self.t = t
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall_ms(self) -> int:
-        return 1_700_000_000_000 + int(self.t * 1000)
 
 
 # ------------------------------------------------------------------ arithmetic on recorded readings
@@ -208,7 +198,7 @@ def test_live_detection_reports_the_missing_pmu(caplog):
     assert status.reason.startswith("no hardware PMU: perf_event_open(PERF_TYPE_HARDWARE) failed with ENOENT")
     assert set(status.unavailable) == set(EVENTS)
     caplog.set_level(logging.INFO)
-    c = PerfCountersCollector(PerfCounters(), FakeClock())
+    c = PerfCountersCollector(PerfCounters(), FakeClock(50.0))
     for _ in range(3):
         reading = c.read()
         assert all(m.value is None and m.reason == status.reason for m in reading.measurements)
@@ -271,7 +261,7 @@ def test_permission_denied_names_the_fix(tmp_path, caplog):
 
 def test_pmu_without_cache_events_still_gives_cpi():
     kernel = ScriptedKernel(fail=lambda attr, cpu, g: errno.EOPNOTSUPP if attr.config in (2, 3) else None)
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     c = PerfCountersCollector(PerfCounters(Path("/nonexistent"), syscalls=kernel, cpus=[0, 1]), clock)
     first = {m.metric: m for m in c.read().measurements}
     assert first[CPI].reason == FIRST_SAMPLE
@@ -302,7 +292,7 @@ def test_group_rejected_falls_back_to_separate_scaled_counters():
 def test_a_cpu_that_cannot_be_opened_is_left_out_and_said():
     kernel = ScriptedKernel(fail=lambda attr, cpu, g: errno.EMFILE if cpu == 1 else None)
     dev = PerfCounters(Path("/nonexistent"), syscalls=kernel, cpus=[0, 1])
-    c = PerfCountersCollector(dev, FakeClock())
+    c = PerfCountersCollector(dev, FakeClock(50.0))
     c.read()
     kernel.t *= 2
     m = c.read().get(CPI)

@@ -23,6 +23,7 @@ from agent.pods import (CPU_THROTTLED, CPU_UTILIZATION, CgroupIdIndex, KubeletPo
                         PodCpuSample, PodCpuSampler, PodListError, PodOffender, RecordedPodResolver, cgroup2_root,
                         parse_cgroup_path, per_pod_figures, pods_from_podlist, top_offenders)
 from scorer.schema import QoS
+from doubles import FakeClock
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pods" / "kubelet-pods.json"
 UID = "1b2c3d4e-5f60-4718-9a0b-c1d2e3f40516"
@@ -35,17 +36,6 @@ CHECKOUT = "7d9e1f20-3a4b-4c5d-8e6f-708192a3b4c5"
 def cid(label: str) -> str:
     """Container ids in the fixture are sha256(label) (see its README)."""
     return hashlib.sha256(label.encode()).hexdigest()
-
-
-class FakeClock:
-    def __init__(self, t: float = 100.0):
-        self.t = t
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall_ms(self) -> int:
-        return 1_700_000_000_000 + int(self.t * 1000)
 
 
 # ------------------------------------------------------------------ cgroup path -> pod
@@ -193,7 +183,7 @@ class Kubelet:
 def test_kubelet_resolver_fetches_caches_and_refreshes(tmp_path):
     token = tmp_path / "token"
     token.write_text("s3cr3t\n")
-    clock = FakeClock()
+    clock = FakeClock(100.0, 1_700_000_000_000)
     with Kubelet() as kubelet:
         r = KubeletPodResolver(kubelet.url, token_path=token, clock=clock, refresh_s=30, miss_refresh_s=2)
         assert r.resolve(UID).name == "kube-proxy-x9q4z"
@@ -210,7 +200,7 @@ def test_kubelet_resolver_fetches_caches_and_refreshes(tmp_path):
 
 
 def test_kubelet_failures_keep_the_cache_and_log_once(caplog):
-    clock = FakeClock()
+    clock = FakeClock(100.0, 1_700_000_000_000)
     with Kubelet() as kubelet:
         r = KubeletPodResolver(kubelet.url, clock=clock, refresh_s=10)
         assert r.resolve(UID) is not None
@@ -289,7 +279,7 @@ def test_cgroup_id_is_the_inode_and_resolves_to_the_pod(pod_cgroup_v2):
 
 def test_cgroup_id_index_sees_new_cgroups_and_is_bounded(pod_cgroup_v2):
     root, top, leaf = pod_cgroup_v2
-    clock = FakeClock()
+    clock = FakeClock(100.0, 1_700_000_000_000)
     index = CgroupIdIndex(root, clock=clock, rescan_s=1.0)
     index.scan()
     late = top / "late"
@@ -359,7 +349,7 @@ def v2_tree(sys_root: Path, usage_usec: dict[str, int], bandwidth: dict[str, tup
 
 
 def test_per_pod_cpu_share_and_throttling_v2(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(100.0, 1_700_000_000_000)
     v2_tree(tmp_path, {"a": 1_000_000, "b": 5_000_000}, {"a1": (100, 10), "a2": (100, 0), "b1": (0, 0)})
     sampler = PodCpuSampler(tmp_path, cpu_count=4, clock=clock)
     assert sampler.read() == {}  # baseline
@@ -378,9 +368,9 @@ def test_per_pod_v1_split_hierarchies_and_restarts(tmp_path):
     write(base / "cpu/kubepods/burstable" / f"pod{UID}" / "ctr" / "cpu.stat", "nr_periods 10\nnr_throttled 5\n")
     roots = PodCgroupRoots.find(tmp_path)
     assert roots == PodCgroupRoots(base / "cpuacct/kubepods", base / "cpu/kubepods", 1)
-    first = PodCpuSampler(tmp_path, cpu_count=2, clock=FakeClock(0.0)).sample()
+    first = PodCpuSampler(tmp_path, cpu_count=2, clock=FakeClock(0.0, 1_700_000_000_000)).sample()
     write(base / "cpuacct/kubepods/burstable" / f"pod{UID}" / "cpuacct.usage", "500\n")  # pod recreated
-    second = PodCpuSampler(tmp_path, cpu_count=2, clock=FakeClock(1.0)).sample()
+    second = PodCpuSampler(tmp_path, cpu_count=2, clock=FakeClock(1.0, 1_700_000_000_000)).sample()
     assert per_pod_figures(first, second, 2) == {CPU_UTILIZATION: {}, CPU_THROTTLED: {}}
     assert PodCgroupRoots.find(tmp_path / "nothing") is None
     assert PodCgroupRoots.for_root(base / "cpu/kubepods").version == 1
@@ -473,4 +463,4 @@ def test_top_offenders_per_metric():
 
 def test_sampler_without_pod_root_reads_nothing(tmp_path, caplog):
     caplog.set_level(logging.WARNING)
-    assert PodCpuSampler(tmp_path, clock=FakeClock()).read() == {}
+    assert PodCpuSampler(tmp_path, clock=FakeClock(100.0, 1_700_000_000_000)).read() == {}

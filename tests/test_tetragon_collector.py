@@ -17,24 +17,11 @@ from agent.tetragon import (PodRef, PreferTetragon, TetragonChurnCollector, tetr
                             with_tetragon)
 from agent.tetragon.collector import PROCESS_CHURN, ChurnReading
 from agent.tetragon.file_source import ExportFileSource
+from doubles import FakeClock
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_EVENTS = REPO.parent / "shared" / "fixtures" / "tetragon" / "events.json"
 AGENT_FIXTURES = Path(__file__).parent / "fixtures" / "agent"
-
-
-class FakeClock:
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall_ms(self) -> int:
-        return int(self.t * 1000)
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def line(kind: str, pod: tuple[str, str] | None, pid: int = 1) -> bytes:
@@ -54,7 +41,7 @@ def export(tmp_path):
     """An empty export file, a clock, and a Tetragon churn collector following the file."""
     log = tmp_path / "tetragon.log"
     log.write_bytes(b"")
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     return log, clock, TetragonChurnCollector(ExportFileSource(log, clock=clock), clock)
 
 
@@ -92,7 +79,7 @@ def test_rate_uses_the_time_between_reads(export):
 def test_parts_sum_to_the_node_total_even_past_the_pod_cap(tmp_path):
     log = tmp_path / "tetragon.log"
     log.write_bytes(b"")
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     c = TetragonChurnCollector(ExportFileSource(log, clock=clock, max_pods=3), clock)
     c.read()
     data = b"".join(line("process_exec", ("ns", f"pod-{i % 5}")) for i in range(23)) + line("process_exit", None) * 4
@@ -107,7 +94,7 @@ def test_parts_sum_to_the_node_total_even_past_the_pod_cap(tmp_path):
 
 def test_source_coming_up_mid_interval_is_not_a_measurement(tmp_path):
     log = tmp_path / "tetragon.log"
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     c = TetragonChurnCollector(ExportFileSource(log, clock=clock), clock)
     assert c.read().get(PROCESS_CHURN).reason == f"Tetragon export file {log} does not exist (yet)"
     clock.advance(1.0)
@@ -141,7 +128,7 @@ def proc(tmp_path):
 
 def test_fallback_to_proc_stat_says_why_then_tetragon_takes_over(tmp_path, proc):
     log = tmp_path / "tetragon.log"
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     tetragon = TetragonChurnCollector(ExportFileSource(log, clock=clock), clock)
     c = PreferTetragon(tetragon, ProcStatCollector(proc, clock))
     assert c.metrics == ("cpu_utilization", "cpu_iowait_ratio", PROCESS_CHURN) and c.name == "procstat+tetragon"
@@ -178,7 +165,7 @@ def test_fallback_to_proc_stat_says_why_then_tetragon_takes_over(tmp_path, proc)
 
 
 def test_node_vector_carries_the_fallback_source_and_reasons(tmp_path, proc):
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     c = with_tetragon(ProcStatCollector(proc, clock), tetragon_collector(export_file=tmp_path / "none.log",
                                                                          clock=clock))
     node = NodeCollector("node-a", [c], clock)
@@ -201,7 +188,7 @@ def test_a_failing_part_costs_only_its_own_metrics(tmp_path, proc):
         def close(self):
             pass
 
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     c = PreferTetragon(TetragonChurnCollector(Broken(), clock), ProcStatCollector(proc, clock))
     r = c.read()
     assert r.get(PROCESS_CHURN).reason == \
@@ -214,7 +201,7 @@ def test_a_failing_part_costs_only_its_own_metrics(tmp_path, proc):
 
 
 def test_not_configured_is_procstat_alone_and_says_so(proc):
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     procstat = ProcStatCollector(proc, clock)
     assert tetragon_collector(None, None, clock) is None
     assert with_tetragon(procstat, None) is procstat

@@ -14,24 +14,11 @@ import pytest
 from agent.tetragon.file_source import ExportFileSource
 from agent.tetragon.follow import CUT_BY_ROTATION, CUT_BY_TRUNCATION, LINE_TOO_LONG, FileFollower
 from agent.tetragon.parse import BAD_FIELD, NOT_JSON, NOT_UTF8
+from doubles import FakeClock
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_EVENTS = REPO.parent / "shared" / "fixtures" / "tetragon" / "events.json"
 FIXTURES = Path(__file__).parent / "fixtures" / "tetragon"
-
-
-class FakeClock:
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall_ms(self) -> int:
-        return int(self.t * 1000)
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def event(i: int, kind: str = "process_exec", pod: str | None = "web") -> bytes:
@@ -216,7 +203,7 @@ def test_random_pieces_and_rotations_lose_and_repeat_nothing(tmp_path):
 def test_source_counts_events_exactly_among_garbage(tmp_path):
     log = tmp_path / "tetragon.log"
     log.write_bytes(b"")
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     src = ExportFileSource(log, clock=clock)
     src.poll()
     garbage = (FIXTURES / "garbage.log").read_bytes()
@@ -238,7 +225,7 @@ def test_source_counts_events_exactly_among_garbage(tmp_path):
 
 def test_source_status_names_the_file_and_follows_it_into_existence(tmp_path):
     log = tmp_path / "tetragon.log"
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     src = ExportFileSource(log, clock=clock)
     src.poll()
     st = src.status()
@@ -253,7 +240,7 @@ def test_source_status_names_the_file_and_follows_it_into_existence(tmp_path):
 def test_source_goes_stale_when_nothing_is_appended(tmp_path):
     log = tmp_path / "tetragon.log"
     log.write_bytes(event(0))
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     src = ExportFileSource(log, clock=clock, stale_after_s=60)
     src.poll()
     opened = clock.t
@@ -274,7 +261,7 @@ def test_source_goes_stale_when_nothing_is_appended(tmp_path):
 def test_source_marks_an_interval_read_behind(tmp_path):
     log = tmp_path / "tetragon.log"
     log.write_bytes(b"")
-    src = ExportFileSource(log, clock=FakeClock(), budget_bytes=1000)
+    src = ExportFileSource(log, clock=FakeClock(1000.0), budget_bytes=1000)
     src.poll()
     append(log, b"".join(event(i) for i in range(40)))
     src.poll()
@@ -289,7 +276,7 @@ def test_source_marks_an_interval_read_behind(tmp_path):
 def test_shared_sample_written_in_pieces(tmp_path, chunk):
     log = tmp_path / "tetragon.log"
     log.write_bytes(b"")
-    src = ExportFileSource(log, clock=FakeClock())
+    src = ExportFileSource(log, clock=FakeClock(1000.0))
     src.poll()
     data = SHARED_EVENTS.read_bytes()
     for i in range(0, len(data), chunk):
