@@ -5,7 +5,8 @@ Sources, each already in schema units:
 * pod cgroups (agent.pods.PodCpuSampler): each pod's share of node CPU and its CFS
   throttled ratio, keyed by pod UID;
 * the eBPF run-queue program: cross-cgroup preemptions each cgroup *caused* per second,
-  keyed by cgroup id and mapped to a pod through agent.pods.CgroupIdIndex;
+  keyed by cgroup v2 id and mapped to a pod through agent.pods.CgroupIdIndex, or (cgroup
+  v1 hosts) keyed by cgroup path and parsed by agent.pods.parse_cgroup_path;
 * Tetragon: exec+exit events per second per pod, already named namespace/name.
 
 UIDs are named through a PodResolver (the kubelet's /pods). A pod that cannot be named
@@ -20,7 +21,7 @@ from collections import defaultdict
 from typing import Iterable, Mapping
 
 from agent.collectors.base import Reading
-from agent.pods import CgroupIdIndex, PodCpuSampler, PodResolver, top_offenders
+from agent.pods import CgroupIdIndex, PodCpuSampler, PodResolver, parse_cgroup_path, top_offenders
 from agent.vector import PodOffender
 from scorer.schema import k8s_name_problem
 
@@ -52,6 +53,11 @@ class Attribution:
         for reading in readings:
             for metric, per_cgroup in (getattr(reading, "cgroup_figures", None) or {}).items():
                 self._add_cgroups(by_uid[metric], per_cgroup)
+            for metric, per_path in (getattr(reading, "cgroup_path_figures", None) or {}).items():
+                for path, value in per_path.items():
+                    pod = parse_cgroup_path(path)
+                    if pod is not None:
+                        by_uid[metric][pod.pod_uid] = by_uid[metric].get(pod.pod_uid, 0.0) + value
             for metric, per_pod in (getattr(reading, "pod_figures", None) or {}).items():
                 named[metric].update(per_pod)
         rows = top_offenders({m: v for m, v in by_uid.items() if v}, self.resolver, self.n)

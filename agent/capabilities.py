@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from agent.collectors.cgroup_throttle import CgroupThrottleCollector
+from agent.collectors.ebpf_runqueue import NO_CPU_HIERARCHY, v1_cpu_hierarchy
 from agent.collectors.memory_bandwidth import resctrl_status
 from agent.collectors.perf_counters import PmuStatus, probe_pmu
 from agent.pods import cgroup2_root
@@ -46,7 +47,7 @@ SOURCES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "memory_psi_some": (("/proc/pressure/memory avg10", ("psi_memory",)),),
     "io_psi_some": (("/proc/pressure/io avg10", ("psi_io",)),),
     "runqueue_latency_p99_us": (("eBPF sched_wakeup/sched_switch (bcc)", EBPF),),
-    "cross_cgroup_preemptions_per_s": (("eBPF sched_switch (bcc)", EBPF + ("cgroup_v2",)),),
+    "cross_cgroup_preemptions_per_s": (("eBPF sched_switch (bcc)", EBPF + ("cgroups",)),),
     "cpu_throttled_ratio": (("pod cgroups cpu.stat", ("pod_cgroups",)),),
     "memory_utilization": (("/proc/meminfo MemAvailable", ("meminfo",)),),
     "llc_miss_ratio": (("perf cache-misses/cache-references", ("pmu",)),),
@@ -209,22 +210,16 @@ def _tetragon(paths: Sequence[str | Path]) -> Probe:
     return Probe("tetragon", False, f"no Tetragon export file or socket at {', '.join(map(str, paths))}")
 
 
-def _cgroup_v2(sys_root: Path) -> Probe:
-    """Can cgroup v2 ids (what eBPF sees) tell the pods' cgroups apart?"""
+def _cgroups(sys_root: Path) -> Probe:
+    """Can the run-queue program tell the pods' cgroups apart?"""
     root = cgroup2_root(sys_root)
-    if root is None:
-        return Probe("cgroup_v2", False, f"no cgroup2 mount under {sys_root / 'fs' / 'cgroup'}: every task has the "
-                                         "same cgroup v2 id, so eBPF figures cannot be told apart per cgroup")
-    if root.name == "unified":
-        try:
-            populated = any(e.is_dir(follow_symlinks=False) for e in os.scandir(root))
-        except OSError:
-            populated = False
-        if not populated:
-            return Probe("cgroup_v2", False, f"cgroup v1 hybrid host and nothing is placed in the unified hierarchy "
-                                             f"({root} has no child cgroup): every task has the same cgroup v2 id")
-        return Probe("cgroup_v2", True, f"cgroup2 at {root} (v1 hybrid host; ids of the unified hierarchy)")
-    return Probe("cgroup_v2", True, f"cgroup2 at {root}")
+    if root is not None and root.name != "unified":
+        return Probe("cgroups", True, f"cgroup2 at {root}: cgroup v2 ids, compared in the kernel")
+    cpu = v1_cpu_hierarchy(sys_root)
+    if cpu is None:
+        return Probe("cgroups", False, NO_CPU_HIERARCHY.format(root=sys_root / "fs" / "cgroup"))
+    return Probe("cgroups", True, f"cgroup v1 cpu hierarchy at {cpu}: preempting and preempted processes' "
+                                  "/proc/<pid>/cgroup, compared in user space")
 
 
 def _pmu(status: PmuStatus) -> Probe:
@@ -264,7 +259,7 @@ def run_probes(proc_root: str | Path = "/proc", sys_root: str | Path = "/sys", *
         Probe("pod_cgroups", pod_root is not None, f"pod cgroup root {pod_root}" if pod_root else
               f"no kubepods cgroup root under {cgroup_root or sys_ / 'fs' / 'cgroup'}: not a Kubernetes node, "
               "or pass --cgroup-root"),
-        _cgroup_v2(sys_),
+        _cgroups(sys_),
     )
 
 

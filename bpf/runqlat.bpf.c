@@ -20,12 +20,19 @@
  * prev's id is exact; next's id is the one recorded the last time next left a CPU (or,
  * for a new task, its parent's at sched_wakeup_new). 0 means "not seen yet".
  *
+ * On cgroup v1 (and v1-hybrid) hosts the v2 id is the same for every task, and the kernel
+ * cannot be asked for a task's v1 cgroup without reading struct task_struct. With
+ * KA_PAIRS_BY_TGID the program therefore records every preemption by (preemptor tgid,
+ * victim tgid) instead, and user space decides which pairs cross a cgroup by reading
+ * /proc/<tgid>/cgroup (the cpu controller's path); RQ_CROSS_CGROUP stays 0 in that mode.
+ *
  * Parameters (cflags, set by agent/collectors/ebpf_runqueue.py):
  *   MAX_TASKS            pids tracked (LRU: the least recently used are evicted)
  *   MAX_CGROUPS          cgroups per interval (user space drains the map every read)
  *   MAX_PREEMPT_PAIRS    (preemptor, victim) cgroup pairs per interval (drained too)
  *   KA_TASK_STATE_MASK   bits of the tracepoint's prev_state that mean "not runnable"
  *                        (TASK_REPORT_MAX - 1, probed from the tracepoint's print fmt)
+ *   KA_PAIRS_BY_TGID     1: preemption pairs keyed by tgid, for user space (cgroup v1)
  *   KA_HIST_SLOTS        see ka_common.h
  */
 #include "ka_common.h"
@@ -41,6 +48,9 @@
 #endif
 #ifndef KA_TASK_STATE_MASK
 #define KA_TASK_STATE_MASK 0xff
+#endif
+#ifndef KA_PAIRS_BY_TGID
+#define KA_PAIRS_BY_TGID 0
 #endif
 
 /* Node counters; the order is mirrored by RQ_COUNTERS in agent/collectors/ebpf_runqueue.py. */
@@ -58,6 +68,8 @@ enum ka_rq_counter {
 struct ka_task {
     u64 enqueued_ns;      /* when it last became runnable; 0 = not waiting */
     u64 cgroup_id;        /* 0 = not known yet */
+    u32 tgid;             /* its process, as of when it last left a CPU; 0 = not known yet */
+    u32 pad;
 };
 
 /* Cumulative since load; user space takes deltas. */
@@ -74,8 +86,8 @@ struct ka_rq_cgroup {
 };
 
 struct ka_preempt_pair {
-    u64 preemptor;                /* cgroup id of the task that got the CPU */
-    u64 victim;                   /* cgroup id of the runnable task that lost it */
+    u64 preemptor;                /* cgroup id (or tgid) of the task that got the CPU */
+    u64 victim;                   /* cgroup id (or tgid) of the runnable task that lost it */
 };
 
 BPF_TABLE("lru_hash", u32, struct ka_task, tasks, MAX_TASKS);
@@ -140,15 +152,18 @@ int ka_rq_switch(struct tracepoint__sched__sched_switch *args)
     u32 next = args->next_pid;
     int runnable = (args->prev_state & KA_TASK_STATE_MASK) == 0;
     u64 prev_cg = bpf_get_current_cgroup_id();
+    u32 prev_tgid = bpf_get_current_pid_tgid() >> 32;  /* current is still prev */
     node->counters[RQ_SWITCHES]++;
 
     if (prev != 0) {  /* pid 0: a CPU's idle task, never queued */
         struct ka_task *p = tasks.lookup(&prev);
         if (p) {
             p->cgroup_id = prev_cg;
+            p->tgid = prev_tgid;
             p->enqueued_ns = runnable ? now : 0;
         } else {
-            struct ka_task fresh = {.enqueued_ns = runnable ? now : 0, .cgroup_id = prev_cg};
+            struct ka_task fresh = {.enqueued_ns = runnable ? now : 0, .cgroup_id = prev_cg,
+                                    .tgid = prev_tgid};
             tasks.update(&prev, &fresh);
         }
     }
@@ -159,6 +174,7 @@ int ka_rq_switch(struct tracepoint__sched__sched_switch *args)
     if (!n)
         return 0;  /* never seen: no enqueue time, no cgroup */
     u64 next_cg = n->cgroup_id;
+    u32 next_tgid = n->tgid ? n->tgid : next;  /* a new thread's tid names it in /proc too */
     u64 enqueued = n->enqueued_ns;
     n->enqueued_ns = 0;
 
@@ -178,6 +194,22 @@ int ka_rq_switch(struct tracepoint__sched__sched_switch *args)
     if (prev == 0 || !runnable)
         return 0;
     node->counters[RQ_PREEMPTIONS]++;
+#if KA_PAIRS_BY_TGID
+    if (next_tgid == prev_tgid)
+        return 0;  /* one process's threads: one cgroup */
+    struct ka_preempt_pair by_tgid = {.preemptor = next_tgid, .victim = prev_tgid};
+    u64 *seen = preempt_pairs.lookup(&by_tgid);
+    if (!seen) {
+        u64 none = 0;
+        preempt_pairs.insert(&by_tgid, &none);
+        seen = preempt_pairs.lookup(&by_tgid);
+    }
+    if (seen)
+        __sync_fetch_and_add(seen, 1);
+    else
+        node->counters[RQ_PAIR_DROPS]++;
+    return 0;
+#endif
     if (next_cg == 0) {
         node->counters[RQ_UNKNOWN_CGROUP]++;
         return 0;

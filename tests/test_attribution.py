@@ -112,3 +112,16 @@ def test_a_failing_attribution_costs_only_the_offenders():
 
     v = NodeCollector("n", [Fixed()], Clock(), attribution=broken).collect()
     assert v.offenders == () and v.value("cpu_utilization") == pytest.approx(0.5)
+
+
+def test_cgroup_v1_preemptions_are_attributed_by_cgroup_path():
+    # on a cgroup v1 host the run-queue collector keys preemptions by cpu-controller path
+    transcode = f"/kubepods/besteffort/pod{TRANSCODE}/" + "cd" * 32
+    redis = f"/kubepods/pod{REDIS}"
+    attr = Attribution(resolver=PODS, n=3)
+    rows = attr([reading(cgroup_path_figures={"cross_cgroup_preemptions_per_s": {
+        transcode: 120.0, f"/kubepods/besteffort/pod{TRANSCODE}": 30.0, redis: 5.0, "/": 900.0,
+        "/user.slice": 40.0}})])
+    got = {(o.namespace, o.name): o.value for o in rows}
+    # the two cgroups of one pod add up; the host's own cgroups name no pod and are left out
+    assert got == {("batch", "video-transcode-28453920-q7x2m"): 150.0, ("default", "redis-cache-0"): 5.0}

@@ -15,8 +15,8 @@ from agent import bpfload
 from agent.bpfload import HIST_SLOTS, BpfUnavailable, Log2Histogram, TracepointFormat
 from agent.collectors import ebpf_biolatency, ebpf_runqueue
 from agent.collectors.ebpf_biolatency import NO_IO, BlockIoCollector, BlockIoTotals
-from agent.collectors.ebpf_runqueue import (HYBRID_EMPTY, NO_SWITCHES, NO_WAITS, CgroupRunqueue, RunqueueCollector,
-                                            RunqueueTotals, task_state_mask)
+from agent.collectors.ebpf_runqueue import (NO_CPU_HIERARCHY, NO_SWITCHES, NO_WAITS, V1_SOURCE, CgroupRunqueue,
+                                            RunqueueCollector, RunqueueTotals, TaskCgroups, task_state_mask)
 from doubles import FakeClock
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
@@ -224,11 +224,13 @@ def v2_root(tmp_path: Path, layout: str) -> Path:
     if layout == "v2":
         base.mkdir(parents=True)
         (base / "cgroup.controllers").write_text("cpu io memory\n")
-    elif layout.startswith("hybrid"):
+    elif layout == "hybrid":
         (base / "unified").mkdir(parents=True)
         (base / "unified" / "cgroup.controllers").write_text("\n")
-        if layout == "hybrid-with-children":
-            (base / "unified" / "system.slice").mkdir()
+        (base / "unified" / "system.slice").mkdir()
+        (base / "cpu,cpuacct").mkdir()
+    elif layout == "v1-no-cpu":
+        (base / "memory").mkdir(parents=True)
     else:
         (base / "cpu").mkdir(parents=True)
     return tmp_path / "sys"
@@ -271,24 +273,77 @@ def test_runqueue_no_switch_at_all_means_the_program_is_not_running(tmp_path):
     assert c.read().get("cross_cgroup_preemptions_per_s").reason == NO_SWITCHES
 
 
-@pytest.mark.parametrize("layout, expect", [
-    ("v1", "cgroup v1 only (no cgroup2 mount under {sys}/fs/cgroup)"),
-    ("hybrid-empty", HYBRID_EMPTY.format(path="{sys}/fs/cgroup/unified")),
-    ("hybrid-with-children", None),
-])
-def test_cross_cgroup_depends_on_a_usable_cgroup_v2_id(tmp_path, layout, expect):
+def fake_proc(tmp_path: Path, cgroups: dict[int, str]) -> Path:
+    """/proc/<pid>/cgroup files as a cgroup v1 (hybrid) host writes them: pid -> cpu path."""
+    proc = tmp_path / "proc"
+    for pid, path in cgroups.items():
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cgroup").write_text(f"12:memory:{path}\n4:cpu,cpuacct:{path}\n1:name=systemd:/\n0::/\n")
+    return proc
+
+
+def test_cross_cgroup_on_cgroup_v2_is_counted_in_the_kernel(tmp_path):
     clock = FakeClock(50.0)
-    sys_root = v2_root(tmp_path, layout)
     source = ScriptedRunqueue([RunqueueTotals(switches=1), RunqueueTotals(switches=2, cross_cgroup=6)])
-    m = RunqueueCollector(sys_root, clock, source=source)
+    c = RunqueueCollector(v2_root(tmp_path, "v2"), clock, source=source)
+    assert not c.by_tgid
     clock.advance(2.0)
-    got = m.read().get("cross_cgroup_preemptions_per_s")
-    if expect is None:
-        assert got.value == 3.0
-        assert got.source == (f"cgroup v2 ids of the unified hierarchy {sys_root}/fs/cgroup/unified "
-                              "(cgroup v1 hybrid host)")
-    else:
-        assert got.value is None and got.reason.startswith(expect.format(sys=sys_root))
+    got = c.read().get("cross_cgroup_preemptions_per_s")
+    assert got.value == 3.0 and got.source is None
+
+
+@pytest.mark.parametrize("layout", ["v1", "hybrid"])
+def test_cross_cgroup_on_cgroup_v1_compares_the_processes_cpu_paths(tmp_path, layout):
+    clock = FakeClock(50.0)
+    pod = "/kubepods/burstable/pod0f8e6c4d-1111-4a2b-9c3d-5e6f7a8b9c0d/" + "ab" * 32
+    proc = fake_proc(tmp_path, {10: "/", 11: "/", 20: pod})
+    # tgid pairs (preemptor, victim): 20 preempted 10 (cross) 30 times, 11 preempted 10
+    # (same cgroup) 50 times, 99 (already exited) preempted 10 four times
+    pairs = {(20, 10): 30, (11, 10): 50, (99, 10): 4}
+    source = ScriptedRunqueue([RunqueueTotals(switches=1), RunqueueTotals(switches=500, preemptions=84)],
+                              [({}, {}), ({}, pairs)])
+    c = RunqueueCollector(v2_root(tmp_path, layout), clock, source=source, proc_root=proc)
+    assert c.by_tgid
+    clock.advance(2.0)
+    r = c.read()
+    got = r.get("cross_cgroup_preemptions_per_s")
+    assert (got.value, got.source) == (15.0, V1_SOURCE)
+    assert dict(r.path_preemptions) == {(pod, "/"): 30} and r.unresolved_preemptions == 4
+    assert r.cgroup_path_figures == {"cross_cgroup_preemptions_per_s": {pod: 15.0}}
+    assert r.preemptions == {}
+
+
+def test_cross_cgroup_on_cgroup_v1_without_a_cpu_hierarchy_is_missing(tmp_path):
+    clock = FakeClock(50.0)
+    sys_root = v2_root(tmp_path, "v1-no-cpu")
+    source = ScriptedRunqueue([RunqueueTotals(switches=1), RunqueueTotals(switches=2, preemptions=1)],
+                              [({}, {}), ({}, {(1, 2): 1})])
+    c = RunqueueCollector(sys_root, clock, source=source, proc_root=fake_proc(tmp_path, {}))
+    clock.advance(1.0)
+    got = c.read().get("cross_cgroup_preemptions_per_s")
+    assert got.value is None and got.reason == NO_CPU_HIERARCHY.format(root=sys_root / "fs" / "cgroup")
+
+
+def test_task_cgroups_cache_for_a_while_and_forget_exited_processes(tmp_path):
+    clock = FakeClock(0.0)
+    proc = fake_proc(tmp_path, {7: "/a"})
+    tc = TaskCgroups(proc, clock, ttl_s=10.0, max_entries=2)
+    assert tc.path(7) == "/a"
+    (proc / "7" / "cgroup").write_text("4:cpu,cpuacct:/b\n")
+    clock.advance(5.0)
+    assert tc.path(7) == "/a"  # within the TTL: the cached path
+    clock.advance(5.0)
+    assert tc.path(7) == "/b"  # read again
+    (proc / "7" / "cgroup").unlink()
+    clock.advance(10.0)
+    assert tc.path(7) is None and tc.path(8) is None
+    (proc / "7" / "cgroup").write_text("3:memory:/m\n")  # no cpu controller line
+    assert tc.path(7) is None
+    for pid in (1, 2, 3):
+        (proc / str(pid)).mkdir()
+        (proc / str(pid) / "cgroup").write_text(f"4:cpu:/p{pid}\n")
+        assert tc.path(pid) == f"/p{pid}"
+    assert len(tc._paths) <= 2  # bounded
 
 
 def test_runqueue_counters_backwards_and_read_errors(tmp_path):
@@ -356,19 +411,3 @@ def test_block_io_p99_in_ms_per_device_and_no_io_is_missing(tmp_path):
     assert m.value is None and m.reason == NO_IO == "no block IO completed in the interval"
 
 
-def test_first_pod_cgroup_on_a_hybrid_host_is_noticed_at_once_then_checked_every_30_s(tmp_path):
-    clock = FakeClock(50.0)
-    sys_root = v2_root(tmp_path, "hybrid-empty")
-    unified = sys_root / "fs" / "cgroup" / "unified"
-    source = ScriptedRunqueue([RunqueueTotals(switches=n) for n in range(1, 6)])
-    c = RunqueueCollector(sys_root, clock, source=source)
-    clock.advance(1.0)
-    assert c.read().get("cross_cgroup_preemptions_per_s").value is None
-    (unified / "kubepods").mkdir()
-    clock.advance(1.0)
-    assert c.read().get("cross_cgroup_preemptions_per_s").value == 0.0  # no 30 s wait for the first pod
-    (unified / "kubepods").rmdir()
-    clock.advance(1.0)
-    assert c.read().get("cross_cgroup_preemptions_per_s").value == 0.0  # cached while children were seen
-    clock.advance(ebpf_runqueue.CHILD_CHECK_S)
-    assert c.read().get("cross_cgroup_preemptions_per_s").value is None

@@ -86,23 +86,28 @@ def test_a_bare_node_says_what_each_metric_lacks(tmp_path):
         f"/proc/pressure/cpu avg10: psi_cpu: {tmp_path}/proc/pressure/cpu does not exist "
         "(kernel without CONFIG_PSI, or booted without psi=1)",)
     assert report.get("memory_bandwidth_gbps").blocked_by == ("resctrl", "pmu")
-    assert report.get("cross_cgroup_preemptions_per_s").blocked_by[-1] == "cgroup_v2"
+    assert report.get("cross_cgroup_preemptions_per_s").blocked_by[-1] == "cgroups"
+    assert "without a cpu controller hierarchy" in report.probe("cgroups").detail
     assert report.render_table().startswith("0/15 metrics measurable on this node")
 
 
-def test_hybrid_host_with_an_empty_unified_hierarchy(tmp_path):
+@pytest.mark.parametrize("unified", [False, True], ids=["v1-only", "v1-hybrid"])
+def test_cgroup_v1_hosts_tell_cgroups_apart_by_the_cpu_hierarchy(tmp_path, unified):
     opts = full_node(tmp_path)
     base = opts["sys_root"] / "fs/cgroup"
     (base / "cgroup.controllers").unlink()
     (base / "kubepods.slice").rename(base / "kubepods")
-    write(base / "unified/cgroup.controllers", "")
+    if unified:  # the unified hierarchy holds nothing: its ids cannot tell pods apart either way
+        write(base / "unified/cgroup.controllers", "")
     report = check_capabilities(**opts)
     xcg = report.get("cross_cgroup_preemptions_per_s")
-    assert xcg.status == MISSING and xcg.blocked_by == ("cgroup_v2",)
-    assert "nothing is placed in the unified hierarchy" in xcg.missing[0]
+    assert xcg.status == MISSING and xcg.blocked_by == ("cgroups",)
+    assert xcg.missing[0].endswith("so cross-cgroup preemptions cannot be counted")
     assert report.get("runqueue_latency_p99_us").status == MEASURED
-    (base / "unified/system.slice").mkdir()
-    assert check_capabilities(**opts).get("cross_cgroup_preemptions_per_s").status == MEASURED
+    (base / "cpu,cpuacct").mkdir()
+    report = check_capabilities(**opts)
+    assert report.get("cross_cgroup_preemptions_per_s").status == MEASURED
+    assert report.probe("cgroups").detail.startswith(f"cgroup v1 cpu hierarchy at {base / 'cpu,cpuacct'}")
 
 
 def test_assess_is_pure_over_probe_records(tmp_path):

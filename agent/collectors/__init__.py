@@ -50,7 +50,7 @@ def default_collectors(proc_root: str | Path = "/proc", sys_root: str | Path = "
         PsiCollector(proc_root, clock),
         MeminfoCollector(proc_root, clock),
         CgroupThrottleCollector(sys_root, cgroup_root, clock),
-        RunqueueCollector(sys_root, clock),
+        RunqueueCollector(sys_root, clock, proc_root=proc_root),
         BlockIoCollector(sys_root, clock),
         PerfCountersCollector(perf, clock),
         MemoryBandwidthCollector(sys_root, perf, clock),

@@ -13,15 +13,19 @@ Missing, never 0:
   slot 0. On a live node this does not happen (kernel threads wake every tick).
 * preemptions with no sched_switch at all in the interval -> missing (the program cannot
   have been running). Switches but no cross-cgroup preemption -> a real 0/s.
-* Cgroup key: the cgroup v2 id (bpf_get_current_cgroup_id). On a cgroup v1-only host
-  every task has the same v2 id, so metric 6 is missing with that reason. On a v1
-  hybrid host (cgroup2 at /sys/fs/cgroup/unified) the v2 ids are used when anything is
-  placed in the unified hierarchy (runc and systemd do; the value carries a ``source``
-  saying so), and metric 6 is missing while the unified hierarchy has no child cgroup.
+* Which cgroup: on a cgroup v2 host, the cgroup v2 id (bpf_get_current_cgroup_id), compared
+  in the kernel. On cgroup v1 and v1-hybrid hosts every task has the same v2 id and the
+  kubelet places pods in the v1 hierarchies, so the program is built with KA_PAIRS_BY_TGID:
+  it records each preemption as a (preemptor process, victim process) pair, and
+  :class:`TaskCgroups` compares the two processes' cpu-controller paths from
+  ``/proc/<tgid>/cgroup`` in user space. A pair whose process exited before it could be
+  looked up is left out (counted in :attr:`RunqueueReading.unresolved_preemptions`). With
+  no cpu controller mounted at all, metric 6 is missing with that reason.
 
 Per-cgroup figures for attribution are in :attr:`RunqueueReading.cgroups` and
 :attr:`RunqueueReading.preemptions`, keyed by cgroup v2 id = the inode number of the
-cgroup's directory in the cgroup2 mount (:func:`cgroup_id`).
+cgroup's directory in the cgroup2 mount (:func:`cgroup_id`); on v1 hosts the cross-cgroup
+pairs are in :attr:`RunqueueReading.path_preemptions`, keyed by cgroup path.
 
 ``python -m agent.collectors.ebpf_runqueue`` prints readings every second;
 ``--ebpf`` prints the C program with its cflags instead.
@@ -55,8 +59,10 @@ DEFAULT_MAX_CGROUPS = 1024
 DEFAULT_MAX_PREEMPT_PAIRS = 4096
 #: TASK_REPORT_MAX - 1 since Linux 4.14, used when the tracepoint's print fmt cannot be parsed.
 DEFAULT_TASK_STATE_MASK = 0xFF
-#: How often a v1-hybrid host's unified hierarchy is checked for child cgroups.
-CHILD_CHECK_S = 30.0
+#: How long a process's cgroup path, once read from /proc/<tgid>/cgroup, is trusted.
+TASK_CGROUP_TTL_S = 10.0
+#: Processes whose cgroup path is remembered at most (the cache is emptied when full).
+TASK_CGROUP_MAX = 16384
 
 #: Node counters, in the order of enum ka_rq_counter in bpf/runqlat.bpf.c.
 RQ_COUNTERS = ("switches", "preemptions", "cross_cgroup", "unknown_cgroup", "unattributed", "cgroup_drops",
@@ -64,11 +70,10 @@ RQ_COUNTERS = ("switches", "preemptions", "cross_cgroup", "unknown_cgroup", "una
 
 NO_WAITS = "no task waited in a run queue in the interval (no wakeup or preemption followed by a switch-in)"
 NO_SWITCHES = "no sched_switch event in the interval: the eBPF program is not running"
-V1_ONLY = ("cgroup v1 only (no cgroup2 mount under {root}): every task has the same cgroup v2 id, "
-           "so cross-cgroup preemptions cannot be told apart")
-HYBRID_EMPTY = ("cgroup v1 hybrid host and nothing is placed in the unified hierarchy ({path} has no child "
-                "cgroup): every task has the same cgroup v2 id, so cross-cgroup preemptions cannot be told apart")
-HYBRID_SOURCE = "cgroup v2 ids of the unified hierarchy {path} (cgroup v1 hybrid host)"
+NO_CPU_HIERARCHY = ("cgroup v1 host without a cpu controller hierarchy under {root}: tasks cannot be told apart "
+                    "per cgroup, so cross-cgroup preemptions cannot be counted")
+V1_SOURCE = ("cgroup v1 cpu hierarchy: each preempting and preempted process's /proc/<pid>/cgroup, compared "
+             "in user space")
 
 
 # ------------------------------------------------------------------ kernel structures
@@ -162,15 +167,30 @@ class RunqueueReading(Reading):
     cgroups: Mapping[int, CgroupRunqueue] = field(default_factory=lambda: MappingProxyType({}))
     """cgroup v2 id -> that cgroup's figures, for the cgroups active in the interval."""
     preemptions: Mapping[tuple[int, int], int] = field(default_factory=lambda: MappingProxyType({}))
-    """(preemptor cgroup id, victim cgroup id) -> cross-cgroup preemptions in the interval."""
+    """(preemptor cgroup id, victim cgroup id) -> cross-cgroup preemptions in the interval (cgroup v2)."""
+    path_preemptions: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
+    """(preemptor cgroup path, victim cgroup path) -> cross-cgroup preemptions in the interval
+    (cgroup v1: paths in the cpu controller's hierarchy)."""
+    unresolved_preemptions: int = 0
+    """cgroup v1: preemptions between processes of which one exited before its cgroup was read."""
 
     @property
     def cgroup_figures(self) -> dict[str, dict[int, float]]:
         """For agent.attribution: metric -> cgroup v2 id -> cross-cgroup preemptions caused per second."""
         if not self.interval_s or not self.cgroups:
             return {}
-        return {CROSS_CGROUP: {cg: c.preemptions_caused / self.interval_s
-                               for cg, c in self.cgroups.items() if c.preemptions_caused}}
+        caused = {cg: c.preemptions_caused / self.interval_s for cg, c in self.cgroups.items() if c.preemptions_caused}
+        return {CROSS_CGROUP: caused} if caused else {}
+
+    @property
+    def cgroup_path_figures(self) -> dict[str, dict[str, float]]:
+        """For agent.attribution (cgroup v1): metric -> cgroup path -> cross-cgroup preemptions caused per second."""
+        if not self.interval_s or not self.path_preemptions:
+            return {}
+        caused: dict[str, float] = {}
+        for (preemptor, _victim), n in self.path_preemptions.items():
+            caused[preemptor] = caused.get(preemptor, 0.0) + n / self.interval_s
+        return {CROSS_CGROUP: caused}
 
 
 # ------------------------------------------------------------------ the source
@@ -224,8 +244,15 @@ def _int_expr(node: ast.AST) -> int:
 
 
 def program_spec(max_cgroups: int = DEFAULT_MAX_CGROUPS, max_tasks: int = DEFAULT_MAX_TASKS,
-                 max_pairs: int = DEFAULT_MAX_PREEMPT_PAIRS, sys_root: str | Path = "/sys") -> ProgramSpec:
-    """The program's cflags and attach points; probes sched_switch's prev_state encoding."""
+                 max_pairs: int = DEFAULT_MAX_PREEMPT_PAIRS, sys_root: str | Path = "/sys",
+                 pairs_by_tgid: bool | None = None) -> ProgramSpec:
+    """The program's cflags and attach points; probes sched_switch's prev_state encoding.
+
+    ``pairs_by_tgid`` (default: on unless the host is pure cgroup v2) builds the program
+    to record preemptions per process pair for :class:`TaskCgroups` (see the module doc).
+    """
+    if pairs_by_tgid is None:
+        pairs_by_tgid = cgroup_v2_root(sys_root)[0] != "v2"
     mask = DEFAULT_TASK_STATE_MASK
     try:
         fmt = bpfload.read_tracepoint(bpfload.find_tracefs(sys_root), "sched:sched_switch")
@@ -238,7 +265,7 @@ def program_spec(max_cgroups: int = DEFAULT_MAX_CGROUPS, max_tasks: int = DEFAUL
     return ProgramSpec(
         PROGRAM,
         cflags={"MAX_CGROUPS": max_cgroups, "MAX_TASKS": max_tasks, "MAX_PREEMPT_PAIRS": max_pairs,
-                "KA_TASK_STATE_MASK": hex(mask)},
+                "KA_TASK_STATE_MASK": hex(mask), "KA_PAIRS_BY_TGID": int(pairs_by_tgid)},
         attach=(Attach("sched:sched_switch", "ka_rq_switch", ("prev_pid", "prev_state", "next_pid")),
                 Attach("sched:sched_wakeup", "ka_rq_wakeup", ("pid",)),
                 Attach("sched:sched_wakeup_new", "ka_rq_wake_new", ("pid",), required=False)),
@@ -286,17 +313,64 @@ def cgroup_v2_root(sys_root: str | Path = "/sys") -> tuple[str, Path | None]:
     return "v1", None
 
 
+def v1_cpu_hierarchy(sys_root: str | Path = "/sys") -> Path | None:
+    """The cgroup v1 hierarchy that has the cpu controller (``cpu`` or ``cpu,cpuacct``), if mounted."""
+    base = Path(sys_root) / "fs" / "cgroup"
+    try:
+        with os.scandir(base) as entries:
+            for e in sorted(entries, key=lambda e: e.name):
+                if "cpu" in e.name.split(",") and e.is_dir():
+                    return Path(e.path)
+    except OSError:
+        pass
+    return None
+
+
+class TaskCgroups:
+    """A process's cgroup v1 cpu-controller path, from ``/proc/<tgid>/cgroup``, cached for a while.
+
+    Pods are not moved between cgroups, so a path read once is trusted for ``ttl_s``; the
+    cache is bounded and emptied when full. None: the process is gone (or has no cpu line).
+    """
+
+    def __init__(self, proc_root: str | Path = "/proc", clock: Clock = SYSTEM_CLOCK,
+                 ttl_s: float = TASK_CGROUP_TTL_S, max_entries: int = TASK_CGROUP_MAX):
+        self.proc_root = Path(proc_root)
+        self.clock = clock
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._paths: dict[int, tuple[float, str | None]] = {}
+
+    def path(self, tgid: int) -> str | None:
+        now = self.clock.monotonic()
+        hit = self._paths.get(tgid)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        found = self._read(tgid)
+        if found is None:
+            self._paths.pop(tgid, None)  # gone: a later process may get the pid
+            return None
+        if len(self._paths) >= self.max_entries:
+            self._paths.clear()
+        self._paths[tgid] = (now, found)
+        return found
+
+    def _read(self, tgid: int) -> str | None:
+        try:
+            text = (self.proc_root / str(tgid) / "cgroup").read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            _hid, _, rest = line.partition(":")
+            controllers, _, path = rest.partition(":")
+            if "cpu" in controllers.split(","):
+                return path
+        return None
+
+
 def cgroup_id(path: str | Path) -> int:
     """The cgroup v2 id of a cgroup directory in the cgroup2 mount, as the kernel reports it."""
     return os.stat(path).st_ino
-
-
-def _has_child_cgroup(path: Path) -> bool:
-    try:
-        with os.scandir(path) as entries:
-            return any(e.is_dir(follow_symlinks=False) for e in entries)
-    except OSError:
-        return False
 
 
 # ------------------------------------------------------------------ the collector
@@ -309,15 +383,18 @@ class RunqueueCollector:
     def __init__(self, sys_root: str | Path = "/sys", clock: Clock = SYSTEM_CLOCK, *,
                  source: RunqueueSource | None = None, max_cgroups: int = DEFAULT_MAX_CGROUPS,
                  max_tasks: int = DEFAULT_MAX_TASKS, max_pairs: int = DEFAULT_MAX_PREEMPT_PAIRS,
-                 load_timeout_s: float = bpfload.DEFAULT_LOAD_TIMEOUT_S):
+                 load_timeout_s: float = bpfload.DEFAULT_LOAD_TIMEOUT_S, proc_root: str | Path = "/proc"):
         self.sys_root = Path(sys_root)
         self.clock = clock
         self.unavailable: str | None = None
         self.program: LoadedProgram | None = None
         self.cgroup_mode, self.cgroup_v2 = cgroup_v2_root(sys_root)  # mounts do not change under us
-        self._children_seen: tuple[float, bool] | None = None
+        # cgroup v1 / hybrid: pairs of processes, compared by their cpu-controller paths
+        self.by_tgid = self.cgroup_mode != "v2"
+        self.v1_cpu = v1_cpu_hierarchy(sys_root) if self.by_tgid else None
+        self.task_cgroups = TaskCgroups(proc_root, clock) if self.by_tgid else None
         if source is None:
-            spec = program_spec(max_cgroups, max_tasks, max_pairs, sys_root)
+            spec = program_spec(max_cgroups, max_tasks, max_pairs, sys_root, pairs_by_tgid=self.by_tgid)
             try:
                 self.program = bpfload.load(spec, sys_root, timeout_s=load_timeout_s)
             except BpfUnavailable as err:
@@ -353,9 +430,11 @@ class RunqueueCollector:
             delta, seconds = totals - prev, now - prev_at
             # the kernel writes a cgroup entry only with a wait or a cross-cgroup preemption,
             # a pair only with the latter: skip reading maps that must be empty
+            # (by tgid, every preemption between two processes is a pair for user space to judge)
             busy = delta.went_backwards or delta.cgroup_drops or delta.pair_drops
+            paired = delta.preemptions if self.by_tgid else delta.cross_cgroup
             cgroups, pairs = self.source.drain(cgroups=bool(busy or delta.delay.total or delta.cross_cgroup),
-                                               pairs=bool(busy or delta.cross_cgroup))
+                                               pairs=bool(busy or paired))
         except OSError as err:
             reason = f"reading the eBPF maps of bpf/{PROGRAM} failed: {err.strerror or err}"
             return RunqueueReading(**vars(all_missing(self.name, now, self.metrics, reason)))
@@ -363,37 +442,46 @@ class RunqueueCollector:
         if delta.went_backwards:
             reason = "eBPF counters went backwards (program reloaded?); new baseline taken"
             return RunqueueReading(**vars(all_missing(self.name, now, self.metrics, reason)))
-        return RunqueueReading(self.name, now, (self._p99(delta), self._cross(delta, seconds)),
+        if self.by_tgid:
+            by_path, unresolved = self._by_path(pairs)
+            cross = self._cross(delta, seconds, sum(by_path.values()))
+            return RunqueueReading(self.name, now, (self._p99(delta), cross), interval_s=seconds, node=delta,
+                                   cgroups=MappingProxyType(cgroups), path_preemptions=MappingProxyType(by_path),
+                                   unresolved_preemptions=unresolved)
+        return RunqueueReading(self.name, now, (self._p99(delta), self._cross(delta, seconds, delta.cross_cgroup)),
                                interval_s=seconds, node=delta, cgroups=MappingProxyType(cgroups),
                                preemptions=MappingProxyType(pairs))
+
+    def _by_path(self, pairs: Mapping[tuple[int, int], int]) -> tuple[dict[tuple[str, str], int], int]:
+        """(preemptor tgid, victim tgid) pairs -> cross-cgroup pairs of cpu-controller paths, and
+        the preemptions that could not be judged (a process already gone)."""
+        by_path: dict[tuple[str, str], int] = {}
+        unresolved = 0
+        if self.v1_cpu is None:
+            return by_path, unresolved
+        for (preemptor, victim), n in pairs.items():
+            a, b = self.task_cgroups.path(preemptor), self.task_cgroups.path(victim)
+            if a is None or b is None:
+                unresolved += n
+            elif a != b:
+                by_path[(a, b)] = by_path.get((a, b), 0) + n
+        return by_path, unresolved
 
     @staticmethod
     def _p99(delta: RunqueueTotals) -> Measurement:
         p99 = delta.delay.quantile(0.99)
         return Measurement.missing(RUNQUEUE_P99, NO_WAITS) if p99 is None else Measurement.measured(RUNQUEUE_P99, p99)
 
-    def _cross(self, delta: RunqueueTotals, seconds: float) -> Measurement:
+    def _cross(self, delta: RunqueueTotals, seconds: float, cross: int) -> Measurement:
         if delta.switches == 0:
             return Measurement.missing(CROSS_CGROUP, NO_SWITCHES)
         if seconds <= 0:
             return Measurement.missing(CROSS_CGROUP, "no time elapsed between readings")
-        root = self.cgroup_v2
-        if self.cgroup_mode == "v1":
-            return Measurement.missing(CROSS_CGROUP, V1_ONLY.format(root=self.sys_root / "fs" / "cgroup"))
-        if self.cgroup_mode == "hybrid":
-            if not self._unified_has_children():
-                return Measurement.missing(CROSS_CGROUP, HYBRID_EMPTY.format(path=root))
-            return Measurement.measured(CROSS_CGROUP, delta.cross_cgroup / seconds, HYBRID_SOURCE.format(path=root))
-        return Measurement.measured(CROSS_CGROUP, delta.cross_cgroup / seconds)
-
-    def _unified_has_children(self) -> bool:
-        """Once children were seen, looked up again only every CHILD_CHECK_S (a scan per tick is
-        not free); while there are none, every read, so the metric appears with the first pod."""
-        now = self.clock.monotonic()
-        seen = self._children_seen
-        if seen is None or not seen[1] or now - seen[0] >= CHILD_CHECK_S:
-            self._children_seen = (now, _has_child_cgroup(self.cgroup_v2))
-        return self._children_seen[1]
+        if not self.by_tgid:
+            return Measurement.measured(CROSS_CGROUP, cross / seconds)
+        if self.v1_cpu is None:
+            return Measurement.missing(CROSS_CGROUP, NO_CPU_HIERARCHY.format(root=self.sys_root / "fs" / "cgroup"))
+        return Measurement.measured(CROSS_CGROUP, cross / seconds, V1_SOURCE)
 
     def close(self) -> None:
         if self.source is not None:
@@ -405,6 +493,11 @@ class RunqueueCollector:
 def describe(r: RunqueueReading) -> str:
     line = "  ".join(f"{m.metric}={m.value:.1f}" if m.available else f"{m.metric}: {m.reason}"
                      for m in r.measurements)
+    if r.path_preemptions or r.unresolved_preemptions:
+        top_pairs = sorted(r.path_preemptions.items(), key=lambda kv: -kv[1])[:3]
+        return f"{line} | top preemptions (by -> of): " + (
+            ", ".join(f"{a} -> {b}: {n}" for (a, b), n in top_pairs) or "-") + (
+            f" (+{r.unresolved_preemptions} of exited processes)" if r.unresolved_preemptions else "")
     top = sorted(r.cgroups.values(), key=lambda c: -c.delay_sum_ns)[:3]
     return f"{line} | top cgroups by wait: " + (
         ", ".join(f"{c.cgroup_id}: {c.delay_sum_ns / 1e6:.1f} ms/{c.delay_count}" for c in top) or "-")
