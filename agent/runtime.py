@@ -86,18 +86,33 @@ def capability_report(config: AgentConfig) -> dict:
 
 class QuietServer(uvicorn.Server):
     """uvicorn's server loop wakes 10 times a second to check for shutdown; the agent runs on
-    every node, idle most of the time, so it wakes twice a second instead (shutdown within
-    0.5 s; uvicorn's Date header still refreshed every second)."""
+    every node, idle most of the time, so it wakes once a second (to refresh the Date header,
+    uvicorn's resolution) and :meth:`request_exit` wakes it at once for shutdown."""
 
-    TICK_S = 0.5
+    TICK_S = 1.0
 
     async def main_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
         counter = 0
         should_exit = await self.on_tick(counter)
         while not should_exit:
-            counter = (counter + 5) % 864000  # on_tick refreshes headers when counter % 10 == 0
-            await asyncio.sleep(self.TICK_S)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.TICK_S)
+            except asyncio.TimeoutError:
+                pass
+            counter = (counter + 10) % 864000  # on_tick refreshes headers when counter % 10 == 0
             should_exit = await self.on_tick(counter)
+
+    def request_exit(self) -> None:
+        """From any thread: end the server loop now."""
+        self.should_exit = True
+        loop, wake = getattr(self, "_loop", None), getattr(self, "_wake", None)
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # loop already closed
+                pass
 
 
 class Agent:
@@ -177,6 +192,6 @@ class Agent:
         for c in getattr(self.source, "collectors", ()):
             if callable(close := getattr(c, "close", None)):
                 close()  # e.g. the Tetragon gRPC stream thread
-        self.server.should_exit = True
+        self.server.request_exit()
         self._http_thread.join(HTTP_START_TIMEOUT_S)
         log.info("agent stopped")

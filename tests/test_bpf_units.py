@@ -337,7 +337,12 @@ def test_task_cgroups_cache_for_a_while_and_forget_exited_processes(tmp_path):
     (proc / "7" / "cgroup").unlink()
     clock.advance(10.0)
     assert tc.path(7) is None and tc.path(8) is None
+    (proc / "7" / "cgroup").write_text("4:cpu:/new\n")  # pid reused: seen after the TTL
+    assert tc.path(7) is None
+    clock.advance(10.0)
+    assert tc.path(7) == "/new"
     (proc / "7" / "cgroup").write_text("3:memory:/m\n")  # no cpu controller line
+    clock.advance(10.0)
     assert tc.path(7) is None
     for pid in (1, 2, 3):
         (proc / str(pid)).mkdir()

@@ -335,29 +335,27 @@ class TaskCgroups:
 
     def __init__(self, proc_root: str | Path = "/proc", clock: Clock = SYSTEM_CLOCK,
                  ttl_s: float = TASK_CGROUP_TTL_S, max_entries: int = TASK_CGROUP_MAX):
-        self.proc_root = Path(proc_root)
+        self.proc_root = str(proc_root)
         self.clock = clock
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._paths: dict[int, tuple[float, str | None]] = {}
 
     def path(self, tgid: int) -> str | None:
+        """Also remembered: "gone" (a dead process turns up in many pairs of one interval)."""
         now = self.clock.monotonic()
         hit = self._paths.get(tgid)
         if hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
-        found = self._read(tgid)
-        if found is None:
-            self._paths.pop(tgid, None)  # gone: a later process may get the pid
-            return None
         if len(self._paths) >= self.max_entries:
             self._paths.clear()
-        self._paths[tgid] = (now, found)
-        return found
+        found = self._paths[tgid] = (now, self._read(tgid))
+        return found[1]
 
     def _read(self, tgid: int) -> str | None:
         try:
-            text = (self.proc_root / str(tgid) / "cgroup").read_text()
+            with open(f"{self.proc_root}/{tgid}/cgroup") as f:
+                text = f.read()
         except OSError:
             return None
         for line in text.splitlines():
