@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 import time
+from email.utils import formatdate
 from typing import Protocol
 
 import uvicorn
@@ -85,24 +86,18 @@ def capability_report(config: AgentConfig) -> dict:
 
 
 class QuietServer(uvicorn.Server):
-    """uvicorn's server loop wakes 10 times a second to check for shutdown; the agent runs on
-    every node, idle most of the time, so it wakes once a second (to refresh the Date header,
-    uvicorn's resolution) and :meth:`request_exit` wakes it at once for shutdown."""
-
-    TICK_S = 1.0
+    """uvicorn's server loop wakes 10 times a second to check for shutdown and refresh the
+    Date header; the agent runs on every node, idle most of the time, so its loop sleeps until
+    :meth:`request_exit` wakes it, and :class:`DateHeader` dates each response instead."""
 
     async def main_loop(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        counter = 0
-        should_exit = await self.on_tick(counter)
+        should_exit = await self.on_tick(0)
         while not should_exit:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.TICK_S)
-            except asyncio.TimeoutError:
-                pass
-            counter = (counter + 10) % 864000  # on_tick refreshes headers when counter % 10 == 0
-            should_exit = await self.on_tick(counter)
+            await self._wake.wait()
+            self._wake.clear()
+            should_exit = await self.on_tick(0)
 
     def request_exit(self) -> None:
         """From any thread: end the server loop now."""
@@ -115,6 +110,26 @@ class QuietServer(uvicorn.Server):
                 pass
 
 
+class DateHeader:
+    """ASGI wrapper adding the HTTP ``Date`` header to each response (uvicorn's own is off:
+    it needs a timer; see :class:`QuietServer`)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def dated(message):
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), (b"date", formatdate(usegmt=True).encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return await self.app(scope, receive, dated)
+
+
 class Agent:
     def __init__(self, config: AgentConfig, clock: Clock = SYSTEM_CLOCK):
         self.config = config
@@ -125,7 +140,8 @@ class Agent:
         capabilities = capability_report(config) if config.replay is None else None
         app = build_app(self.store, self.metrics, config.interval_s, clock, capabilities=capabilities)
         self.server = QuietServer(uvicorn.Config(
-            app, host=config.http_host, port=config.http_port, log_config=None, log_level="warning",
+            DateHeader(app), date_header=False, host=config.http_host, port=config.http_port, log_config=None,
+            log_level="warning",
             access_log=False, lifespan="off"))
         self._http_thread = threading.Thread(target=self.server.run, name="http", daemon=True)
         self.pusher = Pusher(config.aggregator, self.store, on_result=self.metrics.record_push,
