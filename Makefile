@@ -14,7 +14,7 @@ PROTOS   := $(shell find proto/kubeattention -name '*.proto' | sed 's|^proto/||'
 # A vendored subset of Tetragon's API: generated into agent/tetragon/ (see proto/tetragon/api.proto).
 TETRAGON_PROTOS := $(shell find proto/tetragon -name '*.proto' | sed 's|^proto/||' | sort)
 
-.PHONY: help setup system-deps ebpf-deps venv-bcc demo test proto bench bench-extender bench-agent train recordings clean
+.PHONY: help setup system-deps ebpf-deps venv-bcc demo test proto bench bench-extender bench-agent soak train train-calibrated calibrate evaluate bench-models recordings certs clean
 
 help:
 	@echo "make demo        run redis, the aggregator and agents on this machine; print BatchScore (DEMO_ONCE=1: once)"
@@ -22,9 +22,15 @@ help:
 	@echo "make bench       BatchScore latency benchmark (bench/batchscore.py)"
 	@echo "make bench-extender  scheduler-extender latency beside BatchScore (bench/extender.py)"
 	@echo "make bench-agent the agent's own CPU and memory, idle and under a context-switch storm"
+	@echo "make soak        5 000 simulated agents at 1 Hz + BatchScore at 100/s for 10 min (SOAK_SECONDS=600)"
 	@echo "make proto       regenerate the gRPC stubs in kubeattention/v1 from proto/"
 	@echo "make train       retrain the shipped model (scorer/models/default.onnx)"
+	@echo "make train-calibrated  train on the calibration data (scorer/models/calibrated-mlp.onnx)"
+	@echo "make calibrate   re-record scorer/data/calibration with real victims and stress-ng (~25 min, resumable)"
+	@echo "make evaluate    held-out evaluation against scheduler baselines (report in scorer/data/evaluation/)"
+	@echo "make bench-models  MLP vs XGBoost: training time, ONNX size, inference p50/p99 (bench/models.py)"
 	@echo "make recordings  re-record the replayed node states with stress-ng (takes ~2 min)"
+	@echo "make certs       development CA + aggregator, node and scheduler certificates in certs/ (CERT_NODES=a,b,c)"
 
 system-deps:
 	@missing=""; for b in redis-server:redis-server redis-cli:redis-tools stress-ng:stress-ng fio:fio; do \
@@ -81,6 +87,10 @@ bench-extender: setup
 bench-agent: setup
 	$(PY) bench/agent_overhead.py
 
+SOAK_SECONDS ?= 600
+soak: setup
+	flock /tmp/ka-heavy.lock $(PY) bench/soak.py --seconds $(SOAK_SECONDS)
+
 proto: setup
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=agent --pyi_out=agent $(TETRAGON_PROTOS)
@@ -88,9 +98,28 @@ proto: setup
 train: setup
 	$(VENV)/bin/kubeattention train --model mlp --out scorer/models/default.onnx
 
+train-calibrated: setup
+	$(VENV)/bin/kubeattention train --model mlp --data scorer/data/calibration --out scorer/models/calibrated-mlp.onnx
+
+calibrate: setup
+	flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention calibrate --out scorer/data/calibration --repeats 3 \
+	  --run-seconds 4 --warmup-seconds 5 --state-seconds 3
+
+evaluate: setup
+	flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention evaluate --report scorer/data/evaluation --compare scorer/models/default.onnx
+
+bench-models: setup
+	flock /tmp/ka-heavy.lock $(PY) bench/models.py
+
 recordings: setup
 	@command -v stress-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq stress-ng fio >/dev/null)
 	bash agent/recordings/record.sh
+
+# Development PKI for mTLS (kubeattention certs): an existing CA in $(CERTS_DIR) is reused.
+CERTS_DIR  ?= certs
+CERT_NODES ?= $(shell hostname | tr A-Z a-z)
+certs: setup
+	$(VENV)/bin/kubeattention certs --out $(CERTS_DIR) --nodes $(CERT_NODES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

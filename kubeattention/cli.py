@@ -22,11 +22,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "aggregator": ("aggregator.main", "run the aggregator: Push + BatchScore over gRPC, Redis-backed"),
     "score": ("aggregator.score_cli", "ask an aggregator to score nodes for a pod and print a ranked table"),
     "inspect": ("aggregator.inspect_cli", "read node telemetry straight from Redis"),
+    "model": ("aggregator.model_cli", "publish, show, list or roll back the model every aggregator serves (Redis)"),
     "shadow-report": ("aggregator.shadow_report", "compare shadow-mode recommendations with where pods landed"),
     "collector": ("aggregator.outcomes", "watch pods, join them with KubeAttention's decisions and record their outcomes"),
     "rebalance": ("aggregator.rebalance", "find pods on noisy nodes and recommend (or, with --evict, make) moves"),
     "train": ("scorer.train", "train the interference model and export it to ONNX"),
+    "calibrate": ("scorer.calibrate.runner", "measure real victims beside stress-ng antagonists with the agent's collectors"),
+    "evaluate": ("scorer.evaluate_cli", "held-out evaluation of the model against scheduler baselines on calibration rows"),
     "demo": ("kubeattention.demo", "start redis, an aggregator and agents on this machine and score them"),
+    "certs": ("kubeattention.certs", "create a development CA and aggregator, node and scheduler certificates (mTLS)"),
 }
 
 

@@ -1,9 +1,11 @@
 """A generative contention model: synthetic training data until calibration data exists.
 
 This is a *stand-in* for measurements. It replaces nothing that can be measured and it is
-versioned (``GENERATOR``) so every model records which world it was trained in. A later
-calibration step replaces it with (vector, measured p99 slowdown) pairs from real
-antagonist runs.
+versioned (``GENERATOR``) so every model records which world it was trained in.
+Calibration (``kubeattention calibrate``) measures (vector, p99 slowdown) pairs beside real
+antagonists; ``kubeattention train --data`` fits this module's Hill curves to them
+(``scorer.calibrate.fit`` returns a :class:`CurveParams`) and generates from the fitted
+curves to widen the measured rows.
 
 Structure: the label is never a formula of the model's inputs
 ---------------------------------------------------------------
@@ -322,15 +324,34 @@ class PodRows:
     features: np.ndarray  # (n, 11) float32, schema.pod_features of each row's pod
 
 
-def log_slowdown(z: Latent, pods: PodRows, rng: np.random.Generator | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class CurveParams:
+    """The slowdown curve's parameters: one Hill curve per source and the (profile, source) weights.
+
+    :data:`PRIOR` is the hand-set model above; ``scorer.calibrate.fit`` returns one fitted
+    to measured slowdowns (``name`` then says which data it was fitted to).
+    """
+
+    curves: dict[str, Curve]
+    weights: np.ndarray
+    """(n_profiles, len(SOURCES)) multiplier of each source's curve for each profile."""
+    name: str = GENERATOR
+
+
+PRIOR = CurveParams(CURVES, SOURCE_WEIGHTS)
+
+
+def log_slowdown(z: Latent, pods: PodRows, rng: np.random.Generator | None = None,
+                 params: CurveParams = PRIOR) -> np.ndarray:
     """Per-row log tail-latency slowdown (>= 0) of the row's pod on the row's node.
 
     With ``rng`` the label noise ε is added; without it the result is the noise-free
     expectation given the latent state (used by tests of the model's properties).
+    ``params``: the curves and weights (default: the hand-set :data:`PRIOR`).
     """
     x = z.pressures()
-    contrib = np.stack([CURVES[s](x[:, j]) for j, s in enumerate(SOURCES)], axis=1)
-    contrib *= SOURCE_WEIGHTS[pods.profile - 1]
+    contrib = np.stack([params.curves[s](x[:, j]) for j, s in enumerate(SOURCES)], axis=1)
+    contrib *= params.weights[pods.profile - 1]
     qos_cpu = np.array([0.0] + [QOS_FACTOR[q][0] for q in QoS])[pods.qos]
     qos_other = np.array([0.0] + [QOS_FACTOR[q][1] for q in QoS])[pods.qos]
     cpu_feature = pods.features[:, schema.POD_FEATURE_NAMES.index("cpu_request_cores")].astype(np.float64)

@@ -66,7 +66,8 @@ def data_hash(X: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def generate(n_rows: int, seed: int = 0) -> Dataset:
+def generate(n_rows: int, seed: int = 0, params: contention.CurveParams = contention.PRIOR) -> Dataset:
+    """``n_rows`` rows; ``params``: the slowdown curves (default the hand-set prior, or fitted ones)."""
     if n_rows < 1:
         raise ValueError(f"n_rows: must be >= 1, got {n_rows!r}")
     latent_rng, obs_rng, mask_rng, pod_rng, label_rng = (
@@ -81,7 +82,7 @@ def generate(n_rows: int, seed: int = 0) -> Dataset:
     pool_qos = np.array([int(p.resolved_qos()) for p in pool])
     pods = contention.PodRows(profile=pool_profile[pick], qos=pool_qos[pick], features=pool_features[pick])
 
-    y = contention.log_slowdown(z, pods, label_rng)
+    y = contention.log_slowdown(z, pods, label_rng, params)
     X = np.concatenate([schema.normalise_matrix(raw, mask), pods.features], axis=1).astype(np.float32)
     values = np.where(mask, raw, np.nan)
     return Dataset(X=X, y=y, profile=pods.profile, qos=pods.qos, mask=mask, values=values,

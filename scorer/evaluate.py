@@ -56,15 +56,16 @@ def summarise(pred: np.ndarray, true: np.ndarray) -> dict:
 
 
 def evaluate(pred_slowdown: np.ndarray, true_slowdown: np.ndarray, profile: np.ndarray,
-             pattern: np.ndarray) -> dict:
-    """Validation figures overall, per profile (by annotation) and per availability pattern."""
+             pattern: np.ndarray | None) -> dict:
+    """Validation figures overall, per profile (by annotation) and per availability pattern
+    (``pattern`` None: measured rows of one machine, no per-pattern subsets)."""
     pred = np.asarray(pred_slowdown, dtype=np.float64)
     true = np.asarray(true_slowdown, dtype=np.float64)
     return {
         "all": summarise(pred, true),
         "per_profile": {p.annotation: summarise(pred[profile == p], true[profile == p]) for p in Profile},
-        "per_pattern": {pat.name: summarise(pred[pattern == i], true[pattern == i])
-                        for i, pat in enumerate(PATTERNS)},
+        "per_pattern": {} if pattern is None else {pat.name: summarise(pred[pattern == i], true[pattern == i])
+                                                   for i, pat in enumerate(PATTERNS)},
     }
 
 

@@ -37,7 +37,8 @@ OUTPUT_SLOWDOWN = "slowdown"
 OUTPUT_KINDS = (OUTPUT_LOG_SLOWDOWN, OUTPUT_SLOWDOWN)
 REQUIRED_METADATA = ("model_version", "schema_version", "feature_names", "output")
 #: metadata_props values are strings; these keys hold JSON and are decoded on load.
-JSON_METADATA = frozenset({"schema_version", "feature_names", "rows", "seed", "validation", "hyperparameters"})
+JSON_METADATA = frozenset({"schema_version", "feature_names", "rows", "seed", "validation", "hyperparameters",
+                           "calibration", "contention_fit"})
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "models" / "default.onnx"
 

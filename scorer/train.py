@@ -2,6 +2,13 @@
 
     kubeattention train [--model mlp|xgboost] [--rows 200000] [--seed 0]
                         [--holdout 0.2] [--out scorer/models/default.onnx]
+    kubeattention train --data scorer/data/calibration [--rows 30000] [--real-share 0.5] ...
+
+With ``--data`` (measured calibration rows, ``kubeattention calibrate``) see
+:func:`train_calibrated`: whole antagonist configurations are held out, the contention
+curves are fitted to the training rows (``scorer.calibrate.fit``), ``--rows`` synthetic
+rows from the fitted generator widen them, and validation is on the held-out measured
+rows. Without it:
 
 1. generate ``--rows`` rows from the contention model (``scorer.dataset``, seeded);
 2. hold out ``--holdout`` of them (seeded permutation) — never seen by the fit;
@@ -73,6 +80,8 @@ class TrainResult:
     data: dataset.Dataset
     holdout_index: np.ndarray
     train_index: np.ndarray
+    calibration: object = None
+    """scorer.calibrate.data.CalibrationSet when trained with --data (holdout_index indexes it)."""
 
 
 @dataclass(frozen=True)
@@ -268,14 +277,126 @@ def train(kind: str = "mlp", rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED,
                        data=data, holdout_index=ho, train_index=tr)
 
 
+# ------------------------------------------------------------- calibrated training
+
+#: Synthetic rows generated from the fitted contention model when training on calibration data.
+DEFAULT_CALIBRATED_ROWS = 30_000
+#: Share of the total sample weight that the measured calibration rows carry (the rest:
+#: synthetic rows that widen the data to node states this machine cannot produce).
+DEFAULT_REAL_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class CalibratedFit:
+    estimator: object
+    onnx_model: onnx.ModelProto
+    fit: object
+    """scorer.calibrate.fit.FitResult of the contention curves."""
+    synthetic: dataset.Dataset
+    data_hash: str
+    fit_seconds: float
+
+
+def config_split(configs: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_index, holdout_index) holding out whole groups (seeded): antagonist configurations,
+    the alone state by repetition (scorer.calibrate.data.CalibrationSet.groups)."""
+    if not 0.0 < fraction < 1.0:
+        raise TrainError(f"holdout: must be between 0 and 1, got {fraction!r}")
+    names = np.array(sorted(set(configs.tolist())))
+    k = max(1, int(round(len(names) * fraction)))
+    if k >= len(names):
+        raise TrainError(f"data: {len(names)} antagonist configurations leave nothing to train on "
+                         f"with holdout {fraction}")
+    held = set(np.random.default_rng([seed, 0x434F4E46]).permutation(names)[:k].tolist())  # "CONF"
+    is_held = np.array([c in held for c in configs])
+    return np.flatnonzero(~is_held), np.flatnonzero(is_held)
+
+
+def fit_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: int = DEFAULT_SEED,
+                   real_share: float = DEFAULT_REAL_SHARE) -> CalibratedFit:
+    """Fit the contention curves to ``cal`` (a CalibrationSet), widen it with ``rows`` synthetic rows
+    from the fitted generator, fit the regressor on both, export to ONNX."""
+    from scorer.calibrate import fit as curve_fit
+
+    if kind not in MODEL_KINDS:
+        raise TrainError(f"model: unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+    if not 0.0 < real_share <= 1.0:
+        raise TrainError(f"real-share: must be in (0, 1], got {real_share!r}")
+    if len(cal) < 10:
+        raise TrainError(f"data: {len(cal)} measured calibration rows are too few to train on (need >= 10)")
+    curves = curve_fit.fit(cal)
+    log.info("contention curves fitted to %d rows: log-RMSE %.3f (prior %.3f)", curves.rows, curves.rmse,
+             curves.prior_rmse)
+    X, y, w = cal.X, cal.y, np.ones(len(cal))
+    synthetic = dataset.generate(rows, seed, curves.params) if rows > 0 and real_share < 1.0 else None
+    if synthetic is not None:
+        w = np.full(len(cal), real_share * rows / ((1.0 - real_share) * len(cal)))
+        X = np.concatenate([synthetic.X, X])
+        y = np.concatenate([synthetic.y, y])
+        w = np.concatenate([np.ones(rows), w])
+    data_hash = hashlib.sha256(f"{cal.data_hash}+{synthetic.data_hash if synthetic else '-'}+{real_share}"
+                               .encode()).hexdigest()
+    t1 = time.monotonic()
+    estimator = fit(kind, X, y, seed, sample_weight=w)
+    fit_seconds = time.monotonic() - t1
+    return CalibratedFit(estimator, to_onnx(kind, estimator), curves, synthetic, data_hash, fit_seconds)
+
+
+def train_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: int = DEFAULT_SEED,
+                     holdout: float = DEFAULT_HOLDOUT, real_share: float = DEFAULT_REAL_SHARE) -> TrainResult:
+    """Hold out whole antagonist configurations of ``cal``, train on the rest (+ fitted synthetic rows),
+    validate the exported model on the held-out calibration rows."""
+    tr, ho = config_split(cal.groups, holdout, seed)
+    got = fit_calibrated(kind, cal.subset(tr), rows, seed, real_share)
+    pred = np.maximum(np.exp(onnx_predict_log(got.onnx_model, cal.X[ho]).astype(np.float64)), 1.0)
+    figures = evaluate.evaluate(pred, np.maximum(cal.slowdown[ho], 1.0), cal.profile[ho], None)
+    params = MLP_PARAMS if kind == "mlp" else XGBOOST_PARAMS
+    metadata = {
+        "model_version": f"{VERSION_PREFIX[kind]}-{got.data_hash[:12]}",
+        "model_kind": kind,
+        "schema_version": schema.SCHEMA_VERSION,
+        "feature_names": list(schema.FEATURE_NAMES),
+        "input": f"features float32 [None, {schema.NUM_FEATURES}]",
+        "output": OUTPUT_LOG_SLOWDOWN,
+        "output_shape": "[None, 1]",
+        "training_data_hash": got.data_hash,
+        "calibration": {"path": cal.path, "rows": len(cal), "data_hash": cal.data_hash,
+                        "train_rows": int(len(tr)), "real_share": real_share,
+                        "train_configs": sorted(set(cal.groups[tr].tolist())),
+                        "holdout_configs": sorted(set(cal.groups[ho].tolist()))},
+        "contention_fit": got.fit.summary,
+        "rows": rows,
+        "seed": seed,
+        "validation": {"holdout": "antagonist configurations", "holdout_fraction": holdout,
+                       "label": "measured p99 slowdown of held-out calibration rows", **figures},
+        "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
+        "generator": got.fit.params.name,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fit_seconds": round(got.fit_seconds, 1),
+        **_versions(kind),
+    }
+    data = got.synthetic if got.synthetic is not None else None
+    return TrainResult(estimator=got.estimator, onnx_model=got.onnx_model, metadata=metadata, validation=figures,
+                       data=data, holdout_index=ho, train_index=tr, calibration=cal)
+
+
 # ---------------------------------------------------------------------------- CLI
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=MODEL_KINDS, default="mlp",
                         help="regressor to fit (default: mlp)")
-    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
-                        help=f"rows to generate from the contention model (default: {DEFAULT_ROWS})")
+    parser.add_argument("--data", type=Path, default=None, metavar="FILE|DIR",
+                        help="calibration rows (calibration.jsonl from `kubeattention calibrate`, or its directory): "
+                             "fit the contention curves to them, widen them with --rows synthetic rows from the "
+                             "fitted generator, hold out whole antagonist configurations for validation "
+                             "(default: none, synthetic rows from the prior contention model only)")
+    parser.add_argument("--rows", type=int, default=None,
+                        help=f"rows to generate from the contention model (default: {DEFAULT_ROWS}; "
+                             f"{DEFAULT_CALIBRATED_ROWS} with --data)")
+    parser.add_argument("--real-share", type=float, default=DEFAULT_REAL_SHARE,
+                        help=f"with --data: share of the sample weight the measured rows carry "
+                             f"(default: {DEFAULT_REAL_SHARE})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="data, split and fit seed (default: 0)")
     parser.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
                         help=f"share of rows held out for validation (default: {DEFAULT_HOLDOUT})")
@@ -293,21 +414,47 @@ def run(args: argparse.Namespace) -> int:
         if outcomes is not None:
             skipped = ", ".join(f"{n} {why}" for why, n in sorted(outcomes.skipped.items())) or "none"
             print(f"outcomes {args.outcomes}: {len(outcomes.y)} of {outcomes.lines} rows used; skipped: {skipped}")
-        result = train(kind=args.model, rows=args.rows, seed=args.seed, holdout=args.holdout, outcomes=outcomes)
+        if getattr(args, "data", None) is not None:
+            if outcomes is not None:
+                raise TrainError("--outcomes and --data: choose one source of observed rows")
+            from scorer.calibrate.data import load as load_calibration
+            from scorer.calibrate.rows import CalibrationError
+
+            try:
+                cal = load_calibration(args.data)
+            except CalibrationError as err:
+                raise TrainError(str(err)) from None
+            rows = DEFAULT_CALIBRATED_ROWS if args.rows is None else args.rows
+            if rows < 0:
+                raise TrainError(f"rows: must be >= 0, got {rows}")
+            result = train_calibrated(kind=args.model, cal=cal, rows=rows, seed=args.seed, holdout=args.holdout,
+                                      real_share=args.real_share)
+        else:
+            rows = DEFAULT_ROWS if args.rows is None else args.rows
+            result = train(kind=args.model, rows=rows, seed=args.seed, holdout=args.holdout, outcomes=outcomes)
     except TrainError as exc:
         log.error("%s", exc)
         return 2
-    onnx_path, side = export.write(result.onnx_model, result.metadata, args.out)
+    try:
+        onnx_path, side = export.write(result.onnx_model, result.metadata, args.out)
+    except OSError as err:
+        log.error("--out %s: cannot write the model (%s)", args.out, err.strerror or err)
+        return 2
     loaded = InterferenceModel.load(onnx_path)  # validates the written file like the aggregator will
-    ho = result.holdout_index[:1000]
-    check = loaded.predict_slowdown(result.data.X[ho])
-    ref = np.maximum(np.exp(onnx_predict_log(result.onnx_model, result.data.X[ho]).astype(np.float64)), 1.0)
+    X_check = (result.calibration.X if result.calibration is not None else result.data.X)[result.holdout_index[:1000]]
+    check = loaded.predict_slowdown(X_check)
+    ref = np.maximum(np.exp(onnx_predict_log(result.onnx_model, X_check).astype(np.float64)), 1.0)
     if not np.allclose(check, ref, rtol=1e-6, atol=1e-6):
         log.error("reloaded model %s predicts differently from the exported graph", onnx_path)
         return 1
     m = result.metadata
     print(f"model {m['model_version']} ({m['model_kind']}), {m['rows']} rows, seed {m['seed']}, "
           f"data {m['training_data_hash'][:12]}, fit {m['fit_seconds']} s")
+    if result.calibration is not None:
+        fitted = m["contention_fit"]
+        print(f"contention curves fitted to {fitted['rows']} calibration rows: log-RMSE {fitted['rmse_log']} "
+              f"(prior {fitted['prior_rmse_log']}); held out configurations: "
+              f"{', '.join(m['calibration']['holdout_configs'])}")
     print(f"validation on {result.validation['all']['rows']} held-out rows "
           f"(exported ONNX model, slowdown = p99 / p99 alone):")
     print(evaluate.format_table(result.validation))

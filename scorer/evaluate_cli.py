@@ -1,0 +1,271 @@
+"""``kubeattention evaluate``: does the model place pods better than today's schedulers?
+
+    kubeattention evaluate [--data scorer/data/calibration] [--model mlp|xgboost]
+                           [--folds 5] [--report DIR] [--compare FILE.onnx ...]
+
+1. Split the calibration rows into ``--folds`` groups **by antagonist configuration**
+   (every row of a configuration, all its repetitions and victim profiles, lands in the
+   same group), so each prediction is for a neighbour the model has never seen.
+2. For each group: fit the contention curves and the regressor on the other groups
+   exactly as ``kubeattention train --data`` does (``scorer.train.fit_calibrated``), export
+   to ONNX and predict the held-out rows with ONNX Runtime. Every row gets one
+   out-of-fold prediction.
+3. Score every row with the model (``100 / predicted slowdown``, the aggregator's score),
+   the baselines and the oracle (``scorer.placement``), draw ``--trials`` random
+   candidate sets of 5-20 node states of one profile, and report Spearman, mean top-1
+   regret and the share of SLO-breaking choices for each.
+4. ``--compare FILE`` also scores the rows with an existing ONNX model as it is (no
+   retraining) — e.g. the synthetic-only model — to show what calibration changed.
+
+Writes ``report.md`` (the table and whether the targets hold), ``report.json``,
+``score_vs_slowdown.png`` and ``regret_cdf.png`` to ``--report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scorer import placement, scoring
+from scorer.evaluate import spearman
+
+log = logging.getLogger("scorer.evaluate")
+
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "calibration"
+DEFAULT_REPORT = Path("evaluation")
+DEFAULT_FOLDS = 5
+#: Targets of issue 4, checked on the held-out (out-of-fold) rows.
+TARGET_SPEARMAN = 0.8
+TARGET_REGRET = 0.10
+TARGET_SLO_FACTOR = 3.0
+
+
+class EvaluateError(Exception):
+    pass
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, metavar="FILE|DIR",
+                        help=f"calibration rows (default: the committed {DEFAULT_DATA.relative_to(DEFAULT_DATA.parents[2])})")
+    parser.add_argument("--model", choices=("mlp", "xgboost"), default="mlp", help="regressor (default: mlp)")
+    parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS,
+                        help=f"groups of antagonist configurations held out in turn (default: {DEFAULT_FOLDS})")
+    parser.add_argument("--rows", type=int, default=None,
+                        help="synthetic rows from the fitted generator per fold (default: as `train --data`)")
+    parser.add_argument("--real-share", type=float, default=None,
+                        help="share of sample weight on measured rows (default: as `train --data`)")
+    parser.add_argument("--trials", type=int, default=placement.DEFAULT_TRIALS,
+                        help=f"random candidate sets (default: {placement.DEFAULT_TRIALS})")
+    parser.add_argument("--slo", type=float, default=placement.DEFAULT_SLO,
+                        help=f"slowdown SLO for the breach share (default: {placement.DEFAULT_SLO})")
+    parser.add_argument("--seed", type=int, default=0, help="fold, trial and fit seed (default: 0)")
+    parser.add_argument("--compare", type=Path, action="append", default=[], metavar="FILE",
+                        help="also score with this ONNX model as it is (repeatable)")
+    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, metavar="DIR",
+                        help=f"where to write report.md, report.json and the plots (default: ./{DEFAULT_REPORT})")
+
+
+def config_folds(groups: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Row indices of each fold; whole hold-out groups (CalibrationSet.groups) per fold, seeded.
+
+    Groups of the alone state (``none#r1``, ``none#r2``, ...) are dealt to different folds
+    first, so every fold trains on some quiet rows when there are several repetitions.
+    """
+    names = sorted(set(groups.tolist()))
+    if folds < 2 or folds > len(names):
+        raise EvaluateError(f"--folds: must be between 2 and the {len(names)} hold-out groups, got {folds}")
+    rng = np.random.default_rng([seed, 0x464F4C44])  # "FOLD"
+    alone = [n for n in names if n.startswith("none#")]
+    rest = [n for n in names if n not in alone]
+    ordered = [alone[i] for i in rng.permutation(len(alone))] + [rest[i] for i in rng.permutation(len(rest))]
+    group = {name: i % folds for i, name in enumerate(ordered)}
+    g = np.array([group[c] for c in groups])
+    return [np.flatnonzero(g == f) for f in range(folds)]
+
+
+def out_of_fold(cal, kind: str, folds: int, seed: int, rows: int, real_share: float) -> tuple[np.ndarray, list]:
+    from scorer import train
+
+    pred = np.full(len(cal), np.nan)
+    fits = []
+    for f, held in enumerate(config_folds(cal.groups, folds, seed)):
+        keep = np.setdiff1d(np.arange(len(cal)), held)
+        t0 = time.monotonic()
+        got = train.fit_calibrated(kind, cal.subset(keep), rows, seed, real_share)
+        pred[held] = np.maximum(np.exp(train.onnx_predict_log(got.onnx_model, cal.X[held]).astype(np.float64)), 1.0)
+        fits.append({"fold": f, "held_out": sorted(set(cal.groups[held].tolist())), "rows": int(len(held)),
+                     "curve_fit_rmse_log": round(got.fit.rmse, 4), "seconds": round(time.monotonic() - t0, 1)})
+        log.info("fold %d/%d: held out %s (%d rows), %.1f s", f + 1, folds, ", ".join(fits[-1]["held_out"]),
+                 len(held), fits[-1]["seconds"])
+    return pred, fits
+
+
+def compare_model(path: Path, cal) -> tuple[str, np.ndarray]:
+    """(label, predicted slowdowns) of an existing ONNX model, as it is."""
+    from scorer.model import InterferenceModel
+
+    model = InterferenceModel.load(path)
+    meta_hash = (model.metadata.get("calibration") or {}).get("data_hash") if isinstance(
+        model.metadata.get("calibration"), dict) else None
+    if meta_hash == cal.data_hash:
+        log.warning("%s was trained on these very rows: its figures are not held-out", path)
+    return f"{path.name} as is ({model.version})", model.predict_slowdown(cal.X)
+
+
+def _fmt(x: float, pct: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{100 * x:.1f} %" if pct else f"{x:.3f}"
+
+
+def targets(figures: dict, model_name: str) -> list[tuple[str, bool, str]]:
+    m = figures[model_name]
+    req = figures[placement.REQUESTS_ONLY]
+    others = {k: v for k, v in figures.items() if k in placement.BASELINE_NAMES and k != placement.ORACLE}
+    slo_ok = m["slo_breach_share"] * TARGET_SLO_FACTOR <= req["slo_breach_share"] if req["slo_breach_share"] > 0 \
+        else m["slo_breach_share"] == 0
+    beats_all = all(m["slo_breach_share"] < v["slo_breach_share"] for v in others.values())
+    return [
+        (f"Spearman(score, -slowdown) >= {TARGET_SPEARMAN}", m["spearman"] >= TARGET_SPEARMAN, _fmt(m["spearman"])),
+        (f"mean top-1 regret <= {TARGET_REGRET:.0%}", m["mean_regret"] <= TARGET_REGRET, _fmt(m["mean_regret"], True)),
+        (f"SLO-breaking choices >= {TARGET_SLO_FACTOR:g}x fewer than requests-only", slo_ok,
+         f"{_fmt(m['slo_breach_share'], True)} vs {_fmt(req['slo_breach_share'], True)}"),
+        ("SLO-breaking choices fewer than every other baseline", beats_all,
+         ", ".join(f"{k}: {_fmt(v['slo_breach_share'], True)}" for k, v in others.items())),
+    ]
+
+
+def render(figures: dict, model_name: str, info: dict) -> str:
+    lines = [
+        "# KubeAttention held-out evaluation", "",
+        f"Data: `{info['data']}` — {info['rows']} measured rows ({info['configs']} antagonist configurations × "
+        f"repetitions × {info['profiles']} victim profiles), data hash `{info['data_hash'][:12]}`.",
+        f"Model: {info['model']} trained per fold on the other configurations' rows plus {info['synthetic_rows']} "
+        f"synthetic rows from the contention model fitted to them (real share {info['real_share']}); "
+        f"{info['folds']} folds held out **by antagonist configuration**, every row predicted once, by a model "
+        "that never saw its neighbour.",
+        f"Placement: {info['trials']} random candidate sets of 5–20 node states of one victim profile; "
+        f"SLO = p99 slowdown ≤ {info['slo']}x. Command: `{info['command']}`.", "",
+        "| scorer | Spearman(score, −slowdown) | mean top-1 regret | p90 regret | SLO-breaking choices | "
+        "mean chosen slowdown |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, f in figures.items():
+        lines.append(f"| {name} | {_fmt(f['spearman'])} | {_fmt(f['mean_regret'], True)} | "
+                     f"{_fmt(f['p90_regret'], True)} | {_fmt(f['slo_breach_share'], True)} | "
+                     f"{f['mean_chosen_slowdown']:.2f}x |")
+    lines += ["", "Per victim profile (model): Spearman of predicted vs measured slowdown",  "",
+              "| profile | rows | Spearman | mean measured slowdown |", "|---|---:|---:|---:|"]
+    for p, s in info["per_profile"].items():
+        lines.append(f"| {p} | {s['rows']} | {_fmt(s['spearman'])} | {s['mean']:.2f}x |")
+    lines += ["", "Targets (issue 4):", ""]
+    for text, ok, value in targets(figures, model_name):
+        lines.append(f"- {'**met**' if ok else '**not met**'} — {text}: {value}")
+    lines += ["", "Plots: `score_vs_slowdown.png` (model's predicted vs measured slowdown per row), "
+              "`regret_cdf.png` (distribution of top-1 regret per scorer)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Path, cal, pred: np.ndarray, figures: dict, slo: float) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scorer.schema import Profile
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for p in Profile:
+        sel = cal.profile == p
+        if sel.any():
+            ax.scatter(np.maximum(cal.slowdown[sel], 1.0), pred[sel], s=14, alpha=0.7, label=p.annotation)
+    lim = [1.0, max(2.0, float(np.nanmax(np.maximum(cal.slowdown, 1.0))) * 1.1, float(np.nanmax(pred)) * 1.1)]
+    ax.plot([1, lim[1]], [1, lim[1]], color="grey", lw=0.8, ls="--", label="perfect")
+    ax.axvline(slo, color="red", lw=0.8, ls=":", label=f"SLO {slo}x")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured p99 slowdown (held-out rows)")
+    ax.set_ylabel("predicted slowdown (score = 100 / predicted)")
+    ax.set_title("Model vs measured slowdown, out-of-fold by antagonist configuration", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(report / "score_vs_slowdown.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, f in figures.items():
+        r = np.sort(f["regret"])
+        ax.step(100 * r, np.arange(1, len(r) + 1) / len(r), where="post", label=name)
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("top-1 regret, % (slowdown of chosen node / best in set − 1)")
+    ax.set_ylabel("share of candidate sets")
+    ax.set_title("Regret CDF over random candidate sets of 5–20 nodes", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(report / "regret_cdf.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    from scorer import train
+    from scorer.calibrate.data import load
+    from scorer.calibrate.rows import CalibrationError
+    from scorer.model import ModelError
+
+    rows = train.DEFAULT_CALIBRATED_ROWS if args.rows is None else args.rows
+    real_share = train.DEFAULT_REAL_SHARE if args.real_share is None else args.real_share
+    try:
+        if args.trials < 1:
+            raise EvaluateError(f"--trials: must be >= 1, got {args.trials}")
+        if not (math.isfinite(args.slo) and args.slo >= 1.0):
+            raise EvaluateError(f"--slo: must be a slowdown >= 1.0, got {args.slo}")
+        cal = load(args.data)
+        folds = config_folds(cal.groups, args.folds, args.seed)  # validates --folds early
+        del folds
+        pred, fits = out_of_fold(cal, args.model, args.folds, args.seed, rows, real_share)
+        compared = dict(compare_model(p, cal) for p in args.compare)
+    except (CalibrationError, EvaluateError, train.TrainError, ModelError) as err:
+        print(f"kubeattention evaluate: {err}", file=sys.stderr)
+        return 2
+    model_name = f"KubeAttention {args.model} (held-out)"
+    scores = {model_name: scoring.scores_from_slowdown(pred)}
+    scores.update({k: scoring.scores_from_slowdown(v) for k, v in compared.items()})
+    scores.update(placement.baseline_scores(cal.values, cal.mask, cal.samples_cpu_std, cal.slowdown))
+    trials = placement.draw_trials(cal.profile, args.trials, seed=args.seed)
+    figures = {name: placement.placement_figures(s, cal.slowdown, trials, args.slo) for name, s in scores.items()}
+    from scorer.schema import Profile
+
+    per_profile = {p.annotation: {"rows": int((cal.profile == p).sum()),
+                                  "spearman": spearman(pred[cal.profile == p], cal.slowdown[cal.profile == p]),
+                                  "mean": float(np.maximum(cal.slowdown[cal.profile == p], 1).mean())}
+                   for p in Profile if (cal.profile == p).any()}
+    info = {"data": os.path.relpath(cal.path) if Path(cal.path).is_absolute() else str(cal.path), "rows": len(cal), "configs": len(set(cal.config.tolist())),
+            "profiles": len(set(cal.profile.tolist())), "data_hash": cal.data_hash, "model": args.model,
+            "synthetic_rows": rows, "real_share": real_share, "folds": args.folds, "trials": args.trials,
+            "slo": args.slo, "seed": args.seed, "per_profile": per_profile, "fold_fits": fits,
+            "command": "kubeattention evaluate " + " ".join(sys.argv[sys.argv.index("evaluate") + 1:])
+            if "evaluate" in sys.argv else "kubeattention evaluate"}
+    args.report.mkdir(parents=True, exist_ok=True)
+    text = render(figures, model_name, info)
+    (args.report / "report.md").write_text(text)
+    summary = {"info": info, "figures": {k: {kk: vv for kk, vv in v.items() if kk != "regret"}
+                                         for k, v in figures.items()},
+               "targets": [{"target": t, "met": ok, "value": v} for t, ok, v in targets(figures, model_name)]}
+    (args.report / "report.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    pngs = plot(args.report, cal, pred, figures, args.slo)
+    print(text)
+    print(f"wrote {args.report / 'report.md'}, report.json, {', '.join(p.name for p in pngs)}")
+    return 0
