@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from agent.tetragon import tetragon_problems
+from kubeattention.transport import ClientSecurity
 from scorer.schema import k8s_name_problem
 
 DEFAULT_AGGREGATOR = "127.0.0.1:50051"
@@ -77,6 +78,8 @@ class AgentConfig:
     """The kubelet's /pods (names pods for per-pod attribution); None: offenders only where Tetragon names them."""
     kubelet_token_file: Path | None = None
     kubelet_ca_file: Path | None = None
+    security: ClientSecurity = ClientSecurity()
+    """How pushes reach the aggregator: --tls-ca/--tls-cert/--tls-key/--token-file, or --insecure."""
 
     def __post_init__(self) -> None:
         errors = []
@@ -87,6 +90,7 @@ class AgentConfig:
                 parse_host_port(self.aggregator)
             except ValueError as err:
                 errors.append(f"--aggregator: {err} (or 'none' to disable pushing)")
+            errors.extend(self.security.problems())
         if not (isinstance(self.interval_s, (int, float)) and math.isfinite(self.interval_s)
                 and MIN_INTERVAL_S <= self.interval_s <= MAX_INTERVAL_S):
             errors.append(f"--interval: must be between {MIN_INTERVAL_S:g} and {MAX_INTERVAL_S:g} seconds, "
@@ -142,4 +146,5 @@ class AgentConfig:
             kubelet_pods_url=getattr(args, "kubelet_pods_url", None) or None,
             kubelet_token_file=Path(args.kubelet_token_file) if getattr(args, "kubelet_token_file", None) else None,
             kubelet_ca_file=Path(args.kubelet_ca_file) if getattr(args, "kubelet_ca_file", None) else None,
+            security=ClientSecurity.from_args(args),
         )

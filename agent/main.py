@@ -19,6 +19,8 @@ from agent.config import (DEFAULT_AGGREGATOR, DEFAULT_HTTP_LISTEN, DEFAULT_INTER
 from agent.recording import RecordingError
 from agent.runtime import Agent, AgentStartError
 from agent.tetragon import DEFAULT_EXPORT_FILE, DEFAULT_GRPC_ADDRESS
+from kubeattention.transport import TokenFileError
+from kubeattention.transport import add_arguments as add_transport_arguments
 
 log = logging.getLogger("agent")
 
@@ -60,6 +62,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tetragon-export", nargs="?", const=str(DEFAULT_EXPORT_FILE), default=None, metavar="FILE",
                         help="count process churn from Tetragon's JSON export file instead of its gRPC API; "
                              f"bare flag: {DEFAULT_EXPORT_FILE}")
+    add_transport_arguments(parser, "this node (identity spiffe://kubeattention/node/NODE_NAME)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         agent = Agent(config)
     except RecordingError as err:
         print(f"kubeattention agent: --replay: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except TokenFileError as err:
+        print(f"kubeattention agent: {err}", file=sys.stderr)
         return EXIT_CONFIG
 
     def on_signal(signum, _frame):

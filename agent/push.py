@@ -20,6 +20,7 @@ import grpc
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.store import LatestVector
 from agent.vector import NodeVector
+from kubeattention.transport import ClientSecurity, TokenFile, TokenFileError, metadata
 from kubeattention.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,16 @@ class Backoff:
         return base * (1.0 - self.jitter * rng.random())
 
 
+def backoff_for_interval(interval_s: float) -> Backoff:
+    """The agent's retry backoff: never longer than one push interval (nor DEFAULT_BACKOFF_CAP_S).
+
+    A restarted aggregator then hears from every agent within about two intervals, and a
+    fleet retrying at that pace pushes no faster than it does in steady state anyway.
+    """
+    cap = min(DEFAULT_BACKOFF_CAP_S, max(interval_s, DEFAULT_BACKOFF_INITIAL_S))
+    return Backoff(initial_s=min(DEFAULT_BACKOFF_INITIAL_S, cap), cap_s=cap)
+
+
 class Transport(Protocol):
     def push(self, message: telemetry_pb2.NodeTelemetry, timeout: float) -> telemetry_pb2.PushAck: ...
 
@@ -60,9 +71,11 @@ class Transport(Protocol):
 
 
 class GrpcTransport:
-    """TelemetryService.Push over one insecure channel; gRPC reconnects underneath."""
+    """TelemetryService.Push over one channel (TLS, mTLS and/or a bearer token as ``security``
+    says; plaintext only with ``insecure=True``); gRPC reconnects underneath."""
 
-    def __init__(self, target: str, backoff: Backoff):
+    def __init__(self, target: str, backoff: Backoff, security: ClientSecurity):
+        security.check()
         # Keep gRPC's own reconnect backoff in line with ours, or a restarted aggregator
         # could be ignored for up to gRPC's default 120 s.
         options = [
@@ -70,14 +83,33 @@ class GrpcTransport:
             ("grpc.min_reconnect_backoff_ms", int(backoff.initial_s * 1000)),
             ("grpc.max_reconnect_backoff_ms", int(backoff.cap_s * 1000)),
         ]
-        self.channel = grpc.insecure_channel(target, options=options)
+        self.channel = security.channel(target, options=options)
         self.stub = telemetry_pb2_grpc.TelemetryServiceStub(self.channel)
+        self.tokens: TokenFile | None = security.token_source()
 
     def push(self, message: telemetry_pb2.NodeTelemetry, timeout: float) -> telemetry_pb2.PushAck:
-        return self.stub.Push(message, timeout=timeout)
+        try:
+            md = metadata(self.tokens)  # re-reads a rotated token file
+        except TokenFileError as e:
+            raise PushCredentialsError(str(e)) from None
+        return self.stub.Push(message, timeout=timeout, metadata=md)
 
     def close(self) -> None:
         self.channel.close()
+
+
+class PushCredentialsError(grpc.RpcError):
+    """The bearer token file could not be read: a failed push, retried like an unreachable aggregator."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAUTHENTICATED
+
+    def details(self) -> str:
+        return self.message
 
 
 def describe_rpc_error(err: grpc.RpcError) -> str:
@@ -92,7 +124,7 @@ class Pusher(threading.Thread):
     def __init__(self, target: str, store: LatestVector, *, deadline_s: float = DEFAULT_PUSH_DEADLINE_S,
                  backoff: Backoff = Backoff(), on_result: Callable[[bool, float], None] | None = None,
                  clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
-                 transport: Transport | None = None):
+                 transport: Transport | None = None, security: ClientSecurity | None = None):
         super().__init__(name="pusher", daemon=True)
         self.target = target
         self.store = store
@@ -101,7 +133,9 @@ class Pusher(threading.Thread):
         self.on_result = on_result or (lambda ok, at: None)
         self.clock = clock
         self.rng = rng or random.Random()
-        self.transport = transport or GrpcTransport(target, backoff)
+        if transport is None and security is None:
+            raise ValueError("Pusher: pass security=ClientSecurity(...) (TLS, token, or insecure=True) or a transport")
+        self.transport = transport or GrpcTransport(target, backoff, security)
         self._stop_event = threading.Event()
         self.failures = 0
         """Consecutive failed pushes (0 while the aggregator answers)."""

@@ -23,7 +23,7 @@ from agent.collectors import default_collectors
 from agent.config import AgentConfig
 from agent.exposition import AgentMetrics
 from agent.http_app import build_app
-from agent.push import Pusher
+from agent.push import Pusher, backoff_for_interval
 from agent.replay import ReplaySource
 from agent.store import LatestVector
 from agent.attribution import Attribution
@@ -145,7 +145,8 @@ class Agent:
             access_log=False, lifespan="off"))
         self._http_thread = threading.Thread(target=self.server.run, name="http", daemon=True)
         self.pusher = Pusher(config.aggregator, self.store, on_result=self.metrics.record_push,
-                             clock=clock) if config.push_enabled else None
+                             clock=clock, security=config.security,
+                             backoff=backoff_for_interval(config.interval_s)) if config.push_enabled else None
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -163,7 +164,11 @@ class Agent:
             what = f"replaying {len(self.source)} vectors of {self.source.label!r} from {self.config.replay}"
         else:
             what = "collecting this machine"
-        push = f"pushing to {self.config.aggregator}" if self.pusher else "pushing disabled"
+        push = f"pushing to {self.config.aggregator} over {self.config.security.describe()}" if self.pusher \
+            else "pushing disabled"
+        if self.pusher and self.config.security.insecure:
+            log.warning("--insecure: pushing to %s in plaintext; anyone on the path can read the telemetry and "
+                        "forge pushes unless the aggregator authenticates them", self.config.aggregator)
         log.info("agent %s for node %s: %s every %g s; serving http://%s/metrics; %s", __version__,
                  self.config.node_name, what, self.config.interval_s, self.config.http_listen, push)
 

@@ -103,6 +103,9 @@ class BatchScorer:
 
     def score(self, pod: PodContext, names: list[str]) -> BatchResult:
         t0 = time.perf_counter()
+        # One read of the reference: a model swapped in meanwhile (aggregator.model_reload)
+        # serves the next call; this one finishes on, and names, the model it started with.
+        model = self.model
         profile = pod.resolved_profile()
         now = self.clock_ms()
         g = self.snapshot.gather(names)
@@ -114,33 +117,34 @@ class BatchScorer:
             age[~g.known] = -1
         try:
             if all_fresh:
-                scores, conf, slowdown, reasons = self._score_fresh(pod, profile, g, None)
+                scores, conf, slowdown, reasons = self._score_fresh(model, pod, profile, g, None)
                 status = np.full(n, _SCORED, dtype=np.int64)
             else:
-                scores, conf, slowdown, reasons, status = self._score_some(pod, profile, names, g, fresh, age)
+                scores, conf, slowdown, reasons, status = self._score_some(model, pod, profile, names, g, fresh,
+                                                                            age)
             spent = time.perf_counter() - t0
             if spent > self.budget_s:
-                return self._fallback(names, profile, age, t0,
+                return self._fallback(model, names, profile, age, t0,
                                       f"scoring took {spent * 1000:.1f} ms, over the {self.budget_s * 1000:g} ms "
                                       "budget: neutral fallback", budget=True)
         except Exception as e:  # the model or the math failed: answer neutrally, say so, count it
             log.exception("BatchScore failed; answering with the fallback")
-            return self._fallback(names, profile, age, t0, f"scoring failed ({type(e).__name__}: {e}): neutral fallback",
-                                  budget=False)
-        return self._result(names, scores, conf, slowdown, status, age, reasons, profile, t0)
+            return self._fallback(model, names, profile, age, t0,
+                                  f"scoring failed ({type(e).__name__}: {e}): neutral fallback", budget=False)
+        return self._result(model, names, scores, conf, slowdown, status, age, reasons, profile, t0)
 
-    def _score_fresh(self, pod: PodContext, profile: Profile, g, idx):
+    def _score_fresh(self, model, pod: PodContext, profile: Profile, g, idx):
         """Score the fresh rows (all of them when ``idx`` is None): one ONNX call."""
         if idx is None:
             x, conf, records = g.x, g.conf[:, profile - 1], g.records
         else:
             x, conf, records = g.x[idx], g.conf[idx, profile - 1], [g.records[i] for i in idx.tolist()]
         x[:, NUM_METRICS:] = self._pod_features(pod)
-        pred = self.model.predict_slowdown(x)
+        pred = model.predict_slowdown(x)
         reasons = self.reasons.texts(records, profile, self.snapshot.fleet_median)
         return scoring.scores_from_slowdown(pred), conf, pred, reasons
 
-    def _score_some(self, pod, profile, names, g, fresh, age):
+    def _score_some(self, model, pod, profile, names, g, fresh, age):
         n = len(names)
         scores = np.full(n, scoring.FALLBACK_SCORE)
         conf = np.zeros(n)
@@ -149,7 +153,7 @@ class BatchScorer:
         status = np.where(fresh, _SCORED, np.where(g.known, _STALE, _UNKNOWN)).astype(np.int64)
         idx = np.flatnonzero(fresh)
         if idx.size:
-            s, c, sl, r = self._score_fresh(pod, profile, g, idx)
+            s, c, sl, r = self._score_fresh(model, pod, profile, g, idx)
             scores[idx], conf[idx], slowdown[idx] = s, c, sl
             for i, text in zip(idx.tolist(), r):
                 reasons[i] = text
@@ -171,19 +175,19 @@ class BatchScorer:
             feats = self._pod_cache[key] = pod_features(pod)
         return feats
 
-    def _fallback(self, names, profile, age, t0, reason: str, budget: bool) -> BatchResult:
+    def _fallback(self, model, names, profile, age, t0, reason: str, budget: bool) -> BatchResult:
         n = len(names)
         if self.metrics is not None:
             (self.metrics.fallback_budget if budget else self.metrics.fallback_error).inc()
-        return self._result(names, np.full(n, scoring.FALLBACK_SCORE), np.zeros(n), np.full(n, np.nan),
+        return self._result(model, names, np.full(n, scoring.FALLBACK_SCORE), np.zeros(n), np.full(n, np.nan),
                             np.full(n, _FALLBACK, dtype=np.int64), age, [reason] * n, profile, t0)
 
-    def _result(self, names, scores, conf, slowdown, status, age, reasons, profile, t0) -> BatchResult:
+    def _result(self, model, names, scores, conf, slowdown, status, age, reasons, profile, t0) -> BatchResult:
         if self.metrics is not None:
             for st, count in enumerate(np.bincount(status, minlength=5).tolist()):
                 if count:
                     self.metrics.node_scores[_STATUS_LABELS[st]].inc(count)
         return BatchResult(names=names, scores=scores, confidence=conf, slowdown=slowdown, status=status,
                            age_ms=age, reasons=reasons, profile=profile,
-                           model_version=self.model.version,
+                           model_version=model.version,
                            elapsed_us=int((time.perf_counter() - t0) * 1e6))

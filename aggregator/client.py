@@ -36,6 +36,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aggregator.batch import Status
+from kubeattention.transport import ClientSecurity, TokenFileError, metadata
 from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc
 from scorer.schema import PodContext, Profile, QoS
 from scorer.scoring import FALLBACK_SCORE
@@ -244,20 +245,28 @@ class Transport(Protocol):
 
 
 class GrpcTransport:
-    """ScoringService.BatchScore over one long-lived insecure channel; gRPC reconnects underneath.
+    """ScoringService.BatchScore over one long-lived channel, secured as ``security`` says (TLS,
+    a client certificate, a bearer token re-read when its file changes; plaintext only with
+    ``insecure=True``); gRPC reconnects underneath.
 
     The channel is replaced only before a half-open trial: a channel that saw the
     aggregator die sits in gRPC's reconnect backoff and fails calls at once until its next
     attempt, so a trial on it could fail against an aggregator that is already back.
     """
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, security: ClientSecurity):
+        try:
+            security.check()
+            self._tokens = security.token_source()
+        except (ValueError, TokenFileError) as e:
+            raise ClientConfigError(f"security: {e}") from None
         self.address = address
+        self.security = security
         self._lock = threading.Lock()
         self._channel, self._stub = self._open()
 
     def _open(self):
-        channel = grpc.insecure_channel(self.address, options=[
+        channel = self.security.channel(self.address, options=[
             ("grpc.initial_reconnect_backoff_ms", int(RECONNECT_BACKOFF_INITIAL_S * 1000)),
             ("grpc.max_reconnect_backoff_ms", int(RECONNECT_BACKOFF_MAX_S * 1000)),
             ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
@@ -269,7 +278,7 @@ class GrpcTransport:
         return channel, scoring_pb2_grpc.ScoringServiceStub(channel)
 
     def batch_score(self, request: scoring_pb2.BatchScoreRequest, timeout: float) -> scoring_pb2.BatchScoreResponse:
-        return self._stub.BatchScore(request, timeout=timeout)
+        return self._stub.BatchScore(request, timeout=timeout, metadata=metadata(self._tokens))
 
     def reconnect(self) -> None:
         with self._lock:
@@ -480,7 +489,9 @@ class ScoringClient:
     """BatchScore with a deadline, a neutral fallback and a circuit breaker. Thread-safe:
     share one client (one channel) across a scheduler's threads. ::
 
-        client = ScoringClient("kubeattention-aggregator:50051", registry=prometheus_client.REGISTRY)
+        client = ScoringClient("kubeattention-aggregator.kubeattention-system.svc:50051",
+                               security=ClientSecurity(tls_ca="ca.pem", tls_cert="scheduler.pem", tls_key="scheduler-key.pem"),
+                               registry=prometheus_client.REGISTRY)
         result = client.score(PodContext(cpu_request_cores=0.5, profile=Profile.LATENCY_CRITICAL), nodes)
         result.best().name, result.fallback, result.fallback_reason
 
@@ -488,20 +499,25 @@ class ScoringClient:
     under 1 ms acts as up to 1 ms). ``failure_threshold`` consecutive failures open the
     circuit for ``cooldown_s``. ``registry`` receives the ``kubeattention_client_*`` metrics
     (a private registry when None; one client per registry). ``clock`` (monotonic seconds)
-    times the cool-down and the call-duration histogram. ``transport`` replaces gRPC (tests).
+    times the cool-down and the call-duration histogram. ``security`` says how to reach the
+    aggregator (``ClientSecurity(tls_ca=..., tls_cert=..., tls_key=..., token_file=...)``, or
+    ``ClientSecurity(insecure=True)`` for plaintext); required unless ``transport`` replaces gRPC (tests).
     """
 
     def __init__(self, address: str, *, deadline_s: float = DEFAULT_DEADLINE_S,
                  failure_threshold: int = DEFAULT_FAILURE_THRESHOLD, cooldown_s: float = DEFAULT_COOLDOWN_S,
                  registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.monotonic,
-                 transport: Transport | None = None):
+                 transport: Transport | None = None, security: ClientSecurity | None = None):
         _check_config(deadline_s, failure_threshold, cooldown_s)
+        if transport is None and security is None:
+            raise ClientConfigError("security: say how to reach the aggregator: ClientSecurity(tls_ca=..., "
+                                    "[tls_cert=..., tls_key=...], [token_file=...]) or ClientSecurity(insecure=True)")
         self.address = address
         self.deadline_s = float(deadline_s)
         self.metrics = ClientMetrics(registry)
         self.breaker = CircuitBreaker(failure_threshold, float(cooldown_s), clock, self.metrics.state_changed)
         self._clock = clock
-        self._transport = transport if transport is not None else GrpcTransport(address)
+        self._transport = transport if transport is not None else GrpcTransport(address, security)
         self._closed = False
 
     @property

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
+from aggregator import security
+from aggregator.auth import DEFAULT_AGENT_SERVICEACCOUNT
 from aggregator.errors import ConfigError
-from aggregator.store import DEFAULT_HISTORY_MAXLEN, DEFAULT_NODE_TTL_S, DEFAULT_PREFIX
+from aggregator.store import DEFAULT_HISTORY_MAXLEN, DEFAULT_NODE_TTL_S, DEFAULT_PREFIX, cluster_nodes, is_cluster_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_GRPC_LISTEN = "0.0.0.0:50051"
@@ -16,6 +18,11 @@ DEFAULT_BUDGET_MS = 45.0
 DEFAULT_MAX_CANDIDATES = 5_000
 DEFAULT_RESYNC_INTERVAL_S = 2.0
 DEFAULT_GRPC_WORKERS = 8
+#: Where the served model comes from: "redis" follows ka:model:{active} (kubeattention model
+#: publish) with --model as the fallback until one is published; "file" pins --model.
+MODEL_SOURCES = ("redis", "file")
+DEFAULT_MODEL_SOURCE = "redis"
+DEFAULT_MODEL_CHECK_INTERVAL_S = 5.0
 
 
 def parse_listen(text: str, field: str) -> tuple[str, int]:
@@ -31,6 +38,8 @@ class AggregatorConfig:
     grpc_listen: str = DEFAULT_GRPC_LISTEN
     http_listen: str = DEFAULT_HTTP_LISTEN
     model_path: str | None = None
+    model_source: str = DEFAULT_MODEL_SOURCE
+    model_check_interval_s: float = DEFAULT_MODEL_CHECK_INTERVAL_S
     max_staleness_ms: int = DEFAULT_MAX_STALENESS_MS
     budget_ms: float = DEFAULT_BUDGET_MS
     max_candidates: int = DEFAULT_MAX_CANDIDATES
@@ -42,6 +51,14 @@ class AggregatorConfig:
     shadow: bool = False
     annotate_pods: bool = False
     kubeconfig: str | None = None
+    # transport security and authentication (aggregator/security.py)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    auth_token_file: str | None = None
+    auth_tokenreview: bool = False
+    auth_agent_serviceaccount: str = DEFAULT_AGENT_SERVICEACCOUNT
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -50,15 +67,24 @@ class AggregatorConfig:
                 parse_listen(value, f"--{name.replace('_', '-')}")
             except ValueError as e:
                 problems.append(str(e))
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            problems.append(f"--redis-url: {self.redis_url!r} must start with redis://, rediss:// or unix://")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://",
+                                          "rediss+cluster://")):
+            problems.append(f"--redis-url: {self.redis_url!r} must start with redis://, rediss://, unix:// or "
+                            "(Redis Cluster) redis+cluster://HOST:PORT[,HOST:PORT...]")
+        elif is_cluster_url(self.redis_url):
+            try:
+                cluster_nodes(self.redis_url)
+            except ValueError as e:
+                problems.append(str(e))
         positive = {"max_staleness_ms": self.max_staleness_ms, "budget_ms": self.budget_ms,
                     "max_candidates": self.max_candidates, "node_ttl_s": self.node_ttl_s,
                     "history_maxlen": self.history_maxlen, "resync_interval_s": self.resync_interval_s,
-                    "grpc_workers": self.grpc_workers}
+                    "grpc_workers": self.grpc_workers, "model_check_interval_s": self.model_check_interval_s}
         for name, value in positive.items():
             if not value > 0:
                 problems.append(f"--{name.replace('_', '-')}: must be > 0, got {value}")
+        if self.model_source not in MODEL_SOURCES:
+            problems.append(f"--model-source: {self.model_source!r} is not one of {', '.join(MODEL_SOURCES)}")
         if self.node_ttl_s * 1000 < self.max_staleness_ms:
             problems.append(f"--node-ttl-s: {self.node_ttl_s} s expires telemetry before it turns stale "
                             f"(--max-staleness-ms {self.max_staleness_ms}); stale nodes would look unknown")
@@ -66,15 +92,25 @@ class AggregatorConfig:
             problems.append("--annotate-pods: only with --shadow (in active mode the scheduler acts on the scores)")
         if not self.key_prefix or any(c in self.key_prefix for c in "{} "):
             problems.append(f"--key-prefix: {self.key_prefix!r} must be non-empty, without braces or spaces")
+        problems.extend(security.problems(self))
         if problems:
             raise ConfigError("invalid aggregator configuration:\n  " + "\n  ".join(problems))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis to keep telemetry in (default {DEFAULT_REDIS_URL})")
+    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis to keep telemetry in (default {DEFAULT_REDIS_URL}); a Redis Cluster as "
+                        "redis+cluster://HOST:PORT[,HOST:PORT...]")
     p.add_argument("--grpc-listen", default=DEFAULT_GRPC_LISTEN, help=f"gRPC Push/BatchScore address (default {DEFAULT_GRPC_LISTEN})")
     p.add_argument("--http-listen", default=DEFAULT_HTTP_LISTEN, help=f"HTTP /metrics, /v1/nodes, probes (default {DEFAULT_HTTP_LISTEN})")
-    p.add_argument("--model", dest="model_path", default=None, help="ONNX model file (default: the model shipped in scorer/models/)")
+    p.add_argument("--model", dest="model_path", default=None, help="ONNX model file (default: the model shipped in scorer/models/); "
+                   "with --model-source redis, served until a model is published in Redis")
+    p.add_argument("--model-source", choices=MODEL_SOURCES, default=DEFAULT_MODEL_SOURCE,
+                   help=f"redis: serve the model published with `kubeattention model publish` (ka:model:{{active}}) and "
+                        f"switch to each new one without a restart; file: serve --model only "
+                        f"(default {DEFAULT_MODEL_SOURCE})")
+    p.add_argument("--model-check-interval-s", type=float, default=DEFAULT_MODEL_CHECK_INTERVAL_S,
+                   help=f"with --model-source redis: how often to look for a new model besides pub/sub "
+                        f"(default {DEFAULT_MODEL_CHECK_INTERVAL_S:g})")
     p.add_argument("--max-staleness-ms", type=int, default=DEFAULT_MAX_STALENESS_MS,
                    help=f"telemetry older than this is never scored (default {DEFAULT_MAX_STALENESS_MS})")
     p.add_argument("--budget-ms", type=float, default=DEFAULT_BUDGET_MS,
@@ -97,7 +133,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --shadow: also write kubeattention.io/recommended-node, /score, /reason on the pod "
                         "through the Kubernetes API")
     p.add_argument("--kubeconfig", default=None,
-                   help="for --annotate-pods outside a cluster (default: in-cluster config)")
+                   help="for --annotate-pods and --auth-tokenreview outside a cluster (default: in-cluster config)")
+    security.add_arguments(p)
 
 
 def from_args(args: argparse.Namespace) -> AggregatorConfig:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import redis
 
 from aggregator.errors import StoreUnavailable
+from aggregator.store import REDIS_ERRORS
 
 _log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class DecisionLog:
     def append(self, d: Decision) -> str:
         try:
             return self.client.xadd(self.key, d.to_fields(), maxlen=self.maxlen, approximate=True)
-        except redis.RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"cannot record decision in {self.key}: {e}") from e
 
     def read(self, since_id: str = "-", count: int = 10_000) -> list[tuple[str, Decision]]:
@@ -132,7 +133,7 @@ class DecisionLog:
         start = since_id if since_id == "-" else f"({since_id}"
         try:
             entries = self.client.xrange(self.key, min=start, count=count)
-        except redis.RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"cannot read {self.key}: {e}") from e
         out = []
         for entry_id, fields in entries:
@@ -146,7 +147,7 @@ class DecisionLog:
         """The newest decision for this pod (by uid when known, else namespace/name)."""
         try:
             entries = self.client.xrevrange(self.key, count=scan)
-        except redis.RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"cannot read {self.key}: {e}") from e
         for _id, fields in entries:
             if (pod_uid and fields.get("pod_uid") == pod_uid) or (

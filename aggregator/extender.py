@@ -74,18 +74,21 @@ def parse_args(body: Any, max_candidates: int) -> ExtenderArgs:
     nodes = _field(body, "Nodes", "nodes")
     if names is None and nodes is None:
         raise InvalidInput("NodeNames", "neither NodeNames nor Nodes given")
+    if nodes is not None:  # checked even beside NodeNames: filter answers with the list it was sent
+        if not isinstance(nodes, dict) or not isinstance(nodes.get("items", []), list):
+            raise InvalidInput("Nodes", "must be a v1.NodeList with an items list")
+        listed = []
+        for i, item in enumerate(nodes.get("items") or []):
+            metadata = item.get("metadata") if isinstance(item, dict) else None
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            if not isinstance(name, str) or not name:
+                raise InvalidInput(f"Nodes.items[{i}].metadata.name", "absent or empty")
+            listed.append(name)
     if names is not None:
         if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
             raise InvalidInput("NodeNames", "must be a list of non-empty node names")
     else:
-        if not isinstance(nodes, dict) or not isinstance(nodes.get("items", []), list):
-            raise InvalidInput("Nodes", "must be a v1.NodeList with an items list")
-        names = []
-        for i, item in enumerate(nodes.get("items") or []):
-            name = ((item or {}).get("metadata") or {}).get("name") if isinstance(item, dict) else None
-            if not isinstance(name, str) or not name:
-                raise InvalidInput(f"Nodes.items[{i}].metadata.name", "absent or empty")
-            names.append(name)
+        names = listed
     if len(names) > max_candidates:
         raise InvalidInput("NodeNames", f"{len(names)} candidates exceed the limit of {max_candidates} "
                                         "(aggregator flag --max-candidates)")
@@ -94,7 +97,11 @@ def parse_args(body: Any, max_candidates: int) -> ExtenderArgs:
 
 def max_slowdown(pod: dict) -> float | None:
     """The pod's tolerance from its annotation, or None. Raises InvalidInput when unparsable."""
-    text = ((pod.get("metadata") or {}).get("annotations") or {}).get(MAX_SLOWDOWN_ANNOTATION)
+    metadata = pod.get("metadata") or {}
+    annotations = (metadata.get("annotations") if isinstance(metadata, dict) else None) or {}
+    if not isinstance(metadata, dict) or not isinstance(annotations, dict):
+        raise InvalidInput("Pod.metadata.annotations", "expected metadata and its annotations as JSON objects")
+    text = annotations.get(MAX_SLOWDOWN_ANNOTATION)
     if text is None:
         return None
     try:

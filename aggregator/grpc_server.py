@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from concurrent import futures
 from typing import Callable
 
@@ -16,25 +17,41 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from aggregator.auth import Authenticator, AuthError, abort_grpc, authorize_push, authorize_score, grpc_principal
 from aggregator.batch import BatchScorer
 from aggregator.errors import InvalidInput, StoreUnavailable
 from aggregator.snapshot import Snapshot
 from aggregator.store import RedisStore
+from aggregator.tls import ServerTLS
 from aggregator.validate import validate_batch, validate_telemetry
 from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+#: Calls admitted at once (running or waiting for a handler thread), per handler thread. Past
+#: that, gRPC answers RESOURCE_EXHAUSTED at once: an overloaded aggregator sheds pushes (the
+#: agents retry) instead of queueing calls until their deadlines pass and then working on
+#: calls nobody waits for any more, which starves BatchScore too.
+QUEUED_RPCS_PER_WORKER = 4
 
 #: Largest request accepted (bytes): 5 000 candidates of 253-character names fit with room.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
-    def __init__(self, store: RedisStore, snapshot: Snapshot, clock_ms: Callable[[], int], metrics):
+    def __init__(self, store: RedisStore, snapshot: Snapshot, clock_ms: Callable[[], int], metrics,
+                 auth: Authenticator | None = None):
         self.store, self.snapshot, self.clock_ms, self.metrics = store, snapshot, clock_ms, metrics
+        self.auth = auth or Authenticator()
 
     def Push(self, request, context):
         received = self.clock_ms()
+        if self.auth.enabled:
+            try:  # before validation: who may not push learns nothing about what would be accepted
+                authorize_push(grpc_principal(self.auth, context), request.node_name)
+            except AuthError as e:
+                _count_refusal(self.metrics, "push", e)
+                abort_grpc(context, e)
         try:
             rec = validate_telemetry(request, received)
         except InvalidInput as e:
@@ -54,10 +71,17 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
 
 
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
-    def __init__(self, scorer: BatchScorer, max_candidates: int, metrics):
+    def __init__(self, scorer: BatchScorer, max_candidates: int, metrics, auth: Authenticator | None = None):
         self.scorer, self.max_candidates, self.metrics = scorer, max_candidates, metrics
+        self.auth = auth or Authenticator()
 
     def BatchScore(self, request, context):
+        if self.auth.enabled:
+            try:
+                authorize_score(grpc_principal(self.auth, context))
+            except AuthError as e:
+                _count_refusal(self.metrics, "batchscore", e)
+                abort_grpc(context, e)
         with self.metrics.duration.time():
             try:
                 pod, names = validate_batch(request, self.max_candidates)
@@ -67,6 +91,23 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             result = self.scorer.score(pod, names)
             self.metrics.req_ok.inc()
             return to_proto(result)
+
+
+#: A refusal with the same message is logged at most this often (a misconfigured agent retries every few seconds).
+REFUSAL_LOG_INTERVAL_S = 60.0
+_refusals_logged: dict[str, float] = {}
+
+
+def _count_refusal(metrics, endpoint: str, err: AuthError) -> None:
+    counter = getattr(metrics, "auth_refusals", None)
+    if counter is not None:
+        counter.labels(endpoint, err.grpc_code.lower()).inc()
+    key, now = f"{endpoint}: {err}", time.monotonic()
+    if now - _refusals_logged.get(key, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
+        if len(_refusals_logged) > 1000:
+            _refusals_logged.clear()
+        _refusals_logged[key] = now
+        log.warning("%s refused (%s): %s", endpoint, err.grpc_code, err)
 
 
 def to_proto(result) -> scoring_pb2.BatchScoreResponse:
@@ -81,10 +122,13 @@ def to_proto(result) -> scoring_pb2.BatchScoreResponse:
     return resp
 
 
-def build_server(listen: str, telemetry: TelemetryServicer, scoring: ScoringServicer, workers: int):
-    """A grpc.Server with both services, grpc.health.v1 and reflection. Returns (server, port, health)."""
+def build_server(listen: str, telemetry: TelemetryServicer, scoring: ScoringServicer, workers: int,
+                 tls: ServerTLS | None = None):
+    """A grpc.Server with both services, grpc.health.v1 and reflection, over TLS when ``tls``
+    is given. Returns (server, port, health)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        maximum_concurrent_rpcs=workers * QUEUED_RPCS_PER_WORKER,
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0),
@@ -103,7 +147,7 @@ def build_server(listen: str, telemetry: TelemetryServicer, scoring: ScoringServ
     for svc in ("",) + services:
         health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(services + (health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen)
+    port = server.add_secure_port(listen, tls.grpc_credentials()) if tls else server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"--grpc-listen {listen}: cannot bind (address in use or not local)")
     return server, port, health_servicer

@@ -14,7 +14,8 @@ from scorer.schema import METRICS
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis to read (default {DEFAULT_REDIS_URL})")
+    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis to read (default {DEFAULT_REDIS_URL}); a Redis Cluster as "
+                                        "redis+cluster://HOST:PORT[,HOST:PORT...]")
     p.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
     p.add_argument("--max-staleness-ms", type=int, default=DEFAULT_MAX_STALENESS_MS,
                    help="age above which a node is marked stale (default %(default)s)")
@@ -33,9 +34,9 @@ def format_node(doc: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = RedisStore(args.redis_url, args.key_prefix)
     now = time.time_ns() // 1_000_000
     try:
+        store = RedisStore(args.redis_url, args.key_prefix)
         if args.node:
             rec = store.read_node(args.node)
             if rec is None:

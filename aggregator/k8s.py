@@ -72,16 +72,34 @@ class KubeConfigError(Exception):
 # ------------------------------------------------------------------------- small readers
 
 
+def mapping(value, field: str) -> Mapping:
+    """``value`` as an object; absent/null/empty -> {}. Raises ValueError naming the field otherwise
+    (a pod body from a scheduler is JSON of any shape)."""
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{field}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def sequence(value, field: str) -> list:
+    if not value:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{field}: expected a list, got {type(value).__name__}")
+    return value
+
+
 def meta(obj: Mapping) -> Mapping:
-    return obj.get("metadata") or {}
+    return mapping(obj.get("metadata"), "metadata")
 
 
 def spec(obj: Mapping) -> Mapping:
-    return obj.get("spec") or {}
+    return mapping(obj.get("spec"), "spec")
 
 
 def status(obj: Mapping) -> Mapping:
-    return obj.get("status") or {}
+    return mapping(obj.get("status"), "status")
 
 
 def pod_key(pod: Mapping) -> str:
@@ -108,6 +126,7 @@ def zero_resources() -> Resources:
 
 def _quantities(values: Mapping | None, field: str) -> Resources:
     out: Resources = {}
+    values = mapping(values, field)
     for r in COMPUTE_RESOURCES:
         if values and values.get(r) is not None:
             out[r] = parse_quantity(values[r], f"{field}.{r}")
@@ -116,7 +135,7 @@ def _quantities(values: Mapping | None, field: str) -> Resources:
 
 def _container_resources(c: Mapping, field: str) -> tuple[Resources, Resources]:
     """(requests, limits) of one container, with the API's defaulting of requests from limits."""
-    res = c.get("resources") or {}
+    res = mapping(c.get("resources"), f"{field}.resources")
     limits = _quantities(res.get("limits"), f"{field}.resources.limits")
     requests = _quantities(res.get("requests"), f"{field}.resources.requests")
     for r, q in limits.items():
@@ -125,7 +144,12 @@ def _container_resources(c: Mapping, field: str) -> tuple[Resources, Resources]:
 
 
 def _containers(pod: Mapping, kind: str) -> list[tuple[Mapping, str]]:
-    return [(c, f"spec.{kind}[{c.get('name') or i}]") for i, c in enumerate(spec(pod).get(kind) or [])]
+    out = []
+    for i, c in enumerate(sequence(spec(pod).get(kind), f"spec.{kind}")):
+        c = mapping(c, f"spec.{kind}[{i}]")
+        name = c.get("name")
+        out.append((c, f"spec.{kind}[{name if isinstance(name, str) and name else i}]"))
+    return out
 
 
 def add_resources(into: Resources, other: Resources) -> None:
@@ -159,7 +183,7 @@ def pod_requests(pod: Mapping) -> Resources:
             add_resources(needed, sidecars)
         max_resources(init_max, needed)
     max_resources(reqs, init_max)
-    pod_level = spec(pod).get("resources") or {}
+    pod_level = mapping(spec(pod).get("resources"), "spec.resources")
     pod_req, pod_lim = (_quantities(pod_level.get("requests"), "spec.resources.requests"),
                         _quantities(pod_level.get("limits"), "spec.resources.limits"))
     for r in COMPUTE_RESOURCES:
@@ -171,7 +195,7 @@ def pod_requests(pod: Mapping) -> Resources:
 
 def compute_qos(pod: Mapping) -> QoS:
     """Kubernetes' ComputePodQOS over cpu and memory (pod-level resources when the pod sets them)."""
-    pod_level = spec(pod).get("resources") or {}
+    pod_level = mapping(spec(pod).get("resources"), "spec.resources")
     if pod_level.get("requests") or pod_level.get("limits"):
         units = [({"resources": pod_level}, "spec.resources")]
     else:
@@ -196,14 +220,17 @@ def compute_qos(pod: Mapping) -> QoS:
 
 def pod_qos(pod: Mapping) -> QoS:
     """``status.qosClass`` when the API server set it (it always does on create), else computed."""
-    return QOS_BY_NAME.get(status(pod).get("qosClass") or "") or compute_qos(pod)
+    given = status(pod).get("qosClass")
+    return (QOS_BY_NAME.get(given) if isinstance(given, str) else None) or compute_qos(pod)
 
 
 def pod_profile(pod: Mapping) -> Profile | None:
-    text = (meta(pod).get("annotations") or {}).get(PROFILE_ANNOTATION)
+    text = mapping(meta(pod).get("annotations"), "metadata.annotations").get(PROFILE_ANNOTATION)
     if text is None:
         return None
     try:
+        if not isinstance(text, str):
+            raise ValueError(f"expected a string, got {type(text).__name__}")
         return Profile.parse(text)
     except ValueError as e:
         log.warning("pod %s: annotation %s ignored, profile inferred instead: %s", pod_key(pod), PROFILE_ANNOTATION, e)

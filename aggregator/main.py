@@ -12,13 +12,16 @@ import time
 import uvicorn
 
 from aggregator import config as cfgmod
+from aggregator import security
 from aggregator.batch import BatchScorer
 from aggregator.decisions import DecisionLog, DecisionRecorder
 from aggregator.extender import Extender
-from aggregator.errors import ConfigError
+from aggregator.errors import ConfigError, StoreUnavailable
 from aggregator.grpc_server import ScoringServicer, TelemetryServicer, build_server
 from aggregator.http_app import build_app
 from aggregator.metrics import AggregatorMetrics, SnapshotCollector
+from aggregator.model_reload import start_model_source
+from aggregator.redis_access import RedisAccessError, check_redis_access
 from aggregator.refresher import Refresher
 from aggregator.snapshot import Snapshot
 from aggregator.store import RedisStore
@@ -79,18 +82,39 @@ def pod_annotator(cfg: cfgmod.AggregatorConfig):
 def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
     clock = wall_clock_ms
     metrics = AggregatorMetrics()
-    metrics.model_info.info({"version": model.version})
-    store = RedisStore(cfg.redis_url, cfg.key_prefix, cfg.node_ttl_s, cfg.history_maxlen)
+    try:
+        store = RedisStore(cfg.redis_url, cfg.key_prefix, cfg.node_ttl_s, cfg.history_maxlen)
+    except StoreUnavailable as e:  # only a Redis Cluster is contacted here: its client reads the slot map
+        log.error("cannot start: %s", e)
+        return 2
+    try:  # a wrong password or a too-narrow ACL is a configuration error: say so now, not per push
+        check_redis_access(store.client, cfg.key_prefix)
+    except RedisAccessError as e:
+        log.error("cannot start: %s", e)
+        store.close()
+        return 2
+    for warning in security.warnings(cfg):
+        log.warning("%s", warning)
+    try:
+        tls, auth = security.server_tls(cfg), security.authenticator(cfg)
+    except security.SecuritySetupError as e:
+        log.error("cannot start: %s", e)
+        store.close()
+        return 2
     snapshot = Snapshot()
     metrics.registry.register(SnapshotCollector(snapshot, clock, cfg.max_staleness_ms))
     refresher = Refresher(store, snapshot, interval_s=cfg.resync_interval_s, max_staleness_ms=cfg.max_staleness_ms,
                           clock_ms=clock, metrics=metrics)
     scorer = BatchScorer(snapshot, model, max_staleness_ms=cfg.max_staleness_ms, budget_ms=cfg.budget_ms,
                          clock_ms=clock, metrics=metrics)
+    # --model-source redis: the model published in ka:model:{active} wins over the file, and
+    # every later publish is swapped in without a restart (aggregator.model_reload).
+    model_reloader = start_model_source(cfg.model_source, model, store, cfg.key_prefix, cfg.model_check_interval_s,
+                                        metrics, install=lambda serving: setattr(scorer, "model", serving.model))
     try:
         server, grpc_port, health_servicer = build_server(
-            cfg.grpc_listen, TelemetryServicer(store, snapshot, clock, metrics),
-            ScoringServicer(scorer, cfg.max_candidates, metrics), cfg.grpc_workers)
+            cfg.grpc_listen, TelemetryServicer(store, snapshot, clock, metrics, auth),
+            ScoringServicer(scorer, cfg.max_candidates, metrics, auth), cfg.grpc_workers, tls)
     except (OSError, RuntimeError) as e:
         log.error("cannot start gRPC: %s", e)
         return 2
@@ -98,7 +122,7 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
     def ready() -> tuple[bool, str]:
         if not refresher.synced.is_set():
             return False, f"waiting for the first successful read of Redis at {store.where}"
-        return True, f"model {model.version}, {len(snapshot)} nodes in snapshot"
+        return True, f"model {scorer.model.version}, {len(snapshot)} nodes in snapshot"
 
     decisions = DecisionRecorder(DecisionLog(store.client, cfg.key_prefix),
                                  on_written=pod_annotator(cfg) if cfg.annotate_pods else None,
@@ -108,10 +132,10 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
     extender = Extender(scorer, pod_context, shadow=cfg.shadow, max_candidates=cfg.max_candidates,
                         record=decisions, clock_ms=clock)
     host, port = cfgmod.parse_listen(cfg.http_listen, "--http-listen")
-    app = build_app(snapshot, metrics.registry, clock, cfg.max_staleness_ms, ready, model.version,
-                    extender=extender, metrics=metrics)
+    app = build_app(snapshot, metrics.registry, clock, cfg.max_staleness_ms, ready, lambda: scorer.model.version,
+                    extender=extender, metrics=metrics, auth=auth)
     http = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                         lifespan="off"))
+                                         lifespan="off", **(tls.uvicorn_kwargs() if tls else {})))
     http.install_signal_handlers = lambda: None  # we own SIGTERM/SIGINT below
 
     stop = threading.Event()
@@ -124,13 +148,16 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
     gc.freeze()
     refresher.start()
     decisions.start()
+    if model_reloader is not None:
+        model_reloader.start()
     server.start()
     http_thread = threading.Thread(target=http.run, name="http", daemon=True)
     http_thread.start()
     log.info("aggregator up: gRPC %s (port %d), HTTP %s (extender %s at /scheduler/), Redis %s, model %s, "
              "staleness limit %d ms, budget %g ms", cfg.grpc_listen, grpc_port, cfg.http_listen,
-             "in SHADOW mode" if cfg.shadow else "active", store.where, model.version, cfg.max_staleness_ms,
+             "in SHADOW mode" if cfg.shadow else "active", store.where, scorer.model.version, cfg.max_staleness_ms,
              cfg.budget_ms)
+    log.info("transport security: %s", security.describe(cfg))
     code = 0
     while not stop.is_set():
         if not http_thread.is_alive():
@@ -145,6 +172,8 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
     http_thread.join(timeout=SHUTDOWN_GRACE_S)
     refresher.stop()
     decisions.stop()
+    if model_reloader is not None:
+        model_reloader.stop()
     store.close()
     log.info("aggregator stopped")
     return code

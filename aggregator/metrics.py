@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 
+from aggregator.model_store import REFUSAL_REASONS
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.045, 0.1, 0.25, 1.0)
 STATUSES = ("scored", "stale", "unknown_node", "fallback")
 
@@ -37,7 +39,16 @@ class AggregatorMetrics:
                                "When the snapshot last read Redis in full", registry=r)
         self.corrupt = Counter("kubeattention_aggregator_corrupt_records",
                                "Node hashes in Redis that could not be decoded", registry=r)
-        self.model_info = Info("kubeattention_aggregator_model", "The active scoring model", registry=r)
+        self.model_info = Info("kubeattention_aggregator_model",
+                               "The model answering BatchScore: version, source (file or redis), sha256 prefix",
+                               registry=r)
+        self.model_reloads = Counter("kubeattention_aggregator_model_reloads",
+                                     "Models swapped in from Redis without a restart", registry=r)
+        self.model_refused = Counter("kubeattention_aggregator_model_refused",
+                                     "Models in Redis refused (the previous model kept serving), by reason",
+                                     ["reason"], registry=r)
+        for reason in REFUSAL_REASONS:
+            self.model_refused.labels(reason)
         self.extender_requests = Counter("kubeattention_extender_requests", "Scheduler extender calls",
                                          ["verb", "result"], registry=r)
         self.extender_duration = Histogram("kubeattention_extender_duration_seconds",
@@ -46,6 +57,9 @@ class AggregatorMetrics:
         self.decisions_dropped = Counter("kubeattention_decisions_dropped",
                                          "Decisions not recorded in ka:decisions (queue full or Redis down)",
                                          registry=r)
+        self.auth_refusals = Counter("kubeattention_aggregator_auth_refusals",
+                                     "Calls refused for their identity (aggregator/auth.py), by endpoint "
+                                     "(push, batchscore, extender) and code", ["endpoint", "code"], registry=r)
 
 
 class SnapshotCollector:
@@ -63,3 +77,13 @@ class SnapshotCollector:
         g.add_metric(["fresh"], len(recs) - stale)
         g.add_metric(["stale"], stale)
         yield g
+        skewed = GaugeMetricFamily("kubeattention_aggregator_clock_skewed_nodes",
+                                   "Nodes whose receipt and collection stamps differ by more than "
+                                   "snapshot.CLOCK_SKEW_WARN_MS (agent clock off, or pushes delayed)")
+        skewed.add_metric([], self.snapshot.skewed_nodes())
+        yield skewed
+        if recs:  # no nodes, no skew to report (never a made-up 0)
+            worst = GaugeMetricFamily("kubeattention_aggregator_clock_skew_max_seconds",
+                                      "Largest |receipt - collection| over the nodes in the snapshot")
+            worst.add_metric([], max(abs(r.clock_skew_ms) for r in recs) / 1000)
+            yield worst

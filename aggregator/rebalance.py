@@ -45,6 +45,8 @@ from typing import Mapping
 import grpc
 
 from aggregator import k8s
+from kubeattention.transport import ClientSecurity, TokenFileError, metadata
+from kubeattention.transport import add_arguments as add_transport_arguments
 from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc
 from scorer.schema import PodContext
 
@@ -247,15 +249,17 @@ def pod_proto(ctx: PodContext) -> scoring_pb2.PodContext:
 class AggregatorScorer:
     """BatchScore over a plain stub with a deadline (no retries, no breaker: one round is short)."""
 
-    def __init__(self, address: str, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(self, address: str, timeout_s: float = DEFAULT_TIMEOUT_S, security: ClientSecurity | None = None):
+        security = security or ClientSecurity(insecure=True)
         self.address = address
         self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel(address)
+        self.channel = security.channel(address)
+        self.tokens = security.token_source()
         self.stub = scoring_pb2_grpc.ScoringServiceStub(self.channel)
 
     def score(self, ctx: PodContext, nodes: list[str]) -> tuple[list[Scored], str]:
         resp = self.stub.BatchScore(scoring_pb2.BatchScoreRequest(pod=pod_proto(ctx), node_names=nodes),
-                                    timeout=self.timeout_s)
+                                    timeout=self.timeout_s, metadata=metadata(self.tokens))
         return [Scored(s.node_name, float(s.score), STATUS_NAMES.get(s.status, str(s.status)), s.reason)
                 for s in resp.scores], resp.model_version
 
@@ -463,10 +467,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                    help=f"BatchScore deadline in seconds (default {DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_transport_arguments(p, "the rebalancer (a scheduler identity)")
 
 
 def run(args: argparse.Namespace) -> int:
     problems = []
+    security = ClientSecurity.from_args(args)
+    problems.extend(security.problems())
     try:
         cfg = RebalanceConfig(aggregator=args.aggregator, gap=args.gap, floor=args.floor, max_moves=args.max_moves,
                               evict=args.evict, events=args.events, timeout_s=args.timeout)
@@ -482,7 +489,11 @@ def run(args: argparse.Namespace) -> int:
     from kubernetes import client
 
     core = client.CoreV1Api(api)
-    scorer = AggregatorScorer(cfg.aggregator, cfg.timeout_s)
+    try:
+        scorer = AggregatorScorer(cfg.aggregator, cfg.timeout_s, security)
+    except TokenFileError as e:
+        print(f"kubeattention rebalance: {e}", file=sys.stderr)
+        return 2
     try:
         plan = plan_round(core, scorer, cfg)
     except RebalanceError as e:

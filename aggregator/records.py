@@ -50,6 +50,12 @@ class NodeRecord:
         return now_ms - min(self.collected_at_ms, self.received_at_ms)
 
     @property
+    def clock_skew_ms(self) -> int:
+        """Receipt minus collection: positive when the agent's clock is behind ours (or the push was
+        delayed), negative when it is ahead. Transit time is part of it (milliseconds on a LAN)."""
+        return self.received_at_ms - self.collected_at_ms
+
+    @property
     def missing(self) -> list[str]:
         return [m.name for m in METRICS if not self.mask[m.index]]
 
@@ -61,6 +67,7 @@ class NodeRecord:
             "stale": age > max_staleness_ms,
             "collected_at_ms": self.collected_at_ms,
             "received_at_ms": self.received_at_ms,
+            "clock_skew_ms": self.clock_skew_ms,
             "schema_version": self.schema_version,
             "agent_version": self.agent_version,
             "metrics": [

@@ -19,16 +19,18 @@ import threading
 import time
 from typing import Callable
 
-import redis
-
 from aggregator.errors import StoreUnavailable
 from aggregator.snapshot import Snapshot
-from aggregator.store import CorruptRecord, RedisStore
+from aggregator.store import REDIS_ERRORS, CorruptRecord, RedisStore
 
 log = logging.getLogger(__name__)
 
 #: How often the resync thread looks for nodes that joined or left, to refresh the fleet median.
 MEDIAN_CHECK_S = 0.25
+#: A node missing from ka:nodes that this replica received less than this long before the
+#: index was read may simply have been on its way into Redis (writes take milliseconds): it is
+#: not taken for lost and written back (which would also overwrite what another replica wrote).
+IN_FLIGHT_MARGIN_MS = 1000
 
 
 class Refresher:
@@ -40,6 +42,7 @@ class Refresher:
         self._stop = threading.Event()
         self.synced = threading.Event()  # set after the first successful full read
         self._redis_ok = True
+        self._pubsub_ok = True
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -67,7 +70,8 @@ class Refresher:
             log.warning("skipping undecodable node record in Redis: %s", p)
             if self.metrics is not None:
                 self.metrics.corrupt.inc()
-        lost = self.snapshot.sync(index, records, now, self.store.node_ttl_s * 1000)
+        lost = self.snapshot.sync(index, records, now, self.store.node_ttl_s * 1000,
+                                  in_flight_ms=IN_FLIGHT_MARGIN_MS)
         if lost:
             self._write_back(lost)
         self.snapshot.recompute_fleet_median(now, self.max_staleness_ms)
@@ -104,12 +108,21 @@ class Refresher:
             try:
                 ps = self.store.pubsub()
                 ps.subscribe(self.store.keys.updates)
+                if not self._pubsub_ok:
+                    log.info("pub/sub on %s resubscribed", self.store.keys.updates)
+                    self._pubsub_ok = True
                 while not self._stop.is_set():
                     msg = ps.get_message(timeout=0.5)
                     if msg and msg.get("type") == "message":
                         self._apply(msg["data"])
-            except (redis.RedisError, OSError) as e:
-                self._mark(False, f"pub/sub on {self.store.keys.updates}: {e}")
+            except (*REDIS_ERRORS, OSError) as e:
+                # the resync loop owns redis_up; a lost subscription only delays updates until the
+                # next resync, so it is said once per outage, not flapped
+                if self._pubsub_ok:
+                    log.warning("pub/sub on %s lost (%s); resubscribing, updates come with the resync every "
+                                "%g s meanwhile", self.store.keys.updates, e, self.interval_s)
+                self._pubsub_ok = False
+                self.store.refresh_topology()
                 self._stop.wait(min(self.interval_s, 1.0))
             finally:
                 if ps is not None:
@@ -120,8 +133,12 @@ class Refresher:
 
     def _apply(self, message: str) -> None:
         name, _, received = message.partition(" ")
+        if not received.isdigit():
+            log.warning("ignoring malformed message on %s: %r", self.store.keys.updates, message[:120])
+            return
+        at = int(received)
         known = self.snapshot.received_at(name)
-        if known is not None and received.isdigit() and known >= int(received):
+        if (known is not None and known >= at) or self.store.wrote_at(name) >= at:
             return  # this replica already holds that vector (it took the push itself)
         try:
             rec = self.store.read_node(name)

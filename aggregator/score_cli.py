@@ -11,6 +11,8 @@ import grpc
 
 from aggregator import client
 from aggregator.quantity import cpu_cores, memory_bytes
+from kubeattention.transport import ClientSecurity, TokenFileError, metadata
+from kubeattention.transport import add_arguments as add_transport_arguments
 from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc
 from scorer.schema import PodContext, Profile, QoS
 
@@ -30,6 +32,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="call deadline in seconds (default 2)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("nodes", nargs="+", metavar="NODE", help="candidate node names")
+    add_transport_arguments(p, "a scoring client (identity spiffe://kubeattention/scheduler/NAME)")
 
 
 def build_request(args: argparse.Namespace) -> scoring_pb2.BatchScoreRequest:
@@ -44,9 +47,11 @@ def build_request(args: argparse.Namespace) -> scoring_pb2.BatchScoreRequest:
     return client.build_request(pod, args.nodes)
 
 
-def call(address: str, request: scoring_pb2.BatchScoreRequest, timeout: float) -> scoring_pb2.BatchScoreResponse:
-    with grpc.insecure_channel(address) as channel:
-        return scoring_pb2_grpc.ScoringServiceStub(channel).BatchScore(request, timeout=timeout)
+def call(address: str, request: scoring_pb2.BatchScoreRequest, timeout: float,
+         security: ClientSecurity) -> scoring_pb2.BatchScoreResponse:
+    with security.channel(address) as channel:
+        return scoring_pb2_grpc.ScoringServiceStub(channel).BatchScore(
+            request, timeout=timeout, metadata=metadata(security.token_source()))
 
 
 def as_json(resp: scoring_pb2.BatchScoreResponse) -> dict:
@@ -82,13 +87,18 @@ def format_table(resp: scoring_pb2.BatchScoreResponse) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    security = ClientSecurity.from_args(args)
     try:
         request = build_request(args)
+        security.check()
     except ValueError as e:
         print(f"kubeattention score: {e}", file=sys.stderr)
         return 2
     try:
-        resp = call(args.aggregator, request, args.timeout)
+        resp = call(args.aggregator, request, args.timeout, security)
+    except TokenFileError as e:
+        print(f"kubeattention score: {e}", file=sys.stderr)
+        return 2
     except grpc.RpcError as e:
         print(f"kubeattention score: aggregator {args.aggregator} answered {e.code().name}: {e.details()}",
               file=sys.stderr)

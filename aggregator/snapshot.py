@@ -13,13 +13,21 @@ candidates is a handful of numpy gathers:
 * ``index``: node name -> row.
 
 Writers (the Push handler, the Redis refresher) take a lock per upsert; readers take it for
-the gather only. The fleet median per metric, which reasons compare against, is recomputed
+the gather only.
+
+Clock skew: staleness is judged on the older of the agent's collection stamp and the
+aggregator's receipt, so neither an agent clock running ahead (data would look fresh
+forever) nor one running behind can make old data look fresh. A node whose skew (receipt
+minus collection) passes ``CLOCK_SKEW_WARN_MS`` either way is logged once as it crosses
+(and once when it is back), counted in ``skewed_nodes()``, and shown in the node views. The fleet median per metric, which reasons compare against, is recomputed
 by the refresher in the background, never on the request path.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -30,6 +38,34 @@ from scorer.scoring import confidence_table
 from scorer.schema import NUM_FEATURES, NUM_METRICS, Profile, normalise_matrix
 
 INITIAL_CAPACITY = 256
+#: |receipt - collection| above which a node's clock is reported as skewed (ms). A fifth of
+#: the default staleness limit: skew that large eats visibly into how long data counts fresh.
+CLOCK_SKEW_WARN_MS = 2_000
+
+#: Skew messages: at most SKEW_LOG_BURST per SKEW_LOG_PERIOD_S (the gauge counts every node).
+SKEW_LOG_BURST, SKEW_LOG_PERIOD_S = 10, 60.0
+
+log = logging.getLogger(__name__)
+
+
+class LogBudget:
+    """At most ``burst`` messages per ``period_s``; says once per period how many it held back."""
+
+    def __init__(self, burst: int, period_s: float, clock=time.monotonic):
+        self.burst, self.period_s, self.clock = burst, period_s, clock
+        self._start, self._used, self._held = -period_s, 0, 0
+
+    def allow(self) -> bool:
+        now = self.clock()
+        if now - self._start >= self.period_s:
+            if self._held:
+                log.warning("%d more clock-skew messages held back in the last %.0f s", self._held, self.period_s)
+            self._start, self._used, self._held = now, 0, 0
+        if self._used < self.burst:
+            self._used += 1
+            return True
+        self._held += 1
+        return False
 
 
 @dataclass(frozen=True)
@@ -51,6 +87,8 @@ class Snapshot:
         self._alloc(INITIAL_CAPACITY)
         self.fleet_median = np.full(NUM_METRICS, np.nan)
         self._membership_changed = False
+        self._skewed: set[str] = set()
+        self._skew_log = LogBudget(SKEW_LOG_BURST, SKEW_LOG_PERIOD_S)
 
     def _alloc(self, cap: int) -> None:
         self._x = np.zeros((cap, NUM_FEATURES), dtype=np.float32)
@@ -86,13 +124,39 @@ class Snapshot:
             self._oldest[row] = min(rec.collected_at_ms, rec.received_at_ms)
             self._values[row] = rec.values
             self._mask[row] = rec.mask
+        self._note_skew(rec)
+
+    def _note_skew(self, rec: NodeRecord) -> None:
+        skew = rec.clock_skew_ms
+        skewed = abs(skew) > CLOCK_SKEW_WARN_MS
+        if skewed == (rec.node_name in self._skewed):
+            return
+        if skewed:
+            self._skewed.add(rec.node_name)
+        else:
+            self._skewed.discard(rec.node_name)
+        if not self._skew_log.allow():
+            return  # a fleet-wide cause (an overloaded aggregator delays every receipt) is one story, not 5 000
+        if skewed:
+            log.warning("node %s: clock skew %+.1f s (received at %d, collected at %d by the agent's clock: the "
+                        "agent's clock is %s ours, or the push waited that long); staleness is judged on the older "
+                        "stamp. Check NTP on the node; kubeattention_aggregator_clock_skewed_nodes counts them all",
+                        rec.node_name, skew / 1000, rec.received_at_ms, rec.collected_at_ms,
+                        "behind" if skew > 0 else "ahead of")
+        else:
+            log.info("node %s: clock skew back to %+.1f s", rec.node_name, skew / 1000)
+
+    def skewed_nodes(self) -> int:
+        """Nodes whose latest vector is skewed by more than CLOCK_SKEW_WARN_MS."""
+        return len(self._skewed)
 
     def received_at(self, name: str) -> int | None:
         with self._lock:
             row = self._index.get(name)
             return None if row is None else self._records[row].received_at_ms
 
-    def sync(self, index: dict[str, int], fetched: list[NodeRecord], now_ms: int, ttl_ms: int) -> list[NodeRecord]:
+    def sync(self, index: dict[str, int], fetched: list[NodeRecord], now_ms: int, ttl_ms: int,
+             in_flight_ms: int = 0) -> list[NodeRecord]:
         """Take Redis' view: ``index`` is ka:nodes (node -> received ms), ``fetched`` the
         records that were newer there than here. Returns the local records Redis no longer
         holds but should.
@@ -100,13 +164,15 @@ class Snapshot:
         A node absent from Redis whose last receipt is older than the TTL has expired and
         leaves the snapshot. One absent but younger was lost by Redis (a restart without
         persistence, a flush): it stays, and the caller writes it back, so nothing the
-        aggregator accepted is lost to a Redis restart.
+        aggregator accepted is lost to a Redis restart. A record received less than
+        ``in_flight_ms`` before ``now_ms`` (when the index was read) may still have been on its
+        way into Redis then: it is not counted lost.
         """
         for rec in fetched:
             self.upsert(rec)
         with self._lock:
             local = [r for r in self._records if r.node_name not in index]
-        lost = [r for r in local if now_ms - r.received_at_ms < ttl_ms]
+        lost = [r for r in local if in_flight_ms <= now_ms - r.received_at_ms < ttl_ms]
         for r in local:
             if now_ms - r.received_at_ms >= ttl_ms:
                 self.remove(r.node_name)
@@ -127,6 +193,7 @@ class Snapshot:
                     arr[row] = arr[last]
             self._records.pop()
             self._membership_changed = True
+            self._skewed.discard(name)
 
     def take_membership_change(self) -> bool:
         """True once after nodes joined or left (the fleet median then deserves a recompute)."""

@@ -14,6 +14,14 @@ Layout (prefix ``ka:`` by default), readable with plain ``redis-cli``:
   replica that already holds that vector (it took the push itself) skips the read.
 
 The braces are Redis Cluster hash tags: a node's hash and its history land on one slot.
+
+Redis Cluster: ``--redis-url redis+cluster://HOST:PORT[,HOST:PORT...]`` (``rediss+cluster://``
+for TLS) uses redis-py's ``RedisCluster``; the listed nodes are only where discovery starts.
+A push is one Lua script over the node's own keys (one slot, thanks to the hash tag), then
+the ``ka:nodes`` entry (another slot) and the ``PUBLISH``: a cluster broadcasts it to every
+node, so a subscriber on any node sees every update. When a master dies, the client re-reads the slot
+map and retries (``CLUSTER_RETRIES`` with a capped backoff) until the replica has taken
+over; a push that still fails answers UNAVAILABLE and the agent retries.
 """
 
 from __future__ import annotations
@@ -21,13 +29,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException
+from redis.retry import Retry
 
 from aggregator.errors import StoreUnavailable
+from aggregator.group_commit import GroupCommit
 from aggregator.records import NodeRecord, Offender, empty_values
 from scorer.schema import METRICS, NUM_METRICS
 
@@ -37,6 +52,50 @@ DEFAULT_PREFIX = "ka:"
 DEFAULT_NODE_TTL_S = 600
 DEFAULT_HISTORY_MAXLEN = 1000
 SOCKET_TIMEOUT_S = 2.0
+#: URL schemes of a Redis Cluster (``rediss+cluster`` = TLS).
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+#: Cluster client: attempts over MOVED/connection errors while a replica takes over, and the
+#: backoff between them (the default cluster-node-timeout of 15 s needs the agent's retry too).
+CLUSTER_RETRIES = 6
+CLUSTER_BACKOFF_BASE_S, CLUSTER_BACKOFF_CAP_S = 0.05, 0.5
+#: Writes in flight to Redis at once. A push that finds them all taken (Redis slow or paused)
+#: is refused within WRITE_SLOT_WAIT_S with UNAVAILABLE instead of holding a gRPC worker, so the
+#: remaining workers (default 8) stay free for BatchScore, which never waits on Redis.
+DEFAULT_MAX_PENDING_WRITES = 6
+#: How long a push waits for a free write slot before it is refused: long enough for a burst
+#: to pass, far shorter than BatchScore's budget ...
+WRITE_SLOT_WAIT_S = 0.02
+#: ... unless the write in progress has already taken this long: Redis is stalled, refuse at once.
+WRITE_STALL_S = 0.05
+#: Longest a push waits for its group commit: one batch ahead of it and its own, each bounded
+#: by the socket timeout.
+WRITE_WAIT_S = 2 * SOCKET_TIMEOUT_S + 1.0
+#: Bound on the node -> last written map (cleared past it; only a shortcut is lost).
+MAX_REMEMBERED_WRITES = 100_000
+#: What redis-py raises when Redis fails: RedisClusterException (slot not covered, no node
+#: reachable) does not derive from RedisError.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
+
+
+#: One push, written by Redis in one step (atomically: no reader sees the hash between DEL and
+#: HSET): KEYS node hash, history stream[, ka:nodes]; ARGV ttl, history maxlen, received ms,
+#: node name, updates channel ("" = leave ka:nodes and the PUBLISH to the caller), then the
+#: hash's field/value pairs. On a cluster ka:nodes lives on another slot than the node's keys,
+#: so the caller adds it and publishes outside the script.
+WRITE_LUA = """
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+  redis.call('PUBLISH', ARGV[5], ARGV[4] .. ' ' .. ARGV[3])
+end
+return 1
+"""
 
 
 class CorruptRecord(ValueError):
@@ -114,44 +173,131 @@ def decode_record(name: str, fields: dict[str, str]) -> NodeRecord:
         raise CorruptRecord(f"{name}: {e}") from None
 
 
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0] in CLUSTER_SCHEMES
+
+
+def cluster_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """``redis+cluster://[USER:PASS@]H1:P1,H2:P2/...`` -> (a plain redis:// URL for the first node
+    carrying credentials and options, [(host, port), ...] of every listed node)."""
+    scheme, rest = url.split("://", 1)
+    parts = urlsplit("//" + rest)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for hp in hosts.split(","):
+        host, sep, port = hp.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"--redis-url: {hp!r} in {scheme}:// is not HOST:PORT")
+        nodes.append((host.strip("[]"), int(port)))
+    first = f"{userinfo}@{hosts.split(',')[0]}" if userinfo else hosts.split(",")[0]
+    plain = "rediss" if scheme.startswith("rediss") else "redis"
+    return urlunsplit((plain, first, parts.path, parts.query, "")), nodes
+
+
+def connect(url: str):
+    """A redis-py client for ``url``: ``RedisCluster`` for redis+cluster://, else ``Redis``."""
+    common = dict(decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S)
+    if is_cluster_url(url):
+        first, nodes = cluster_nodes(url)
+        return RedisCluster.from_url(
+            first, startup_nodes=[ClusterNode(h, p) for h, p in nodes[1:]],
+            retry=Retry(ExponentialBackoff(cap=CLUSTER_BACKOFF_CAP_S, base=CLUSTER_BACKOFF_BASE_S), CLUSTER_RETRIES),
+            **common)
+    return redis.Redis.from_url(url, health_check_interval=10, **common)
+
+
 class RedisStore:
     """Reads and writes node telemetry in Redis. Every Redis failure becomes StoreUnavailable."""
 
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, node_ttl_s: int = DEFAULT_NODE_TTL_S,
-                 history_maxlen: int = DEFAULT_HISTORY_MAXLEN):
+                 history_maxlen: int = DEFAULT_HISTORY_MAXLEN, max_pending_writes: int = DEFAULT_MAX_PENDING_WRITES):
         self.url = url
         self.keys = Keys(prefix)
         self.node_ttl_s = node_ttl_s
         self.history_maxlen = history_maxlen
-        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S,
-                                           socket_connect_timeout=SOCKET_TIMEOUT_S, health_check_interval=10)
+        self.cluster = is_cluster_url(url)
+        self.max_pending_writes = max_pending_writes
+        self._write_slots = threading.BoundedSemaphore(max_pending_writes)
+        try:
+            self.client = connect(url)
+        except REDIS_ERRORS as e:  # the cluster client reads the slot map at once
+            raise StoreUnavailable(f"redis cluster at {url.split('@')[-1]} unreachable: {e}") from e
+        # EVALSHA, loading the script again when Redis lost it (a restart)
+        self._write_script = self.client.register_script(WRITE_LUA)
+        self._writer: GroupCommit | None = None  # started with the first write
+        # node -> received ms of the latest vector this process wrote: its own ka:updates
+        # messages need no read back (they often arrive before the snapshot holds the push)
+        self._wrote: dict[str, int] = {}
+        self._writer_lock = threading.Lock()
 
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())
-        except redis.RedisError:
+        except REDIS_ERRORS:
             return False
 
     def write(self, rec: NodeRecord) -> None:
-        fields = encode_record(rec)
+        if not self._write_slots.acquire(blocking=False):
+            # every slot taken: a burst passes in milliseconds, a stalled Redis does not
+            stalled_s = self._writer.busy_for_s() if self._writer is not None else 0.0
+            if stalled_s > WRITE_STALL_S or not self._write_slots.acquire(timeout=WRITE_SLOT_WAIT_S):
+                raise StoreUnavailable(f"redis at {self.where} is slow: {self.max_pending_writes} writes already "
+                                       f"waiting on it, the oldest for {stalled_s:.2f} s")
+        try:
+            if self._writer is None:
+                with self._writer_lock:
+                    if self._writer is None:
+                        self._writer = GroupCommit(self._write_batch, WRITE_WAIT_S)
+            # noted before the write: its ka:updates message can arrive before the write returns
+            if len(self._wrote) > MAX_REMEMBERED_WRITES:
+                self._wrote.clear()
+            self._wrote[rec.node_name] = max(rec.received_at_ms, self._wrote.get(rec.node_name, 0))
+            self._writer.submit(rec)
+        finally:
+            self._write_slots.release()
+
+    def wrote_at(self, name: str) -> int:
+        """Received ms of the latest vector of ``name`` this process wrote (-1: none)."""
+        return self._wrote.get(name, -1)
+
+    def _script_args(self, rec: NodeRecord) -> list:
+        args: list = [self.node_ttl_s, self.history_maxlen, rec.received_at_ms, rec.node_name,
+                      "" if self.cluster else self.keys.updates]
+        for kv in encode_record(rec).items():
+            args.extend(kv)
+        return args
+
+    def _write_batch(self, recs: list[NodeRecord]) -> None:
+        """Every record of one group commit (GroupCommit's flush). The hash is replaced, not
+        updated: a metric that went missing must not keep its old value."""
         k = self.keys
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.delete(k.node(rec.node_name))  # a metric that went missing must not keep its old value
-            pipe.hset(k.node(rec.node_name), mapping=fields)
-            pipe.expire(k.node(rec.node_name), self.node_ttl_s)
-            pipe.zadd(k.nodes, {rec.node_name: rec.received_at_ms})
-            pipe.xadd(k.history(rec.node_name), fields, maxlen=self.history_maxlen, approximate=True)
-            pipe.expire(k.history(rec.node_name), self.node_ttl_s)
-            pipe.publish(k.updates, f"{rec.node_name} {rec.received_at_ms}")
-            pipe.execute()
-        except redis.RedisError as e:
+            if self.cluster:  # one slot per node: script, index entry and broadcast one by one
+                for rec in recs:
+                    self._write_script(keys=[k.node(rec.node_name), k.history(rec.node_name)],
+                                       args=self._script_args(rec))
+                    self.client.zadd(k.nodes, {rec.node_name: rec.received_at_ms})
+                    self.client.publish(k.updates, f"{rec.node_name} {rec.received_at_ms}")
+                return
+            for attempt in (1, 2):
+                pipe = self.client.pipeline(transaction=False)
+                for rec in recs:
+                    pipe.evalsha(self._write_script.sha, 3, k.node(rec.node_name), k.history(rec.node_name),
+                                 k.nodes, *self._script_args(rec))
+                try:
+                    pipe.execute()
+                    return
+                except NoScriptError:  # Redis restarted and lost its script cache: no write ran
+                    if attempt == 2:
+                        raise
+                    self.client.script_load(WRITE_LUA)
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"redis at {self.where} did not take the write: {e}") from e
 
     def read_node(self, name: str) -> NodeRecord | None:
         try:
             fields = self.client.hgetall(self.keys.node(name))
-        except redis.RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"redis at {self.where} unreachable: {e}") from e
         return decode_record(name, fields) if fields else None
 
@@ -164,7 +310,7 @@ class RedisStore:
             pipe.zremrangebyscore(k.nodes, "-inf", f"({now_ms - self.node_ttl_s * 1000}")
             pipe.zrange(k.nodes, 0, -1, withscores=True)
             _, pairs = pipe.execute()
-        except redis.RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"redis at {self.where} unreachable: {e}") from e
         return {name: int(score) for name, score in pairs}
 
@@ -177,7 +323,7 @@ class RedisStore:
             for n in names:
                 pipe.hgetall(self.keys.node(n))
             hashes = pipe.execute()
-        except redis.RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"redis at {self.where} unreachable: {e}") from e
         records, problems = [], []
         for n, fields in zip(names, hashes):
@@ -196,7 +342,7 @@ class RedisStore:
     def history(self, name: str, count: int = 100) -> list[NodeRecord]:
         try:
             entries = self.client.xrevrange(self.keys.history(name), count=count)
-        except redis.RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"redis at {self.where} unreachable: {e}") from e
         out = []
         for _id, fields in entries:
@@ -209,11 +355,27 @@ class RedisStore:
     def pubsub(self):
         return self.client.pubsub(ignore_subscribe_messages=True)
 
+    def refresh_topology(self) -> None:
+        """Cluster: re-read the slot map now (the pub/sub client picks its node from it and, unlike
+        commands, does not refresh it on a connection error). No-op on a single Redis."""
+        if self.cluster:
+            try:
+                self.client.nodes_manager.initialize()
+            except REDIS_ERRORS as e:
+                log.debug("cluster slot map not refreshed: %s", e)
+
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         self.client.close()
 
     @property
     def where(self) -> str:
-        """host:port of the Redis server, for messages (the URL may hold a password)."""
+        """host:port of the Redis server (cluster: its start-up nodes), for messages; never the
+        password the URL may hold."""
+        if self.cluster:
+            return "cluster " + ",".join(f"{h}:{p}" for h, p in cluster_nodes(self.url)[1])
         kw = self.client.connection_pool.connection_kwargs
+        if kw.get("path"):
+            return kw["path"]
         return f"{kw.get('host', '?')}:{kw.get('port', '?')}"

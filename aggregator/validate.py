@@ -39,23 +39,25 @@ def validate_telemetry(msg: telemetry_pb2.NodeTelemetry, received_at_ms: int) ->
         raise InvalidInput("available", f"expected {NUM_METRICS} mask bits, got {len(msg.available)}")
     if msg.collected_at_unix_ms <= 0:
         raise InvalidInput("collected_at_unix_ms", f"must be a positive Unix time in ms, got {msg.collected_at_unix_ms}")
-    values = np.array(msg.values, dtype=np.float64)
-    mask = np.array(msg.available, dtype=bool)
+    # plain Python floats in the loop (numpy scalar access costs more than the checks)
+    raw, available = list(msg.values), list(msg.available)
     for m in METRICS:
-        v = values[m.index]
-        if not mask[m.index]:
-            values[m.index] = math.nan  # whatever was sent for a missing metric is not kept
+        v = raw[m.index]
+        if not available[m.index]:
+            raw[m.index] = math.nan  # whatever was sent for a missing metric is not kept
             continue
         if not math.isfinite(v):
             raise InvalidInput(f"values[{m.index}] ({m.name})",
                                f"{v} is not a finite number; send NaN with available=false for a missing metric")
         if not (m.lo <= v <= m.hi):
             raise InvalidInput(f"values[{m.index}] ({m.name})", f"{v} is outside the valid range [{m.lo:g}, {m.hi:g}] {m.unit}")
+    values = np.array(raw, dtype=np.float64)
+    mask = np.array(available, dtype=bool)
     if len(msg.agent_version) > MAX_AGENT_VERSION:
         raise InvalidInput("agent_version", f"longer than {MAX_AGENT_VERSION} characters")
     reasons = {}
     for key, text in msg.missing_reasons.items():
-        if key not in {m.name for m in METRICS}:
+        if key not in METRIC_BY_NAME:
             raise InvalidInput("missing_reasons", f"{key[:80]!r} is not a metric name of schema {SCHEMA_VERSION}")
         reasons[key] = text[:MAX_REASON]
     return NodeRecord(

@@ -13,7 +13,10 @@ Targets (issue 2, this 2-core machine): BatchScore(100) p99 <= 2 ms and
 BatchScore(100) p50 <= 2 x the empty call's p50. Prints a table; ``--json`` prints the same
 figures as one JSON object.
 
-    .venv/bin/python bench/batchscore.py [--iterations 2000] [--json]
+    .venv/bin/python bench/batchscore.py [--iterations 2000] [--secure] [--json]
+
+``--secure`` runs the same over TLS with bearer-token authentication on every call (what
+transport security costs); the default is plaintext ``--insecure``, the transport floor.
 """
 
 from __future__ import annotations
@@ -48,9 +51,12 @@ def main() -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--recordings", type=Path, default=RECORDINGS,
                    help="folder of recorded node states to push (default agent/recordings)")
+    p.add_argument("--secure", action="store_true",
+                   help="TLS and a bearer token on every call (default: plaintext, --insecure)")
     args = p.parse_args()
 
-    stack = Stack(NODES, args.recordings)
+    stack = Stack(NODES, args.recordings, secure=args.secure)
+    md = stack.metadata
     try:
         channel, names, vectors = stack.channel, stack.names, stack.vectors
         score = scoring_pb2_grpc.ScoringServiceStub(channel).BatchScore
@@ -61,12 +67,12 @@ def main() -> int:
         results: dict = {"empty": timed(lambda: check(empty_req, timeout=5), args.iterations, args.warmup)}
         for n in SIZES:
             req = scoring_pb2.BatchScoreRequest(pod=pod, node_names=names[:n])
-            resp = score(req, timeout=5)
+            resp = score(req, timeout=5, metadata=md)
             statuses = {s.status for s in resp.scores}
             if statuses != {scoring_pb2.SCORE_STATUS_SCORED}:
                 raise SystemExit(f"BatchScore({n}) did not score every node: statuses {statuses}")
             iters = args.iterations if n <= 100 else max(args.iterations // 4, 100)
-            results[f"batchscore_{n}"] = timed(lambda: score(req, timeout=5), iters, args.warmup)
+            results[f"batchscore_{n}"] = timed(lambda: score(req, timeout=5, metadata=md), iters, args.warmup)
 
         model = InterferenceModel.load()
         podctx = PodContext(cpu_request_cores=0.5, memory_request_bytes=512 * 2**20, profile=Profile.LATENCY_CRITICAL)
@@ -82,6 +88,7 @@ def main() -> int:
     summary = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
         "model_version": model.version,
+        "transport": "TLS + bearer token" if args.secure else "plaintext (--insecure)",
         "results": results,
         "targets": {
             "batchscore_100_p99_ms": {"value": b100["p99_ms"], "target": TARGET_P99_MS_100,
@@ -95,7 +102,7 @@ def main() -> int:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"BatchScore benchmark — {summary['machine']['cpus']} CPUs, Python {summary['machine']['python']}, "
-          f"model {model.version}, client in a separate process over loopback gRPC")
+          f"model {model.version}, client in a separate process over loopback gRPC, {summary['transport']}")
     print(f"{'case':<18} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'calls':>6}")
     for key, r in results.items():
         print(f"{key:<18} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['mean_ms']:8.3f} {r['n']:6d}")

@@ -3,7 +3,10 @@ and the timing helpers. Not a test double: every process here is the real one.""
 
 from __future__ import annotations
 
+import secrets
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +18,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from agent.recording import read_recording  # noqa: E402
+from kubeattention import certs  # noqa: E402
 from kubeattention.v1 import telemetry_pb2_grpc  # noqa: E402
 from procs import Kubeattention, RedisServer, free_port, wait_for_port  # noqa: E402
 
@@ -48,29 +52,50 @@ def recorded_vectors(folder: Path = RECORDINGS) -> list:
 
 
 class Stack:
-    """redis-server + ``kubeattention aggregator`` on free loopback ports, ``nodes`` pushed."""
+    """redis-server + ``kubeattention aggregator`` on free loopback ports, ``nodes`` pushed.
 
-    def __init__(self, nodes: int, recordings: Path = RECORDINGS, *aggregator_flags: str):
+    Plaintext (``--insecure``) by default; ``secure=True`` serves TLS and authenticates every
+    call with a bearer token (one per node for pushes, a scheduler token in ``metadata`` for
+    scoring), to measure what transport security costs."""
+
+    def __init__(self, nodes: int, recordings: Path = RECORDINGS, *aggregator_flags: str, secure: bool = False):
         self.redis = RedisServer().start()
         self.grpc_port, self.http_port = free_port(), free_port()
+        self.names = [f"node-{i:04d}" for i in range(nodes)]
+        self.tmp = Path(tempfile.mkdtemp(prefix="ka-bench-"))
+        self.metadata = None
+        node_tokens = {}
+        if secure:
+            pki = certs.create(self.tmp / "certs", [], ["bench"])
+            node_tokens = {n: secrets.token_hex(16) for n in self.names}
+            scheduler_token = secrets.token_hex(16)
+            (self.tmp / "tokens").write_text("".join(f"{t} node:{n}\n" for n, t in node_tokens.items())
+                                             + f"{scheduler_token} scheduler:bench\n")
+            security = ["--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
+                        "--auth-token-file", str(self.tmp / "tokens")]
+            self.metadata = (("authorization", f"Bearer {scheduler_token}"),)
+        else:
+            security = ["--insecure"]
         self.aggregator = Kubeattention(
             "--log-level", "WARNING", "aggregator", "--redis-url", self.redis.url,
             "--grpc-listen", f"127.0.0.1:{self.grpc_port}", "--http-listen", f"127.0.0.1:{self.http_port}",
-            "--max-staleness-ms", "600000", *aggregator_flags).start()
+            "--max-staleness-ms", "600000", *security, *aggregator_flags).start()
         try:
             wait_for_port(self.grpc_port, proc=self.aggregator.proc, timeout=30)
             wait_for_port(self.http_port, proc=self.aggregator.proc, timeout=30)
-            self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+            target = f"127.0.0.1:{self.grpc_port}"
+            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(pki.ca.read_bytes())) \
+                if secure else grpc.insecure_channel(target)
             grpc.channel_ready_future(self.channel).result(timeout=10)
             self.vectors = recorded_vectors(recordings)
-            self.names = [f"node-{i:04d}" for i in range(nodes)]
             push = telemetry_pb2_grpc.TelemetryServiceStub(self.channel).Push
             now = time.time_ns() // 1_000_000
             for i, name in enumerate(self.names):
                 msg = self.vectors[i % len(self.vectors)].to_proto()
                 msg.node_name = name
                 msg.collected_at_unix_ms = now
-                push(msg, timeout=5)
+                push(msg, timeout=5,
+                     metadata=(("authorization", f"Bearer {node_tokens[name]}"),) if secure else None)
         except BaseException:
             self.close()
             raise
@@ -80,3 +105,4 @@ class Stack:
             self.channel.close()
         self.aggregator.stop()
         self.redis.cleanup()
+        shutil.rmtree(self.tmp, ignore_errors=True)

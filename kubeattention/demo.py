@@ -6,6 +6,12 @@ machine beside real stress-ng antagonists). Then asks the aggregator's BatchScor
 latency-critical pod and an io-bound pod and prints the ranked tables; repeats every
 ``--every`` seconds until Ctrl-C, or once with ``--once``. Everything it started is stopped
 on the way out. Process logs go to ``.demo/`` in the working directory.
+
+Every connection is authenticated as in production: the demo makes a development CA and
+certificates in ``.demo/certs/`` (``kubeattention certs``), the aggregator serves gRPC and
+HTTP over TLS and requires client certificates (mTLS), each agent pushes with its own
+node certificate (it may push only for its own node), and the tables are asked for with a
+scheduler certificate.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -25,6 +32,8 @@ from pathlib import Path
 import grpc
 
 from aggregator import score_cli
+from kubeattention import certs
+from kubeattention.transport import ClientSecurity
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "agent" / "recordings"
 DEFAULT_REDIS_PORT = 6399
@@ -105,8 +114,9 @@ def wait_until(what: str, ok, stack: Stack, timeout: float = STARTUP_TIMEOUT_S) 
     raise TimeoutError(f"{what} not ready after {timeout:.0f} s; see the logs in {stack.log_dir}/")
 
 
-def http_json(url: str):
-    with urllib.request.urlopen(url, timeout=2) as r:
+def http_json(url: str, ca: Path | None = None):
+    context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
+    with urllib.request.urlopen(url, timeout=2, context=context) as r:
         return json.load(r)
 
 
@@ -141,28 +151,36 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     ka = [sys.executable, "-m", "kubeattention.cli"]
     grpc_addr = f"127.0.0.1:{args.grpc_port}"
-    http = f"http://127.0.0.1:{args.http_port}"
+    http = f"https://127.0.0.1:{args.http_port}"
+    nodes = [this_node_name()] + [f"replay-{rec.stem}" for rec in recordings]
+    pki = certs.create(log_dir / "certs", nodes, ["demo"])
+    scheduler = ClientSecurity(tls_ca=pki.ca, tls_cert=pki.schedulers["demo"].cert,
+                               tls_key=pki.schedulers["demo"].key)
+
+    def agent_tls(node: str) -> list[str]:
+        return ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.nodes[node].cert), "--tls-key", str(pki.nodes[node].key)]
+
     try:
         redis_dir = log_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
         stack.start("redis", [redis_bin, "--port", str(args.redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no", "--dir", str(redis_dir.resolve())])
         stack.start("aggregator", ka + ["aggregator", "--redis-url", f"redis://127.0.0.1:{args.redis_port}/0",
-                                        "--grpc-listen", grpc_addr, "--http-listen", f"127.0.0.1:{args.http_port}"])
-        wait_until("aggregator /readyz", lambda: http_json(f"{http}/readyz")["ready"], stack)
+                                        "--grpc-listen", grpc_addr, "--http-listen", f"127.0.0.1:{args.http_port}",
+                                        "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
+                                        "--tls-client-ca", str(pki.ca)])
+        wait_until("aggregator /readyz", lambda: http_json(f"{http}/readyz", pki.ca)["ready"], stack)
 
-        nodes = [this_node_name()]
         stack.start("agent-live", ka + ["agent", "--aggregator", grpc_addr, "--node-name", nodes[0],
-                                        "--interval", "1", "--http-listen", f"127.0.0.1:{agent_ports[0]}"])
-        for rec, port in zip(recordings, agent_ports[1:]):
-            name = f"replay-{rec.stem}"
-            nodes.append(name)
+                                        "--interval", "1", "--http-listen", f"127.0.0.1:{agent_ports[0]}",
+                                        *agent_tls(nodes[0])])
+        for rec, name, port in zip(recordings, nodes[1:], agent_ports[1:]):
             stack.start(f"agent-{name}", ka + ["agent", "--aggregator", grpc_addr, "--node-name", name,
                                                "--replay", str(rec), "--interval", "1",
-                                               "--http-listen", f"127.0.0.1:{port}"])
+                                               "--http-listen", f"127.0.0.1:{port}", *agent_tls(name)])
 
         def all_reported() -> bool:
-            doc = http_json(f"{http}/v1/nodes")
+            doc = http_json(f"{http}/v1/nodes", pki.ca)
             have = {n["node"]: n for n in doc["nodes"]}
             # the live agent needs two /proc/stat readings before CPU busy exists
             return set(nodes) <= set(have) and "cpu_utilization" not in have[nodes[0]]["missing"]
@@ -170,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         wait_until("telemetry from every agent", all_reported, stack)
         print(f"KubeAttention demo: redis :{args.redis_port}, aggregator gRPC {grpc_addr}, HTTP {http} "
               f"(/v1/nodes, /metrics), agents on :{agent_ports[0]}-{agent_ports[-1]}; logs in {log_dir}/")
+        print(f"mTLS: every agent pushes with its own node certificate, the tables are asked for with a scheduler "
+              f"certificate (development CA in {pki.ca.parent}/)")
         print(f"nodes: {nodes[0]} measures this machine live; "
               + ", ".join(nodes[1:]) + " replay states recorded beside real stress-ng antagonists\n")
         while True:
@@ -177,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             for profile, cpu, mem in PODS:
                 req = score_cli.build_request(argparse.Namespace(
                     cpu=cpu, memory=mem, priority=0, profile=profile, qos=None, nodes=nodes))
-                resp = score_cli.call(grpc_addr, req, timeout=2.0)
+                resp = score_cli.call(grpc_addr, req, 2.0, scheduler)
                 article = "an" if profile[0] in "aeiou" else "a"
                 print(f"BatchScore for {article} {profile} pod (cpu {cpu}, memory {mem}):")
                 print(score_cli.format_table(resp))

@@ -14,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,26 +40,70 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0, pro
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
-class RedisServer:
-    """A throw-away redis-server on a loopback port; stop() and start() keep the port."""
+@dataclass(frozen=True)
+class RedisTLS:
+    """TLS for a test redis-server: it serves ``cert``/``key``; with ``client_auth`` it also
+    demands a client certificate from ``ca`` (the URL then carries ``client_cert``/``client_key``)."""
 
-    def __init__(self, port: int | None = None):
+    cert: Path
+    key: Path
+    ca: Path
+    client_auth: bool = False
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+class RedisServer:
+    """A throw-away redis-server on a loopback port; stop() and start() keep the port.
+
+    Optional, for the security tests: ``password`` (``requirepass``, the ``default`` user),
+    ``users`` (ACL rules as ``ACL SETUSER`` takes them, e.g. ``"ka on >pw ~ka:* &ka:* +@all"``)
+    and ``tls`` (serve only TLS on the port: the URLs become ``rediss://``).
+    """
+
+    def __init__(self, port: int | None = None, *, password: str | None = None, users: tuple[str, ...] = (),
+                 tls: RedisTLS | None = None):
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server not found: install Debian's redis-server (make test does)")
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="ka-redis-")
         self.proc: subprocess.Popen | None = None
+        self.password, self.users, self.tls = password, tuple(users), tls
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_for(None, self.password)
+
+    def url_for(self, username: str | None, password: str | None) -> str:
+        """The URL a client uses as ``username`` (None: the default user) with ``password``."""
+        auth = ""
+        if username is not None or password is not None:
+            auth = f"{quote(username or '', safe='')}:{quote(password or '', safe='')}@"
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/0"
+        query = {"ssl_ca_certs": str(self.tls.ca)}
+        if self.tls.client_cert is not None:
+            query.update(ssl_certfile=str(self.tls.client_cert), ssl_keyfile=str(self.tls.client_key))
+        return f"rediss://{auth}127.0.0.1:{self.port}/0?{urlencode(query)}"
+
+    def _args(self) -> list[str]:
+        args = [self.binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--daemonize", "no", "--loglevel", "warning"]
+        if self.tls is None:
+            args += ["--port", str(self.port)]
+        else:
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert),
+                     "--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca),
+                     "--tls-auth-clients", "yes" if self.tls.client_auth else "no"]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
+        for rule in self.users:
+            args += ["--user", *rule.split()]
+        return args
 
     def start(self) -> "RedisServer":
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
         return self
 

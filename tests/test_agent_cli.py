@@ -50,7 +50,8 @@ def start_agent(*args: str) -> tuple[Kubeattention, int]:
 
 
 def test_agent_process_pushes_and_serves_metrics(sink_server):
-    agent, port = start_agent("--aggregator", sink_server.target, "--node-name", "it-node", "--interval", "0.2")
+    agent, port = start_agent("--aggregator", sink_server.target, "--insecure", "--node-name", "it-node",
+                              "--interval", "0.2")
     try:
         assert sink_server.sink.wait_for(lambda s: len(s.received) >= 2, timeout=15), agent.output()
         msg = sink_server.sink.received[-1]
@@ -82,7 +83,7 @@ def test_replay_agent_plays_the_recording_with_fresh_stamps(sink_server):
     recorded = read_recording(RECORDING).vectors
     before_ms = time.time_ns() // 1_000_000
     agent, port = start_agent("--replay", str(RECORDING), "--node-name", "replay-1",
-                              "--aggregator", sink_server.target, "--interval", "0.1")
+                              "--aggregator", sink_server.target, "--insecure", "--interval", "0.1")
     try:
         assert sink_server.sink.wait_for(lambda s: len(s.received) >= 4, timeout=15), agent.output()
         node = httpx.get(f"http://127.0.0.1:{port}/v1/node").json()
@@ -117,13 +118,13 @@ def parse_agent_args(*argv: str) -> argparse.Namespace:
 
 
 def test_config_defaults_and_node_name_from_environment_at_run_time():
-    args = parse_agent_args()
+    args = parse_agent_args("--insecure")
     config = AgentConfig.from_args(args, {"NODE_NAME": "worker-7"})
     assert config.node_name == "worker-7"
     assert (config.aggregator, config.interval_s, config.http_listen) == \
         (DEFAULT_AGGREGATOR, DEFAULT_INTERVAL_S, DEFAULT_HTTP_LISTEN) == ("127.0.0.1:50051", 1.0, "0.0.0.0:9101")
     assert (config.http_host, config.http_port) == ("0.0.0.0", 9101)
-    assert AgentConfig.from_args(parse_agent_args("--node-name", "flag-wins"), {"NODE_NAME": "x"}).node_name \
+    assert AgentConfig.from_args(parse_agent_args("--node-name", "flag-wins", "--insecure"), {"NODE_NAME": "x"}).node_name \
         == "flag-wins"
     assert AgentConfig.from_args(args, {}).node_name  # falls back to the hostname
     assert not AgentConfig.from_args(parse_agent_args("--aggregator", "none"), {}).push_enabled
@@ -131,7 +132,7 @@ def test_config_defaults_and_node_name_from_environment_at_run_time():
 
 def test_config_reports_every_error_together():
     args = parse_agent_args("--node-name", "Bad_Name", "--interval", "-1", "--aggregator", "nohost",
-                            "--http-listen", "0.0.0.0:99999", "--proc-root", "/nonexistent")
+                            "--http-listen", "0.0.0.0:99999", "--proc-root", "/nonexistent", "--insecure")
     with pytest.raises(ConfigError) as info:
         AgentConfig.from_args(args, {})
     fields = [e.split(":")[0] for e in info.value.errors]

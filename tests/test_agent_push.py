@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from agent.push import DEFAULT_BACKOFF_CAP_S, DEFAULT_BACKOFF_INITIAL_S, Backoff, Pusher
+from kubeattention.transport import ClientSecurity
 from agent.store import LatestVector
 from agent.vector import NodeVector
 from kubeattention.v1 import telemetry_pb2, telemetry_pb2_grpc
@@ -106,7 +107,8 @@ def pushers():
 def start_pusher(pushers, target, store, **kwargs) -> Pusher:
     results: list[bool] = []
     p = Pusher(target, store, backoff=kwargs.pop("backoff", FAST),
-               on_result=lambda ok, at: results.append(ok), rng=random.Random(1), **kwargs)
+               on_result=lambda ok, at: results.append(ok), rng=random.Random(1),
+               security=kwargs.pop("security", ClientSecurity(insecure=True)), **kwargs)
     p.results = results
     p.start()
     pushers.append(p)

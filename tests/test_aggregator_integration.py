@@ -30,6 +30,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: Flags that choose transport security; without one the helper runs the aggregator --insecure.
+SECURITY_FLAGS = {"--insecure", "--tls-cert", "--auth-token-file", "--auth-tokenreview"}
+
+
 class Aggregator:
     def __init__(self, redis_url: str, grpc_port: int | None = None, http_port: int | None = None, *extra: str):
         self.grpc_port = grpc_port or free_port()
@@ -37,7 +41,8 @@ class Aggregator:
         self.proc = Kubeattention("aggregator", "--redis-url", redis_url,
                                   "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
                                   "--http-listen", f"127.0.0.1:{self.http_port}",
-                                  "--max-staleness-ms", str(STALENESS_MS), "--resync-interval-s", "0.3", *extra)
+                                  "--max-staleness-ms", str(STALENESS_MS), "--resync-interval-s", "0.3",
+                                  *extra, *(() if SECURITY_FLAGS & set(extra) else ("--insecure",)))
 
     def start(self) -> "Aggregator":
         self.proc.start()
@@ -254,27 +259,27 @@ def test_aggregator_refuses_bad_flags_with_every_problem_listed(redis_server):
 
 def test_aggregator_refuses_a_missing_model_file(redis_server, tmp_path):
     out = subprocess.run([sys.executable, "-m", "kubeattention.cli", "aggregator", "--redis-url", redis_server.url,
-                          "--model", str(tmp_path / "nope.onnx")], capture_output=True, text=True, cwd=REPO)
+                          "--model", str(tmp_path / "nope.onnx"), "--insecure"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 2 and "cannot load the scoring model" in out.stderr and "nope.onnx" in out.stderr
 
 
 def test_score_and_inspect_commands(redis_server, aggregator, channel):
     push(channel, telemetry("node-a", collected_ms=now_ms(), cpu_psi_some=0.3))
     ka = [sys.executable, "-m", "kubeattention.cli"]
-    out = subprocess.run(ka + ["score", "--aggregator", aggregator.address, "--profile", "latency-critical",
+    out = subprocess.run(ka + ["score", "--insecure", "--aggregator", aggregator.address, "--profile", "latency-critical",
                                "--cpu", "500m", "--memory", "512Mi", "--json", "node-a", "ghost"],
                          capture_output=True, text=True, cwd=REPO, check=True)
     doc = json.loads(out.stdout)
     assert [s["node"] for s in doc["scores"]] == ["node-a", "ghost"] or doc["scores"][0]["score"] >= 50
     assert {s["status"] for s in doc["scores"]} == {"SCORED", "UNKNOWN_NODE"}
     assert set(doc["scores"][0]) == {"node", "score", "status", "confidence", "predicted_slowdown", "reason"}
-    table = subprocess.run(ka + ["score", "--aggregator", aggregator.address, "--cpu", "1", "node-a"],
+    table = subprocess.run(ka + ["score", "--insecure", "--aggregator", aggregator.address, "--cpu", "1", "node-a"],
                            capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert "RANK" in table and "node-a" in table and "SCORED" in table
-    bad = subprocess.run(ka + ["score", "--aggregator", aggregator.address, "--memory", "lots", "node-a"],
+    bad = subprocess.run(ka + ["score", "--insecure", "--aggregator", aggregator.address, "--memory", "lots", "node-a"],
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "--memory: 'lots' is not a Kubernetes quantity" in bad.stderr
-    dup = subprocess.run(ka + ["score", "--aggregator", aggregator.address, "a", "a"],
+    dup = subprocess.run(ka + ["score", "--insecure", "--aggregator", aggregator.address, "a", "a"],
                          capture_output=True, text=True, cwd=REPO)
     assert dup.returncode == 1 and "INVALID_ARGUMENT" in dup.stderr and "more than once" in dup.stderr
     ins = subprocess.run(ka + ["inspect", "--redis-url", redis_server.url, "--json"],

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from aggregator.client import CircuitState, GrpcTransport, InvalidRequest, ScoringClient, Status
+from kubeattention.transport import ClientSecurity
 from kubeattention.v1 import telemetry_pb2_grpc
 from procs import Kubeattention, RedisServer, free_port, wait_for_port
 from scorer.schema import PodContext, Profile
@@ -28,6 +29,8 @@ POD = PodContext(cpu_request_cores=0.5, memory_request_bytes=512 * 2**20, profil
                  namespace="shop", name="checkout-0")
 #: Generous for a loaded CI machine; the default 45 ms deadline is exercised on its own.
 RELAXED_DEADLINE_S = 2.0
+#: The aggregators here run --insecure (transport security is tests/test_security*.py's subject).
+PLAINTEXT = ClientSecurity(insecure=True)
 
 
 class Aggregator:
@@ -45,7 +48,7 @@ class Aggregator:
     def start(self) -> "Aggregator":
         self.proc = Kubeattention("aggregator", "--redis-url", self.redis_url,
                                   "--grpc-listen", self.address, "--http-listen", f"127.0.0.1:{self.http_port}",
-                                  "--resync-interval-s", "0.3").start()
+                                  "--resync-interval-s", "0.3", "--insecure").start()
         wait_for_port(self.grpc_port, proc=self.proc.proc, timeout=30)
         deadline = time.monotonic() + 15
         while self._get("/readyz") != 200:
@@ -91,7 +94,7 @@ class CountingTransport:
     """The real GrpcTransport, counting the calls that reach the network."""
 
     def __init__(self, address: str):
-        self.inner = GrpcTransport(address)
+        self.inner = GrpcTransport(address, PLAINTEXT)
         self.calls = 0
 
     def batch_score(self, request, timeout):
@@ -136,7 +139,7 @@ def sample(registry, name, **labels):
 
 def test_scores_come_back_from_the_real_model(aggregator):
     registry = CollectorRegistry()
-    with ScoringClient(aggregator.address, deadline_s=RELAXED_DEADLINE_S, registry=registry) as client:
+    with ScoringClient(aggregator.address, security=PLAINTEXT, deadline_s=RELAXED_DEADLINE_S, registry=registry) as client:
         push_fleet(aggregator)  # fresh, whatever ran before
         r = client.score(POD, ["busy", "ghost", "quiet"])
     assert r.answered and not r.fallback and r.model_version.startswith("mlp-")
@@ -152,7 +155,7 @@ def test_scores_come_back_from_the_real_model(aggregator):
 
 
 def test_the_default_45_ms_deadline_is_met_on_loopback(aggregator):
-    with ScoringClient(aggregator.address) as client:
+    with ScoringClient(aggregator.address, security=PLAINTEXT) as client:
         assert client.deadline_s == 0.045
         results = [client.score(POD, ["busy", "quiet"]) for _ in range(20)]
     # A loaded machine may miss one; the budget is met as a rule.
@@ -166,7 +169,7 @@ MANY = [f"node-{i}" for i in range(5000)]
 
 def test_a_tiny_deadline_is_deadline_exceeded_and_counts_as_a_failure(aggregator):
     registry = CollectorRegistry()
-    with ScoringClient(aggregator.address, deadline_s=0.000001, failure_threshold=2, registry=registry) as client:
+    with ScoringClient(aggregator.address, security=PLAINTEXT, deadline_s=0.000001, failure_threshold=2, registry=registry) as client:
         first = client.score(POD, MANY)
         assert first.fallback and not first.answered and len(first.scores) == 5000
         assert "BatchScore failed with DEADLINE_EXCEEDED" in first.fallback_reason
@@ -181,7 +184,7 @@ def test_a_tiny_deadline_is_deadline_exceeded_and_counts_as_a_failure(aggregator
 
 def test_invalid_argument_raises_and_does_not_open_the_circuit(aggregator):
     registry = CollectorRegistry()
-    with ScoringClient(aggregator.address, deadline_s=RELAXED_DEADLINE_S, failure_threshold=2,
+    with ScoringClient(aggregator.address, security=PLAINTEXT, deadline_s=RELAXED_DEADLINE_S, failure_threshold=2,
                        registry=registry) as client:
         for _ in range(5):
             with pytest.raises(InvalidRequest) as e:
@@ -202,7 +205,7 @@ def test_outage_opens_the_circuit_stops_calling_and_a_restart_closes_it(redis_ur
     clock = ManualClock()
     registry = CollectorRegistry()
     transport = CountingTransport(agg.address)
-    client = ScoringClient(agg.address, deadline_s=RELAXED_DEADLINE_S, failure_threshold=3, cooldown_s=10,
+    client = ScoringClient(agg.address, security=PLAINTEXT, deadline_s=RELAXED_DEADLINE_S, failure_threshold=3, cooldown_s=10,
                            registry=registry, clock=clock, transport=transport)
     try:
         assert client.score(POD, ["quiet"]).answered

@@ -50,16 +50,16 @@ class Stack:
         self.grpc_port, self.http_port = free_port(), free_port()
         self.agent_port, self.replay_port = free_port(), free_port()
         self.aggregator = self._aggregator()
-        self.agent = Kubeattention("agent", "--aggregator", f"127.0.0.1:{self.grpc_port}", "--node-name", "live-node",
+        self.agent = Kubeattention("agent", "--aggregator", f"127.0.0.1:{self.grpc_port}", "--insecure", "--node-name", "live-node",
                                    "--interval", str(INTERVAL), "--http-listen", f"127.0.0.1:{self.agent_port}")
-        self.replay = Kubeattention("agent", "--aggregator", f"127.0.0.1:{self.grpc_port}", "--node-name",
+        self.replay = Kubeattention("agent", "--aggregator", f"127.0.0.1:{self.grpc_port}", "--insecure", "--node-name",
                                     "replayed-node", "--replay", str(RECORDING), "--interval", str(INTERVAL),
                                     "--http-listen", f"127.0.0.1:{self.replay_port}")
 
     def _aggregator(self) -> Kubeattention:
         return Kubeattention("aggregator", "--redis-url", self.redis.url, "--grpc-listen",
                              f"127.0.0.1:{self.grpc_port}", "--http-listen", f"127.0.0.1:{self.http_port}",
-                             "--max-staleness-ms", "3000", "--resync-interval-s", "0.5")
+                             "--max-staleness-ms", "3000", "--resync-interval-s", "0.5", "--insecure")
 
     def start_aggregator(self):
         self.aggregator.start()

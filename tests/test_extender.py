@@ -206,7 +206,7 @@ def test_shadow_annotations_are_written_on_the_pod_through_the_api(tmp_path):
     api = FakeApiServer().start()
     try:
         api.pods = [pod(name="checkout-7d9f8b6c5-x2x9z", namespace="shop", uid="u1", node=None)]
-        cfg = AggregatorConfig(shadow=True, annotate_pods=True,
+        cfg = AggregatorConfig(shadow=True, annotate_pods=True, insecure=True,
                                kubeconfig=str(api.write_kubeconfig(tmp_path / "kubeconfig")))
         recorded = []
         make_extender(shadow=True, record=recorded.append).prioritize(body("args_nodenames.json"))

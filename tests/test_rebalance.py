@@ -99,7 +99,7 @@ def run_cli(apiserver, scoring, tmp_path, *flags: str, capsys=None) -> tuple[int
     p = argparse.ArgumentParser()
     rebalance.configure_parser(p)
     kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
-    args = p.parse_args(["--aggregator", scoring.address, "--kubeconfig", str(kubeconfig), *flags])
+    args = p.parse_args(["--aggregator", scoring.address, "--insecure", "--kubeconfig", str(kubeconfig), *flags])
     code = rebalance.run(args)
     return code, capsys.readouterr().out if capsys else ""
 
