@@ -1,0 +1,32 @@
+# The aggregator (`kubeattention aggregator`), also used for `kubeattention collector` and
+# `kubeattention rebalance`. Non-root, no extra packages; the ONNX model ships inside the
+# scorer package (scorer/models/default.onnx, package data).
+#
+# Build from the repository root:
+#   docker build -f deploy/images/aggregator.Dockerfile -t kubeattention/aggregator:0.1.0 .
+
+# ---- build: a virtualenv with kubeattention and its runtime dependencies
+FROM python:3.11.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/kubeattention
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY kubeattention/ kubeattention/
+COPY agent/ agent/
+COPY aggregator/ aggregator/
+COPY scorer/ scorer/
+# Fail the build, not the pod, when the model did not make it into the package.
+RUN /opt/kubeattention/bin/pip install . \
+ && /opt/kubeattention/bin/python -c "import pathlib, scorer; p = pathlib.Path(scorer.__file__).parent / 'models' / 'default.onnx'; assert p.stat().st_size > 0, p"
+
+# ---- runtime
+FROM python:3.11.11-slim-bookworm
+COPY --from=build /opt/kubeattention /opt/kubeattention
+ENV PATH=/opt/kubeattention/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# 65532: the conventional "nonroot" uid; the Deployment sets runAsNonRoot as well.
+USER 65532:65532
+EXPOSE 50051 8080
+ENTRYPOINT ["/opt/kubeattention/bin/kubeattention"]
+CMD ["aggregator"]
