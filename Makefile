@@ -14,7 +14,7 @@ PROTOS   := $(shell find proto/kubeattention -name '*.proto' | sed 's|^proto/||'
 # A vendored subset of Tetragon's API: generated into agent/tetragon/ (see proto/tetragon/api.proto).
 TETRAGON_PROTOS := $(shell find proto/tetragon -name '*.proto' | sed 's|^proto/||' | sort)
 
-.PHONY: help setup system-deps ebpf-deps venv-bcc demo test proto bench bench-extender bench-agent soak train train-calibrated calibrate evaluate bench-models recordings certs clean
+.PHONY: help setup system-deps ebpf-deps venv-bcc demo test proto bench bench-extender bench-agent bench-sizing soak train train-calibrated calibrate evaluate bench-models recordings certs clean
 
 help:
 	@echo "make demo        run redis, the aggregator and agents on this machine; print BatchScore (DEMO_ONCE=1: once)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench       BatchScore latency benchmark (bench/batchscore.py)"
 	@echo "make bench-extender  scheduler-extender latency beside BatchScore (bench/extender.py)"
 	@echo "make bench-agent the agent's own CPU and memory, idle and under a context-switch storm"
+	@echo "make bench-sizing  aggregator RSS/CPU and Redis memory per node, for deploy/ requests and limits"
 	@echo "make soak        5 000 simulated agents at 1 Hz + BatchScore at 100/s for 10 min (SOAK_SECONDS=600)"
 	@echo "make proto       regenerate the gRPC stubs in kubeattention/v1 from proto/"
 	@echo "make train       retrain the shipped model (scorer/models/default.onnx)"
@@ -86,6 +87,9 @@ bench-extender: setup
 
 bench-agent: setup
 	$(PY) bench/agent_overhead.py
+
+bench-sizing: setup
+	flock /tmp/ka-heavy.lock $(PY) bench/sizing.py
 
 SOAK_SECONDS ?= 600
 soak: setup
