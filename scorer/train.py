@@ -100,6 +100,20 @@ class OutcomeRows:
                 "data_hash": self.data_hash}
 
 
+def model_identity(kind: str, data_hash: str) -> dict:
+    """The metadata every exported model carries: version, kind, schema and I/O contract, data hash."""
+    return {
+        "model_version": f"{VERSION_PREFIX[kind]}-{data_hash[:12]}",
+        "model_kind": kind,
+        "schema_version": schema.SCHEMA_VERSION,
+        "feature_names": list(schema.FEATURE_NAMES),
+        "input": f"features float32 [None, {schema.NUM_FEATURES}]",
+        "output": OUTPUT_LOG_SLOWDOWN,
+        "output_shape": "[None, 1]",
+        "training_data_hash": data_hash,
+    }
+
+
 def _outcome_row(rec: dict) -> tuple[np.ndarray, float, float] | str:
     """(X row, log slowdown, weight), or why the row is skipped. Raises ValueError/KeyError/TypeError if malformed."""
     if rec.get("kind") != "kubeattention.io/outcome":
@@ -255,14 +269,7 @@ def train(kind: str = "mlp", rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED,
 
     params = MLP_PARAMS if kind == "mlp" else XGBOOST_PARAMS
     metadata = {
-        "model_version": f"{VERSION_PREFIX[kind]}-{data_hash[:12]}",
-        "model_kind": kind,
-        "schema_version": schema.SCHEMA_VERSION,
-        "feature_names": list(schema.FEATURE_NAMES),
-        "input": f"features float32 [None, {schema.NUM_FEATURES}]",
-        "output": OUTPUT_LOG_SLOWDOWN,
-        "output_shape": "[None, 1]",
-        "training_data_hash": data_hash,
+        **model_identity(kind, data_hash),
         **({"outcomes": outcomes.summary()} if outcomes is not None else {}),
         "rows": rows,
         "seed": seed,
@@ -352,14 +359,7 @@ def train_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: 
     figures = evaluate.evaluate(pred, np.maximum(cal.slowdown[ho], 1.0), cal.profile[ho], None)
     params = MLP_PARAMS if kind == "mlp" else XGBOOST_PARAMS
     metadata = {
-        "model_version": f"{VERSION_PREFIX[kind]}-{got.data_hash[:12]}",
-        "model_kind": kind,
-        "schema_version": schema.SCHEMA_VERSION,
-        "feature_names": list(schema.FEATURE_NAMES),
-        "input": f"features float32 [None, {schema.NUM_FEATURES}]",
-        "output": OUTPUT_LOG_SLOWDOWN,
-        "output_shape": "[None, 1]",
-        "training_data_hash": got.data_hash,
+        **model_identity(kind, got.data_hash),
         "calibration": {"path": cal.path, "rows": len(cal), "data_hash": cal.data_hash,
                         "train_rows": int(len(tr)), "real_share": real_share,
                         "train_configs": sorted(set(cal.groups[tr].tolist())),
