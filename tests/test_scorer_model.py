@@ -13,6 +13,7 @@ import pytest
 from scorer import schema
 from scorer.model import DEFAULT_MODEL_PATH, InterferenceModel, ModelError
 from scorer.schema import Profile, QoS
+from model_files import default_with
 
 LC_POD = schema.PodContext(cpu_request_cores=1.0, memory_request_bytes=2 * schema.GIB,
                            qos=QoS.BURSTABLE, profile=Profile.LATENCY_CRITICAL)
@@ -37,15 +38,8 @@ def model() -> InterferenceModel:
 
 def modified_copy(tmp_path, **props) -> str:
     """The packaged model with some metadata_props replaced, written to tmp_path."""
-    m = onnx.load(str(DEFAULT_MODEL_PATH))
-    for entry in m.metadata_props:
-        if entry.key in props:
-            entry.value = props.pop(entry.key)
-    for key, value in props.items():
-        e = m.metadata_props.add()
-        e.key, e.value = key, value
     path = tmp_path / "modified.onnx"
-    onnx.save(m, str(path))
+    path.write_bytes(default_with(**props))
     return str(path)
 
 
