@@ -32,7 +32,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import RECORDINGS, Stack, timed  # noqa: E402
+from stack import RECORDINGS, Stack, print_latency_table, timed  # noqa: E402
 
 from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc  # noqa: E402
 from scorer.model import InterferenceModel  # noqa: E402
@@ -103,11 +103,7 @@ def main() -> int:
         return 0
     print(f"BatchScore benchmark — {summary['machine']['cpus']} CPUs, Python {summary['machine']['python']}, "
           f"model {model.version}, client in a separate process over loopback gRPC, {summary['transport']}")
-    print(f"{'case':<18} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'calls':>6}")
-    for key, r in results.items():
-        print(f"{key:<18} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['mean_ms']:8.3f} {r['n']:6d}")
-    for key, t in summary["targets"].items():
-        print(f"target {key}: {t['value']:.3f} (<= {t['target']:g}) {'MET' if t['met'] else 'MISSED'}")
+    print_latency_table(results, summary["targets"])
     return 0
 
 

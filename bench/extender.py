@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import REPO, Stack, timed  # noqa: E402
+from stack import REPO, Stack, print_latency_table, timed  # noqa: E402
 
 from aggregator.k8s import pod_context  # noqa: E402
 from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc  # noqa: E402
@@ -102,11 +102,7 @@ def main() -> int:
         return 0
     print(f"Extender benchmark — {summary['machine']['cpus']} CPUs, Python {summary['machine']['python']}, "
           "client in a separate process over loopback (HTTP keep-alive / gRPC)")
-    print(f"{'case':<26} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'calls':>6}")
-    for key, r in results.items():
-        print(f"{key:<26} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['mean_ms']:8.3f} {r['n']:6d}")
-    for key, t in summary["targets"].items():
-        print(f"target {key}: {t['value']:.3f} (<= {t['target']:g}) {'MET' if t['met'] else 'MISSED'}")
+    print_latency_table(results, summary["targets"])
     return 0
 
 

@@ -42,6 +42,16 @@ def timed(fn, iterations: int, warmup: int) -> dict:
     return percentiles(out)
 
 
+def print_latency_table(results: dict, targets: dict) -> None:
+    """The benchmarks' table: one row per case (p50/p99/mean ms, calls), then each target, MET or MISSED."""
+    width = max((len(k) for k in results), default=4)
+    print(f"{'case':<{width}} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'calls':>6}")
+    for key, r in results.items():
+        print(f"{key:<{width}} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['mean_ms']:8.3f} {r['n']:6d}")
+    for key, t in targets.items():
+        print(f"target {key}: {t['value']:.3f} (<= {t['target']:g}) {'MET' if t['met'] else 'MISSED'}")
+
+
 def recorded_vectors(folder: Path = RECORDINGS) -> list:
     vectors = []
     for path in sorted(folder.glob("*.jsonl")):
