@@ -34,7 +34,7 @@ help:
 	@echo "make certs       development CA + aggregator, node and scheduler certificates in certs/ (CERT_NODES=a,b,c)"
 
 system-deps:
-	@missing=""; for b in redis-server:redis-server redis-cli:redis-tools stress-ng:stress-ng fio:fio; do \
+	@missing=""; for b in redis-server:redis-server redis-cli:redis-tools stress-ng:stress-ng fio:fio h2load:nghttp2-client; do \
 	  command -v $${b%%:*} >/dev/null 2>&1 || missing="$$missing $${b##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

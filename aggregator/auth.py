@@ -377,7 +377,8 @@ def grpc_principal(auth: Authenticator, context) -> Principal:
     return auth.principal(uris, authorization)
 
 
-def abort_grpc(context, err: AuthError) -> None:
+async def abort_grpc(context, err: AuthError) -> None:
+    """Ends a grpc.aio call with the refusal's status code (raises)."""
     import grpc
 
-    context.abort(getattr(grpc.StatusCode, err.grpc_code), str(err))
+    await context.abort(getattr(grpc.StatusCode, err.grpc_code), str(err))

@@ -1,6 +1,7 @@
 """Group commit: writes that arrive together share one round trip to Redis.
 
-Each caller hands its item to ``submit`` and waits; one writer thread takes everything
+Each caller hands its item to ``submit`` (a thread, which blocks) or ``submit_async`` (an
+asyncio task, which awaits) and waits; one writer thread takes everything
 pending, flushes it in one call (a pipeline), and wakes every caller with the outcome. A
 caller returns only after its item's flush returned, so "acknowledged" keeps its meaning:
 Redis replied to this write. Under load this turns thousands of small round trips into a
@@ -9,6 +10,7 @@ few hundred larger ones; alone, a write pays one thread hand-off (tens of micros
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Callable
@@ -17,12 +19,24 @@ from aggregator.errors import StoreUnavailable
 
 
 class _Job:
-    __slots__ = ("item", "done", "error")
+    __slots__ = ("item", "done", "error", "future")
 
-    def __init__(self, item) -> None:
+    def __init__(self, item, future: asyncio.Future | None = None) -> None:
         self.item = item
-        self.done = threading.Event()
+        self.future = future  # an asyncio caller's; a thread caller waits on ``done``
+        self.done = threading.Event() if future is None else None
         self.error: BaseException | None = None
+
+
+def _settle(jobs: list[_Job]) -> None:
+    """On the callers' event loop: hand each asyncio caller its outcome."""
+    for j in jobs:
+        if j.future.done():  # the caller gave up (its deadline passed, it was cancelled)
+            continue
+        if j.error is None:
+            j.future.set_result(None)
+        else:
+            j.future.set_exception(j.error)
 
 
 class GroupCommit:
@@ -49,6 +63,19 @@ class GroupCommit:
             raise StoreUnavailable(f"no answer from Redis within {self.wait_s:g} s")
         if job.error is not None:
             raise job.error
+
+    def submit_async(self, item) -> asyncio.Future:
+        """For a caller on an event loop: a future that resolves once ``item`` is written, or
+        raises what its flush raised (StoreUnavailable when the writer is shut down). It always
+        resolves: every flush ends, within the Redis socket timeout, in a result or an error."""
+        loop = asyncio.get_running_loop()
+        job = _Job(item, loop.create_future())
+        with self._cond:
+            if self._closed:
+                raise StoreUnavailable("the Redis writer is shut down")
+            self._pending.append(job)
+            self._cond.notify()
+        return job.future
 
     def busy_for_s(self) -> float:
         """How long the flush in progress has been running (0 when none is)."""
@@ -77,6 +104,15 @@ class GroupCommit:
                 error = e
             finally:
                 self._flush_started = None
+            waiting: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
             for j in batch:
                 j.error = error
-                j.done.set()
+                if j.future is None:
+                    j.done.set()
+                else:
+                    waiting.setdefault(j.future.get_loop(), []).append(j)
+            for loop, jobs in waiting.items():  # one wake-up per loop and flush, not per caller
+                try:
+                    loop.call_soon_threadsafe(_settle, jobs)
+                except RuntimeError:  # that loop is closed: nobody is waiting any more
+                    pass

@@ -17,7 +17,7 @@ from aggregator.batch import BatchScorer
 from aggregator.decisions import DecisionLog, DecisionRecorder
 from aggregator.extender import Extender
 from aggregator.errors import ConfigError, StoreUnavailable
-from aggregator.grpc_server import ScoringServicer, TelemetryServicer, build_server
+from aggregator.grpc_server import GrpcServer, ScoringServicer, TelemetryServicer
 from aggregator.http_app import build_app
 from aggregator.metrics import AggregatorMetrics, SnapshotCollector
 from aggregator.model_reload import start_model_source
@@ -111,10 +111,16 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
     # every later publish is swapped in without a restart (aggregator.model_reload).
     model_reloader = start_model_source(cfg.model_source, model, store, cfg.key_prefix, cfg.model_check_interval_s,
                                         metrics, install=lambda serving: setattr(scorer, "model", serving.model))
+    # before the port opens: a SIGTERM from then on is a graceful stop
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
     try:
-        server, grpc_port, health_servicer = build_server(
-            cfg.grpc_listen, TelemetryServicer(store, snapshot, clock, metrics, auth),
-            ScoringServicer(scorer, cfg.max_candidates, metrics, auth), cfg.grpc_workers, tls)
+        server = GrpcServer(cfg.grpc_listen,
+                            TelemetryServicer(store, snapshot, clock, metrics, auth, cfg.max_inflight_pushes),
+                            ScoringServicer(scorer, cfg.max_candidates, metrics, auth), tls)
+        grpc_port = server.start()
     except (OSError, RuntimeError) as e:
         log.error("cannot start gRPC: %s", e)
         return 2
@@ -138,10 +144,6 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
                                          lifespan="off", **(tls.uvicorn_kwargs() if tls else {})))
     http.install_signal_handlers = lambda: None  # we own SIGTERM/SIGINT below
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # garbage collector's sweeps, which otherwise stall BatchScore for milliseconds.
     gc.collect()
@@ -150,7 +152,6 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
     decisions.start()
     if model_reloader is not None:
         model_reloader.start()
-    server.start()
     http_thread = threading.Thread(target=http.run, name="http", daemon=True)
     http_thread.start()
     log.info("aggregator up: gRPC %s (port %d), HTTP %s (extender %s at /scheduler/), Redis %s, model %s, "
@@ -166,8 +167,7 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
             break
         stop.wait(0.5)
     log.info("shutting down: draining gRPC for up to %.0f s", SHUTDOWN_GRACE_S)
-    health_servicer.enter_graceful_shutdown()
-    server.stop(SHUTDOWN_GRACE_S).wait()
+    server.stop(SHUTDOWN_GRACE_S)
     http.should_exit = True
     http_thread.join(timeout=SHUTDOWN_GRACE_S)
     refresher.stop()

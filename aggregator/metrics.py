@@ -20,6 +20,7 @@ class AggregatorMetrics:
         self.push_accepted = self.pushes.labels("accepted")
         self.push_invalid = self.pushes.labels("invalid")
         self.push_unavailable = self.pushes.labels("unavailable")
+        self.push_shed = self.pushes.labels("shed")  # refused at once: --max-inflight-pushes reached
         self.requests = Counter("kubeattention_aggregator_batchscore_requests", "BatchScore calls by result",
                                 ["result"], registry=r)
         self.req_ok = self.requests.labels("ok")

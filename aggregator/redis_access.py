@@ -46,8 +46,7 @@ def probes(prefix: str) -> list[Probe]:
         Probe(f"read history ({history})", ("XREVRANGE", history, "+", "-", "COUNT", "1")),
         Probe(f"record extender decisions ({decisions})", ("XADD", decisions, "*", "probe", "1")),
         # a push is one script (aggregator/store.py WRITE_LUA): EVALSHA, and SCRIPT LOAD after a restart
-        Probe(f"run the push script ({node}, {history}, {nodes})",
-              ("EVALSHA", "0" * 40, "3", node, history, nodes)),
+        Probe(f"run the push script ({node}, {history})", ("EVALSHA", "0" * 40, "2", node, history)),
         Probe("load the push script (SCRIPT LOAD)", ("SCRIPT", "LOAD", "return 1")),
         Probe(f"publish updates (channel {updates})", ("PUBLISH", updates, "probe")),
         Probe(f"subscribe to updates (channel {updates})", ("SUBSCRIBE", updates)),

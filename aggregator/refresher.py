@@ -2,8 +2,8 @@
 
 Two paths, both off the request path:
 
-* pub/sub on ``ka:updates``: each message names a node that another replica (or this one)
-  just stored; the refresher reads that node's hash and upserts it;
+* pub/sub on ``ka:updates``: each line of a message names a node that another replica (or
+  this one) just stored; the refresher reads that node's hash and upserts it;
 * a resync every ``resync_interval_s``: reads ``ka:nodes`` (node -> received time), fetches
   only the nodes Redis holds newer data for, drops the expired ones, writes back what a
   restarted Redis lost, and recomputes the fleet median that reasons compare against.
@@ -132,6 +132,10 @@ class Refresher:
                         pass
 
     def _apply(self, message: str) -> None:
+        for line in message.split("\n"):  # one line per node a write stored
+            self._apply_one(line)
+
+    def _apply_one(self, message: str) -> None:
         name, _, received = message.partition(" ")
         if not received.isdigit():
             log.warning("ignoring malformed message on %s: %r", self.store.keys.updates, message[:120])

@@ -10,7 +10,8 @@ Layout (prefix ``ka:`` by default), readable with plain ``redis-cli``:
 * ``ka:nodes`` — sorted set: node name -> last received time (ms).
 * ``ka:history:{NAME}`` — stream of recent vectors, capped (approximately) at
   ``history_maxlen`` entries.
-* ``ka:updates`` — pub/sub channel; each push publishes ``NAME RECEIVED_MS``, so a
+* ``ka:updates`` — pub/sub channel; each write publishes one line ``NAME RECEIVED_MS`` per
+  node it stored (a group commit of many pushes sends one message of many lines), so a
   replica that already holds that vector (it took the push itself) skips the read.
 
 The braces are Redis Cluster hash tags: a node's hash and its history land on one slot.
@@ -67,6 +68,8 @@ DEFAULT_MAX_PENDING_WRITES = 6
 WRITE_SLOT_WAIT_S = 0.02
 #: ... unless the write in progress has already taken this long: Redis is stalled, refuse at once.
 WRITE_STALL_S = 0.05
+#: Most writes from the event loop waiting on Redis at once; past that a push is refused.
+MAX_QUEUED_WRITES = 4096
 #: Longest a push waits for its group commit: one batch ahead of it and its own, each bounded
 #: by the socket timeout.
 WRITE_WAIT_S = 2 * SOCKET_TIMEOUT_S + 1.0
@@ -78,22 +81,17 @@ REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 
 #: One push, written by Redis in one step (atomically: no reader sees the hash between DEL and
-#: HSET): KEYS node hash, history stream[, ka:nodes]; ARGV ttl, history maxlen, received ms,
-#: node name, updates channel ("" = leave ka:nodes and the PUBLISH to the caller), then the
-#: hash's field/value pairs. On a cluster ka:nodes lives on another slot than the node's keys,
-#: so the caller adds it and publishes outside the script.
+#: HSET): KEYS node hash, history stream (one slot on a cluster: the hash tag); ARGV ttl,
+#: history maxlen, then the hash's field/value pairs. The ka:nodes entry and the ka:updates
+#: message follow in the same pipeline, one of each per group commit.
 WRITE_LUA = """
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
 redis.call('EXPIRE', KEYS[2], ARGV[1])
-if ARGV[5] ~= '' then
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-  redis.call('PUBLISH', ARGV[5], ARGV[4] .. ' ' .. ARGV[3])
-end
 return 1
 """
 
@@ -229,6 +227,8 @@ class RedisStore:
         # messages need no read back (they often arrive before the snapshot holds the push)
         self._wrote: dict[str, int] = {}
         self._writer_lock = threading.Lock()
+        self._script_loaded = False  # WRITE_LUA known to Redis (lost when Redis restarts)
+        self._queued_async = 0  # write_async calls waiting on Redis (touched by the event loop only)
 
     def ping(self) -> bool:
         try:
@@ -237,6 +237,7 @@ class RedisStore:
             return False
 
     def write(self, rec: NodeRecord) -> None:
+        """Stores ``rec``; returns once Redis acknowledged it (for a caller on a thread)."""
         if not self._write_slots.acquire(blocking=False):
             # every slot taken: a burst passes in milliseconds, a stalled Redis does not
             stalled_s = self._writer.busy_for_s() if self._writer is not None else 0.0
@@ -244,25 +245,45 @@ class RedisStore:
                 raise StoreUnavailable(f"redis at {self.where} is slow: {self.max_pending_writes} writes already "
                                        f"waiting on it, the oldest for {stalled_s:.2f} s")
         try:
-            if self._writer is None:
-                with self._writer_lock:
-                    if self._writer is None:
-                        self._writer = GroupCommit(self._write_batch, WRITE_WAIT_S)
-            # noted before the write: its ka:updates message can arrive before the write returns
-            if len(self._wrote) > MAX_REMEMBERED_WRITES:
-                self._wrote.clear()
-            self._wrote[rec.node_name] = max(rec.received_at_ms, self._wrote.get(rec.node_name, 0))
-            self._writer.submit(rec)
+            self._start_write(rec).submit(rec)
         finally:
             self._write_slots.release()
+
+    async def write_async(self, rec: NodeRecord) -> None:
+        """The same for a caller on an event loop (the gRPC server): it awaits the group commit
+        instead of holding a thread, so any number of pushes can wait on one flush. Refused at
+        once while Redis is stalled (a flush has run over WRITE_STALL_S with writes queued
+        behind it) or when MAX_QUEUED_WRITES already wait."""
+        queued = self._queued_async
+        if queued >= self.max_pending_writes:
+            stalled_s = self._writer.busy_for_s() if self._writer is not None else 0.0
+            if stalled_s > WRITE_STALL_S or queued >= MAX_QUEUED_WRITES:
+                raise StoreUnavailable(f"redis at {self.where} is slow: {queued} writes already waiting on it, "
+                                       f"the oldest flush running for {stalled_s:.2f} s")
+        done = self._start_write(rec).submit_async(rec)
+        self._queued_async += 1
+        try:
+            await done
+        finally:
+            self._queued_async -= 1
+
+    def _start_write(self, rec: NodeRecord) -> GroupCommit:
+        if self._writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = GroupCommit(self._write_batch, WRITE_WAIT_S)
+        # noted before the write: its ka:updates message can arrive before the write returns
+        if len(self._wrote) > MAX_REMEMBERED_WRITES:
+            self._wrote.clear()
+        self._wrote[rec.node_name] = max(rec.received_at_ms, self._wrote.get(rec.node_name, 0))
+        return self._writer
 
     def wrote_at(self, name: str) -> int:
         """Received ms of the latest vector of ``name`` this process wrote (-1: none)."""
         return self._wrote.get(name, -1)
 
     def _script_args(self, rec: NodeRecord) -> list:
-        args: list = [self.node_ttl_s, self.history_maxlen, rec.received_at_ms, rec.node_name,
-                      "" if self.cluster else self.keys.updates]
+        args: list = [self.node_ttl_s, self.history_maxlen]
         for kv in encode_record(rec).items():
             args.extend(kv)
         return args
@@ -279,18 +300,29 @@ class RedisStore:
                     self.client.zadd(k.nodes, {rec.node_name: rec.received_at_ms})
                     self.client.publish(k.updates, f"{rec.node_name} {rec.received_at_ms}")
                 return
+            # the index entries and the update message of a whole flush go in one ZADD and one
+            # PUBLISH after the scripts: every subscriber parses one message per flush, not per push
+            latest: dict[str, int] = {}
+            for rec in recs:
+                latest[rec.node_name] = max(rec.received_at_ms, latest.get(rec.node_name, 0))
             for attempt in (1, 2):
+                if not self._script_loaded:  # else a first EVALSHA fails while ZADD and PUBLISH go through
+                    self.client.script_load(WRITE_LUA)
+                    self._script_loaded = True
                 pipe = self.client.pipeline(transaction=False)
                 for rec in recs:
-                    pipe.evalsha(self._write_script.sha, 3, k.node(rec.node_name), k.history(rec.node_name),
-                                 k.nodes, *self._script_args(rec))
+                    pipe.evalsha(self._write_script.sha, 2, k.node(rec.node_name), k.history(rec.node_name),
+                                 *self._script_args(rec))
+                pipe.zadd(k.nodes, latest)
+                pipe.publish(k.updates, "\n".join(f"{n} {at}" for n, at in latest.items()))
                 try:
                     pipe.execute()
                     return
-                except NoScriptError:  # Redis restarted and lost its script cache: no write ran
+                except NoScriptError:  # Redis restarted and lost its script cache: no node hash was
+                    # written (the index entries and the message went out early; the retry repeats them)
+                    self._script_loaded = False
                     if attempt == 2:
                         raise
-                    self.client.script_load(WRITE_LUA)
         except REDIS_ERRORS as e:
             raise StoreUnavailable(f"redis at {self.where} did not take the write: {e}") from e
 

@@ -17,7 +17,9 @@ for ``--seconds`` (default 600):
 
 Then, in the same run, ``redis-benchmark`` on the same Redis for the push path's own
 commands (HSET of a node hash with the same fields, PUBLISH of an update): the floor
-under which no push can go.
+under which no push can go; and, once the aggregator has stopped, the gRPC floor
+(``bench/grpc_floor.py``): how many Push calls a Python gRPC server that does nothing
+answers on this machine, the ceiling no Python aggregator can pass.
 
 Latency percentiles and the RSS growth leave out the warm-up (``--warmup-s``, default 60 s
 or a fifth of a short run). Errors are counted over the whole run. Targets on this 2-core
@@ -49,6 +51,8 @@ import redis
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stack import RECORDINGS, recorded_vectors  # noqa: E402
 
+from grpc_floor import print_table as print_grpc_floor  # noqa: E402
+from grpc_floor import run as measure_grpc_floor  # noqa: E402
 from procs import Kubeattention, RedisServer, free_port, wait_for_port  # noqa: E402
 
 DEFAULT_SECONDS = 600
@@ -306,12 +310,14 @@ def run(args) -> dict:
         agg_log = agg.output()
         agg.stop()
         redis_srv.cleanup()
+    # after the aggregator stopped: a do-nothing gRPC server's ceiling on the same machine
+    grpc_floor = {"skipped": "--no-grpc-floor"} if args.no_grpc_floor else measure_grpc_floor()
     return summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys, floor, metrics_text,
-                     agg_log)
+                     agg_log, grpc_floor)
 
 
-def summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys, floor, metrics_text,
-              agg_log) -> dict:
+def summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys, floor, metrics_text, agg_log,
+              grpc_floor) -> dict:
     warm = args.warmup_s
     push_parts = [r for r in results if r["kind"] == "push"]
     score_part = next(r for r in results if r["kind"] == "score")
@@ -356,6 +362,7 @@ def summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys
         "redis": {"used_memory_mib": final["used_memory"] / 2**20, "rss_mib": final["used_memory_rss"] / 2**20,
                   "nodes_in_index": node_keys},
         "redis_benchmark_floor": floor,
+        "grpc_floor": grpc_floor,
         "samples": samples,
     }
     rate = doc["push"]["achieved_per_s"] / doc["push"]["target_per_s"]
@@ -414,6 +421,8 @@ def print_table(d: dict) -> None:
             print(f"  {k:<12} failed: {v['error']}")
         else:
             print(f"  {k:<12} {v['rps']:>9.0f} req/s  p50 {v['p50_ms']:.3f} ms  p99 {v['p99_ms']:.3f} ms")
+    if "skipped" not in d["grpc_floor"]:
+        print_grpc_floor(d["grpc_floor"])
     for k, t in d["targets"].items():
         value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
         print(f"target {k}: {value} ({'>=' if t.get('at_least') else '<='} {t['target']:g}) "
@@ -442,7 +451,9 @@ def main() -> int:
     p.add_argument("--warmup-s", type=float, default=None,
                    help="left out of percentiles and RSS growth (default 60 s, or a fifth of a shorter run)")
     p.add_argument("--aggregator-flag", action="append", default=[],
-                   help="extra flag for the aggregator (repeatable, e.g. --aggregator-flag=--grpc-workers=16)")
+                   help="extra flag for the aggregator (repeatable, e.g. --aggregator-flag=--max-inflight-pushes=128)")
+    p.add_argument("--no-grpc-floor", action="store_true",
+                   help="skip the do-nothing gRPC server's ceiling measured after the soak (bench/grpc_floor.py)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args()
     if args.warmup_s is None:

@@ -156,11 +156,13 @@ def test_bad_batchscore_is_invalid_argument(channel, req, words):
 
 
 def test_malformed_protobuf_is_rejected_and_the_server_lives_on(channel):
-    for method in ("/kubeattention.v1.ScoringService/BatchScore", "/kubeattention.v1.TelemetryService/Push"):
+    for method, message in (("/kubeattention.v1.ScoringService/BatchScore", "kubeattention.v1.BatchScoreRequest"),
+                            ("/kubeattention.v1.TelemetryService/Push", "kubeattention.v1.NodeTelemetry")):
         raw = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
         with pytest.raises(grpc.RpcError) as e:
             raw(b"\xff\xff\xff\x0f\x08", timeout=5)
-        assert e.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"not a valid {message} protobuf" in e.value.details()
     push(channel, telemetry("alive", collected_ms=now_ms()))
     assert score(channel, batch("alive")).scores[0].status == scoring_pb2.SCORE_STATUS_SCORED
 

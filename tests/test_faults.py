@@ -382,6 +382,35 @@ def test_skew_is_warned_once_as_a_node_crosses_and_once_as_it_recovers(caplog):
     assert snap.skewed_nodes() == 0
 
 
+def test_pushes_past_the_inflight_limit_are_shed_at_once_and_batchscore_still_answers(redis_server):
+    agg = start_aggregator(redis_server.url, None, None, "--max-inflight-pushes", "2")
+    try:
+        with grpc.insecure_channel(agg.address) as ch:
+            push = telemetry_pb2_grpc.TelemetryServiceStub(ch).Push
+            score = scoring_pb2_grpc.ScoringServiceStub(ch).BatchScore
+            push(telemetry("busy", collected_ms=now_ms()), timeout=5)
+            redis_server.proc.send_signal(signal.SIGSTOP)  # the next two pushes wait on Redis ...
+            try:
+                waiting = [push.future(telemetry("busy", collected_ms=now_ms()), timeout=10) for _ in range(2)]
+                time.sleep(0.3)
+                t0 = time.perf_counter()
+                with pytest.raises(grpc.RpcError) as e:  # ... so a third is over the limit
+                    push(telemetry("busy", collected_ms=now_ms()), timeout=5)
+                shed_ms = (time.perf_counter() - t0) * 1000
+                assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "2 pushes already in flight (--max-inflight-pushes 2)" in e.value.details()
+                resp = score(batch("busy"), timeout=5)  # scoring is not counted against pushes
+                assert resp.scores[0].status == SCORED
+            finally:
+                redis_server.proc.send_signal(signal.SIGCONT)
+            assert all(f.result(timeout=10).received_at_unix_ms > 0 for f in waiting)  # nothing accepted is lost
+            push(telemetry("busy", collected_ms=now_ms()), timeout=5)  # the limit frees as they finish
+        assert shed_ms < 500
+        assert 'kubeattention_aggregator_pushes_total{result="shed"} 1.0' in agg.http("/metrics")
+    finally:
+        agg.proc.stop()
+
+
 def test_a_paused_redis_refuses_writes_beyond_the_pending_limit_at_once(redis_server):
     from aggregator.errors import StoreUnavailable
     from aggregator.store import RedisStore
@@ -454,6 +483,80 @@ def test_group_commit_batches_concurrent_writes_and_reports_each_failure():
     gc.close()
     with pytest.raises(StoreUnavailable, match="shut down"):
         gc.submit("late")
+
+
+def test_group_commit_from_an_event_loop_batches_awaiting_pushes_and_hands_each_its_outcome():
+    """The gRPC server's path: pushes awaiting on one event loop share flushes like threads do."""
+    import asyncio
+
+    from aggregator.errors import StoreUnavailable
+    from aggregator.group_commit import GroupCommit
+
+    batches: list[list] = []
+    gate = threading.Event()
+
+    def flush(items):
+        gate.wait(5)
+        if "bad" in items:
+            raise StoreUnavailable("redis said no")
+        batches.append(list(items))
+
+    gc = GroupCommit(flush, wait_s=5)
+
+    async def main() -> list:
+        first = gc.submit_async("a")
+        await asyncio.sleep(0.1)  # "a" holds the writer; the rest queue behind it
+        rest = [gc.submit_async(x) for x in ("b", "c", "d")]
+        abandoned = gc.submit_async("e")
+        abandoned.cancel()  # a caller whose deadline passed: its write still goes, nobody is told
+        gate.set()
+        outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+        try:
+            await gc.submit_async("bad")
+        except StoreUnavailable as e:
+            outcomes.append(str(e))
+        return outcomes
+
+    assert asyncio.run(main()) == [None, None, None, None, "redis said no"]
+    assert batches[0] == ["a"] and sorted(batches[1]) == ["b", "c", "d", "e"]
+    gc.close()
+
+    async def late():
+        gc.submit_async("late")
+    with pytest.raises(StoreUnavailable, match="shut down"):
+        asyncio.run(late())
+
+
+def test_a_paused_redis_refuses_event_loop_writes_at_once(redis_server):
+    import asyncio
+
+    from aggregator.errors import StoreUnavailable
+    from aggregator.store import RedisStore
+    from aggregator.validate import validate_telemetry
+
+    store = RedisStore(redis_server.url, max_pending_writes=2)
+    rec = validate_telemetry(telemetry("n", collected_ms=now_ms()), now_ms())
+
+    async def main() -> float:
+        await store.write_async(rec)  # connections made while Redis answers
+        redis_server.proc.send_signal(signal.SIGSTOP)
+        stuck = [asyncio.ensure_future(store.write_async(rec)) for _ in range(2)]
+        await asyncio.sleep(0.3)  # the flush has now waited on Redis past WRITE_STALL_S
+        t0 = time.perf_counter()
+        with pytest.raises(StoreUnavailable, match="is slow: 2 writes already waiting on it"):
+            await store.write_async(rec)
+        spent = time.perf_counter() - t0
+        redis_server.proc.send_signal(signal.SIGCONT)
+        await asyncio.gather(*stuck)  # the stuck writes go through once Redis is back
+        await store.write_async(rec)
+        return spent
+
+    try:
+        assert asyncio.run(main()) < 0.05
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    assert store.read_node("n") is not None
+    store.close()
 
 
 def test_log_budget_lets_a_burst_through_then_counts_what_it_held_back(caplog):

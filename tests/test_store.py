@@ -74,6 +74,27 @@ def test_history_is_capped_and_updates_are_published(store):
     assert msg["data"] == f"node-a {NOW}"
 
 
+def test_one_flush_publishes_one_message_that_every_replica_applies_line_by_line(store, redis_server):
+    from aggregator.refresher import Refresher
+    from aggregator.snapshot import Snapshot
+
+    ps = store.pubsub()
+    ps.subscribe("ka:updates")
+    ps.get_message(timeout=1)
+    a, b = validate_telemetry(telemetry("node-a"), NOW), validate_telemetry(telemetry("node-b"), NOW + 5)
+    store._write_batch([a, b])  # what one group commit of two pushes sends
+    msg = ps.get_message(timeout=1)
+    assert msg["data"] == f"node-a {NOW}\nnode-b {NOW + 5}"
+    assert ps.get_message(timeout=0.2) is None  # one message per flush, not per push
+    assert store.client.zscore("ka:nodes", "node-b") == NOW + 5
+
+    replica = RedisStore(redis_server.url)  # another aggregator: it wrote neither node
+    snap = Snapshot()
+    Refresher(replica, snap, interval_s=60, max_staleness_ms=10_000, clock_ms=lambda: NOW)._apply(msg["data"])
+    assert snap.received_at("node-a") == NOW and snap.received_at("node-b") == NOW + 5
+    replica.close()
+
+
 def test_read_all_skips_expired_nodes_and_reports_corrupt_ones(store):
     store.write(validate_telemetry(telemetry("node-a"), NOW))
     store.write(validate_telemetry(telemetry("node-b"), NOW))
