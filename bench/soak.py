@@ -233,10 +233,20 @@ def run(args) -> dict:
                         "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
                         *args.aggregator_flag).start()
     target = f"127.0.0.1:{grpc_port}"
+    scorer = None  # --score-replica: a second aggregator on the same Redis takes the BatchScores
+    if args.score_replica:
+        score_port, score_http = free_port(), free_port()
+        scorer = Kubeattention("--log-level", "WARNING", "aggregator", "--insecure", "--redis-url", redis_srv.url,
+                               "--grpc-listen", f"127.0.0.1:{score_port}", "--http-listen", f"127.0.0.1:{score_http}",
+                               *args.aggregator_flag).start()
+    score_target = f"127.0.0.1:{score_port}" if scorer else target
     children: list[mp.Process] = []
     try:
         wait_for_port(grpc_port, proc=agg.proc, timeout=30)
         wait_for_port(http_port, proc=agg.proc, timeout=30)
+        if scorer:
+            wait_for_port(score_port, proc=scorer.proc, timeout=30)
+            wait_for_port(score_http, proc=scorer.proc, timeout=30)
         agg_ps = psutil.Process(agg.proc.pid)
         redis_ps = psutil.Process(redis_srv.proc.pid)
         rc = redis.Redis(port=redis_srv.port)
@@ -254,7 +264,8 @@ def run(args) -> dict:
         # the scheduler starts after one push interval, when every node has reported once
         sched_params = {**params, "seconds": args.seconds - args.interval_s - 1}
         children.append(ctx.Process(target=_scheduler_proc,
-                                    args=(sched_params, target, t0 + args.interval_s + 1, b), name="soak-scheduler"))
+                                    args=(sched_params, score_target, t0 + args.interval_s + 1, b),
+                                    name="soak-scheduler"))
         pipes.append(a)
         for c in children:
             c.start()
@@ -291,6 +302,7 @@ def run(args) -> dict:
             c.join(30)
         wall = time.time() - t0
         agg_cpu = sum(agg_ps.cpu_times()[:2]) - agg_cpu0
+        scorer_cpu = sum(psutil.Process(scorer.proc.pid).cpu_times()[:2]) if scorer else None
         redis_cpu = sum(redis_ps.cpu_times()[:2]) - redis_cpu0
         final = rc.info("memory")
         node_keys = rc.zcard("ka:nodes")
@@ -299,7 +311,8 @@ def run(args) -> dict:
         metrics_text = ""
         try:
             import urllib.request
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
+            metrics_port = score_http if scorer else http_port  # where the BatchScores went
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
                 metrics_text = r.read().decode()
         except OSError:
             pass
@@ -309,11 +322,17 @@ def run(args) -> dict:
                 c.kill()
         agg_log = agg.output()
         agg.stop()
+        if scorer:
+            agg_log += scorer.output()
+            scorer.stop()
         redis_srv.cleanup()
     # after the aggregator stopped: a do-nothing gRPC server's ceiling on the same machine
     grpc_floor = {"skipped": "--no-grpc-floor"} if args.no_grpc_floor else measure_grpc_floor()
-    return summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys, floor, metrics_text,
-                     agg_log, grpc_floor)
+    d = summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys, floor, metrics_text,
+                  agg_log, grpc_floor)
+    if scorer_cpu is not None:
+        d["cpu_percent_of_one_core"]["score_replica"] = 100 * scorer_cpu / wall
+    return d
 
 
 def summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys, floor, metrics_text, agg_log,
@@ -345,7 +364,8 @@ def summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
         "config": {"seconds": args.seconds, "agents": args.agents, "interval_s": args.interval_s,
                    "score_rps": args.score_rps, "candidates": args.candidates, "procs": args.procs,
-                   "connections": args.connections, "warmup_s": warm},
+                   "connections": args.connections, "warmup_s": warm,
+                   "score_replica": bool(getattr(args, "score_replica", False))},
         "push": {**push, "achieved_per_s": float(np.sum(p_sched >= warm) / max(args.seconds - warm, 1)),
                  "target_per_s": args.agents / args.interval_s,
                  "skipped_intervals": sum(r["skipped"] for r in push_parts),
@@ -386,7 +406,8 @@ def print_table(d: dict) -> None:
     c = d["config"]
     print(f"Soak — {c['agents']} agents at {1 / c['interval_s']:g} Hz, BatchScore of {c['candidates']} at "
           f"{c['score_rps']:g}/s, {c['seconds']} s (warm-up {c['warmup_s']:g} s left out of percentiles); "
-          f"{d['machine']['cpus']} CPUs, Python {d['machine']['python']}")
+          f"{d['machine']['cpus']} CPUs, Python {d['machine']['python']}"
+          + ("; BatchScore on a second aggregator (--score-replica)" if c.get("score_replica") else ""))
     print(f"{'case':<26} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8} {'calls/s':>8} {'errors':>7}")
     for label, r in (("Push", d["push"]), ("BatchScore (100 nodes)", d["batchscore"])):
         if r.get("n"):
@@ -404,7 +425,8 @@ def print_table(d: dict) -> None:
           f"fallback calls: {d['batchscore']['fallback_calls']:g}")
     cpu = d["cpu_percent_of_one_core"]
     print(f"CPU (% of one core): aggregator {cpu['aggregator']:.0f}, redis {cpu['redis']:.0f}, "
-          f"load generator {cpu['load_generator']:.0f}")
+          f"load generator {cpu['load_generator']:.0f}"
+          + (f", scoring replica {cpu['score_replica']:.0f}" if "score_replica" in cpu else ""))
     rss = d["aggregator_rss_mib"]
     if rss["after_warmup"]:
         print(f"aggregator RSS: {rss['after_warmup']:.1f} MiB after warm-up, {rss['end']:.1f} MiB at the end, "
@@ -452,6 +474,9 @@ def main() -> int:
                    help="left out of percentiles and RSS growth (default 60 s, or a fifth of a shorter run)")
     p.add_argument("--aggregator-flag", action="append", default=[],
                    help="extra flag for the aggregator (repeatable, e.g. --aggregator-flag=--max-inflight-pushes=128)")
+    p.add_argument("--score-replica", action="store_true",
+                   help="send the BatchScores to a second aggregator on the same Redis, as deploy/ does (the "
+                        "extender Deployment takes no pushes): scoring does not queue behind the pushes")
     p.add_argument("--no-grpc-floor", action="store_true",
                    help="skip the do-nothing gRPC server's ceiling measured after the soak (bench/grpc_floor.py)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
