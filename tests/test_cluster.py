@@ -96,7 +96,9 @@ def test_cluster_url_that_reaches_no_node_refuses_to_start_with_the_nodes_named(
 
 
 def test_aggregator_keeps_pushing_and_scoring_through_a_master_failover(cluster):
-    agg = start_aggregator(cluster.url)
+    # the default staleness limit (10 s): a ~2.5 s failover must not turn a node stale; the
+    # tests' usual 3 s would, by a few hundred ms, for a node whose last push was just before it
+    agg = start_aggregator(cluster.url, "--max-staleness-ms", "10000")
     names = [f"node-{i}" for i in range(30)]
     stop = threading.Event()
     push_log: list[tuple[float, str, bool]] = []
