@@ -27,7 +27,7 @@ help:
 	@echo "make proto       regenerate the gRPC stubs in kubeattention/v1 from proto/"
 	@echo "make train       retrain the shipped model (scorer/models/default.onnx)"
 	@echo "make train-calibrated  train on the calibration data (scorer/models/calibrated-mlp.onnx)"
-	@echo "make calibrate   re-record scorer/data/calibration with real victims and stress-ng (~25 min, resumable)"
+	@echo "make calibrate   re-record scorer/data/calibration with real victims and stress-ng (~45 min in locked chunks, resumable)"
 	@echo "make evaluate    held-out evaluation against scheduler baselines (report in scorer/data/evaluation/)"
 	@echo "make bench-models  MLP vs XGBoost: training time, ONNX size, inference p50/p99 (bench/models.py)"
 	@echo "make recordings  re-record the replayed node states with stress-ng (takes ~2 min)"
@@ -105,9 +105,11 @@ train: setup
 train-calibrated: setup
 	$(VENV)/bin/kubeattention train --model mlp --data scorer/data/calibration --out scorer/models/calibrated-mlp.onnx
 
+# Locked chunks of <= 15 min (exit 3 = runs left), a pause between them so others get the lock.
 calibrate: setup
-	flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention calibrate --out scorer/data/calibration --repeats 3 \
-	  --run-seconds 4 --warmup-seconds 5 --state-seconds 3
+	until flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention calibrate --out scorer/data/calibration --repeats 3 \
+	  --run-seconds 5 --warmup-seconds 8 --state-seconds 3 --alone-every 10 --max-minutes 12.5 --no-progress; \
+	  do [ $$? -eq 3 ] || exit 1; echo "calibrate: chunk done, resuming in 30 s"; sleep 30; done
 
 evaluate: setup
 	flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention evaluate --report scorer/data/evaluation --compare scorer/models/default.onnx

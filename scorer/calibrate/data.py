@@ -6,10 +6,24 @@
   (nice 0 = ``cpu.shares`` 1024, what a 1-core request gets) and no limits, so its pod
   context is :data:`VICTIM_POD` with the row's profile: Burstable, 1 core, 1 GiB,
   priority 0.
-* **Label**: ``log(max(p99 / p99_alone, 1))`` where ``p99_alone`` is the *median* of the
-  victim's alone runs over all repetitions (robust to one noisy alone run; each row's
-  own ``slowdown_p99`` uses only its repetition's alone run and is kept for reference).
-  A ratio below 1 is run-to-run noise on a quiet node and counts as 1.0 ("as if alone").
+* **Run slowdown**: ``p99 / p99_alone`` where ``p99_alone`` is the *median* of the
+  victim's alone runs (all of them: several per repetition; robust to one noisy alone
+  run; each row's own ``slowdown_p99`` uses only its latest alone run and is kept for
+  reference).
+* **Label** (``label=``):
+
+  - ``"config-median"`` (default, :data:`DEFAULT_LABEL`): the median run slowdown of the
+    row's (antagonist configuration, victim profile) over the repetitions — the best
+    estimate of the slowdown *beside this neighbour* that the measurements allow, since one
+    5-s run's p99 of a sub-millisecond operation depends on where the scheduler happened to
+    place the victim and the antagonist (repetitions of one configuration differ by several
+    × for some victims; ``scorer/data/README.md`` gives the test-retest figures). Alone rows
+    get 1.0 (the median of all alone runs over itself). Every row keeps its own node-state
+    vector, so repetitions are still separate training and evaluation rows.
+  - ``"run"``: each row's own run slowdown.
+
+  Either way the model is fitted on ``log(max(label, 1))``: a ratio below 1 is run-to-run
+  noise (or a VM's idle vCPUs waking slower than busy ones) and counts as 1.0 ("as if alone").
 """
 
 from __future__ import annotations
@@ -25,6 +39,8 @@ from scorer.calibrate.rows import CalibrationError, load_rows, usable
 from scorer.schema import Profile, QoS
 
 ALONE = "none"
+LABELS = ("config-median", "run")
+DEFAULT_LABEL = "config-median"
 VICTIM_POD = schema.PodContext(cpu_request_cores=1.0, memory_request_bytes=schema.GIB, qos=QoS.BURSTABLE)
 
 
@@ -35,7 +51,9 @@ class CalibrationSet:
     y: np.ndarray
     """(n,) float64 log slowdown (>= 0) against the median alone p99."""
     slowdown: np.ndarray
-    """(n,) measured p99 slowdown against the median alone p99 (may be < 1)."""
+    """(n,) the label: measured p99 slowdown against the median alone p99 (may be < 1), per ``label``."""
+    run_slowdown: np.ndarray
+    """(n,) each row's own run's p99 slowdown against the median alone p99 (may be < 1)."""
     profile: np.ndarray
     qos: np.ndarray
     values: np.ndarray
@@ -51,6 +69,7 @@ class CalibrationSet:
     """(n,) std of cpu_utilization over the state vectors (for load-variation baselines; NaN if missing)."""
     data_hash: str
     path: str = ""
+    label: str = DEFAULT_LABEL
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -67,9 +86,17 @@ class CalibrationSet:
         """
         return np.array([f"{ALONE}#r{r}" if c == ALONE else c for c, r in zip(self.config, self.rep)])
 
+    @property
+    def kind_groups(self) -> np.ndarray:
+        """Coarser hold-out groups: the antagonist *kind* (all intensities of ``cpu``, of ``io``, ...);
+        the alone state by repetition as in :attr:`groups`. Holding these out asks for a
+        prediction beside a kind of neighbour the model never saw at any intensity."""
+        return np.array([f"{ALONE}#r{r}" if c == ALONE else k for c, k, r in zip(self.config, self.kind, self.rep)])
+
     def subset(self, index: np.ndarray) -> "CalibrationSet":
         idx = np.asarray(index)
-        return replace(self, X=self.X[idx], y=self.y[idx], slowdown=self.slowdown[idx], profile=self.profile[idx],
+        return replace(self, X=self.X[idx], y=self.y[idx], slowdown=self.slowdown[idx],
+                       run_slowdown=self.run_slowdown[idx], profile=self.profile[idx],
                        qos=self.qos[idx], values=self.values[idx], mask=self.mask[idx], config=self.config[idx],
                        kind=self.kind[idx], rep=self.rep[idx],
                        intensity={k: v[idx] for k, v in self.intensity.items()},
@@ -77,7 +104,9 @@ class CalibrationSet:
                        data_hash=dataset.data_hash(self.X[idx], self.y[idx]))
 
 
-def from_rows(rows: list[dict], where: str = "calibration rows") -> CalibrationSet:
+def from_rows(rows: list[dict], where: str = "calibration rows", label: str = DEFAULT_LABEL) -> CalibrationSet:
+    if label not in LABELS:
+        raise CalibrationError(f"label: {label!r} is not one of {', '.join(LABELS)}")
     rows = usable(rows)
     if not rows:
         raise CalibrationError(f"{where}: no measured rows (status ok with a slowdown)")
@@ -97,7 +126,15 @@ def from_rows(rows: list[dict], where: str = "calibration rows") -> CalibrationS
     pods = {p: schema.pod_features(replace(VICTIM_POD, profile=p)) for p in Profile}
     X = np.concatenate([schema.normalise_matrix(np.nan_to_num(values), mask),
                         np.stack([pods[Profile(p)] for p in profile])], axis=1).astype(np.float32)
-    slowdown = np.array([r["victim"]["p99_ms"] / ref[r["profile"]] for r in rows])
+    run_slowdown = np.array([r["victim"]["p99_ms"] / ref[r["profile"]] for r in rows])
+    if label == "run":
+        slowdown = run_slowdown
+    else:
+        cells: dict[tuple[str, str], list[float]] = {}
+        for r, sd in zip(rows, run_slowdown):
+            cells.setdefault((r["config"], r["profile"]), []).append(float(sd))
+        slowdown = np.array([1.0 if r["config"] == ALONE else float(np.median(cells[(r["config"], r["profile"])]))
+                             for r in rows])
     y = np.log(np.maximum(slowdown, 1.0))
     kinds = ("cpu", "cache", "membw", "io", "fork")
     intensity = {k: np.array([float(r["antagonist"]["intensity"].get(k, 0.0)) for r in rows]) for k in kinds}
@@ -106,13 +143,14 @@ def from_rows(rows: list[dict], where: str = "calibration rows") -> CalibrationS
         s = [v[0] for v in r.get("samples") or [] if v[0] is not None]
         cpu_std.append(float(np.std(s)) if len(s) >= 2 else math.nan)
     return CalibrationSet(
-        X=X, y=y, slowdown=slowdown, profile=profile, qos=np.full(n, int(QoS.BURSTABLE)), values=values, mask=mask,
+        X=X, y=y, slowdown=slowdown, run_slowdown=run_slowdown, profile=profile, qos=np.full(n, int(QoS.BURSTABLE)),
+        values=values, mask=mask,
         config=np.array([r["config"] for r in rows]), kind=np.array([r["antagonist"]["kind"] for r in rows]),
         rep=np.array([int(r["rep"]) for r in rows]), intensity=intensity, samples_cpu_std=np.array(cpu_std),
-        data_hash=dataset.data_hash(X, y), path=where)
+        data_hash=dataset.data_hash(X, y), path=where, label=label)
 
 
-def load(path: str | Path) -> CalibrationSet:
+def load(path: str | Path, label: str = DEFAULT_LABEL) -> CalibrationSet:
     """Calibration rows from a ``calibration.jsonl`` (or a directory holding one)."""
     path = Path(path)
     if path.is_dir():
@@ -122,4 +160,4 @@ def load(path: str | Path) -> CalibrationSet:
     rows = load_rows(path)
     if not rows:
         raise CalibrationError(f"--data: {path} holds no calibration rows")
-    return from_rows(rows, str(path))
+    return from_rows(rows, str(path), label)

@@ -3,16 +3,24 @@
 One JSON object per line, one line per (repetition, antagonist configuration, victim
 profile)::
 
-    {"kind": "kubeattention.calibration", "schema_version": 1, "key": "r1/cpu-2/batch",
-     "rep": 1, "config": "cpu-2",
-     "antagonist": {"kind": "cpu", "command": "stress-ng --cpu 2", "workers": {"cpu": 2},
-                    "cpu_load": 100, "intensity": {"cpu": 1.0, "cache": 0, ...}},
+    {"kind": "kubeattention.calibration", "schema_version": 1, "key": "r1/cpu-q50/batch",
+     "rep": 1, "config": "cpu-q50",
+     "antagonist": {"kind": "cpu", "command": "stress-ng --cpu 2 (cgroup CPU quota 50 % of one core)",
+                    "workers": {"cpu": 2}, "cpu_load": 100, "quota_pct": 50,
+                    "cgroup_limit": "cpu.cfs_quota_us=50000 cpu.cfs_period_us=100000 cpu.shares=512",
+                    "intensity": {"cpu": 0.25, "cache": 0, ...}},
      "profile": "batch", "cores": 2, "hostname": ..., "measured_at": ISO-8601,
      "values": [15 numbers or null], "mask": [15 booleans], "missing_reasons": {...},
      "samples": [[15 numbers or null] per state vector],
      "status": "ok" | "victim-failed" | "antagonist-failed", "error": (when failed),
-     "victim": {"ops", "seconds", "p50_ms", "p99_ms", "command"},
-     "alone_p50_ms", "alone_p99_ms", "slowdown_p50", "slowdown_p99"}
+     "victim": {"ops", "seconds", "mean_ms", "p50_ms", "p99_ms", ["p90_ms", "p999_ms"], "command"},
+     "antagonist_throttled_ratio": (share of CFS periods the antagonist was throttled in while
+                                    the victim ran; quota configurations only),
+     "alone_key", "alone_p50_ms", "alone_p99_ms", "slowdown_p50", "slowdown_p99"}
+
+Alone rows (``config`` "none") also carry ``alone_slot`` (0 = the repetition's first alone
+run, keyed ``r1/none/...``; k > 0 keyed ``r1/none.k/...``) and ``antagonist.quiet_before``
+(whether the machine passed the quiet check before it; None when not checked).
 
 ``values``/``mask`` are the node state the agent measured *before* the victim started
 (median of ``samples``; a metric is measured only if every sample measured it).

@@ -1,10 +1,15 @@
 """``kubeattention calibrate --out DIR``: measure real slowdowns beside real antagonists.
 
-For each repetition, for each antagonist configuration (``scorer.calibrate.antagonists``;
-``none`` first, after waiting for the machine to be quiet, the rest in a seeded random
-order so no configuration always follows the same neighbour):
+For each repetition, for each antagonist configuration (``scorer.calibrate.antagonists``:
+an intensity ladder of CPU quotas per kind) in a seeded random order, so no configuration
+always follows the same neighbour — with the ``none`` configuration (victims alone, after
+waiting up to ``QUIET_TIMEOUT_S`` for the machine to be quiet) first, after every
+``--alone-every`` configurations and last, so every row has an alone measurement close in
+time:
 
-1. start the antagonist (stress-ng with a hard ``--timeout``);
+1. start the antagonist (stress-ng with a hard ``--timeout``, in its own cgroup with the
+   configuration's CPU quota; the cgroup is removed when it stops, also on Ctrl-C or a
+   timeout, and leftovers of a killed run are removed at the next start);
 2. **warm up** ``--warmup-seconds`` while the agent's collectors run (discarded);
 3. **measure the node state**: ``--state-seconds`` vectors at 1 s from the agent's own
    collectors (``agent.collectors.default_collectors``: eBPF, PSI, /proc — exactly what an
@@ -15,7 +20,8 @@ order so no configuration always follows the same neighbour):
 5. stop the antagonist.
 
 The slowdown of a row is ``p99 / p99 alone`` (and the same for p50), where "alone" is the
-victim's run in the ``none`` configuration of the same repetition.
+victim's latest ``none`` run before it (``alone_key`` in the row). Training and evaluation
+use the median of all alone runs instead (``scorer.calibrate.data``).
 
 Resumable: rows already in ``calibration.jsonl`` are skipped (keyed by repetition,
 configuration and profile); a half-written last line is dropped and re-measured. The
@@ -47,7 +53,7 @@ import numpy as np
 
 from scorer import schema
 from scorer.calibrate import antagonists as ant
-from scorer.calibrate import drivers
+from scorer.calibrate import cgroups, drivers
 from scorer.calibrate.rows import ROW_KIND, CalibrationError, load_rows, summarise, write_summary
 from scorer.schema import METRICS, NUM_METRICS, Profile
 
@@ -55,11 +61,14 @@ log = logging.getLogger("scorer.calibrate")
 
 ROWS_FILE = "calibration.jsonl"
 PLAN_FILE = "plan.json"
-DEFAULT_RUN_S = 4.0
-DEFAULT_WARMUP_S = 5.0
+DEFAULT_RUN_S = 5.0
+#: PSI avg10 is a 10-s moving average: give it most of that to forget the previous configuration.
+DEFAULT_WARMUP_S = 8.0
 DEFAULT_STATE_S = 3.0
 DEFAULT_REPEATS = 3
 DEFAULT_SEED = 0
+#: A 'none' configuration (victims alone) after every this many antagonist configurations.
+DEFAULT_ALONE_EVERY = 10
 #: A victim gets this many times --run-seconds (at least MIN_VICTIM_TIMEOUT_S) before it is killed.
 VICTIM_TIMEOUT_FACTOR = 8
 MIN_VICTIM_TIMEOUT_S = 20.0
@@ -67,7 +76,9 @@ MIN_VICTIM_TIMEOUT_S = 20.0
 QUIET_CPU = 0.15
 QUIET_PSI = 0.05
 QUIET_SECONDS = 2
-QUIET_TIMEOUT_S = 45.0
+QUIET_TIMEOUT_S = 15.0
+#: Exit status when --max-minutes stopped the run with runs left (a chunked recording loops on it).
+EXIT_INCOMPLETE = 3
 
 
 class Interrupted(Exception):
@@ -91,9 +102,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"antagonist warm-up before the node state is measured (default: {DEFAULT_WARMUP_S:g})")
     parser.add_argument("--state-seconds", type=float, default=DEFAULT_STATE_S,
                         help=f"node-state vectors at 1 s per configuration (default: {DEFAULT_STATE_S:g})")
+    parser.add_argument("--alone-every", type=int, default=DEFAULT_ALONE_EVERY, metavar="N",
+                        help="measure the victims alone again after every N configurations and at the end of each "
+                             f"repetition (default: {DEFAULT_ALONE_EVERY})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="configuration order seed (default: 0)")
     parser.add_argument("--max-minutes", type=float, default=None,
-                        help="start no new configuration after this many minutes; rerun to resume (default: none)")
+                        help="start no new configuration after this many minutes and exit with status "
+                             f"{EXIT_INCOMPLETE} if runs are left; rerun to resume (default: none)")
     parser.add_argument("--no-quiet-wait", action="store_true",
                         help="do not wait for the machine to be quiet before the 'none' configuration")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -125,16 +140,19 @@ def _plan(args: argparse.Namespace, out: Path) -> dict:
     if ant.ALONE not in configs:
         configs.insert(0, ant.ALONE)
     for flag, value, lo in (("--run-seconds", args.run_seconds, 0.5), ("--warmup-seconds", args.warmup_seconds, 0),
-                            ("--state-seconds", args.state_seconds, 1), ("--repeats", args.repeats, 1)):
+                            ("--state-seconds", args.state_seconds, 1), ("--repeats", args.repeats, 1),
+                            ("--alone-every", args.alone_every, 1)):
         if not (math.isfinite(value) and value >= lo):
             raise CalibrationError(f"{flag}: must be >= {lo:g}, got {value!r}")
     return {"victims": [p.annotation for p in profiles], "antagonists": [a.name for a in configs],
             "repeats": args.repeats, "run_seconds": args.run_seconds, "warmup_seconds": args.warmup_seconds,
-            "state_seconds": args.state_seconds, "seed": args.seed, "redis_requests": None}
+            "state_seconds": args.state_seconds, "alone_every": args.alone_every, "seed": args.seed,
+            "redis_requests": None}
 
 
-def _row_key(rep: int, config: str, profile: str) -> str:
-    return f"r{rep}/{config}/{profile}"
+def _row_key(rep: int, config: str, profile: str, slot: int = 0) -> str:
+    """``r1/cpu-q25/batch``; the alone runs after the first of a repetition are ``r1/none.2/batch`` etc."""
+    return f"r{rep}/{config}.{slot}/{profile}" if slot else f"r{rep}/{config}/{profile}"
 
 
 def _node_state(vectors) -> dict:
@@ -162,31 +180,47 @@ class Calibration:
         self.configs = [ant.BY_NAME[a] for a in plan["antagonists"]]
         self.rows = load_rows(self.rows_path, repair=True)
         self.done = {r["key"] for r in self.rows if r["status"] == "ok"}
-        self.alone = {(r["rep"], r["profile"]): r["victim"] for r in self.rows
-                      if r["config"] == ant.ALONE.name and r["status"] == "ok"}
+        self.alone = {}  # profile -> (key, victim result) of its latest alone run
+        for r in sorted(self.rows, key=lambda r: r.get("measured_at") or ""):
+            if r["config"] == ant.ALONE.name and r["status"] == "ok":
+                self.alone[r["profile"]] = (r["key"], r["victim"])
+        self.hierarchy = None
 
-    def schedule(self) -> list[tuple[int, ant.Antagonist]]:
+    def schedule(self) -> list[tuple[int, int, ant.Antagonist]]:
+        """(repetition, alone slot (0 for antagonists), configuration) in measuring order."""
         order = []
+        every = int(self.plan.get("alone_every") or 10 ** 9)
         for rep in range(1, self.plan["repeats"] + 1):
             rest = [c for c in self.configs if c is not ant.ALONE]
             rng = np.random.default_rng([self.plan["seed"], rep])
-            order.append((rep, ant.ALONE))
-            order += [(rep, rest[i]) for i in rng.permutation(len(rest))]
+            order.append((rep, 0, ant.ALONE))
+            slot = 0
+            for k, i in enumerate(rng.permutation(len(rest)), 1):
+                order.append((rep, 0, rest[i]))
+                if k % every == 0 or k == len(rest):
+                    slot += 1
+                    order.append((rep, slot, ant.ALONE))
         return order
 
-    def pending(self, rep: int, config: ant.Antagonist) -> list[Profile]:
-        return [p for p in self.profiles if _row_key(rep, config.name, p.annotation) not in self.done]
+    def pending(self, rep: int, slot: int, config: ant.Antagonist) -> list[Profile]:
+        return [p for p in self.profiles if _row_key(rep, config.name, p.annotation, slot) not in self.done]
 
     def run(self) -> int:
-        todo = [(rep, c, self.pending(rep, c)) for rep, c in self.schedule()]
-        todo = [t for t in todo if t[2]]
-        total = sum(len(p) for _, _, p in todo)
+        todo = [(rep, slot, c, self.pending(rep, slot, c)) for rep, slot, c in self.schedule()]
+        todo = [t for t in todo if t[3]]
+        total = sum(len(t[3]) for t in todo)
         if not todo:
             print(f"{self.rows_path}: all {len(self.done)} runs already measured; nothing to do")
             return 0
         binaries = sorted({b for v in drivers.make_victims(self.profiles).values() for b in v.binaries}
-                          | ({ant.STRESS_NG} if any(c.workers for _, c, _ in todo) else set()))
+                          | ({ant.STRESS_NG} if any(t[2].workers for t in todo) else set()))
         drivers.require(binaries)
+        if any(t[2].quota_pct is not None for t in todo):
+            self.hierarchy = cgroups.detect()
+            stale = cgroups.remove_stale(self.hierarchy)
+            if stale:
+                log.warning("removed %d antagonist cgroups a killed calibration left behind: %s", len(stale),
+                            ", ".join(stale))
 
         from agent.collect import NodeCollector  # the agent's own collectors
         from agent.collectors import default_collectors
@@ -205,14 +239,13 @@ class Calibration:
             if redis is not None and self.plan.get("redis_requests") is None:
                 self.plan["redis_requests"] = redis.requests
             (self.out / PLAN_FILE).write_text(json.dumps(self.plan, indent=2) + "\n")
-            for rep, config, profiles in todo:
+            for rep, slot, config, profiles in todo:
                 if self.max_minutes is not None and time.monotonic() - started > self.max_minutes * 60:
                     print(f"stopped after --max-minutes {self.max_minutes:g}; {bar.total - bar.n} runs left — "
                           "rerun the same command to resume", file=sys.stderr)
-                    break
-                if config is ant.ALONE and self.quiet_wait:
-                    self._quiet(collector)
-                self._config(collector, victims, work, rep, config, profiles, bar)
+                    return EXIT_INCOMPLETE
+                quiet = self._quiet(collector) if config is ant.ALONE else None
+                self._config(collector, victims, work, rep, slot, config, profiles, bar, quiet)
         except Interrupted:
             print("interrupted; rows measured so far are kept — rerun the same command to resume", file=sys.stderr)
             return 130
@@ -221,6 +254,11 @@ class Calibration:
             for v in victims.values():
                 v.stop()
             shutil.rmtree(work, ignore_errors=True)
+            if self.hierarchy is not None:
+                try:
+                    self.hierarchy.parent.rmdir()  # empty once every antagonist stopped
+                except OSError:
+                    pass
             self.finish()
         return 0
 
@@ -228,9 +266,10 @@ class Calibration:
         rows = load_rows(self.rows_path, repair=False)
         write_summary(self.out, summarise(rows, self.plan))
 
-    def _quiet(self, collector) -> None:
+    def _quiet(self, collector) -> bool | None:
+        """Wait for a quiet machine (at most QUIET_TIMEOUT_S); whether it was quiet (None: not checked)."""
         if not self.quiet_wait:
-            return
+            return None
         deadline, calm = time.monotonic() + QUIET_TIMEOUT_S, 0
         while time.monotonic() < deadline and calm < QUIET_SECONDS:
             time.sleep(1.0)
@@ -241,13 +280,14 @@ class Calibration:
         if calm < QUIET_SECONDS:
             log.warning("machine not quiet after %.0f s (CPU or PSI above %.0f%%/%.0f%%); measuring anyway",
                         QUIET_TIMEOUT_S, QUIET_CPU * 100, QUIET_PSI * 100)
+        return calm >= QUIET_SECONDS
 
-    def _config(self, collector, victims, work, rep, config, profiles, bar) -> None:
+    def _config(self, collector, victims, work, rep, slot, config, profiles, bar, quiet) -> None:
         p = self.plan
         victim_timeout = max(MIN_VICTIM_TIMEOUT_S, VICTIM_TIMEOUT_FACTOR * p["run_seconds"])
         budget = p["warmup_seconds"] + p["state_seconds"] + len(profiles) * (victim_timeout + 5)
         bar.set_description(f"r{rep} {config.name}")
-        with ant.RunningAntagonist(config, work, budget) as running:
+        with ant.RunningAntagonist(config, work, budget, self.hierarchy) as running:
             end = time.monotonic() + p["warmup_seconds"]
             while time.monotonic() < end:
                 time.sleep(min(1.0, max(0.0, end - time.monotonic())))
@@ -259,19 +299,31 @@ class Calibration:
                 vectors.append(collector.collect())
             problem = running.failed()
             state = _node_state(vectors)
+            antagonist = {"kind": config.kind, "command": config.describe(), "workers": config.workers,
+                          "cpu_load": config.cpu_load, "quota_pct": config.quota_pct, "cgroup_limit": running.limit,
+                          "intensity": config.intensity(self.cores)}
+            if config is ant.ALONE:
+                antagonist["quiet_before"] = quiet
             for profile in profiles:
-                row = self._measure(victims[profile], profile, rep, config, state, victim_timeout, problem)
+                throttled = running.throttling()
+                row = self._measure(victims[profile], profile, rep, slot, config, antagonist, state, victim_timeout,
+                                    problem)
+                after = running.throttling()
+                if throttled and after and after["nr_periods"] > throttled["nr_periods"]:
+                    # CFS periods in which the antagonist ran out of quota while this victim ran.
+                    row["antagonist_throttled_ratio"] = round(
+                        (after["nr_throttled"] - throttled["nr_throttled"])
+                        / (after["nr_periods"] - throttled["nr_periods"]), 4)
                 self._append(row)
                 bar.update(1)
                 problem = problem or running.failed()
 
-    def _measure(self, victim, profile, rep, config, state, timeout_s, problem) -> dict:
-        key = _row_key(rep, config.name, profile.annotation)
+    def _measure(self, victim, profile, rep, slot, config, antagonist, state, timeout_s, problem) -> dict:
+        key = _row_key(rep, config.name, profile.annotation, slot)
         row = {
             "kind": ROW_KIND, "schema_version": schema.SCHEMA_VERSION, "key": key, "rep": rep,
-            "config": config.name,
-            "antagonist": {"kind": config.kind, "command": config.describe(), "workers": config.workers,
-                           "cpu_load": config.cpu_load, "intensity": config.intensity(self.cores)},
+            "config": config.name, **({"alone_slot": slot} if config is ant.ALONE else {}),
+            "antagonist": antagonist,
             "profile": profile.annotation, "cores": self.cores, "hostname": socket.gethostname(),
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **state,
         }
@@ -285,12 +337,11 @@ class Calibration:
             return {**row, "status": "victim-failed", "error": str(err), "victim": None, "slowdown_p99": None,
                     "slowdown_p50": None}
         if config is ant.ALONE:
-            self.alone[(rep, profile.annotation)] = result
-        alone = self.alone.get((rep, profile.annotation)) or next(
-            (v for (r, pr), v in sorted(self.alone.items()) if pr == profile.annotation), None)
+            self.alone[profile.annotation] = (key, result)
+        alone_key, alone = self.alone.get(profile.annotation, (None, None))
         sd99 = result["p99_ms"] / alone["p99_ms"] if alone and alone["p99_ms"] > 0 else None
         sd50 = result["p50_ms"] / alone["p50_ms"] if alone and alone["p50_ms"] > 0 else None
-        return {**row, "status": "ok", "victim": result, "alone_p99_ms": alone["p99_ms"] if alone else None,
+        return {**row, "status": "ok", "victim": result, "alone_key": alone_key, "alone_p99_ms": alone["p99_ms"] if alone else None,
                 "alone_p50_ms": alone["p50_ms"] if alone else None,
                 "slowdown_p99": sd99, "slowdown_p50": sd50}
 
@@ -348,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         code = cal.run()
-    except drivers.MissingBinary as err:
+    except (drivers.MissingBinary, cgroups.CgroupError) as err:
         print(f"kubeattention calibrate: {err}", file=sys.stderr)
         return 2
     finally:

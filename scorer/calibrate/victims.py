@@ -7,14 +7,17 @@ latency-critical       ``redis-server`` driven by ``redis-benchmark -t get`` (cl
                        loop, 10 clients); p50/p99 from redis-benchmark's CSV
 cache-sensitive        :func:`cache_walker`: random gathers over a 4 MiB table (the    64 Ki loads
                        size of this machine's L2), NumPy
-memory-bandwidth-bound :func:`stream_triad`: STREAM triad ``a = b + s·c`` over 3×64 MiB  one pass
+memory-bandwidth-bound :func:`stream_triad`: STREAM triad ``a = b + s·c`` over 3×64 MiB, one 4 MiB slice
+                       arrays, slice after slice (each slice is out of cache again   of each array
+                       by the time the walk comes back to it)
 io-bound               ``fio`` 4 KiB random reads, ``O_DIRECT``, queue depth 1; p50/p99  one read
                        of completion latency from fio's JSON
-batch                  :func:`hash_chunks`: SHA-256 over 256 KiB chunks (CPU-bound)       one chunk
+batch                  :func:`hash_chunks`: SHA-256 over 8 MiB chunks (CPU-bound)         one chunk
 =====================  ============================================================  ==========
 
 The NumPy/hashlib victims run in their own process (``python -m scorer.calibrate.victims
-KIND --seconds S``) and print one JSON object: ``ops``, ``seconds``, ``p50_ms``, ``p99_ms``.
+KIND --seconds S``) and print one JSON object: ``ops``, ``seconds``, ``mean_ms``, ``p50_ms``,
+``p90_ms``, ``p99_ms``, ``p999_ms``.
 Every victim is time-bounded: the in-process ones by their own clock, redis-benchmark and
 fio by a request count / ``--runtime``, and all of them by the caller's hard timeout.
 """
@@ -32,13 +35,17 @@ import numpy as np
 CACHE_TABLE_BYTES = 4 * 1024 * 1024
 CACHE_GATHER = 64 * 1024
 STREAM_ARRAY_BYTES = 64 * 1024 * 1024
-HASH_CHUNK_BYTES = 256 * 1024
+STREAM_SLICE_BYTES = 4 * 1024 * 1024
+#: 8 MiB (~9 ms of SHA-256 here): longer than a CFS time slice, so an op's time reflects the CPU
+#: share the batch job gets (what a batch job cares about), not whether one slice preempted it.
+HASH_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def _percentiles(latencies_s: list[float], seconds: float) -> dict:
     lat = np.asarray(latencies_s) * 1000.0
-    return {"ops": int(lat.size), "seconds": round(seconds, 3),
-            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+    p50, p90, p99, p999 = np.percentile(lat, [50, 90, 99, 99.9])
+    return {"ops": int(lat.size), "seconds": round(seconds, 3), "mean_ms": float(lat.mean()),
+            "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "p999_ms": float(p999)}
 
 
 def _timed_loop(op, seconds: float) -> dict:
@@ -71,13 +78,19 @@ def cache_walker(seconds: float, seed: int = 0) -> dict:
 
 
 def stream_triad(seconds: float) -> dict:
-    n = STREAM_ARRAY_BYTES // 8
+    n, k = STREAM_ARRAY_BYTES // 8, STREAM_SLICE_BYTES // 8
     a, b, c = np.zeros(n), np.ones(n), np.full(n, 2.0)
+    slices = [slice(i, i + k) for i in range(0, n, k)]
+    state = {"i": 0}
 
     def op():
-        np.multiply(c, 3.0, out=a)
-        np.add(a, b, out=a)
+        s = slices[state["i"]]
+        state["i"] = (state["i"] + 1) % len(slices)
+        np.multiply(c[s], 3.0, out=a[s])
+        np.add(a[s], b[s], out=a[s])
 
+    for _ in slices:  # page in every slice before timing
+        op()
     return _timed_loop(op, seconds)
 
 
