@@ -360,7 +360,7 @@ def train_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: 
     params = MLP_PARAMS if kind == "mlp" else XGBOOST_PARAMS
     metadata = {
         **model_identity(kind, got.data_hash),
-        "calibration": {"path": cal.path, "rows": len(cal), "data_hash": cal.data_hash,
+        "calibration": {"path": cal.path, "rows": len(cal), "data_hash": cal.data_hash, "label": cal.label,
                         "train_rows": int(len(tr)), "real_share": real_share,
                         "train_configs": sorted(set(cal.groups[tr].tolist())),
                         "holdout_configs": sorted(set(cal.groups[ho].tolist()))},
@@ -397,6 +397,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--real-share", type=float, default=DEFAULT_REAL_SHARE,
                         help=f"with --data: share of the sample weight the measured rows carry "
                              f"(default: {DEFAULT_REAL_SHARE})")
+    parser.add_argument("--label", choices=("config-median", "run"), default="config-median",
+                        help="with --data: the slowdown to learn, the median over repetitions of the row's antagonist "
+                             "configuration and profile, or the row's own run (default: %(default)s; "
+                             "scorer/calibrate/data.py)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="data, split and fit seed (default: 0)")
     parser.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
                         help=f"share of rows held out for validation (default: {DEFAULT_HOLDOUT})")
@@ -421,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
             from scorer.calibrate.rows import CalibrationError
 
             try:
-                cal = load_calibration(args.data)
+                cal = load_calibration(args.data, args.label)
             except CalibrationError as err:
                 raise TrainError(str(err)) from None
             rows = DEFAULT_CALIBRATED_ROWS if args.rows is None else args.rows

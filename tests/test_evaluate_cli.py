@@ -65,13 +65,30 @@ def test_figures_are_consistent_with_an_independent_computation(report):
     assert len(j["targets"]) == 4 and all(isinstance(t["met"], bool) for t in j["targets"])
 
 
+def test_second_evaluation_holds_out_whole_kinds_of_neighbour(report):
+    out, _ = report
+    j = json.loads((out / "report.json").read_text())
+    cal = load(FIXTURE)
+    kinds = sorted(set(cal.kind.tolist()) - {"none"})
+    by_kind = j["info"]["kind_holdout"]
+    assert by_kind["folds"] == len(kinds) >= 2
+    for fit in by_kind["fold_fits"]:  # one kind per fold, never a configuration of a kind it trained on
+        held_kinds = [g for g in fit["held_out"] if not g.startswith("none#")]
+        assert len(held_kinds) == 1
+    assert sorted(g for fit in by_kind["fold_fits"] for g in fit["held_out"] if not g.startswith("none#")) == kinds
+    f = by_kind["figures"]
+    assert 0 <= f["slo_breach_share"] <= 1 and f["mean_regret"] >= 0
+    assert "Unseen *kind* of neighbour" in (out / "report.md").read_text()
+
+
 def test_bad_arguments_are_refused(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "kubeattention.cli", "evaluate", *args,
                                "--report", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
 
+    groups = len(set(load(FIXTURE).groups.tolist()))
     p = run("--data", str(FIXTURE), "--folds", "99")
-    assert p.returncode == 2 and "--folds: must be between 2 and the 15 hold-out groups, got 99" in p.stderr
+    assert p.returncode == 2 and f"--folds: must be between 2 and the {groups} hold-out groups, got 99" in p.stderr
     p = run("--data", str(tmp_path / "nothing.jsonl"))
     assert p.returncode == 2 and "does not exist" in p.stderr
     p = run("--data", str(FIXTURE), "--slo", "0.5")
