@@ -49,11 +49,11 @@ import psutil
 import redis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stack import RECORDINGS, recorded_vectors  # noqa: E402
+from stack import RECORDINGS, recorded_vectors, start_aggregator  # noqa: E402
 
 from grpc_floor import print_table as print_grpc_floor  # noqa: E402
 from grpc_floor import run as measure_grpc_floor  # noqa: E402
-from procs import Kubeattention, RedisServer, free_port, wait_for_port  # noqa: E402
+from procs import RedisServer  # noqa: E402
 
 DEFAULT_SECONDS = 600
 DEFAULT_AGENTS = 5000
@@ -228,25 +228,15 @@ def redis_benchmark(port: int, fields: dict[str, str]) -> dict:
 
 def run(args) -> dict:
     redis_srv = RedisServer().start()
-    grpc_port, http_port = free_port(), free_port()
-    agg = Kubeattention("--log-level", "WARNING", "aggregator", "--insecure", "--redis-url", redis_srv.url,
-                        "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
-                        *args.aggregator_flag).start()
-    target = f"127.0.0.1:{grpc_port}"
-    scorer = None  # --score-replica: a second aggregator on the same Redis takes the BatchScores
-    if args.score_replica:
-        score_port, score_http = free_port(), free_port()
-        scorer = Kubeattention("--log-level", "WARNING", "aggregator", "--insecure", "--redis-url", redis_srv.url,
-                               "--grpc-listen", f"127.0.0.1:{score_port}", "--http-listen", f"127.0.0.1:{score_http}",
-                               *args.aggregator_flag).start()
-    score_target = f"127.0.0.1:{score_port}" if scorer else target
+    agg = scorer = None  # scorer (--score-replica): a second aggregator on the same Redis takes the BatchScores
     children: list[mp.Process] = []
     try:
-        wait_for_port(grpc_port, proc=agg.proc, timeout=30)
-        wait_for_port(http_port, proc=agg.proc, timeout=30)
-        if scorer:
-            wait_for_port(score_port, proc=scorer.proc, timeout=30)
-            wait_for_port(score_http, proc=scorer.proc, timeout=30)
+        agg, grpc_port, http_port = start_aggregator(redis_srv.url, "--insecure", *args.aggregator_flag)
+        target = score_target = f"127.0.0.1:{grpc_port}"
+        metrics_port = http_port  # where the BatchScores go
+        if args.score_replica:
+            scorer, score_port, metrics_port = start_aggregator(redis_srv.url, "--insecure", *args.aggregator_flag)
+            score_target = f"127.0.0.1:{score_port}"
         agg_ps = psutil.Process(agg.proc.pid)
         redis_ps = psutil.Process(redis_srv.proc.pid)
         rc = redis.Redis(port=redis_srv.port)
@@ -311,7 +301,6 @@ def run(args) -> dict:
         metrics_text = ""
         try:
             import urllib.request
-            metrics_port = score_http if scorer else http_port  # where the BatchScores went
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
                 metrics_text = r.read().decode()
         except OSError:
@@ -320,11 +309,11 @@ def run(args) -> dict:
         for c in children:
             if c.is_alive():
                 c.kill()
-        agg_log = agg.output()
-        agg.stop()
-        if scorer:
-            agg_log += scorer.output()
-            scorer.stop()
+        agg_log = ""
+        for proc in (agg, scorer):
+            if proc is not None:
+                agg_log += proc.output()
+                proc.stop()
         redis_srv.cleanup()
     # after the aggregator stopped: a do-nothing gRPC server's ceiling on the same machine
     grpc_floor = {"skipped": "--no-grpc-floor"} if args.no_grpc_floor else measure_grpc_floor()

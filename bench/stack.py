@@ -61,6 +61,22 @@ def recorded_vectors(folder: Path = RECORDINGS) -> list:
     return vectors
 
 
+def start_aggregator(redis_url: str, *flags: str) -> tuple[Kubeattention, int, int]:
+    """``kubeattention aggregator`` on free loopback ports, serving; returns (process, gRPC port,
+    HTTP port). ``flags`` must choose the transport (``--insecure`` or TLS/token flags)."""
+    grpc_port, http_port = free_port(), free_port()
+    proc = Kubeattention("--log-level", "WARNING", "aggregator", "--redis-url", redis_url,
+                         "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
+                         *flags).start()
+    try:
+        wait_for_port(grpc_port, proc=proc.proc, timeout=30)
+        wait_for_port(http_port, proc=proc.proc, timeout=30)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, grpc_port, http_port
+
+
 class Stack:
     """redis-server + ``kubeattention aggregator`` on free loopback ports, ``nodes`` pushed.
 
@@ -70,7 +86,6 @@ class Stack:
 
     def __init__(self, nodes: int, recordings: Path = RECORDINGS, *aggregator_flags: str, secure: bool = False):
         self.redis = RedisServer().start()
-        self.grpc_port, self.http_port = free_port(), free_port()
         self.names = [f"node-{i:04d}" for i in range(nodes)]
         self.tmp = Path(tempfile.mkdtemp(prefix="ka-bench-"))
         self.metadata = None
@@ -86,13 +101,14 @@ class Stack:
             self.metadata = (("authorization", f"Bearer {scheduler_token}"),)
         else:
             security = ["--insecure"]
-        self.aggregator = Kubeattention(
-            "--log-level", "WARNING", "aggregator", "--redis-url", self.redis.url,
-            "--grpc-listen", f"127.0.0.1:{self.grpc_port}", "--http-listen", f"127.0.0.1:{self.http_port}",
-            "--max-staleness-ms", "600000", *security, *aggregator_flags).start()
         try:
-            wait_for_port(self.grpc_port, proc=self.aggregator.proc, timeout=30)
-            wait_for_port(self.http_port, proc=self.aggregator.proc, timeout=30)
+            self.aggregator, self.grpc_port, self.http_port = start_aggregator(
+                self.redis.url, "--max-staleness-ms", "600000", *security, *aggregator_flags)
+        except BaseException:
+            self.redis.cleanup()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        try:
             target = f"127.0.0.1:{self.grpc_port}"
             self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(pki.ca.read_bytes())) \
                 if secure else grpc.insecure_channel(target)
