@@ -7,7 +7,7 @@ agents retry; nothing here raises past the handler.
 The server is ``grpc.aio`` on one event loop in its own thread (``GrpcServer``). A push
 awaits its Redis group commit instead of holding a thread, so thousands of pushes can wait on
 one flush; Python's per-call cost is also about a third lower than the thread-pool server's
-(``bench/soak.py`` prints the floor). BatchScore runs on the loop itself: it never waits on
+(``bench/grpc_floor.py`` measures both). BatchScore runs on the loop itself: it never waits on
 Redis (it reads the snapshot), and ~1 ms of NumPy and ONNX Runtime gains nothing from a hop to
 another thread under the GIL. Only TokenReview, which calls the API server, runs off the loop.
 """
@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 #: Calls the server admits at once besides the pushes: BatchScore, health, reflection. Past
 #: the sum gRPC itself answers RESOURCE_EXHAUSTED; a backstop, the push limit acts first.
 OTHER_CALLS_INFLIGHT = 256
+
+#: The two services' full names, for health and reflection.
+SERVICES = (telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
+            scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name)
 
 #: Largest request accepted (bytes): 5 000 candidates of 253-character names fit with room.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -229,7 +233,7 @@ class GrpcServer:
         self._stopped = asyncio.Event()
         try:
             self._server = server = self._build()
-            for svc in self._services:
+            for svc in ("",) + SERVICES:  # "" = the server as a whole
                 await self._health.set(svc, health_pb2.HealthCheckResponse.SERVING)
             await server.start()
         except BaseException as e:  # reported by start(), in the caller's thread
@@ -257,12 +261,7 @@ class GrpcServer:
                                                                     scoring_pb2.BatchScoreResponse)}),
         ))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        services = (
-            telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
-            scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name,
-        )
-        self._services = ("",) + services
-        reflection.enable_server_reflection(services + (health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection(SERVICES + (health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         try:
             port = (server.add_secure_port(self.listen, self.tls.grpc_credentials()) if self.tls
                     else server.add_insecure_port(self.listen))
