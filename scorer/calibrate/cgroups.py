@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.collectors.ebpf_runqueue import v1_cpu_hierarchy
+
 PARENT = "kubeattention-calibration"
 #: CFS bandwidth period: the kubelet's default (cpu.cfs_period_us = 100 ms).
 PERIOD_US = 100_000
@@ -63,9 +65,9 @@ def detect(sys_root: Path | str = "/sys") -> Hierarchy:
     controllers = base / "cgroup.controllers"
     if controllers.exists() and "cpu" in controllers.read_text().split():
         return Hierarchy(2, base)
-    for name in ("cpu", "cpu,cpuacct"):
-        if (base / name / "cpu.cfs_quota_us").exists():
-            return Hierarchy(1, base / name)
+    v1 = v1_cpu_hierarchy(sys_root)  # the one the agent's run-queue collector reads
+    if v1 is not None and (v1 / "cpu.cfs_quota_us").exists():
+        return Hierarchy(1, v1)
     raise CgroupError(f"no cgroup cpu controller with CFS bandwidth control under {base} (looked for "
                       f"cgroup.controllers listing 'cpu' (v2) and cpu/cpu.cfs_quota_us (v1)); antagonist CPU quotas "
                       "need one — run as root on a kernel with CONFIG_CFS_BANDWIDTH")
