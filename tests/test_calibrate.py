@@ -127,6 +127,15 @@ def test_tiny_real_calibration_is_measured_and_resumable(tmp_path):
     assert lines[:-1] == first and len(lines) == 3
     assert json.loads(lines[-1])["key"] == json.loads(last)["key"] and json.loads(lines[-1])["status"] == "ok"
 
+    # A directory can gain repetitions (the plan is extended), never lose them.
+    fewer = calibrate(out, "--repeats", "0")
+    assert fewer.returncode == 2
+    assert "plans 1 repetitions; a resumed directory can gain repetitions but not lose them (got 0)" in fewer.stderr
+    more = calibrate(out, "--repeats", "2", "--max-minutes", "0")
+    assert more.returncode == 3 and "3 runs left" in more.stderr, more.stderr[-2000:]
+    assert json.loads((out / "plan.json").read_text())["repeats"] == 2
+    assert (out / "calibration.jsonl").read_text().splitlines() == lines  # nothing measured, nothing lost
+
 
 def test_ladder_intensities_follow_the_quota():
     light, heavy = antagonists.BY_NAME["membw-q25"], antagonists.BY_NAME["membw-q200"]

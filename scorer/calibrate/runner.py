@@ -25,7 +25,8 @@ use the median of all alone runs instead (``scorer.calibrate.data``).
 
 Resumable: rows already in ``calibration.jsonl`` are skipped (keyed by repetition,
 configuration and profile); a half-written last line is dropped and re-measured. The
-run's parameters are kept in ``DIR/plan.json`` and reused on resume. ``--max-minutes``
+run's parameters are kept in ``DIR/plan.json`` and reused on resume; a ``--repeats`` above
+the plan's extends it (more repetitions of the same matrix, each in its own seeded order). ``--max-minutes``
 stops starting new configurations after that long, so a long calibration can run in
 several bounded chunks. ``DIR/summary.json`` and ``DIR/summary.md`` are rewritten at the
 end of every invocation.
@@ -94,8 +95,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--antagonists", default=",".join(a.name for a in ant.CONFIGS), metavar="LIST",
                         help="comma-separated antagonist configurations ('none' is always included; "
                              f"default: all {len(ant.CONFIGS)}: {', '.join(a.name for a in ant.CONFIGS)})")
-    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
-                        help=f"repetitions of the whole matrix (default: {DEFAULT_REPEATS})")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"repetitions of the whole matrix (default: {DEFAULT_REPEATS}); on resume, a number "
+                             "above the plan's adds repetitions to the directory")
     parser.add_argument("--run-seconds", type=float, default=DEFAULT_RUN_S,
                         help=f"each victim run (default: {DEFAULT_RUN_S:g})")
     parser.add_argument("--warmup-seconds", type=float, default=DEFAULT_WARMUP_S,
@@ -134,7 +136,16 @@ def _plan(args: argparse.Namespace, out: Path) -> dict:
         except json.JSONDecodeError as err:
             raise CalibrationError(f"{path}: not JSON ({err.msg}); delete it to start this directory afresh") from None
         log.info("resuming %s with its plan (%s)", out, path)
+        if args.repeats is not None and args.repeats != plan.get("repeats"):
+            if args.repeats < plan.get("repeats", 0):
+                raise CalibrationError(f"--repeats: {path} plans {plan['repeats']} repetitions; a resumed directory "
+                                       f"can gain repetitions but not lose them (got {args.repeats})")
+            log.info("adding repetitions: %d -> %d", plan["repeats"], args.repeats)
+            plan["repeats"] = args.repeats
+            path.write_text(json.dumps(plan, indent=2) + "\n")
         return plan
+    if args.repeats is None:
+        args.repeats = DEFAULT_REPEATS
     profiles = _parse_list(args.victims, {p.annotation: p for p in Profile}, "victims")
     configs = _parse_list(args.antagonists, ant.BY_NAME, "antagonists")
     if ant.ALONE not in configs:
