@@ -17,7 +17,8 @@ from scorer import schema
 from scorer.model import INPUT_NAME, JSON_METADATA, OUTPUT_LOG_SLOWDOWN
 
 #: ONNX opsets: the default opset 17 runs on every ONNX Runtime >= 1.13 (pyproject asks
-#: for >= 1.17); onnxmltools' XGBoost converter supports at most 15.
+#: for >= 1.17); onnxmltools' XGBoost converter supports at most 15 (its pipeline's
+#: imputer and tree ensemble are ``ai.onnx.ml`` operators).
 MLP_OPSET = {"": 17, "ai.onnx.ml": 3}
 XGBOOST_OPSET = 15
 
@@ -35,12 +36,18 @@ def mlp_to_onnx(estimator) -> onnx.ModelProto:
 
 
 def xgboost_to_onnx(estimator) -> onnx.ModelProto:
-    import onnxmltools
-    from onnxmltools.convert.common.data_types import FloatTensorType
+    """A scikit-learn pipeline ending in an ``XGBRegressor`` (``scorer.train.xgboost_estimator``)."""
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import convert_sklearn, update_registered_converter
+    from skl2onnx.common.data_types import FloatTensorType
+    from skl2onnx.common.shape_calculator import calculate_linear_regressor_output_shapes
+    from xgboost import XGBRegressor
 
-    model = onnxmltools.convert_xgboost(
-        estimator, initial_types=[(INPUT_NAME, FloatTensorType([None, schema.NUM_FEATURES]))],
-        target_opset=XGBOOST_OPSET)
+    # skl2onnx's documented way to convert a pipeline that holds an XGBoost model.
+    update_registered_converter(XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes,
+                                convert_xgboost)
+    model = convert_sklearn(estimator, initial_types=[(INPUT_NAME, FloatTensorType([None, schema.NUM_FEATURES]))],
+                            target_opset={"": XGBOOST_OPSET, "ai.onnx.ml": MLP_OPSET["ai.onnx.ml"]})
     rename_output(model, OUTPUT_LOG_SLOWDOWN)
     return model
 

@@ -16,7 +16,8 @@ rows. Without it:
    * ``mlp`` (default): scikit-learn ``MLPRegressor``, 64-32 ReLU, Adam, early stopping
      on an internal 10 % split of the training rows;
    * ``xgboost``: ``XGBRegressor``, 300 trees of depth 6 (fixed rounds, so the exported
-     trees are exactly the ones that predict);
+     trees are exactly the ones that predict), monotone in the contention metrics, behind a
+     median imputer for missing metrics (:func:`xgboost_estimator`);
 4. export to ONNX and evaluate *the exported file* on the hold-out with ONNX Runtime,
    exactly as the aggregator will run it (``scorer.evaluate``);
 5. write ``--out`` with the metadata in ``metadata_props`` and a ``.json`` sidecar, reload
@@ -65,6 +66,17 @@ MLP_PARAMS = dict(hidden_layer_sizes=(64, 32), activation="relu", solver="adam",
 XGBOOST_PARAMS = dict(n_estimators=300, max_depth=6, learning_rate=0.1, subsample=0.8,
                       colsample_bytree=0.8, min_child_weight=5, tree_method="hist",
                       objective="reg:squarederror", n_jobs=2)
+#: Node metrics the XGBoost model may only read as "more of it never makes the pod faster"
+#: (XGBoost ``monotone_constraints`` +1). Small, noisy calibration data otherwise teaches
+#: trees that a busier node is better wherever one noisy run said so. Left free, and why:
+#: ``runqueue_latency_p99_us`` (a CPU-limited neighbour's own throttled waits count as
+#: run-queue wait, so the 10 %-quota neighbours of the calibration ladder show the highest
+#: p99), ``cpu_throttled_ratio`` (a throttled neighbour is being held back),
+#: ``memory_utilization`` (capacity, not contention) and ``disk_io_latency_p99_ms`` (missing
+#: whenever the interval had no disk I/O, see :func:`xgboost_estimator`).
+MONOTONE_METRICS = ("cpu_utilization", "cpu_iowait_ratio", "cpu_psi_some", "memory_psi_some", "io_psi_some",
+                    "cross_cgroup_preemptions_per_s", "llc_miss_ratio", "llc_mpki", "cycles_per_instruction",
+                    "memory_bandwidth_gbps", "process_churn_per_s")
 
 
 class TrainError(Exception):
@@ -205,10 +217,32 @@ def fit(kind: str, X: np.ndarray, y: np.ndarray, seed: int, sample_weight: np.nd
 
         return MLPRegressor(random_state=seed, **MLP_PARAMS).fit(X, y, sample_weight=sample_weight)
     if kind == "xgboost":
-        from xgboost import XGBRegressor
-
-        return XGBRegressor(random_state=seed, **XGBOOST_PARAMS).fit(X, y, sample_weight=sample_weight)
+        return xgboost_estimator(seed).fit(X, y, xgb__sample_weight=sample_weight)
     raise TrainError(f"model: unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+
+
+def xgboost_estimator(seed: int):
+    """The XGBoost model as a scikit-learn pipeline that exports to ONNX in one piece:
+
+    1. a missing metric (``schema.MISSING``) becomes the median of that metric over the
+       training rows, so a node that cannot measure something scores like a typical node,
+       never like one that measured zero (and the monotone constraints below cannot turn
+       "missing" into "best"); pod features pass through;
+    2. ``XGBRegressor`` on log slowdown, monotone non-decreasing in :data:`MONOTONE_METRICS`.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBRegressor
+
+    metrics = list(range(schema.NUM_METRICS))
+    features = ColumnTransformer([
+        ("metrics", SimpleImputer(missing_values=schema.MISSING, strategy="median", keep_empty_features=True),
+         metrics),
+        ("pod", "passthrough", list(range(schema.NUM_METRICS, schema.NUM_FEATURES)))])
+    constraints = tuple(1 if name in MONOTONE_METRICS else 0 for name in schema.FEATURE_NAMES)
+    return Pipeline([("features", features),
+                     ("xgb", XGBRegressor(random_state=seed, monotone_constraints=constraints, **XGBOOST_PARAMS))])
 
 
 def to_onnx(kind: str, estimator) -> onnx.ModelProto:
