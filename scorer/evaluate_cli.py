@@ -1,6 +1,6 @@
 """``kubeattention evaluate``: does the model place pods better than today's schedulers?
 
-    kubeattention evaluate [--data scorer/data/calibration] [--model mlp|xgboost]
+    kubeattention evaluate [--data scorer/data/calibration] [--model mlp,xgboost]
                            [--folds 5] [--report DIR] [--compare FILE.onnx ...]
 
 1. Split the calibration rows into ``--folds`` groups **by antagonist configuration**
@@ -19,6 +19,18 @@
    never saw. Reported as a second, harder figure; the headline stays step 1's.
 5. ``--compare FILE`` also scores the rows with an existing ONNX model as it is (no
    retraining) — e.g. the synthetic-only model — to show what calibration changed.
+6. Two references that say how much of the measured slowdown is predictable at all on
+   this data (neither is a scheduler: both know things no node reports):
+
+   * **test-retest**: Spearman between one run's slowdown and the median of the other
+     repetitions of the same configuration and profile — how well the slowdown beside a
+     neighbour predicts itself;
+   * **neighbour-aware reference**: a regressor told the held-out neighbour's kind and
+     intensity (the calibration plan, not node metrics), fitted and scored on the same
+     folds and candidate sets as the models.
+
+Every model of ``--model`` (default: both, the MLP first) is evaluated on the same folds
+and candidate sets, each with its own rows in the tables and its own target check.
 
 Writes ``report.md`` (the table and whether the targets hold), ``report.json``,
 ``score_vs_slowdown.png`` and ``regret_cdf.png`` to ``--report``.
@@ -46,6 +58,7 @@ log = logging.getLogger("scorer.evaluate")
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "calibration"
 DEFAULT_REPORT = Path("evaluation")
 DEFAULT_FOLDS = 5
+DEFAULT_MODELS = ("mlp", "xgboost")
 #: Targets of issue 4, checked on the held-out (out-of-fold) rows.
 TARGET_SPEARMAN = 0.8
 TARGET_REGRET = 0.10
@@ -59,7 +72,9 @@ class EvaluateError(Exception):
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, metavar="FILE|DIR",
                         help=f"calibration rows (default: the committed {DEFAULT_DATA.relative_to(DEFAULT_DATA.parents[2])})")
-    parser.add_argument("--model", choices=("mlp", "xgboost"), default="mlp", help="regressor (default: mlp)")
+    parser.add_argument("--model", default=",".join(DEFAULT_MODELS), metavar="LIST",
+                        help="comma-separated regressors to evaluate, each on the same folds "
+                             "(mlp, xgboost; default: %(default)s)")
     parser.add_argument("--label", choices=LABELS, default=DEFAULT_LABEL,
                         help="slowdown to train on and score against: the median over repetitions of the row's "
                              "configuration and profile, or the row's own run (default: %(default)s; the report "
@@ -120,6 +135,59 @@ def out_of_fold(cal, kind: str, folds: int, seed: int, rows: int, real_share: fl
     return pred, fits
 
 
+def parse_models(text: str) -> list[str]:
+    from scorer.train import MODEL_KINDS
+
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in MODEL_KINDS]
+    if not kinds or bad:
+        raise EvaluateError(f"--model: expected a comma-separated list of {', '.join(MODEL_KINDS)}, got {text!r}")
+    return list(dict.fromkeys(kinds))
+
+
+def retest_spearman(cal) -> tuple[float, int]:
+    """(Spearman, runs): each run's slowdown against the median of the other repetitions of its
+    configuration and profile, over every configuration measured at least twice (alone runs
+    left out: their label is 1 by definition). Slowdowns below 1 count as 1, as everywhere."""
+    cells: dict[tuple[str, int], list[float]] = {}
+    for c, p, sd in zip(cal.config, cal.profile, np.maximum(cal.run_slowdown, 1.0)):
+        if c != "none":
+            cells.setdefault((c, int(p)), []).append(float(sd))
+    run, others = [], []
+    for v in cells.values():
+        for i in range(len(v) if len(v) >= 2 else 0):
+            run.append(v[i])
+            others.append(float(np.median(v[:i] + v[i + 1:])))
+    return (spearman(np.array(run), np.array(others)) if len(run) >= 2 else float("nan")), len(run)
+
+
+def neighbour_features(cal) -> np.ndarray:
+    """What the calibration plan knows and no node reports: the neighbour's latent intensity
+    per kind, whether it is the mixed kind, and the victim profile (one-hot)."""
+    from scorer.schema import Profile
+
+    kinds = sorted(cal.intensity)
+    return np.column_stack([cal.intensity[k] for k in kinds] + [(cal.kind == "mixed").astype(float)]
+                           + [(cal.profile == int(p)).astype(float) for p in Profile])
+
+
+def neighbour_reference(cal, folds: int, seed: int) -> np.ndarray:
+    """Out-of-fold predicted slowdowns of an XGBoost regressor on :func:`neighbour_features`,
+    on the same configuration folds as the models (scikit-learn predictions, no ONNX: it is
+    a yardstick, never served)."""
+    from xgboost import XGBRegressor
+
+    from scorer.train import XGBOOST_PARAMS
+
+    F = neighbour_features(cal)
+    pred = np.full(len(cal), np.nan)
+    for held in config_folds(cal.groups, folds, seed):
+        keep = np.setdiff1d(np.arange(len(cal)), held)
+        model = XGBRegressor(random_state=seed, **XGBOOST_PARAMS).fit(F[keep], cal.y[keep])
+        pred[held] = np.maximum(np.exp(model.predict(F[held]).astype(np.float64)), 1.0)
+    return pred
+
+
 def compare_model(path: Path, cal) -> tuple[str, np.ndarray]:
     """(label, predicted slowdowns) of an existing ONNX model, as it is."""
     from scorer.model import InterferenceModel
@@ -170,12 +238,17 @@ LABEL_TEXT = {"config-median": "the median p99 slowdown of the row's antagonist 
               "run": "each row's own run's p99 slowdown"}
 
 
-def render(figures: dict, model_name: str, info: dict) -> str:
+def _model_name(kind: str, held: str = "held-out") -> str:
+    return f"KubeAttention {kind} ({held})"
+
+
+def render(figures: dict, kinds: list[str], info: dict) -> str:
+    models = " and ".join(kinds)
     lines = [
         "# KubeAttention held-out evaluation", "",
         f"Data: `{info['data']}` — {info['rows']} measured rows ({info['configs']} antagonist configurations × "
         f"repetitions × {info['profiles']} victim profiles), data hash `{info['data_hash'][:12]}`.",
-        f"Model: {info['model']} trained per fold on the other configurations' rows plus {info['synthetic_rows']} "
+        f"Models: {models}, each trained per fold on the other configurations' rows plus {info['synthetic_rows']} "
         f"synthetic rows from the contention model fitted to them (real share {info['real_share']}); "
         f"{info['folds']} folds held out **by antagonist configuration**, every row predicted once, by a model "
         "that never saw its neighbour.",
@@ -186,32 +259,51 @@ def render(figures: dict, model_name: str, info: dict) -> str:
     other = info.get("other_label")
     if other:
         lines += ["", f"The same held-out predictions scored against {LABEL_TEXT[other['label']]} "
-                  f"(`--label {other['label']}` scoring; the model was trained as above):", "",
+                  f"(`--label {other['label']}` scoring; the models were trained as above):", "",
                   *_table(other["figures"])]
-    lines += ["", "Per victim profile (model): Spearman of predicted vs measured slowdown",  "",
-              "| profile | rows | Spearman | mean measured slowdown |", "|---|---:|---:|---:|"]
-    for p, s in info["per_profile"].items():
-        lines.append(f"| {p} | {s['rows']} | {_fmt(s['spearman'])} | {s['mean']:.2f}x |")
-    by_kind = info.get("kind_holdout")
+    lines += ["", "Per victim profile: Spearman of predicted vs measured slowdown", "",
+              "| profile | rows | mean measured slowdown | " + " | ".join(kinds) + " |",
+              "|---|---:|---:|" + "---:|" * len(kinds)]
+    first = info["models"][kinds[0]]["per_profile"]
+    for p, s in first.items():
+        lines.append(f"| {p} | {s['rows']} | {s['mean']:.2f}x | "
+                     + " | ".join(_fmt(info["models"][k]["per_profile"][p]["spearman"]) for k in kinds) + " |")
+    by_kind = {k: info["models"][k]["kind_holdout"] for k in kinds if info["models"][k].get("kind_holdout")}
     if by_kind:
-        f = by_kind["figures"]
-        lines += ["", f"Unseen *kind* of neighbour ({by_kind['folds']} folds, each holding out every intensity of "
+        some = next(iter(by_kind.values()))
+        lines += ["", f"Unseen *kind* of neighbour ({some['folds']} folds, each holding out every intensity of "
                   "one antagonist kind; same candidate sets; a harder test than the headline, which holds out one "
                   "configuration at a time):", "",
                   "| scorer | Spearman(score, −slowdown) | mean top-1 regret | p90 regret | SLO-breaking choices | "
-                  "mean chosen slowdown |", "|---|---:|---:|---:|---:|---:|",
-                  f"| {model_name.replace('(held-out)', '(kind held out)')} | {_fmt(f['spearman'])} | "
-                  f"{_fmt(f['mean_regret'], True)} | {_fmt(f['p90_regret'], True)} | "
-                  f"{_fmt(f['slo_breach_share'], True)} | {f['mean_chosen_slowdown']:.2f}x |"]
-    lines += ["", f"Targets (issue 4), on the first table (`--label {info['label']}`):", ""]
-    for text, ok, value in targets(figures, model_name):
-        lines.append(f"- {'**met**' if ok else '**not met**'} — {text}: {value}")
-    lines += ["", "Plots: `score_vs_slowdown.png` (model's predicted vs measured slowdown per row), "
+                  "mean chosen slowdown |", "|---|---:|---:|---:|---:|---:|"]
+        for k, v in by_kind.items():
+            f = v["figures"]
+            lines.append(f"| {_model_name(k, 'kind held out')} | {_fmt(f['spearman'])} | "
+                         f"{_fmt(f['mean_regret'], True)} | {_fmt(f['p90_regret'], True)} | "
+                         f"{_fmt(f['slo_breach_share'], True)} | {f['mean_chosen_slowdown']:.2f}x |")
+    ref = info.get("references")
+    if ref:
+        f = ref["neighbour_aware"]
+        lines += ["", "How much of the slowdown is predictable at all on this data (references, not schedulers: "
+                  "both know what no node reports):", "",
+                  f"- **test-retest**: one run's slowdown against the median of the other repetitions of the same "
+                  f"configuration and profile: Spearman {_fmt(ref['retest_spearman'])} over {ref['retest_runs']} "
+                  "runs.",
+                  "- **neighbour-aware reference**: XGBoost told the held-out neighbour's kind and intensity "
+                  "(from the calibration plan) instead of the node's metrics, same folds and candidate sets: "
+                  f"Spearman {_fmt(f['spearman'])}, mean regret {_fmt(f['mean_regret'], True)}, "
+                  f"SLO-breaking {_fmt(f['slo_breach_share'], True)}."]
+    lines += ["", f"Targets (issue 4), on the first table (`--label {info['label']}`):"]
+    for k in kinds:
+        lines += ["", f"{_model_name(k)}:", ""]
+        for text, ok, value in targets(figures, _model_name(k)):
+            lines.append(f"- {'**met**' if ok else '**not met**'} — {text}: {value}")
+    lines += ["", "Plots: `score_vs_slowdown.png` (each model's predicted vs measured slowdown per row), "
               "`regret_cdf.png` (distribution of top-1 regret per scorer)."]
     return "\n".join(lines) + "\n"
 
 
-def plot(report: Path, cal, pred: np.ndarray, figures: dict, slo: float) -> list[Path]:
+def plot(report: Path, cal, preds: dict[str, np.ndarray], figures: dict, slo: float) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,20 +312,22 @@ def plot(report: Path, cal, pred: np.ndarray, figures: dict, slo: float) -> list
     from scorer.schema import Profile
 
     paths = []
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    for p in Profile:
-        sel = cal.profile == p
-        if sel.any():
-            ax.scatter(np.maximum(cal.slowdown[sel], 1.0), pred[sel], s=14, alpha=0.7, label=p.annotation)
-    lim = [1.0, max(2.0, float(np.nanmax(np.maximum(cal.slowdown, 1.0))) * 1.1, float(np.nanmax(pred)) * 1.1)]
-    ax.plot([1, lim[1]], [1, lim[1]], color="grey", lw=0.8, ls="--", label="perfect")
-    ax.axvline(slo, color="red", lw=0.8, ls=":", label=f"SLO {slo}x")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("measured p99 slowdown (held-out rows)")
-    ax.set_ylabel("predicted slowdown (score = 100 / predicted)")
-    ax.set_title("Model vs measured slowdown, out-of-fold by antagonist configuration", fontsize=9)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(preds), figsize=(6.0 * len(preds), 5), squeeze=False)
+    measured = np.maximum(cal.slowdown, 1.0)
+    top = max(2.0, float(np.nanmax(measured)) * 1.1, max(float(np.nanmax(p)) for p in preds.values()) * 1.1)
+    for ax, (kind, pred) in zip(axes[0], preds.items()):
+        for p in Profile:
+            sel = cal.profile == p
+            if sel.any():
+                ax.scatter(measured[sel], pred[sel], s=14, alpha=0.7, label=p.annotation)
+        ax.plot([1, top], [1, top], color="grey", lw=0.8, ls="--", label="perfect")
+        ax.axvline(slo, color="red", lw=0.8, ls=":", label=f"SLO {slo}x")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("measured p99 slowdown (held-out rows)")
+        ax.set_ylabel("predicted slowdown (score = 100 / predicted)")
+        ax.set_title(f"{kind}: predicted vs measured, out-of-fold by antagonist configuration", fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(report / "score_vs_slowdown.png")
     fig.savefig(paths[-1], dpi=110)
@@ -261,29 +355,33 @@ def run(args: argparse.Namespace) -> int:
     from scorer.calibrate.data import load
     from scorer.calibrate.rows import CalibrationError
     from scorer.model import ModelError
+    from scorer.schema import Profile
 
     rows = train.DEFAULT_CALIBRATED_ROWS if args.rows is None else args.rows
     real_share = train.DEFAULT_REAL_SHARE if args.real_share is None else args.real_share
+    preds: dict[str, np.ndarray] = {}
+    per_model: dict[str, dict] = {}
     try:
+        kinds = parse_models(args.model)
         if args.trials < 1:
             raise EvaluateError(f"--trials: must be >= 1, got {args.trials}")
         if not (math.isfinite(args.slo) and args.slo >= 1.0):
             raise EvaluateError(f"--slo: must be a slowdown >= 1.0, got {args.slo}")
         cal = load(args.data, args.label)
-        folds = config_folds(cal.groups, args.folds, args.seed)  # validates --folds early
-        del folds
-        pred, fits = out_of_fold(cal, args.model, args.folds, args.seed, rows, real_share)
-        kind_pred = kind_fits = None
-        kinds = sorted({g for g in cal.kind_groups.tolist() if not g.startswith("none#")})
-        if not args.no_kind_holdout and len(kinds) >= 2:
-            kind_pred, kind_fits = out_of_fold(cal, args.model, len(kinds), args.seed, rows, real_share,
-                                               groups=cal.kind_groups)
+        config_folds(cal.groups, args.folds, args.seed)  # validates --folds early
+        neighbour_kinds = sorted({g for g in cal.kind_groups.tolist() if not g.startswith("none#")})
+        for kind in kinds:
+            preds[kind], fits = out_of_fold(cal, kind, args.folds, args.seed, rows, real_share)
+            per_model[kind] = {"fold_fits": fits}
+            if not args.no_kind_holdout and len(neighbour_kinds) >= 2:
+                per_model[kind]["kind_pred"], per_model[kind]["kind_fits"] = out_of_fold(
+                    cal, kind, len(neighbour_kinds), args.seed, rows, real_share, groups=cal.kind_groups)
+        reference = neighbour_reference(cal, args.folds, args.seed)
         compared = dict(compare_model(p, cal) for p in args.compare)
     except (CalibrationError, EvaluateError, train.TrainError, ModelError) as err:
         print(f"kubeattention evaluate: {err}", file=sys.stderr)
         return 2
-    model_name = f"KubeAttention {args.model} (held-out)"
-    scores = {model_name: scoring.scores_from_slowdown(pred)}
+    scores = {_model_name(k): scoring.scores_from_slowdown(preds[k]) for k in kinds}
     scores.update({k: scoring.scores_from_slowdown(v) for k, v in compared.items()})
     scores.update(placement.baseline_scores(cal.values, cal.mask, cal.samples_cpu_std, cal.slowdown))
     trials = placement.draw_trials(cal.profile, args.trials, seed=args.seed)
@@ -294,35 +392,43 @@ def run(args: argparse.Namespace) -> int:
         cal.values, cal.mask, cal.samples_cpu_std, other_sd)[placement.ORACLE]}
     other_figures = {name: placement.placement_figures(s, other_sd, trials, args.slo)
                      for name, s in other_scores.items()}
-    from scorer.schema import Profile
 
-    per_profile = {p.annotation: {"rows": int((cal.profile == p).sum()),
-                                  "spearman": spearman(pred[cal.profile == p], cal.slowdown[cal.profile == p]),
-                                  "mean": float(np.maximum(cal.slowdown[cal.profile == p], 1).mean())}
-                   for p in Profile if (cal.profile == p).any()}
-    kind_holdout = None
-    if kind_pred is not None:
-        kf = placement.placement_figures(scoring.scores_from_slowdown(kind_pred), cal.slowdown, trials, args.slo)
-        kind_holdout = {"folds": len(kind_fits), "fold_fits": kind_fits,
-                        "figures": {k: v for k, v in kf.items() if k != "regret"}}
-    info = {"data": os.path.relpath(cal.path) if Path(cal.path).is_absolute() else str(cal.path), "rows": len(cal), "configs": len(set(cal.config.tolist())),
-            "profiles": len(set(cal.profile.tolist())), "data_hash": cal.data_hash, "model": args.model,
-            "synthetic_rows": rows, "real_share": real_share, "folds": args.folds, "trials": args.trials,
-            "slo": args.slo, "seed": args.seed, "per_profile": per_profile, "fold_fits": fits,
-            "kind_holdout": kind_holdout, "label": args.label,
-            "other_label": {"label": other_label,
-                            "figures": {k: {kk: vv for kk, vv in v.items() if kk != "regret"}
-                                        for k, v in other_figures.items()}},
+    def without_regret(f: dict) -> dict:
+        return {k: v for k, v in f.items() if k != "regret"}
+
+    models_info = {}
+    for kind in kinds:
+        pred, m = preds[kind], per_model[kind]
+        models_info[kind] = {
+            "fold_fits": m["fold_fits"],
+            "per_profile": {p.annotation: {"rows": int((cal.profile == p).sum()),
+                                           "spearman": spearman(pred[cal.profile == p], cal.slowdown[cal.profile == p]),
+                                           "mean": float(np.maximum(cal.slowdown[cal.profile == p], 1).mean())}
+                            for p in Profile if (cal.profile == p).any()},
+            "kind_holdout": None if "kind_pred" not in m else {
+                "folds": len(m["kind_fits"]), "fold_fits": m["kind_fits"],
+                "figures": without_regret(placement.placement_figures(
+                    scoring.scores_from_slowdown(m["kind_pred"]), cal.slowdown, trials, args.slo))}}
+    retest, retest_runs = retest_spearman(cal)
+    references = {"retest_spearman": retest, "retest_runs": retest_runs,
+                  "neighbour_aware": without_regret(placement.placement_figures(
+                      scoring.scores_from_slowdown(reference), cal.slowdown, trials, args.slo))}
+    info = {"data": os.path.relpath(cal.path) if Path(cal.path).is_absolute() else str(cal.path), "rows": len(cal),
+            "configs": len(set(cal.config.tolist())), "profiles": len(set(cal.profile.tolist())),
+            "data_hash": cal.data_hash, "models": models_info, "synthetic_rows": rows, "real_share": real_share,
+            "folds": args.folds, "trials": args.trials, "slo": args.slo, "seed": args.seed, "label": args.label,
+            "references": references,
+            "other_label": {"label": other_label, "figures": {k: without_regret(v) for k, v in other_figures.items()}},
             "command": "kubeattention evaluate " + " ".join(sys.argv[sys.argv.index("evaluate") + 1:])
             if "evaluate" in sys.argv else "kubeattention evaluate"}
     args.report.mkdir(parents=True, exist_ok=True)
-    text = render(figures, model_name, info)
+    text = render(figures, kinds, info)
     (args.report / "report.md").write_text(text)
-    summary = {"info": info, "figures": {k: {kk: vv for kk, vv in v.items() if kk != "regret"}
-                                         for k, v in figures.items()},
-               "targets": [{"target": t, "met": ok, "value": v} for t, ok, v in targets(figures, model_name)]}
+    summary = {"info": info, "figures": {k: without_regret(v) for k, v in figures.items()},
+               "targets": {_model_name(k): [{"target": t, "met": ok, "value": v}
+                                            for t, ok, v in targets(figures, _model_name(k))] for k in kinds}}
     (args.report / "report.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    pngs = plot(args.report, cal, pred, figures, args.slo)
+    pngs = plot(args.report, cal, preds, figures, args.slo)
     print(text)
     print(f"wrote {args.report / 'report.md'}, report.json, {', '.join(p.name for p in pngs)}")
     return 0
