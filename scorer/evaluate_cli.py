@@ -1,7 +1,7 @@
 """``kubeattention evaluate``: does the model place pods better than today's schedulers?
 
     kubeattention evaluate [--data scorer/data/calibration] [--model mlp,xgboost]
-                           [--folds 5] [--report DIR] [--compare FILE.onnx ...]
+                           [--repeats N] [--folds 5] [--report DIR] [--compare FILE.onnx ...]
 
 1. Split the calibration rows into ``--folds`` groups **by antagonist configuration**
    (every row of a configuration, all its repetitions and victim profiles, lands in the
@@ -79,6 +79,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="slowdown to train on and score against: the median over repetitions of the row's "
                              "configuration and profile, or the row's own run (default: %(default)s; the report "
                              "always adds the other scoring as a second table)")
+    parser.add_argument("--repeats", type=int, default=None, metavar="N",
+                        help="use only the first N repetitions of the recording (default: all) — how the figures "
+                             "grow with the number of runs per configuration")
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS,
                         help=f"groups of antagonist configurations held out in turn (default: {DEFAULT_FOLDS})")
     parser.add_argument("--rows", type=int, default=None,
@@ -244,10 +247,12 @@ def _model_name(kind: str, held: str = "held-out") -> str:
 
 def render(figures: dict, kinds: list[str], info: dict) -> str:
     models = " and ".join(kinds)
+    subset = "" if info["repeats"] is None else f"; `--repeats {info['repeats']}`: the first {info['repeats']} only"
     lines = [
         "# KubeAttention held-out evaluation", "",
         f"Data: `{info['data']}` — {info['rows']} measured rows ({info['configs']} antagonist configurations × "
-        f"repetitions × {info['profiles']} victim profiles), data hash `{info['data_hash'][:12]}`.",
+        f"{info['repetitions']} repetitions × {info['profiles']} victim profiles{subset}), "
+        f"data hash `{info['data_hash'][:12]}`.",
         f"Models: {models}, each trained per fold on the other configurations' rows plus {info['synthetic_rows']} "
         f"synthetic rows from the contention model fitted to them (real share {info['real_share']}); "
         f"{info['folds']} folds held out **by antagonist configuration**, every row predicted once, by a model "
@@ -367,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluateError(f"--trials: must be >= 1, got {args.trials}")
         if not (math.isfinite(args.slo) and args.slo >= 1.0):
             raise EvaluateError(f"--slo: must be a slowdown >= 1.0, got {args.slo}")
-        cal = load(args.data, args.label)
+        cal = load(args.data, args.label, args.repeats)
         config_folds(cal.groups, args.folds, args.seed)  # validates --folds early
         neighbour_kinds = sorted({g for g in cal.kind_groups.tolist() if not g.startswith("none#")})
         for kind in kinds:
@@ -387,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
     trials = placement.draw_trials(cal.profile, args.trials, seed=args.seed)
     figures = {name: placement.placement_figures(s, cal.slowdown, trials, args.slo) for name, s in scores.items()}
     other_label = next(lb for lb in LABELS if lb != args.label)
-    other_sd = cal.run_slowdown if other_label == "run" else load(args.data, other_label).slowdown
+    other_sd = cal.run_slowdown if other_label == "run" else load(args.data, other_label, args.repeats).slowdown
     other_scores = {**scores, placement.ORACLE: placement.baseline_scores(
         cal.values, cal.mask, cal.samples_cpu_std, other_sd)[placement.ORACLE]}
     other_figures = {name: placement.placement_figures(s, other_sd, trials, args.slo)
@@ -416,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
     info = {"data": os.path.relpath(cal.path) if Path(cal.path).is_absolute() else str(cal.path), "rows": len(cal),
             "configs": len(set(cal.config.tolist())), "profiles": len(set(cal.profile.tolist())),
             "data_hash": cal.data_hash, "models": models_info, "synthetic_rows": rows, "real_share": real_share,
-            "folds": args.folds, "trials": args.trials, "slo": args.slo, "seed": args.seed, "label": args.label,
+            "repetitions": int(cal.rep.max()), "repeats": args.repeats, "folds": args.folds, "trials": args.trials, "slo": args.slo, "seed": args.seed, "label": args.label,
             "references": references,
             "other_label": {"label": other_label, "figures": {k: without_regret(v) for k, v in other_figures.items()}},
             "command": "kubeattention evaluate " + " ".join(sys.argv[sys.argv.index("evaluate") + 1:])

@@ -121,6 +121,8 @@ def test_bad_arguments_are_refused(tmp_path):
     assert p.returncode == 2 and "does not exist" in p.stderr
     p = run("--data", str(FIXTURE), "--slo", "0.5")
     assert p.returncode == 2 and "--slo" in p.stderr
+    p = run("--data", str(FIXTURE), "--repeats", "0")
+    assert p.returncode == 2 and "--repeats: must be >= 1, got 0" in p.stderr
     p = run("--data", str(FIXTURE), "--model", "mlp,forest")
     assert p.returncode == 2 and "--model: expected a comma-separated list of mlp, xgboost, got 'mlp,forest'" in p.stderr
 
@@ -142,3 +144,20 @@ def test_retest_pairs_each_run_with_the_median_of_its_other_repetitions():
     one = SimpleNamespace(config=np.array(["a", "b"]), profile=np.array([1, 1]), run_slowdown=np.array([1.0, 2.0]))
     rho, runs = retest_spearman(one)
     assert runs == 0 and np.isnan(rho)  # nothing measured twice: no figure, not a made-up one
+
+
+def test_repeats_keeps_only_the_first_repetitions(tmp_path):
+    lines = FIXTURE.read_text().splitlines()
+    second = []
+    for line in lines:  # the same runs again as repetition 2, twice as slow beside every neighbour
+        r = json.loads(line)
+        r["rep"], r["key"] = 2, r["key"].replace("r1/", "r2/", 1)
+        if r["config"] != "none":
+            r["victim"]["p99_ms"] *= 2
+        second.append(json.dumps(r))
+    path = tmp_path / "calibration.jsonl"
+    path.write_text("\n".join(lines + second) + "\n")
+    first, both = load(path, repeats=1), load(path)
+    assert len(first) == len(lines) and len(both) == 2 * len(lines)
+    assert set(first.rep.tolist()) == {1}
+    np.testing.assert_allclose(first.run_slowdown, load(FIXTURE).run_slowdown)  # repetition 2 changed nothing

@@ -150,14 +150,20 @@ def from_rows(rows: list[dict], where: str = "calibration rows", label: str = DE
         data_hash=dataset.data_hash(X, y), path=where, label=label)
 
 
-def load(path: str | Path, label: str = DEFAULT_LABEL) -> CalibrationSet:
-    """Calibration rows from a ``calibration.jsonl`` (or a directory holding one)."""
+def load(path: str | Path, label: str = DEFAULT_LABEL, repeats: int | None = None) -> CalibrationSet:
+    """Calibration rows from a ``calibration.jsonl`` (or a directory holding one); ``repeats``:
+    only the first N repetitions (alone runs and labels computed from those alone)."""
     path = Path(path)
     if path.is_dir():
         path = path / "calibration.jsonl"
     if not path.exists():
         raise CalibrationError(f"--data: {path} does not exist (record one with `kubeattention calibrate --out DIR`)")
     rows = load_rows(path)
+    if repeats is not None:
+        if repeats < 1:
+            raise CalibrationError(f"--repeats: must be >= 1, got {repeats}")
+        rows = [r for r in rows if int(r["rep"]) <= repeats]
     if not rows:
-        raise CalibrationError(f"--data: {path} holds no calibration rows")
+        raise CalibrationError(f"--data: {path} holds no calibration rows"
+                               + (f" in its first {repeats} repetitions" if repeats is not None else ""))
     return from_rows(rows, str(path), label)
