@@ -245,6 +245,14 @@ def xgboost_estimator(seed: int):
                      ("xgb", XGBRegressor(random_state=seed, monotone_constraints=constraints, **XGBOOST_PARAMS))])
 
 
+def hyperparameters(kind: str) -> dict:
+    """What the metadata records about the regressor (JSON-ready)."""
+    if kind == "mlp":
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in MLP_PARAMS.items()}
+    return {**XGBOOST_PARAMS, "monotone_increasing": list(MONOTONE_METRICS),
+            "missing_metrics": "median of the training rows (SimpleImputer)"}
+
+
 def to_onnx(kind: str, estimator) -> onnx.ModelProto:
     return export.mlp_to_onnx(estimator) if kind == "mlp" else export.xgboost_to_onnx(estimator)
 
@@ -301,14 +309,13 @@ def train(kind: str = "mlp", rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED,
     pred = np.maximum(np.exp(onnx_predict_log(model, data.X[ho]).astype(np.float64)), 1.0)
     figures = evaluate.evaluate(pred, data.slowdown[ho], data.profile[ho], data.pattern[ho])
 
-    params = MLP_PARAMS if kind == "mlp" else XGBOOST_PARAMS
     metadata = {
         **model_identity(kind, data_hash),
         **({"outcomes": outcomes.summary()} if outcomes is not None else {}),
         "rows": rows,
         "seed": seed,
         "validation": {"holdout_fraction": holdout, **figures},
-        "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
+        "hyperparameters": hyperparameters(kind),
         "generator": contention.GENERATOR,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "fit_seconds": round(fit_seconds, 1),
@@ -391,7 +398,6 @@ def train_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: 
     got = fit_calibrated(kind, cal.subset(tr), rows, seed, real_share)
     pred = np.maximum(np.exp(onnx_predict_log(got.onnx_model, cal.X[ho]).astype(np.float64)), 1.0)
     figures = evaluate.evaluate(pred, np.maximum(cal.slowdown[ho], 1.0), cal.profile[ho], None)
-    params = MLP_PARAMS if kind == "mlp" else XGBOOST_PARAMS
     metadata = {
         **model_identity(kind, got.data_hash),
         "calibration": {"path": cal.path, "rows": len(cal), "data_hash": cal.data_hash, "label": cal.label,
@@ -403,7 +409,7 @@ def train_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: 
         "seed": seed,
         "validation": {"holdout": "antagonist configurations", "holdout_fraction": holdout,
                        "label": "measured p99 slowdown of held-out calibration rows", **figures},
-        "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
+        "hyperparameters": hyperparameters(kind),
         "generator": got.fit.params.name,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "fit_seconds": round(got.fit_seconds, 1),

@@ -27,12 +27,49 @@ def test_mlp_onnx_matches_scikit_learn(mlp_result):
     np.testing.assert_allclose(ox, sk, atol=1e-4, rtol=0)
 
 
-def test_xgboost_onnx_matches_xgboost():
-    result = train.train(kind="xgboost", rows=SMALL_ROWS, seed=1)
-    X = result.data.X[result.holdout_index]
-    np.testing.assert_allclose(train.onnx_predict_log(result.onnx_model, X),
-                               result.estimator.predict(X), atol=1e-4, rtol=0)
-    assert result.metadata["model_version"].startswith("xgb-")
+@pytest.fixture(scope="module")
+def xgb_result():
+    return train.train(kind="xgboost", rows=SMALL_ROWS, seed=1)
+
+
+def test_xgboost_onnx_matches_xgboost(xgb_result):
+    X = xgb_result.data.X[xgb_result.holdout_index]
+    np.testing.assert_allclose(train.onnx_predict_log(xgb_result.onnx_model, X),
+                               xgb_result.estimator.predict(X), atol=1e-4, rtol=0)
+    assert xgb_result.metadata["model_version"].startswith("xgb-")
+    assert xgb_result.metadata["hyperparameters"]["monotone_increasing"] == list(train.MONOTONE_METRICS)
+
+
+def test_xgboost_never_scores_more_contention_as_better(xgb_result):
+    # Sweep each constrained metric from 0 to 1 on real hold-out rows (where it is measured):
+    # the exported model's predicted slowdown never goes down.
+    X = xgb_result.data.X[xgb_result.holdout_index][:200]
+    for name in train.MONOTONE_METRICS:
+        i = schema.FEATURE_NAMES.index(name)
+        rows = X[X[:, i] != schema.MISSING]
+        grid = np.linspace(0.0, 1.0, 11, dtype=np.float32)
+        preds = []
+        for v in grid:
+            Z = rows.copy()
+            Z[:, i] = v
+            preds.append(train.onnx_predict_log(xgb_result.onnx_model, Z))
+        steps = np.diff(np.stack(preds), axis=0)
+        assert (steps >= -1e-6).all(), f"{name}: more of it lowered a prediction by {-steps.min():.4f}"
+
+
+def test_xgboost_reads_a_missing_metric_as_typical_never_as_zero(xgb_result):
+    # The pipeline imputes the training median: a node that cannot measure cpu_psi_some is
+    # predicted exactly like one that measured the median, not like one that measured 0.
+    i = schema.FEATURE_NAMES.index("cpu_psi_some")
+    train_X = xgb_result.data.X[xgb_result.train_index]
+    median = np.median(train_X[train_X[:, i] != schema.MISSING, i])
+    rows = xgb_result.data.X[xgb_result.holdout_index][:100].copy()
+    rows[:, i] = schema.MISSING
+    missing = train.onnx_predict_log(xgb_result.onnx_model, rows)
+    rows[:, i] = median
+    np.testing.assert_allclose(missing, train.onnx_predict_log(xgb_result.onnx_model, rows), atol=1e-5)
+    rows[:, i] = 0.0
+    assert not np.allclose(missing, train.onnx_predict_log(xgb_result.onnx_model, rows), atol=1e-3)
 
 
 def test_onnx_graph_contract(mlp_result):
