@@ -26,8 +26,8 @@ help:
 	@echo "make soak        5 000 simulated agents at 1 Hz + BatchScore at 100/s for 10 min (SOAK_SECONDS=600)"
 	@echo "make proto       regenerate the gRPC stubs in kubeattention/v1 from proto/"
 	@echo "make train       retrain the shipped model (scorer/models/default.onnx)"
-	@echo "make train-calibrated  train on the calibration data (scorer/models/calibrated-mlp.onnx)"
-	@echo "make calibrate   re-record scorer/data/calibration with real victims and stress-ng (~45 min in locked chunks, resumable)"
+	@echo "make train-calibrated  train on the calibration data (scorer/models/calibrated-mlp.onnx, calibrated-xgboost.onnx)"
+	@echo "make calibrate   re-record scorer/data/calibration with real victims and stress-ng (~2 h 45 min for 7 repetitions, in locked chunks, resumable)"
 	@echo "make evaluate    held-out evaluation against scheduler baselines (report in scorer/data/evaluation/)"
 	@echo "make bench-models  MLP vs XGBoost: training time, ONNX size, inference p50/p99 (bench/models.py)"
 	@echo "make recordings  re-record the replayed node states with stress-ng (takes ~2 min)"
@@ -104,10 +104,11 @@ train: setup
 
 train-calibrated: setup
 	$(VENV)/bin/kubeattention train --model mlp --data scorer/data/calibration --out scorer/models/calibrated-mlp.onnx
+	$(VENV)/bin/kubeattention train --model xgboost --data scorer/data/calibration --out scorer/models/calibrated-xgboost.onnx
 
 # Locked chunks of <= 15 min (exit 3 = runs left), a pause between them so others get the lock.
 calibrate: setup
-	until flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention calibrate --out scorer/data/calibration --repeats 3 \
+	until flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention calibrate --out scorer/data/calibration --repeats 7 \
 	  --run-seconds 5 --warmup-seconds 8 --state-seconds 3 --alone-every 10 --max-minutes 12.5 --no-progress; \
 	  do [ $$? -eq 3 ] || exit 1; echo "calibrate: chunk done, resuming in 30 s"; sleep 30; done
 
