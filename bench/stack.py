@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from agent.recording import read_recording  # noqa: E402
 from kubeattention import certs  # noqa: E402
 from kubeattention.v1 import telemetry_pb2_grpc  # noqa: E402
-from procs import Kubeattention, RedisServer, free_port, wait_for_port  # noqa: E402
+from procs import Kubeattention, RedisServer, free_ports, wait_for_port  # noqa: E402
 
 RECORDINGS = REPO / "agent" / "recordings"
 
@@ -64,7 +64,7 @@ def recorded_vectors(folder: Path = RECORDINGS) -> list:
 def start_aggregator(redis_url: str, *flags: str) -> tuple[Kubeattention, int, int]:
     """``kubeattention aggregator`` on free loopback ports, serving; returns (process, gRPC port,
     HTTP port). ``flags`` must choose the transport (``--insecure`` or TLS/token flags)."""
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port = free_ports(2)
     proc = Kubeattention("--log-level", "WARNING", "aggregator", "--redis-url", redis_url,
                          "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
                          *flags).start()

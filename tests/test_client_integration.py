@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from aggregator.client import CircuitState, GrpcTransport, InvalidRequest, ScoringClient, Status
 from kubeattention.transport import ClientSecurity
 from kubeattention.v1 import telemetry_pb2_grpc
-from procs import Kubeattention, RedisServer, free_port, wait_for_port
+from procs import Kubeattention, RedisServer, free_ports, wait_for_port
 from scorer.schema import PodContext, Profile
 from telemetry_factory import telemetry
 
@@ -38,7 +38,7 @@ class Aggregator:
 
     def __init__(self, redis_url: str):
         self.redis_url = redis_url
-        self.grpc_port, self.http_port = free_port(), free_port()
+        self.grpc_port, self.http_port = free_ports(2)
         self.proc: Kubeattention | None = None
 
     @property

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy_render import DEPLOY, cli_help, help_flags
 from kubeattention.v1 import scoring_pb2_grpc
-from procs import Kubeattention, free_port, wait_for_port
+from procs import Kubeattention, free_ports, wait_for_port
 from scorer.schema import METRICS
 from telemetry_factory import batch
 
@@ -71,7 +71,7 @@ def scraped():
     from procs import RedisServer
 
     redis = RedisServer().start()
-    grpc_port, http_port, agent_port = free_port(), free_port(), free_port()
+    grpc_port, http_port, agent_port = free_ports(3)
     agg = Kubeattention("aggregator", "--redis-url", redis.url, "--grpc-listen", f"127.0.0.1:{grpc_port}",
                         "--http-listen", f"127.0.0.1:{http_port}", *plaintext_flag("aggregator")).start()
     agent = None

@@ -39,7 +39,7 @@ from aggregator import auth
 from deploy_render import find, kubectl, pod_spec, rendered
 from fixtures.k8s.apiserver import FakeApiServer, IssuedToken, pod
 from kubeattention import certs
-from procs import Kubeattention, RedisServer, free_port, wait_for_port
+from procs import Kubeattention, RedisServer, free_ports, wait_for_port
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(kubectl() is None, reason="kubectl not on PATH (renders the manifests)")]
@@ -137,7 +137,8 @@ def stack(tmp_path_factory):
                                           node_name=NODE, pod_name="kubeattention-agent-x7k2p")
     kubeconfig = api.write_kubeconfig(tmp / "kubeconfig")
     redis = PasswordRedis().start()
-    ports = {k: free_port() for k in ("agg_grpc", "agg_http", "ext_grpc", "ext_http", "agent_http")}
+    names = ("agg_grpc", "agg_http", "ext_grpc", "ext_http", "agent_http")
+    ports = dict(zip(names, free_ports(len(names))))
     procs = []
     try:
         manifest = args_of("kubeattention-aggregator")

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc
-from procs import REPO, Kubeattention, free_port, wait_for_port
+from procs import Kubeattention, REPO, free_ports, wait_for_port
 from telemetry_factory import batch
 
 pytestmark = pytest.mark.integration
@@ -47,8 +47,7 @@ def wait_for(what: str, ok, timeout: float = 20.0):
 class Stack:
     def __init__(self, redis_server):
         self.redis = redis_server
-        self.grpc_port, self.http_port = free_port(), free_port()
-        self.agent_port, self.replay_port = free_port(), free_port()
+        self.grpc_port, self.http_port, self.agent_port, self.replay_port = free_ports(4)
         self.aggregator = self._aggregator()
         self.agent = Kubeattention("agent", "--aggregator", f"127.0.0.1:{self.grpc_port}", "--insecure", "--node-name", "live-node",
                                    "--interval", str(INTERVAL), "--http-listen", f"127.0.0.1:{self.agent_port}")

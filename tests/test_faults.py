@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
-from procs import REPO, Kubeattention, RedisServer, free_port, wait_for_port
+from procs import Kubeattention, REPO, RedisServer, free_port, free_ports, wait_for_port
 from telemetry_factory import batch, telemetry
 from test_aggregator_integration import STALENESS_MS, Aggregator
 
@@ -264,7 +264,7 @@ def test_slow_redis_batchscore_answers_within_budget_from_the_snapshot(debug_red
 
 def test_aggregator_killed_and_restarted_agents_reconnect_without_duplicates(redis_server):
     interval = 1.0
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port = free_ports(2)
     agg = start_aggregator(redis_server.url, grpc_port, http_port)
     recording = sorted((REPO / "agent" / "recordings").glob("*.jsonl"))[0]
     nodes = [f"replay-{i}" for i in range(4)]

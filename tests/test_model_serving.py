@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 from model_files import default_with, linear_model, trained_model
-from procs import REPO, Kubeattention, free_port, wait_for_port
+from procs import Kubeattention, REPO, free_ports, wait_for_port
 from scorer.model import DEFAULT_MODEL_PATH, InterferenceModel
 from telemetry_factory import batch, telemetry
 
@@ -54,7 +54,7 @@ def second_model(tmp_path_factory):
 
 class Aggregator:
     def __init__(self, redis_url: str, *extra: str):
-        self.grpc_port, self.http_port = free_port(), free_port()
+        self.grpc_port, self.http_port = free_ports(2)
         self.proc = Kubeattention("aggregator", "--insecure", "--redis-url", redis_url,
                                   "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
                                   "--http-listen", f"127.0.0.1:{self.http_port}",

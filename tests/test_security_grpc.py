@@ -25,7 +25,7 @@ from aggregator import auth
 from fixtures.k8s.apiserver import FakeApiServer, IssuedToken
 from kubeattention import certs
 from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
-from procs import REPO, Kubeattention, RedisServer, free_port, wait_for_port
+from procs import Kubeattention, REPO, RedisServer, free_port, free_ports, wait_for_port
 from telemetry_factory import batch, telemetry
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ class SecureAggregator:
     """``kubeattention aggregator`` with the given security flags; HTTPS probes trust ``ca``."""
 
     def __init__(self, redis_url: str, ca: Path, *flags: str):
-        self.grpc_port, self.http_port = free_port(), free_port()
+        self.grpc_port, self.http_port = free_ports(2)
         self.ca = ca
         self.proc = Kubeattention("aggregator", "--redis-url", redis_url, "--grpc-listen", self.address,
                                   "--http-listen", f"127.0.0.1:{self.http_port}", "--resync-interval-s", "0.3",

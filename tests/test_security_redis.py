@@ -17,7 +17,7 @@ from aggregator.redis_access import RedisAccessError, check_redis_access
 from aggregator.store import RedisStore
 from kubeattention import certs
 from kubeattention.v1 import telemetry_pb2_grpc
-from procs import REPO, Kubeattention, RedisServer, RedisTLS, free_port, wait_for_port
+from procs import Kubeattention, REPO, RedisServer, RedisTLS, free_port, free_ports, wait_for_port
 from telemetry_factory import telemetry
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def run_aggregator(url: str, timeout: float = 60) -> subprocess.CompletedProcess
 
 
 def push_through_aggregator(url: str, node: str) -> None:
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port = free_ports(2)
     agg = Kubeattention("aggregator", "--redis-url", url, "--insecure", "--grpc-listen", f"127.0.0.1:{grpc_port}",
                         "--http-listen", f"127.0.0.1:{http_port}").start()
     try:
