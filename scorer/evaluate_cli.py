@@ -158,7 +158,9 @@ def retest_spearman(cal) -> tuple[float, int]:
             cells.setdefault((c, int(p)), []).append(float(sd))
     run, others = [], []
     for v in cells.values():
-        for i in range(len(v) if len(v) >= 2 else 0):
+        if len(v) < 2:
+            continue
+        for i in range(len(v)):
             run.append(v[i])
             others.append(float(np.median(v[:i] + v[i + 1:])))
     return (spearman(np.array(run), np.array(others)) if len(run) >= 2 else float("nan")), len(run)
@@ -421,8 +423,8 @@ def run(args: argparse.Namespace) -> int:
     info = {"data": os.path.relpath(cal.path) if Path(cal.path).is_absolute() else str(cal.path), "rows": len(cal),
             "configs": len(set(cal.config.tolist())), "profiles": len(set(cal.profile.tolist())),
             "data_hash": cal.data_hash, "models": models_info, "synthetic_rows": rows, "real_share": real_share,
-            "repetitions": int(cal.rep.max()), "repeats": args.repeats, "folds": args.folds, "trials": args.trials, "slo": args.slo, "seed": args.seed, "label": args.label,
-            "references": references,
+            "repetitions": int(cal.rep.max()), "repeats": args.repeats, "folds": args.folds, "trials": args.trials,
+            "slo": args.slo, "seed": args.seed, "label": args.label, "references": references,
             "other_label": {"label": other_label, "figures": {k: without_regret(v) for k, v in other_figures.items()}},
             "command": "kubeattention evaluate " + " ".join(sys.argv[sys.argv.index("evaluate") + 1:])
             if "evaluate" in sys.argv else "kubeattention evaluate"}

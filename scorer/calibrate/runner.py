@@ -144,19 +144,18 @@ def _plan(args: argparse.Namespace, out: Path) -> dict:
             plan["repeats"] = args.repeats
             path.write_text(json.dumps(plan, indent=2) + "\n")
         return plan
-    if args.repeats is None:
-        args.repeats = DEFAULT_REPEATS
+    repeats = DEFAULT_REPEATS if args.repeats is None else args.repeats
     profiles = _parse_list(args.victims, {p.annotation: p for p in Profile}, "victims")
     configs = _parse_list(args.antagonists, ant.BY_NAME, "antagonists")
     if ant.ALONE not in configs:
         configs.insert(0, ant.ALONE)
     for flag, value, lo in (("--run-seconds", args.run_seconds, 0.5), ("--warmup-seconds", args.warmup_seconds, 0),
-                            ("--state-seconds", args.state_seconds, 1), ("--repeats", args.repeats, 1),
+                            ("--state-seconds", args.state_seconds, 1), ("--repeats", repeats, 1),
                             ("--alone-every", args.alone_every, 1)):
         if not (math.isfinite(value) and value >= lo):
             raise CalibrationError(f"{flag}: must be >= {lo:g}, got {value!r}")
     return {"victims": [p.annotation for p in profiles], "antagonists": [a.name for a in configs],
-            "repeats": args.repeats, "run_seconds": args.run_seconds, "warmup_seconds": args.warmup_seconds,
+            "repeats": repeats, "run_seconds": args.run_seconds, "warmup_seconds": args.warmup_seconds,
             "state_seconds": args.state_seconds, "alone_every": args.alone_every, "seed": args.seed,
             "redis_requests": None}
 
