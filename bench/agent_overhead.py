@@ -44,8 +44,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 
 from agent import bpfload  # noqa: E402
+from procs import free_port  # noqa: E402
 
 TARGET_IDLE_CPU_PCT = 1.0
 TARGET_STORM_CPU_PCT = 3.0
@@ -103,14 +105,6 @@ class AgentProcess:
     def stop(self) -> None:
         stop(self.proc)
         self.log.unlink(missing_ok=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_ns(pid: int) -> int:
