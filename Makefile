@@ -10,7 +10,6 @@ STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f
 # perf collectors; stress-ng and fio as real antagonists in tests.
 EBPF_DEBS := python3-bpfcc linux-headers-amd64 linux-perf
 DEMO_ONCE ?=
-PROTOS   := $(shell find proto/kubeattention -name '*.proto' | sed 's|^proto/||' | sort)
 # A vendored subset of Tetragon's API: generated into agent/tetragon/ (see proto/tetragon/api.proto).
 TETRAGON_PROTOS := $(shell find proto/tetragon -name '*.proto' | sed 's|^proto/||' | sort)
 
@@ -24,9 +23,9 @@ help:
 	@echo "make bench-agent the agent's own CPU and memory, idle and under a context-switch storm"
 	@echo "make bench-sizing  aggregator RSS/CPU and Redis memory per node, for deploy/ requests and limits"
 	@echo "make soak        5 000 simulated agents at 1 Hz + BatchScore at 100/s for 10 min (SOAK_SECONDS=600)"
-	@echo "make proto       regenerate the gRPC stubs in kubeattention/v1 from proto/"
-	@echo "make train       retrain the shipped model (scorer/models/default.onnx)"
-	@echo "make train-calibrated  train on the calibration data (scorer/models/calibrated-mlp.onnx, calibrated-xgboost.onnx)"
+	@echo "make proto       regenerate the gRPC stubs in wire/v1 from proto/"
+	@echo "make train       retrain the shipped model (inference/models/default.onnx)"
+	@echo "make train-calibrated  train on the calibration data (inference/models/calibrated-mlp.onnx, calibrated-xgboost.onnx)"
 	@echo "make calibrate   re-record scorer/data/calibration with real victims and stress-ng (~2 h 45 min for 7 repetitions, in locked chunks, resumable)"
 	@echo "make evaluate    held-out evaluation against scheduler baselines (report in scorer/data/evaluation/)"
 	@echo "make bench-models  MLP vs XGBoost: training time, ONNX size, inference p50/p99 (bench/models.py)"
@@ -96,15 +95,15 @@ soak: setup
 	flock /tmp/ka-heavy.lock $(PY) bench/soak.py --seconds $(SOAK_SECONDS)
 
 proto: setup
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PY) proto/generate.py
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=agent --pyi_out=agent $(TETRAGON_PROTOS)
 
 train: setup
-	$(VENV)/bin/kubeattention train --model mlp --out scorer/models/default.onnx
+	$(VENV)/bin/kubeattention train --model mlp --out inference/models/default.onnx
 
 train-calibrated: setup
-	$(VENV)/bin/kubeattention train --model mlp --data scorer/data/calibration --out scorer/models/calibrated-mlp.onnx
-	$(VENV)/bin/kubeattention train --model xgboost --data scorer/data/calibration --out scorer/models/calibrated-xgboost.onnx
+	$(VENV)/bin/kubeattention train --model mlp --data scorer/data/calibration --out inference/models/calibrated-mlp.onnx
+	$(VENV)/bin/kubeattention train --model xgboost --data scorer/data/calibration --out inference/models/calibrated-xgboost.onnx
 
 # Locked chunks of <= 15 min (exit 3 = runs left), a pause between them so others get the lock.
 calibrate: setup
@@ -113,7 +112,7 @@ calibrate: setup
 	  do [ $$? -eq 3 ] || exit 1; echo "calibrate: chunk done, resuming in 30 s"; sleep 30; done
 
 evaluate: setup
-	flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention evaluate --report scorer/data/evaluation --compare scorer/models/default.onnx
+	flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention evaluate --report scorer/data/evaluation --compare inference/models/default.onnx
 
 bench-models: setup
 	flock /tmp/ka-heavy.lock $(PY) bench/models.py

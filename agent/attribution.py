@@ -23,7 +23,7 @@ from typing import Iterable, Mapping
 from agent.collectors.base import Reading
 from agent.pods import CgroupIdIndex, PodCpuSampler, PodResolver, parse_cgroup_path, top_offenders
 from agent.vector import PodOffender
-from scorer.schema import k8s_name_problem
+from wire.schema import k8s_name_problem
 
 log = logging.getLogger(__name__)
 

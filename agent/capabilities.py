@@ -23,7 +23,7 @@ from agent.collectors.ebpf_runqueue import NO_CPU_HIERARCHY, v1_cpu_hierarchy
 from agent.collectors.memory_bandwidth import resctrl_status
 from agent.collectors.perf_counters import PmuStatus, probe_pmu
 from agent.pods import cgroup2_root
-from scorer.schema import METRIC_NAMES, METRICS
+from wire.schema import METRIC_NAMES, METRICS
 
 MEASURED = "measured"
 FALLBACK = "fallback"

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import Collector, Measurement, Reading
 from agent.vector import NodeVector, PodOffender
-from scorer.schema import METRIC_BY_NAME, METRICS, NUM_METRICS
+from wire.schema import METRIC_BY_NAME, METRICS, NUM_METRICS
 
 log = logging.getLogger(__name__)
 

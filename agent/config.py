@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Mapping
 
 from agent.tetragon import tetragon_problems
-from kubeattention.transport import ClientSecurity
-from scorer.schema import k8s_name_problem
+from wire.client_security import ClientSecurity
+from wire.schema import k8s_name_problem
 
 DEFAULT_AGGREGATOR = "127.0.0.1:50051"
 DEFAULT_INTERVAL_S = 1.0

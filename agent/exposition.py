@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector as PromCollector
 
-from agent.store import LatestVector
-from scorer.schema import METRICS
+from agent.latest_vector import LatestVector
+from wire.schema import METRICS
 
 #: Collection takes about a millisecond; the buckets resolve 0.5 ms to 1 s.
 COLLECT_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)

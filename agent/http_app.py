@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.exposition import AgentMetrics
-from agent.store import LatestVector
+from agent.latest_vector import LatestVector
 
 #: /readyz turns 503 when the latest vector is older than this many intervals (collection stuck).
 STALE_AFTER_INTERVALS = 5.0

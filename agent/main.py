@@ -16,11 +16,11 @@ import sys
 
 from agent.config import (DEFAULT_AGGREGATOR, DEFAULT_HTTP_LISTEN, DEFAULT_INTERVAL_S, DEFAULT_PROC_ROOT,
                           DEFAULT_SYS_ROOT, NODE_NAME_ENV, AgentConfig, ConfigError)
-from agent.recording import RecordingError
+from agent.recording_file import RecordingError
 from agent.runtime import Agent, AgentStartError
 from agent.tetragon import DEFAULT_EXPORT_FILE, DEFAULT_GRPC_ADDRESS
-from kubeattention.transport import TokenFileError
-from kubeattention.transport import add_arguments as add_transport_arguments
+from wire.client_security import TokenFileError
+from wire.client_security import add_arguments as add_transport_arguments
 
 log = logging.getLogger("agent")
 

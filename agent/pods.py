@@ -34,7 +34,7 @@ from typing import Any, Mapping, Protocol
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.vector import PodOffender
-from scorer.schema import METRIC_BY_NAME, QoS
+from wire.schema import METRIC_BY_NAME, QoS
 
 log = logging.getLogger(__name__)
 

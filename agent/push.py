@@ -18,10 +18,10 @@ from typing import Callable, Protocol
 import grpc
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.store import LatestVector
+from agent.latest_vector import LatestVector
 from agent.vector import NodeVector
-from kubeattention.transport import ClientSecurity, TokenFile, TokenFileError, metadata
-from kubeattention.v1 import telemetry_pb2, telemetry_pb2_grpc
+from wire.client_security import ClientSecurity, TokenFile, TokenFileError, metadata
+from wire.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 log = logging.getLogger(__name__)
 

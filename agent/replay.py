@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.recording import Recording, read_recording
+from agent.recording_file import Recording, read_recording
 from agent.vector import NodeVector
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import uvicorn
 
-from kubeattention import __version__
+from wire import __version__
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collect import NodeCollector, availability_changes
 from agent.collectors import default_collectors
@@ -25,9 +25,9 @@ from agent.exposition import AgentMetrics
 from agent.http_app import build_app
 from agent.push import Pusher, backoff_for_interval
 from agent.replay import ReplaySource
-from agent.store import LatestVector
+from agent.latest_vector import LatestVector
 from agent.attribution import Attribution
-from agent.bpfload import BpfUnavailable, bcc_python
+from agent.ebpf.loader import BpfUnavailable, bcc_python
 from agent.capabilities import check_capabilities
 from agent.pods import CgroupIdIndex, KubeletPodResolver, PodCgroupRoots, PodCpuSampler
 from agent.tetragon import tetragon_collector

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from kubeattention import __version__
-from kubeattention.v1 import telemetry_pb2
-from scorer.schema import METRIC_BY_NAME, METRICS, NUM_METRICS, SCHEMA_VERSION
+from wire import __version__
+from wire.v1 import telemetry_pb2
+from wire.schema import METRIC_BY_NAME, METRICS, NUM_METRICS, SCHEMA_VERSION
 
 
 class VectorError(ValueError):

@@ -16,10 +16,10 @@ from typing import Callable
 
 import numpy as np
 
-from aggregator.records import NodeRecord
+from aggregator.node_record import NodeRecord
 from aggregator.snapshot import Snapshot
-from scorer import scoring
-from scorer.schema import NUM_METRICS, PodContext, Profile, pod_features
+from inference import scoring
+from wire.schema import NUM_METRICS, PodContext, Profile, pod_features
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
-from aggregator import security
-from aggregator.auth import DEFAULT_AGENT_SERVICEACCOUNT
+from aggregator.security import options as security
+from aggregator.security.auth import DEFAULT_AGENT_SERVICEACCOUNT
 from aggregator.errors import ConfigError
 from aggregator.store import DEFAULT_HISTORY_MAXLEN, DEFAULT_NODE_TTL_S, DEFAULT_PREFIX, cluster_nodes, is_cluster_url
 
@@ -56,7 +56,7 @@ class AggregatorConfig:
     shadow: bool = False
     annotate_pods: bool = False
     kubeconfig: str | None = None
-    # transport security and authentication (aggregator/security.py)
+    # transport security and authentication (aggregator/security/options.py)
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -107,7 +107,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "redis+cluster://HOST:PORT[,HOST:PORT...]")
     p.add_argument("--grpc-listen", default=DEFAULT_GRPC_LISTEN, help=f"gRPC Push/BatchScore address (default {DEFAULT_GRPC_LISTEN})")
     p.add_argument("--http-listen", default=DEFAULT_HTTP_LISTEN, help=f"HTTP /metrics, /v1/nodes, probes (default {DEFAULT_HTTP_LISTEN})")
-    p.add_argument("--model", dest="model_path", default=None, help="ONNX model file (default: the model shipped in scorer/models/); "
+    p.add_argument("--model", dest="model_path", default=None, help="ONNX model file (default: the model shipped in inference/models/); "
                    "with --model-source redis, served until a model is published in Redis")
     p.add_argument("--model-source", choices=MODEL_SOURCES, default=DEFAULT_MODEL_SOURCE,
                    help=f"redis: serve the model published with `kubeattention model publish` (ka:model:{{active}}) and "

@@ -26,15 +26,15 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aggregator.auth import Authenticator, AuthError, abort_grpc, authorize_push, authorize_score, grpc_principal
+from aggregator.security.auth import Authenticator, AuthError, abort_grpc, authorize_push, authorize_score, grpc_principal
 from aggregator.batch import BatchScorer
 from aggregator.config import DEFAULT_MAX_INFLIGHT_PUSHES
 from aggregator.errors import InvalidInput, StoreUnavailable
 from aggregator.snapshot import Snapshot
 from aggregator.store import RedisStore
-from aggregator.tls import ServerTLS
+from aggregator.security.server_tls import ServerTLS
 from aggregator.validate import validate_batch, validate_telemetry
-from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
+from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ async def _refusal(auth, request: Request, what: str, metrics) -> Response | Non
     """None when the caller may score; else the 401/403/503 answer (kube-scheduler's {"Error"} shape)."""
     from starlette.concurrency import run_in_threadpool
 
-    from aggregator.auth import AuthError, authorize_score
-    from aggregator.tls import scope_cert_uris
+    from aggregator.security.auth import AuthError, authorize_score
+    from aggregator.security.server_tls import scope_cert_uris
 
     def check() -> None:
         authorize_score(auth.principal(scope_cert_uris(request.scope), request.headers.get("authorization")), what)
@@ -50,7 +50,7 @@ def build_app(snapshot: Snapshot, registry, clock_ms: Callable[[], int], max_sta
               ready: Callable[[], tuple[bool, str]], model_version: str | Callable[[], str], extender=None,
               metrics=None, auth=None) -> FastAPI:
     """``model_version`` may be a callable: the version changes when a model is hot-reloaded.
-    ``auth`` (an aggregator.auth.Authenticator) guards the extender: a scheduler identity from a
+    ``auth`` (an aggregator.security.auth.Authenticator) guards the extender: a scheduler identity from a
     client certificate or a bearer token; the read-only endpoints stay open."""
     version = model_version if callable(model_version) else (lambda: model_version)
     app = FastAPI(title="KubeAttention aggregator", docs_url=None, redoc_url=None)

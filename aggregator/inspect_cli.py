@@ -10,7 +10,7 @@ import time
 from aggregator.config import DEFAULT_MAX_STALENESS_MS, DEFAULT_REDIS_URL
 from aggregator.errors import StoreUnavailable
 from aggregator.store import DEFAULT_PREFIX, CorruptRecord, RedisStore
-from scorer.schema import METRICS
+from wire.schema import METRICS
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

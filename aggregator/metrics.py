@@ -59,7 +59,7 @@ class AggregatorMetrics:
                                          "Decisions not recorded in ka:decisions (queue full or Redis down)",
                                          registry=r)
         self.auth_refusals = Counter("kubeattention_aggregator_auth_refusals",
-                                     "Calls refused for their identity (aggregator/auth.py), by endpoint "
+                                     "Calls refused for their identity (aggregator/security/auth.py), by endpoint "
                                      "(push, batchscore, extender) and code", ["endpoint", "code"], registry=r)
 
 

@@ -6,7 +6,7 @@
     kubeattention model rollback [--to VERSION]
 
 ``publish`` checks the file exactly as an aggregator will (ONNX Runtime loads it, its
-metadata matches ``scorer.schema``, a warm-up batch predicts finite slowdowns) and refuses
+metadata matches ``wire.schema``, a warm-up batch predicts finite slowdowns) and refuses
 it with the reason otherwise; then it writes ``ka:model:{active}`` and announces it on
 ``ka:model:updates``. Aggregators running with ``--model-source redis`` (the default) swap it
 in without a restart. ``rollback`` re-activates one of the last kept versions.

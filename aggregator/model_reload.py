@@ -8,7 +8,7 @@ Two triggers, both off the request path, one worker thread doing the loading:
   that missed the message (Redis restarted, its subscription dropped, someone wrote the
   hash by hand) still converges.
 
-A new model is loaded, validated against ``scorer.schema`` and warmed up
+A new model is loaded, validated against ``wire.schema`` and warmed up
 (``model_store.check_model``) on that thread; only then is it handed to the BatchScorer in
 one reference assignment. A BatchScore call reads that reference once, so calls in flight
 finish on the old model and every answer names the version that scored it. Nothing the
@@ -47,7 +47,7 @@ PUBSUB_POLL_S = 0.5
 class ServingModel:
     """The model answering BatchScore, and where it came from."""
 
-    model: object  # scorer.model.InterferenceModel
+    model: object  # inference.model.InterferenceModel
     sha256: str
     origin: str  # "file" or "redis"
     where: str  # the file path, or the Redis key

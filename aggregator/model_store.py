@@ -18,7 +18,7 @@ The ``{active}`` hash tag puts all of them on one Redis Cluster slot. Bytes trav
 base64 so the same text-mode client as the telemetry store carries them.
 
 A model is accepted only after :func:`check_model` has loaded it in ONNX Runtime, checked
-its metadata against ``scorer.schema`` (schema version, the 26 feature names in order, the
+its metadata against ``wire.schema`` (schema version, the 26 feature names in order, the
 input width, the output kind) and run it once on a warm-up batch with finite results.
 Refusals raise :class:`ModelRefused` with a bounded ``reason`` (for a metric label) and a
 message naming what was wrong.
@@ -41,7 +41,7 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from aggregator.errors import AggregatorError, StoreUnavailable
-from scorer import schema
+from wire import schema
 
 #: Published versions kept (bytes and all) for rollback, the active one included.
 KEEP_VERSIONS = 5
@@ -93,11 +93,11 @@ def warmup_batch() -> np.ndarray:
 def check_model(data: bytes, source: str):
     """Load ``data`` in ONNX Runtime, validate it against the schema and warm it up.
 
-    Returns a ready ``scorer.model.InterferenceModel``; raises ModelRefused.
+    Returns a ready ``inference.model.InterferenceModel``; raises ModelRefused.
     """
     import onnxruntime as ort
 
-    from scorer.model import InterferenceModel, ModelError, session_options
+    from inference.model import InterferenceModel, ModelError, session_options
 
     if not data:
         raise ModelRefused("corrupt", f"model {source}: empty (0 bytes)")

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.records import NodeRecord
-from scorer.scoring import confidence_table
-from scorer.schema import NUM_FEATURES, NUM_METRICS, Profile, normalise_matrix
+from aggregator.node_record import NodeRecord
+from inference.scoring import confidence_table
+from wire.schema import NUM_FEATURES, NUM_METRICS, Profile, normalise_matrix
 
 INITIAL_CAPACITY = 256
 #: |receipt - collection| above which a node's clock is reported as skewed (ms). A fifth of

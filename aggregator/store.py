@@ -44,8 +44,8 @@ from redis.retry import Retry
 
 from aggregator.errors import StoreUnavailable
 from aggregator.group_commit import GroupCommit
-from aggregator.records import NodeRecord, Offender, empty_values
-from scorer.schema import METRICS, NUM_METRICS
+from aggregator.node_record import NodeRecord, Offender, empty_values
+from wire.schema import METRICS, NUM_METRICS
 
 log = logging.getLogger(__name__)
 

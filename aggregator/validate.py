@@ -11,9 +11,9 @@ import math
 import numpy as np
 
 from aggregator.errors import InvalidInput
-from aggregator.records import NodeRecord, Offender
-from kubeattention.v1 import scoring_pb2, telemetry_pb2
-from scorer.schema import (METRIC_BY_NAME, METRICS, NUM_METRICS, SCHEMA_VERSION, PodContext, Profile, QoS,
+from aggregator.node_record import NodeRecord, Offender
+from wire.v1 import scoring_pb2, telemetry_pb2
+from wire.schema import (METRIC_BY_NAME, METRICS, NUM_METRICS, SCHEMA_VERSION, PodContext, Profile, QoS,
                            k8s_name_problem)
 
 

@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from agent import bpfload  # noqa: E402
+from agent.ebpf import loader as bpfload  # noqa: E402
 from procs import free_port  # noqa: E402
 
 TARGET_IDLE_CPU_PCT = 1.0
@@ -58,7 +58,7 @@ EBPF_METRICS = ("runqueue_latency_p99_us", "cross_cgroup_preemptions_per_s", "di
 #: Runs the agent; for the baseline, with eBPF loading refused (same agent otherwise).
 LAUNCHER = """
 import sys
-from agent import bpfload
+from agent.ebpf import loader as bpfload
 if sys.argv[1] == "baseline":
     def refuse(*args, **kwargs):
         raise bpfload.BpfUnavailable("eBPF disabled for the overhead baseline")

@@ -34,9 +34,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stack import RECORDINGS, Stack, print_latency_table, timed  # noqa: E402
 
-from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc  # noqa: E402
-from scorer.model import InterferenceModel  # noqa: E402
-from scorer.schema import PodContext, Profile, model_input  # noqa: E402
+from wire.v1 import scoring_pb2, scoring_pb2_grpc  # noqa: E402
+from inference.model import InterferenceModel  # noqa: E402
+from wire.schema import PodContext, Profile, model_input  # noqa: E402
 
 SIZES = (10, 100, 1000)
 NODES = 1000

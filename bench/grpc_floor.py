@@ -47,7 +47,7 @@ import asyncio, sys
 from concurrent import futures
 import grpc
 sys.path.insert(0, sys.argv[3])
-from kubeattention.v1 import telemetry_pb2, telemetry_pb2_grpc
+from wire.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 ACK = telemetry_pb2.PushAck()
 

@@ -3,7 +3,7 @@
 
 Trains both models exactly as ``kubeattention train --data`` does (the committed calibration
 rows, widened by synthetic rows from the fitted contention model), exports both to ONNX,
-then times ONNX Runtime inference (production session options, ``scorer.model``) for 10
+then times ONNX Runtime inference (production session options, ``inference.model``) for 10
 and 1 000 candidate nodes from this process. Beside each figure stands the original
 design's published one (MLP: 0.064 ms mean inference for 10 nodes, 17.3 KB; XGBoost:
 0.342 ms, 494 KB), which was measured on other hardware.
@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scorer import export, schema, train  # noqa: E402
-from scorer.calibrate.data import load  # noqa: E402
-from scorer.model import OUTPUT_LOG_SLOWDOWN, InterferenceModel  # noqa: E402
+from scorer import export, train  # noqa: E402
+from wire import schema
+from scorer.calibration.data import load  # noqa: E402
+from inference.model import OUTPUT_LOG_SLOWDOWN, InterferenceModel  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "scorer" / "data" / "calibration"
 SIZES = (10, 1000)

@@ -26,7 +26,7 @@ import redis
 
 from stack import RECORDINGS, Stack  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from kubeattention.v1 import scoring_pb2_grpc, telemetry_pb2_grpc  # noqa: E402
+from wire.v1 import scoring_pb2_grpc, telemetry_pb2_grpc  # noqa: E402
 from telemetry_factory import batch, telemetry  # noqa: E402
 
 DEFAULT_HISTORY_MAXLEN = 1000

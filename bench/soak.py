@@ -83,7 +83,7 @@ def _agents_proc(slot: int, procs: int, args: dict, target: str, t0_wall: float,
     """Pushes for the agents ``slot, slot + procs, ...`` until the end; sends results on ``conn``."""
     import grpc
 
-    from kubeattention.v1 import telemetry_pb2_grpc
+    from wire.v1 import telemetry_pb2_grpc
 
     vectors = recorded_vectors()
     mine = list(range(slot, args["agents"], procs))
@@ -143,7 +143,7 @@ def _agents_proc(slot: int, procs: int, args: dict, target: str, t0_wall: float,
 def _scheduler_proc(args: dict, target: str, t0_wall: float, conn) -> None:
     import grpc
 
-    from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc
+    from wire.v1 import scoring_pb2, scoring_pb2_grpc
 
     rng = random.Random(7)
     names = [node_name(i) for i in range(args["agents"])]

@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from agent.recording import read_recording  # noqa: E402
+from agent.recording_file import read_recording  # noqa: E402
 from kubeattention import certs  # noqa: E402
-from kubeattention.v1 import telemetry_pb2_grpc  # noqa: E402
+from wire.v1 import telemetry_pb2_grpc  # noqa: E402
 from procs import Kubeattention, RedisServer, free_ports, wait_for_port  # noqa: E402
 
 RECORDINGS = REPO / "agent" / "recordings"

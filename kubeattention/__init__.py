@@ -1,8 +1,10 @@
-"""KubeAttention: noisy-neighbour-aware scheduling for Kubernetes.
-
-This package holds the command line (``kubeattention``) and the generated gRPC API
-(``kubeattention.v1``, from ``proto/``). The parts live in ``agent``, ``aggregator`` and
-``scorer``.
+"""The ``kubeattention`` command, on top of everything: ``cli`` (one subcommand per job,
+each imported only when it runs), ``demo``, ``certs`` (a development PKI) and
+``aggregator_process`` (the ``kubeattention aggregator`` process: the aggregator service,
+the scheduler extender and the shadow decision log wired together). Nothing imports it
+but tests and benchmarks.
 """
 
-__version__ = "0.1.0"
+from wire import __version__
+
+__all__ = ["__version__"]

@@ -14,7 +14,7 @@ What it writes into ``--out DIR`` (PEM; keys are ECDSA P-256, mode 0600):
   ``--schedulers`` entry (default ``kube-scheduler``): kube-scheduler's extender
   ``tlsConfig``, ``kubeattention score``, the rebalancer.
 
-The identity the aggregator reads is the certificate's URI SAN (see aggregator/auth.py):
+The identity the aggregator reads is the certificate's URI SAN (see aggregator/security/auth.py):
 ``spiffe://kubeattention/node/NAME`` or ``spiffe://kubeattention/scheduler/NAME``; the
 subject CN carries the same NAME for people reading ``openssl x509 -text``. cert-manager
 issues the same certificates with ``spec.uris``.
@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from scorer.schema import k8s_name_problem
+from wire.schema import k8s_name_problem
 
 SPIFFE_TRUST_DOMAIN = "kubeattention"
 NODE_KIND = "node"

@@ -13,21 +13,21 @@ import importlib
 import logging
 import sys
 
-from kubeattention import __version__
+from wire import __version__
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("agent.main", "run the node agent: collect contention, serve /metrics, push to the aggregator"),
-    "record": ("agent.record", "record this node's vectors to a JSONL file (for replay agents and calibration)"),
-    "aggregator": ("aggregator.main", "run the aggregator: Push + BatchScore over gRPC, Redis-backed"),
-    "score": ("aggregator.score_cli", "ask an aggregator to score nodes for a pod and print a ranked table"),
+    "record": ("agent.record_cli", "record this node's vectors to a JSONL file (for replay agents and calibration)"),
+    "aggregator": ("kubeattention.aggregator_process", "run the aggregator: Push + BatchScore over gRPC, Redis-backed"),
+    "score": ("client.score_cli", "ask an aggregator to score nodes for a pod and print a ranked table"),
     "inspect": ("aggregator.inspect_cli", "read node telemetry straight from Redis"),
     "model": ("aggregator.model_cli", "publish, show, list or roll back the model every aggregator serves (Redis)"),
-    "shadow-report": ("aggregator.shadow_report", "compare shadow-mode recommendations with where pods landed"),
-    "collector": ("aggregator.outcomes", "watch pods, join them with KubeAttention's decisions and record their outcomes"),
-    "rebalance": ("aggregator.rebalance", "find pods on noisy nodes and recommend (or, with --evict, make) moves"),
+    "shadow-report": ("scheduling.shadow_report", "compare shadow-mode recommendations with where pods landed"),
+    "collector": ("controllers.outcome_collector", "watch pods, join them with KubeAttention's decisions and record their outcomes"),
+    "rebalance": ("controllers.rebalancer", "find pods on noisy nodes and recommend (or, with --evict, make) moves"),
     "train": ("scorer.train", "train the interference model and export it to ONNX"),
-    "calibrate": ("scorer.calibrate.runner", "measure real victims beside stress-ng antagonists with the agent's collectors"),
+    "calibrate": ("contention_lab.runner", "measure real victims beside stress-ng antagonists with the agent's collectors"),
     "evaluate": ("scorer.evaluate_cli", "held-out evaluation of the model against scheduler baselines on calibration rows"),
     "demo": ("kubeattention.demo", "start redis, an aggregator and agents on this machine and score them"),
     "certs": ("kubeattention.certs", "create a development CA and aggregator, node and scheduler certificates (mTLS)"),

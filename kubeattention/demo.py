@@ -31,9 +31,9 @@ from pathlib import Path
 
 import grpc
 
-from aggregator import score_cli
+from client import score_cli
 from kubeattention import certs
-from kubeattention.transport import ClientSecurity
+from wire.client_security import ClientSecurity
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "agent" / "recordings"
 DEFAULT_REDIS_PORT = 6399

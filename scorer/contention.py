@@ -4,7 +4,7 @@ This is a *stand-in* for measurements. It replaces nothing that can be measured 
 versioned (``GENERATOR``) so every model records which world it was trained in.
 Calibration (``kubeattention calibrate``) measures (vector, p99 slowdown) pairs beside real
 antagonists; ``kubeattention train --data`` fits this module's Hill curves to them
-(``scorer.calibrate.fit`` returns a :class:`CurveParams`) and generates from the fitted
+(``scorer.calibration.fit`` returns a :class:`CurveParams`) and generates from the fitted
 curves to widen the measured rows.
 
 Structure: the label is never a formula of the model's inputs
@@ -99,8 +99,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scorer import schema
-from scorer.schema import NUM_METRICS, Profile, QoS
+from wire import schema
+from wire.schema import NUM_METRICS, Profile, QoS
 
 #: Recorded in model metadata; bump when anything below changes the generated data.
 GENERATOR = "scorer.contention v1"
@@ -328,7 +328,7 @@ class PodRows:
 class CurveParams:
     """The slowdown curve's parameters: one Hill curve per source and the (profile, source) weights.
 
-    :data:`PRIOR` is the hand-set model above; ``scorer.calibrate.fit`` returns one fitted
+    :data:`PRIOR` is the hand-set model above; ``scorer.calibration.fit`` returns one fitted
     to measured slowdowns (``name`` then says which data it was fitted to).
     """
 

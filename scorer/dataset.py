@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scorer import contention, schema
+from scorer import contention
+from wire import schema
 
 #: Distinct pod contexts per dataset; rows draw their pod from this pool.
 POD_POOL = 4096

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from scorer.contention import PATTERNS
-from scorer.schema import Profile
+from wire.schema import Profile
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

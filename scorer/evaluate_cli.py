@@ -49,8 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scorer import placement, scoring
-from scorer.calibrate.data import DEFAULT_LABEL, LABELS
+from scorer import placement
+from inference import scoring
+from scorer.calibration.data import DEFAULT_LABEL, LABELS
 from scorer.evaluate import spearman
 
 log = logging.getLogger("scorer.evaluate")
@@ -169,7 +170,7 @@ def retest_spearman(cal) -> tuple[float, int]:
 def neighbour_features(cal) -> np.ndarray:
     """What the calibration plan knows and no node reports: the neighbour's latent intensity
     per kind, whether it is the mixed kind, and the victim profile (one-hot)."""
-    from scorer.schema import Profile
+    from wire.schema import Profile
 
     kinds = sorted(cal.intensity)
     return np.column_stack([cal.intensity[k] for k in kinds] + [(cal.kind == "mixed").astype(float)]
@@ -195,7 +196,7 @@ def neighbour_reference(cal, folds: int, seed: int) -> np.ndarray:
 
 def compare_model(path: Path, cal) -> tuple[str, np.ndarray]:
     """(label, predicted slowdowns) of an existing ONNX model, as it is."""
-    from scorer.model import InterferenceModel
+    from inference.model import InterferenceModel
 
     model = InterferenceModel.load(path)
     meta_hash = (model.metadata.get("calibration") or {}).get("data_hash") if isinstance(
@@ -316,7 +317,7 @@ def plot(report: Path, cal, preds: dict[str, np.ndarray], figures: dict, slo: fl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from scorer.schema import Profile
+    from wire.schema import Profile
 
     paths = []
     fig, axes = plt.subplots(1, len(preds), figsize=(6.0 * len(preds), 5), squeeze=False)
@@ -359,10 +360,10 @@ def plot(report: Path, cal, preds: dict[str, np.ndarray], figures: dict, slo: fl
 
 def run(args: argparse.Namespace) -> int:
     from scorer import train
-    from scorer.calibrate.data import load
-    from scorer.calibrate.rows import CalibrationError
-    from scorer.model import ModelError
-    from scorer.schema import Profile
+    from scorer.calibration.data import load
+    from scorer.calibration.rows import CalibrationError
+    from inference.model import ModelError
+    from wire.schema import Profile
 
     rows = train.DEFAULT_CALIBRATED_ROWS if args.rows is None else args.rows
     real_share = train.DEFAULT_REAL_SHARE if args.real_share is None else args.real_share

@@ -1,6 +1,6 @@
 """Export a fitted regressor to ONNX and write it with its metadata (and a JSON sidecar).
 
-The file contract is documented in ``scorer.model``: one float32 input ``features``
+The file contract is documented in ``inference.model``: one float32 input ``features``
 ``[None, 26]``, one float32 output ``log_slowdown`` ``[None, 1]``, metadata in
 ``metadata_props``. The sidecar ``<stem>.json`` holds the same metadata, decoded, for
 humans and tools that do not want to parse ONNX.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import onnx
 
-from scorer import schema
-from scorer.model import INPUT_NAME, JSON_METADATA, OUTPUT_LOG_SLOWDOWN
+from wire import schema
+from inference.model import INPUT_NAME, JSON_METADATA, OUTPUT_LOG_SLOWDOWN
 
 #: ONNX opsets: the default opset 17 runs on every ONNX Runtime >= 1.13 (pyproject asks
 #: for >= 1.17); onnxmltools' XGBoost converter supports at most 15 (its pipeline's
@@ -86,7 +86,7 @@ def write(model: onnx.ModelProto, metadata: dict, path: Path) -> tuple[Path, Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     model.producer_name = "kubeattention"
     model.doc_string = ("KubeAttention interference model: predicts log tail-latency slowdown of a pod "
-                        "on a node from 15 node metrics + 11 pod features (scorer/schema.py)")
+                        "on a node from 15 node metrics + 11 pod features (wire/schema.py)")
     set_metadata(model, metadata)
     onnx.checker.check_model(model)
     tmp = path.with_name(path.name + ".tmp")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scorer import schema
+from wire import schema
 from scorer.evaluate import spearman
 
 DEFAULT_SLO = 1.5

@@ -1,12 +1,12 @@
 """``kubeattention train``: fit the interference model and export it to ONNX.
 
     kubeattention train [--model mlp|xgboost] [--rows 200000] [--seed 0]
-                        [--holdout 0.2] [--out scorer/models/default.onnx]
+                        [--holdout 0.2] [--out inference/models/default.onnx]
     kubeattention train --data scorer/data/calibration [--rows 30000] [--real-share 0.5] ...
 
 With ``--data`` (measured calibration rows, ``kubeattention calibrate``) see
 :func:`train_calibrated`: whole antagonist configurations are held out, the contention
-curves are fitted to the training rows (``scorer.calibrate.fit``), ``--rows`` synthetic
+curves are fitted to the training rows (``scorer.calibration.fit``), ``--rows`` synthetic
 rows from the fitted generator widen them, and validation is on the held-out measured
 rows. Without it:
 
@@ -21,7 +21,7 @@ rows. Without it:
 4. export to ONNX and evaluate *the exported file* on the hold-out with ONNX Runtime,
    exactly as the aggregator will run it (``scorer.evaluate``);
 5. write ``--out`` with the metadata in ``metadata_props`` and a ``.json`` sidecar, reload
-   it through ``scorer.model.InterferenceModel`` as a final check, print the figures.
+   it through ``inference.model.InterferenceModel`` as a final check, print the figures.
 
 ``--outcomes FILE`` (the JSONL of ``kubeattention collector --export``) adds observed rows to
 the *training* split: the node's vector and mask at decision time plus the pod context, with
@@ -49,8 +49,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from scorer import contention, dataset, evaluate, export, schema
-from scorer.model import DEFAULT_MODEL_PATH, OUTPUT_LOG_SLOWDOWN, InterferenceModel, session_options
+from scorer import contention, dataset, evaluate, export
+from wire import schema
+from inference.model import DEFAULT_MODEL_PATH, OUTPUT_LOG_SLOWDOWN, InterferenceModel, session_options
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class TrainResult:
     holdout_index: np.ndarray
     train_index: np.ndarray
     calibration: object = None
-    """scorer.calibrate.data.CalibrationSet when trained with --data (holdout_index indexes it)."""
+    """scorer.calibration.data.CalibrationSet when trained with --data (holdout_index indexes it)."""
 
 
 @dataclass(frozen=True)
@@ -339,7 +340,7 @@ class CalibratedFit:
     estimator: object
     onnx_model: onnx.ModelProto
     fit: object
-    """scorer.calibrate.fit.FitResult of the contention curves."""
+    """scorer.calibration.fit.FitResult of the contention curves."""
     synthetic: dataset.Dataset
     data_hash: str
     fit_seconds: float
@@ -347,7 +348,7 @@ class CalibratedFit:
 
 def config_split(configs: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train_index, holdout_index) holding out whole groups (seeded): antagonist configurations,
-    the alone state by repetition (scorer.calibrate.data.CalibrationSet.groups)."""
+    the alone state by repetition (scorer.calibration.data.CalibrationSet.groups)."""
     if not 0.0 < fraction < 1.0:
         raise TrainError(f"holdout: must be between 0 and 1, got {fraction!r}")
     names = np.array(sorted(set(configs.tolist())))
@@ -364,7 +365,7 @@ def fit_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: in
                    real_share: float = DEFAULT_REAL_SHARE) -> CalibratedFit:
     """Fit the contention curves to ``cal`` (a CalibrationSet), widen it with ``rows`` synthetic rows
     from the fitted generator, fit the regressor on both, export to ONNX."""
-    from scorer.calibrate import fit as curve_fit
+    from scorer.calibration import fit as curve_fit
 
     if kind not in MODEL_KINDS:
         raise TrainError(f"model: unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
@@ -440,13 +441,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", choices=("config-median", "run"), default="config-median",
                         help="with --data: the slowdown to learn, the median over repetitions of the row's antagonist "
                              "configuration and profile, or the row's own run (default: %(default)s; "
-                             "scorer/calibrate/data.py)")
+                             "scorer/calibration/data.py)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="data, split and fit seed (default: 0)")
     parser.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
                         help=f"share of rows held out for validation (default: {DEFAULT_HOLDOUT})")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH,
                         help="ONNX file to write; metadata also goes to <stem>.json "
-                             "(default: the packaged scorer/models/default.onnx)")
+                             "(default: the packaged inference/models/default.onnx)")
     parser.add_argument("--outcomes", type=Path, default=None, metavar="FILE",
                         help="outcomes JSONL from `kubeattention collector --export`: rows with an observed_slowdown "
                              "join the training split, weighted by their outcome weight (default: none)")
@@ -461,8 +462,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "data", None) is not None:
             if outcomes is not None:
                 raise TrainError("--outcomes and --data: choose one source of observed rows")
-            from scorer.calibrate.data import load as load_calibration
-            from scorer.calibrate.rows import CalibrationError
+            from scorer.calibration.data import load as load_calibration
+            from scorer.calibration.rows import CalibrationError
 
             try:
                 cal = load_calibration(args.data, args.label)

@@ -1,7 +1,7 @@
 """ONNX model files for the model-serving tests: real ONNX graphs, built here, run by ONNX Runtime.
 
 * :func:`linear_model` — a one-layer graph honouring the model file contract
-  (``scorer.model``): log slowdown = features · w + b. Valid by default; its arguments break
+  (``inference.model``): log slowdown = features · w + b. Valid by default; its arguments break
   one thing at a time (input width, metadata, NaN weights).
 * :func:`default_with` — the shipped model with some metadata replaced (e.g. a schema version
   this code does not speak).
@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from scorer import schema
-from scorer.model import DEFAULT_MODEL_PATH
+from wire import schema
+from inference.model import DEFAULT_MODEL_PATH
 
 
 def linear_model(version: str, *, width: int = schema.NUM_FEATURES, bias: float = 0.0, weight: float = 0.0,

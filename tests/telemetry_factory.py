@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from kubeattention.v1 import scoring_pb2, telemetry_pb2
-from scorer.schema import METRICS, SCHEMA_VERSION
+from wire.v1 import scoring_pb2, telemetry_pb2
+from wire.schema import METRICS, SCHEMA_VERSION
 
 #: A quiet node as this VM measures it: /proc, PSI and cgroups only.
 PROC_ONLY = {"cpu_utilization": 0.05, "cpu_iowait_ratio": 0.0, "cpu_psi_some": 0.01, "memory_psi_some": 0.0,

@@ -17,10 +17,11 @@ import pytest
 
 from agent.config import DEFAULT_AGGREGATOR, DEFAULT_HTTP_LISTEN, DEFAULT_INTERVAL_S, AgentConfig, ConfigError
 from agent.main import configure_parser
-from agent.recording import HEADER_KIND, RecordingError, read_recording
+from agent.recording_file import HEADER_KIND, RecordingError, read_recording
 from agent.replay import ReplaySource
-from kubeattention import __version__, cli
-from scorer.schema import METRIC_BY_NAME, METRIC_NAMES, NUM_METRICS, SCHEMA_VERSION
+from kubeattention import cli
+from wire import __version__
+from wire.schema import METRIC_BY_NAME, METRIC_NAMES, NUM_METRICS, SCHEMA_VERSION
 
 from procs import Kubeattention, free_port, wait_for_port
 from test_agent_push import SinkServer, TelemetrySink

@@ -18,7 +18,7 @@ from agent.collectors.cgroup_throttle import CgroupThrottleCollector, leaf_cgrou
 from agent.collectors.meminfo import MeminfoCollector
 from agent.collectors.procstat import CHURN_SOURCE, ProcStatCollector, parse_stat
 from agent.collectors.psi import PsiCollector
-from scorer.schema import METRIC_NAMES, METRICS, NUM_METRICS
+from wire.schema import METRIC_NAMES, METRICS, NUM_METRICS
 from doubles import FakeClock
 
 FIXTURES = Path(__file__).parent / "fixtures" / "agent"

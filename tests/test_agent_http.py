@@ -10,9 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.exposition import AgentMetrics
 from agent.http_app import build_app
-from agent.store import LatestVector
+from agent.latest_vector import LatestVector
 from agent.vector import NodeVector
-from scorer.schema import METRIC_BY_NAME, METRIC_NAMES, METRICS, NUM_METRICS
+from wire.schema import METRIC_BY_NAME, METRIC_NAMES, METRICS, NUM_METRICS
 
 with warnings.catch_warnings():  # starlette nags about httpx vs httpx2; the client works the same
     warnings.simplefilter("ignore", UserWarning)

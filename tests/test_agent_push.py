@@ -13,11 +13,11 @@ import grpc
 import pytest
 
 from agent.push import DEFAULT_BACKOFF_CAP_S, DEFAULT_BACKOFF_INITIAL_S, Backoff, Pusher
-from kubeattention.transport import ClientSecurity
-from agent.store import LatestVector
+from wire.client_security import ClientSecurity
+from agent.latest_vector import LatestVector
 from agent.vector import NodeVector
-from kubeattention.v1 import telemetry_pb2, telemetry_pb2_grpc
-from scorer.schema import METRIC_NAMES, NUM_METRICS
+from wire.v1 import telemetry_pb2, telemetry_pb2_grpc
+from wire.schema import METRIC_NAMES, NUM_METRICS
 
 from procs import free_port
 

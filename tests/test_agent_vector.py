@@ -8,8 +8,8 @@ import math
 import pytest
 
 from agent.vector import NodeVector, VectorError
-from kubeattention import __version__
-from scorer.schema import METRIC_NAMES, METRICS, NUM_METRICS, SCHEMA_VERSION
+from wire import __version__
+from wire.schema import METRIC_NAMES, METRICS, NUM_METRICS, SCHEMA_VERSION
 
 MISSING = {"runqueue_latency_p99_us": "not collected yet: eBPF", "llc_mpki": "no perf counters in this VM"}
 

@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
+from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 from procs import REPO, Kubeattention, free_port, wait_for_port
 from telemetry_factory import batch, telemetry
 

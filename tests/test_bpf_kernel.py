@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import bpfload
+from agent.ebpf import loader as bpfload
 from agent.collect import NodeCollector
 from agent.collectors import default_collectors
 from agent.collectors.ebpf_biolatency import BlockIoCollector

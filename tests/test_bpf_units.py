@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from agent import bpfload
-from agent.bpfload import HIST_SLOTS, BpfUnavailable, Log2Histogram, TracepointFormat
+from agent.ebpf import loader as bpfload
+from agent.ebpf.loader import HIST_SLOTS, BpfUnavailable, Log2Histogram, TracepointFormat
 from agent.collectors import ebpf_biolatency, ebpf_runqueue
 from agent.collectors.ebpf_biolatency import NO_IO, BlockIoCollector, BlockIoTotals
 from agent.collectors.ebpf_runqueue import (NO_CPU_HIERARCHY, NO_SWITCHES, NO_WAITS, V1_SOURCE, CgroupRunqueue,
                                             RunqueueCollector, RunqueueTotals, TaskCgroups, task_state_mask)
 from doubles import FakeClock
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"  # the checkout's sources, which bpf.source_dir() must be
 
 
 def hist(**slots: int) -> Log2Histogram:

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scorer.calibrate import antagonists, cgroups, drivers
-from scorer.calibrate.rows import CalibrationError, load_rows
+from contention_lab import antagonists, cgroups, drivers
+from scorer.calibration.rows import CalibrationError, load_rows
 from procs import REPO
 
 KA = [sys.executable, "-m", "kubeattention.cli"]
@@ -211,7 +211,7 @@ def _measured(key, config, profile, rep, p99, kind="cpu"):
 
 
 def test_labels_are_the_configuration_median_or_the_run():
-    from scorer.calibrate.data import from_rows
+    from scorer.calibration.data import from_rows
 
     rows = [_measured("r1/none/batch", "none", "batch", 1, 10.0, "none"),
             _measured("r1/none.1/batch", "none", "batch", 1, 12.0, "none"),

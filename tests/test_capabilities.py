@@ -13,7 +13,7 @@ from agent.capabilities import (FALLBACK, MEASURED, MISSING, SOURCES, assess, ch
                                 effective_capabilities)
 from agent.collectors.memory_bandwidth import MemoryBandwidthCollector
 from agent.collectors.perf_counters import PerfCounters, PerfCountersCollector, PmuStatus
-from scorer.schema import METRIC_NAMES
+from wire.schema import METRIC_NAMES
 
 RESCTRL_TREE = Path(__file__).parent / "fixtures" / "perf" / "sys-resctrl"
 PERF_METRICS = ("llc_miss_ratio", "llc_mpki", "cycles_per_instruction")

@@ -15,13 +15,13 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-import aggregator.client as client_module
-from aggregator.client import (
+import client.batchscore as client_module
+from client.batchscore import (
     CircuitState, ClientClosed, ClientConfigError, ClientError, InvalidRequest, ScoringClient, Status,
     build_request,
 )
-from kubeattention.v1 import scoring_pb2
-from scorer.schema import PodContext, Profile, QoS
+from wire.v1 import scoring_pb2
+from wire.schema import PodContext, Profile, QoS
 
 POD = PodContext(cpu_request_cores=0.5, memory_request_bytes=512 * 2**20, profile=Profile.LATENCY_CRITICAL,
                  namespace="shop", name="checkout-0")

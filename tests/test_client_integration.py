@@ -16,11 +16,11 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from aggregator.client import CircuitState, GrpcTransport, InvalidRequest, ScoringClient, Status
-from kubeattention.transport import ClientSecurity
-from kubeattention.v1 import telemetry_pb2_grpc
+from client.batchscore import CircuitState, GrpcTransport, InvalidRequest, ScoringClient, Status
+from wire.client_security import ClientSecurity
+from wire.v1 import telemetry_pb2_grpc
 from procs import Kubeattention, RedisServer, free_ports, wait_for_port
-from scorer.schema import PodContext, Profile
+from wire.schema import PodContext, Profile
 from telemetry_factory import telemetry
 
 pytestmark = pytest.mark.integration

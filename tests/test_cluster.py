@@ -18,7 +18,7 @@ import pytest
 
 from aggregator.store import Keys, RedisStore, cluster_nodes
 from aggregator.validate import validate_telemetry
-from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
+from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 from procs import REPO
 from redis_cluster import NODE_TIMEOUT_MS, RedisClusterProcs
 from telemetry_factory import batch, telemetry

@@ -2,7 +2,7 @@
 
 What a build would find out first is checked here: every COPY source exists and survives
 .dockerignore, base images are pinned, the entrypoint is the package's console script and
-the command a real subcommand, bpf/ lands where agent/bpfload.py looks for it, and the
+the command a real subcommand, bpf/ lands where agent/ebpf/loader.py looks for it, and the
 ONNX model is package data that `pip install .` puts in the image.
 """
 
@@ -74,7 +74,7 @@ def test_ignore_matching_is_not_vacuous():
     pats = dockerignore()
     assert ignored(".venv/bin/python", pats) and ignored("tests/test_x.py", pats)
     assert ignored("agent/__pycache__/x.pyc", pats)
-    assert not ignored("agent/bpfload.py", pats) and not ignored("bpf/runqlat.bpf.c", pats)
+    assert not ignored("agent/ebpf/loader.py", pats) and not ignored("bpf/runqlat.bpf.c", pats)
     # Private keys never reach the build context (make certs, the demo).
     assert ignored("certs/ca-key.pem", pats) and ignored(".demo/certs/aggregator-key.pem", pats)
     assert ignored("somewhere/else/node-a-key.pem", pats)
@@ -129,8 +129,8 @@ def test_aggregator_image_runs_as_non_root():
 
 
 def test_agent_image_puts_bpf_where_the_agent_looks():
-    """bpf/ is not a Python package: agent/bpfload.py expects it beside the agent package."""
-    from agent import bpfload
+    """bpf/ is not a Python package: agent/ebpf/loader.py expects it beside the agent package."""
+    from agent.ebpf import loader as bpfload
 
     assert bpfload.BPF_DIR == Path(bpfload.__file__).resolve().parent.parent / "bpf"
     text = (IMAGES / "agent.Dockerfile").read_text()
@@ -151,7 +151,7 @@ def test_the_model_ships_as_package_data():
     model = REPO / "scorer" / "models" / "default.onnx"
     assert model.stat().st_size > 0
     assert any(fnmatch.fnmatch("models/default.onnx", pat) for pat in data)
-    from scorer.model import DEFAULT_MODEL_PATH
+    from inference.model import DEFAULT_MODEL_PATH
 
     assert DEFAULT_MODEL_PATH == model.resolve(), "the aggregator's default model is the package's own file"
     assert "default.onnx" in (IMAGES / "aggregator.Dockerfile").read_text(), "the build fails without the model"

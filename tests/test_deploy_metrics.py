@@ -21,9 +21,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy_render import DEPLOY, cli_help, help_flags
-from kubeattention.v1 import scoring_pb2_grpc
+from wire.v1 import scoring_pb2_grpc
 from procs import Kubeattention, free_ports, wait_for_port
-from scorer.schema import METRICS
+from wire.schema import METRICS
 from telemetry_factory import batch
 
 pytestmark = pytest.mark.integration

@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aggregator import auth
+from aggregator.security import auth
 from deploy_render import find, kubectl, pod_spec, rendered
 from fixtures.k8s.apiserver import FakeApiServer, IssuedToken, pod
 from kubeattention import certs

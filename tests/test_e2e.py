@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc
+from wire.v1 import scoring_pb2, scoring_pb2_grpc
 from procs import Kubeattention, REPO, free_ports, wait_for_port
 from telemetry_factory import batch
 

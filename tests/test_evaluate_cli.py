@@ -17,7 +17,7 @@ import pytest
 
 from procs import REPO
 from scorer import placement
-from scorer.calibrate.data import load
+from scorer.calibration.data import load
 from scorer.evaluate import spearman
 
 FIXTURE = Path(__file__).parent / "fixtures" / "calibration-small.jsonl"

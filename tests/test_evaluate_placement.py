@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from scorer import placement, schema
+from scorer import placement
+from wire import schema
 from scorer.evaluate_cli import EvaluateError, config_folds
 
 SLOWDOWN = np.array([1.0, 2.0, 4.0, 1.2])
@@ -87,7 +88,7 @@ def test_config_folds_hold_out_whole_configurations():
 
 
 def test_alone_rows_are_held_out_by_repetition_so_every_fold_trains_on_quiet_rows():
-    from scorer.calibrate.data import from_rows
+    from scorer.calibration.data import from_rows
     import json
     from pathlib import Path
 

@@ -1,6 +1,6 @@
 """The kube-scheduler extender: request bodies shaped exactly as kube-scheduler sends them.
 
-Unit tests drive aggregator.extender.Extender over a real snapshot and the real ONNX model;
+Unit tests drive scheduling.extender.Extender over a real snapshot and the real ONNX model;
 integration tests POST to a real aggregator subprocess backed by a real redis-server. No
 kube-scheduler runs here (no control plane on these machines): its requests are the
 recorded bodies in tests/fixtures/extender/.
@@ -20,12 +20,12 @@ import pytest
 
 from aggregator.batch import BatchScorer
 from aggregator.errors import InvalidInput
-from aggregator.extender import SHADOW_SCORE, Extender, parse_args
-from aggregator.k8s import pod_context
+from scheduling.extender import SHADOW_SCORE, Extender, parse_args
+from kubeapi.objects import pod_context
 from aggregator.snapshot import Snapshot
 from aggregator.validate import validate_telemetry
 from doubles import ManualClock
-from scorer.model import InterferenceModel
+from inference.model import InterferenceModel
 from telemetry_factory import telemetry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "extender"
@@ -200,7 +200,7 @@ def test_shadow_annotations_are_written_on_the_pod_through_the_api(tmp_path):
     """The Kubernetes API server is simulated (no control plane here): the real kubernetes
     client sends the patch over real HTTP to tests/fixtures/k8s/apiserver.py."""
     from aggregator.config import AggregatorConfig
-    from aggregator.main import pod_annotator
+    from kubeattention.aggregator_process import pod_annotator
     from fixtures.k8s.apiserver import FakeApiServer, pod
 
     api = FakeApiServer().start()

@@ -22,7 +22,7 @@ import grpc
 import pytest
 import redis
 
-from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
+from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 from procs import Kubeattention, REPO, RedisServer, free_port, free_ports, wait_for_port
 from telemetry_factory import batch, telemetry
 from test_aggregator_integration import STALENESS_MS, Aggregator

@@ -24,16 +24,16 @@ from hypothesis import strategies as st
 from agent.tetragon.parse import REJECTION_REASONS, Ignored, LineParser, MalformedLine, parse_line
 from aggregator.batch import BatchScorer
 from aggregator.errors import InvalidInput
-from aggregator.extender import Extender
+from scheduling.extender import Extender
 from aggregator.http_app import build_app
-from aggregator.k8s import pod_context
+from kubeapi.objects import pod_context
 from aggregator.metrics import AggregatorMetrics
-from aggregator.records import NodeRecord
+from aggregator.node_record import NodeRecord
 from aggregator.snapshot import Snapshot
 from aggregator.store import CorruptRecord, decode_record, encode_record
 from aggregator.validate import validate_batch, validate_telemetry
-from kubeattention.v1 import scoring_pb2, telemetry_pb2
-from scorer.schema import METRICS, NUM_METRICS, SCHEMA_VERSION, PodContext
+from wire.v1 import scoring_pb2, telemetry_pb2
+from wire.schema import METRICS, NUM_METRICS, SCHEMA_VERSION, PodContext
 from telemetry_factory import telemetry
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -144,7 +144,7 @@ _app: dict = {}
 
 def extender_client() -> TestClient:
     if not _app:
-        from scorer.model import InterferenceModel
+        from inference.model import InterferenceModel
 
         snapshot = Snapshot()
         for i in range(3):

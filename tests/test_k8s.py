@@ -1,4 +1,4 @@
-"""aggregator/k8s.py: pod -> PodContext, QoS, owners, node predicates, client construction.
+"""kubeapi/objects.py: pod -> PodContext, QoS, owners, node predicates, client construction.
 
 The pods and nodes are recorded API objects (tests/fixtures/k8s/, hand-made in the exact
 shape kube-apiserver returns). The client tests talk to a *simulated* API server
@@ -16,9 +16,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from aggregator import k8s
+from kubeapi import objects as k8s
 from fixtures.k8s.apiserver import HERE, FakeApiServer, Reply, load, pod, pod_list
-from scorer.schema import PodContext, Profile, QoS
+from wire.schema import PodContext, Profile, QoS
 
 MI, GI = 2**20, 2**30
 
@@ -142,7 +142,7 @@ def test_bad_quantity_names_the_field():
 
 def test_unknown_profile_annotation_is_inferred_and_logged(caplog):
     p = pod(edit=lambda d: d["metadata"].setdefault("annotations", {}).update({"kubeattention.io/profile": "turbo"}))
-    with caplog.at_level(logging.WARNING, logger="aggregator.k8s"):
+    with caplog.at_level(logging.WARNING, logger="kubeapi.objects"):
         ctx = k8s.pod_context(p)
     assert ctx.profile is None and ctx.resolved_profile() is Profile.LATENCY_CRITICAL
     assert "turbo" in caplog.text and "shop/web-7d4b9c8f6d-x2x9k" in caplog.text

@@ -25,10 +25,10 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
+from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 from model_files import default_with, linear_model, trained_model
 from procs import Kubeattention, REPO, free_ports, wait_for_port
-from scorer.model import DEFAULT_MODEL_PATH, InterferenceModel
+from inference.model import DEFAULT_MODEL_PATH, InterferenceModel
 from telemetry_factory import batch, telemetry
 
 pytestmark = pytest.mark.integration

@@ -26,9 +26,9 @@ from aggregator.store import RedisStore
 from aggregator.validate import validate_telemetry
 from doubles import FormulaModel, ManualClock
 from model_files import default_with, linear_model
-from scorer import schema
-from scorer.model import DEFAULT_MODEL_PATH, InterferenceModel
-from scorer.schema import PodContext, Profile
+from wire import schema
+from inference.model import DEFAULT_MODEL_PATH, InterferenceModel
+from wire.schema import PodContext, Profile
 from telemetry_factory import telemetry
 
 DEFAULT_BYTES = DEFAULT_MODEL_PATH.read_bytes()
@@ -288,7 +288,7 @@ def test_a_call_in_flight_finishes_on_and_names_the_model_it_started_with():
     t = threading.Thread(target=lambda: results.append(scorer.score(pod, ["a"])))
     t.start()
     assert old.entered.wait(5)
-    scorer.model = new  # what the reloader's install does
+    inference.model = new  # what the reloader's install does
     old.release.set()
     t.join(5)
     assert results[0].model_version == "old-1" and results[0].status.tolist() == [1]

@@ -20,13 +20,14 @@ import numpy as np
 import pytest
 from kubernetes import client
 
-from aggregator import k8s, outcomes
-from aggregator.decisions import Decision, DecisionLog
-from aggregator.records import NodeRecord, empty_values
+from kubeapi import objects as k8s
+from controllers import outcome_collector as outcomes
+from scheduling.decisions import Decision, DecisionLog
+from aggregator.node_record import NodeRecord, empty_values
 from aggregator.store import RedisStore, encode_record
 from fixtures.k8s.apiserver import FakeApiServer, Reply, Stream, event, load, pod, pod_list, wait_until
 from procs import REPO
-from scorer.schema import METRIC_BY_NAME, NUM_METRICS
+from wire.schema import METRIC_BY_NAME, NUM_METRICS
 
 pytestmark = pytest.mark.integration
 

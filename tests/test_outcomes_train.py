@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from aggregator import k8s, outcomes
+from kubeapi import objects as k8s
+from controllers import outcome_collector as outcomes
 from aggregator.store import RedisStore
 from kubeattention import cli
 from fixtures.k8s.apiserver import load, pod
-from scorer import schema, train
+from wire import schema
+from scorer import train
 from test_outcomes import BIND_MS, Clock, push_history, record_decision
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ import pytest
 from agent.pods import (CPU_THROTTLED, CPU_UTILIZATION, CgroupIdIndex, KubeletPodResolver, PodCgroupRoots,
                         PodCpuSample, PodCpuSampler, PodListError, PodOffender, RecordedPodResolver, cgroup2_root,
                         parse_cgroup_path, per_pod_figures, pods_from_podlist, top_offenders)
-from scorer.schema import QoS
+from wire.schema import QoS
 from doubles import FakeClock
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pods" / "kubelet-pods.json"

@@ -1,6 +1,6 @@
 import pytest
 
-from aggregator.quantity import cpu_cores, memory_bytes
+from kubeapi.quantity import cpu_cores, memory_bytes
 
 
 @pytest.mark.parametrize("text,cores", [("500m", 0.5), ("2", 2.0), ("0.25", 0.25), ("100u", 1e-4), ("1k", 1000.0)])

@@ -21,10 +21,10 @@ from concurrent import futures
 import grpc
 import pytest
 
-from aggregator import rebalance
+from controllers import rebalancer as rebalance
 from fixtures.k8s.apiserver import FakeApiServer, Reply, load, pod
-from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc
-from scorer.schema import QoS
+from wire.v1 import scoring_pb2, scoring_pb2_grpc
+from wire.schema import QoS
 
 pytestmark = pytest.mark.integration
 
@@ -310,7 +310,7 @@ def test_with_the_real_aggregator_and_pushed_telemetry(redis_server, apiserver, 
     """Real aggregator process, real pushes, real ONNX model: the contended node's pods are recommended away."""
     from telemetry_factory import telemetry
     from test_aggregator_integration import Aggregator
-    from kubeattention.v1 import telemetry_pb2_grpc
+    from wire.v1 import telemetry_pb2_grpc
 
     agg = Aggregator(redis_server.url).start()
     try:

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from scorer import schema
-from scorer.schema import METRICS, MISSING, PodContext, Profile, QoS
+from wire import schema
+from wire.schema import METRICS, MISSING, PodContext, Profile, QoS
 
 
 def test_fifteen_metrics_in_design_order():

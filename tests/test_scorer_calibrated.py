@@ -17,11 +17,12 @@ import onnxruntime as ort
 import pytest
 
 from procs import REPO
-from scorer import contention, schema, train
-from scorer.calibrate import fit
-from scorer.calibrate.data import from_rows, load
-from scorer.calibrate.rows import CalibrationError
-from scorer.model import InterferenceModel
+from scorer import contention, train
+from wire import schema
+from scorer.calibration import fit
+from scorer.calibration.data import from_rows, load
+from scorer.calibration.rows import CalibrationError
+from inference.model import InterferenceModel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "calibration-small.jsonl"
 KA = [sys.executable, "-m", "kubeattention.cli"]

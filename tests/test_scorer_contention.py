@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scorer import contention, dataset, schema
+from scorer import contention, dataset
+from wire import schema
 from scorer.contention import Latent, PodRows
 from scorer.evaluate import spearman
-from scorer.schema import Profile, QoS
+from wire.schema import Profile, QoS
 
 
 @pytest.fixture(scope="module")

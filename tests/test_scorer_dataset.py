@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scorer import contention, dataset, schema
+from scorer import contention, dataset
+from wire import schema
 
 #: generate(500, seed=0).data_hash with the pinned NumPy. If you changed the contention
 #: model on purpose, bump contention.GENERATOR and update this value.

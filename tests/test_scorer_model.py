@@ -10,9 +10,9 @@ import numpy as np
 import onnx
 import pytest
 
-from scorer import schema
-from scorer.model import DEFAULT_MODEL_PATH, InterferenceModel, ModelError
-from scorer.schema import Profile, QoS
+from wire import schema
+from inference.model import DEFAULT_MODEL_PATH, InterferenceModel, ModelError
+from wire.schema import Profile, QoS
 from model_files import default_with
 
 LC_POD = schema.PodContext(cpu_request_cores=1.0, memory_request_bytes=2 * schema.GIB,
@@ -107,7 +107,7 @@ def test_from_bytes(model):
 
 
 def test_inference_does_not_import_the_training_stack():
-    code = ("import sys; from scorer.model import InterferenceModel; InterferenceModel.load(); "
+    code = ("import sys; from inference.model import InterferenceModel; InterferenceModel.load(); "
             "bad = [m for m in ('sklearn', 'skl2onnx', 'xgboost', 'onnxmltools') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

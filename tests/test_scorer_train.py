@@ -9,8 +9,9 @@ import onnx
 import pytest
 
 from kubeattention import cli
-from scorer import contention, evaluate, export, schema, train
-from scorer.model import InterferenceModel
+from scorer import contention, evaluate, export, train
+from wire import schema
+from inference.model import InterferenceModel
 
 SMALL_ROWS = 3000
 

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from scorer import scoring
-from scorer.schema import NUM_METRICS, Profile
+from inference import scoring
+from wire.schema import NUM_METRICS, Profile
 
 
 @pytest.mark.parametrize("slowdown,score", [(1.0, 100.0), (2.0, 50.0), (4.0, 25.0), (0.9, 100.0), (1e6, 1e-4)])
@@ -35,7 +35,7 @@ def test_confidence_is_share_of_profile_sensitivity_measured():
 
 
 def _node(**metrics):
-    from scorer.schema import METRIC_BY_NAME
+    from wire.schema import METRIC_BY_NAME
     v = np.full(NUM_METRICS, np.nan)
     for k, x in metrics.items():
         v[METRIC_BY_NAME[k].index] = x
@@ -76,7 +76,7 @@ def test_reason_quotes_a_near_zero_fleet_median_instead_of_dividing_by_it():
 
 
 def test_reason_names_the_offending_pod_with_its_share_for_additive_metrics():
-    from aggregator.records import Offender
+    from aggregator.node_record import Offender
     values = np.array([_node(cpu_psi_some=0.5, cpu_utilization=0.9, process_churn_per_s=400.0)])
     offenders = [(Offender("batch", "ffmpeg-7c9d", "cpu_utilization", 0.64),
                   Offender("web", "api-1", "cpu_utilization", 0.1),

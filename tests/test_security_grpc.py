@@ -21,10 +21,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from aggregator import auth
+from aggregator.security import auth
 from fixtures.k8s.apiserver import FakeApiServer, IssuedToken
 from kubeattention import certs
-from kubeattention.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
+from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 from procs import Kubeattention, REPO, RedisServer, free_port, free_ports, wait_for_port
 from telemetry_factory import batch, telemetry
 
@@ -380,9 +380,9 @@ def test_score_command_over_mtls(mtls, pki):
 
 
 def test_scoring_client_library_over_mtls(mtls, pki):
-    from aggregator.client import ScoringClient
-    from kubeattention.transport import ClientSecurity
-    from scorer.schema import PodContext, Profile
+    from client.batchscore import ScoringClient
+    from wire.client_security import ClientSecurity
+    from wire.schema import PodContext, Profile
 
     with mtls.channel(pki.ca, pki.nodes["node-a"]) as ch:
         push(ch, "node-a")

@@ -16,7 +16,7 @@ import redis
 from aggregator.redis_access import RedisAccessError, check_redis_access
 from aggregator.store import RedisStore
 from kubeattention import certs
-from kubeattention.v1 import telemetry_pb2_grpc
+from wire.v1 import telemetry_pb2_grpc
 from procs import Kubeattention, REPO, RedisServer, RedisTLS, free_port, free_ports, wait_for_port
 from telemetry_factory import telemetry
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from aggregator import auth
-from aggregator.auth import (ANONYMOUS_PRINCIPAL, Authenticator, PermissionDenied, Principal, StaticTokens,
+from aggregator.security import auth
+from aggregator.security.auth import (ANONYMOUS_PRINCIPAL, Authenticator, PermissionDenied, Principal, StaticTokens,
                              TokenReviewer, Unauthenticated, VerifierUnavailable, authorize_push, authorize_score,
                              kubernetes_token_review, principal_from_uris)
 from aggregator.config import AggregatorConfig
 from aggregator.errors import ConfigError
 from fixtures.k8s.apiserver import FakeApiServer, IssuedToken
 from kubeattention import certs
-from kubeattention.transport import ClientSecurity, TokenFile, TokenFileError
+from wire.client_security import ClientSecurity, TokenFile, TokenFileError
 
 AGENT_SA = auth.DEFAULT_AGENT_SERVICEACCOUNT
 
@@ -253,7 +253,7 @@ def test_aggregator_security_flag_problems_are_reported_together(pki, tmp_path):
 
 
 def parse_client(*argv: str) -> ClientSecurity:
-    from kubeattention.transport import add_arguments
+    from wire.client_security import add_arguments
 
     p = argparse.ArgumentParser()
     add_arguments(p)
@@ -280,7 +280,7 @@ def test_agent_refuses_to_push_without_a_transport_choice():
 
 
 def test_scoring_client_needs_security(pki):
-    from aggregator.client import ClientConfigError, ScoringClient
+    from client.batchscore import ClientConfigError, ScoringClient
 
     with pytest.raises(ClientConfigError, match="ClientSecurity\\(insecure=True\\)"):
         ScoringClient("127.0.0.1:1")
@@ -312,8 +312,8 @@ def test_token_file_is_reread_when_rotated_like_a_projected_token(tmp_path):
 
 
 def test_tokenreview_without_a_reachable_kubernetes_config_stops_the_start():
-    from aggregator import security
-    from aggregator.k8s import KubeConfigError
+    from aggregator.security import options as security
+    from kubeapi.objects import KubeConfigError
 
     def no_config(kubeconfig):
         raise KubeConfigError("no Kubernetes client configuration from the default kubeconfig: none")

@@ -1,7 +1,7 @@
 import pytest
 
-from aggregator.decisions import Decision
-from aggregator.shadow_report import format_report, parse_since, summarize
+from scheduling.decisions import Decision
+from scheduling.shadow_report import format_report, parse_since, summarize
 
 
 def decision(uid, recommended, slowdowns, ts=1, candidates=("a", "b", "c")):
@@ -56,8 +56,8 @@ def test_shadow_report_command_joins_redis_decisions_with_the_api(redis_server, 
 
     import redis
 
-    from aggregator import shadow_report
-    from aggregator.decisions import DecisionLog
+    from scheduling import shadow_report
+    from scheduling.decisions import DecisionLog
     from fixtures.k8s.apiserver import FakeApiServer, pod
 
     api = FakeApiServer().start()
@@ -85,7 +85,7 @@ def test_shadow_report_command_joins_redis_decisions_with_the_api(redis_server, 
 def test_shadow_report_without_a_kubeconfig_says_so(redis_server, tmp_path, capsys):
     import argparse
 
-    from aggregator import shadow_report
+    from scheduling import shadow_report
 
     p = argparse.ArgumentParser()
     shadow_report.configure_parser(p)

@@ -8,8 +8,8 @@ from aggregator.metrics import AggregatorMetrics
 from aggregator.snapshot import Snapshot
 from aggregator.validate import validate_telemetry
 from doubles import FormulaModel, ManualClock
-from scorer import scoring
-from scorer.schema import PodContext, Profile
+from inference import scoring
+from wire.schema import PodContext, Profile
 from telemetry_factory import telemetry
 
 POD = PodContext(cpu_request_cores=0.5, profile=Profile.LATENCY_CRITICAL)

@@ -5,7 +5,7 @@ import pytest
 
 from aggregator.errors import InvalidInput
 from aggregator.validate import validate_batch, validate_telemetry
-from kubeattention.v1 import scoring_pb2
+from wire.v1 import scoring_pb2
 from telemetry_factory import batch, telemetry
 
 NOW = 1_700_000_000_500

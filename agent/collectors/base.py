@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from scorer.schema import METRIC_BY_NAME
+from wire.schema import METRIC_BY_NAME
 
 #: Reason for any metric whose value is a rate or a delta, on the first reading.
 FIRST_SAMPLE = "first sample: needs two readings"

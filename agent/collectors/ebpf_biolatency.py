@@ -4,7 +4,7 @@ The kernel times every request from block_rq_issue to block_rq_complete (device 
 time, keyed by device and sector) into a log2 histogram in microseconds, for the node
 (cumulative; each read takes the delta) and per device (drained each read). The metric
 is the p99 of the interval in milliseconds, interpolated within its log2 slot (see
-:meth:`agent.bpfload.Log2Histogram.quantile`).
+:meth:`agent.ebpf.loader.Log2Histogram.quantile`).
 
 An interval in which no request completed reports the metric missing with
 :data:`NO_IO` - not 0 ms: an idle disk has no latency, not a zero one.
@@ -24,8 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping, Protocol
 
-from agent import bpfload
-from agent.bpfload import Attach, BpfUnavailable, KaLatency, LoadedProgram, Log2Histogram, ProgramSpec
+from agent.ebpf import loader as bpfload
+from agent.ebpf.loader import Attach, BpfUnavailable, KaLatency, LoadedProgram, Log2Histogram, ProgramSpec
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import Measurement, Reading, all_missing
 

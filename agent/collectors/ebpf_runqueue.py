@@ -43,8 +43,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping, Protocol
 
-from agent import bpfload
-from agent.bpfload import Attach, BpfUnavailable, KaLatency, LoadedProgram, Log2Histogram, ProgramSpec
+from agent.ebpf import loader as bpfload
+from agent.ebpf.loader import Attach, BpfUnavailable, KaLatency, LoadedProgram, Log2Histogram, ProgramSpec
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import Measurement, Reading, all_missing
 

@@ -107,8 +107,8 @@ fi
 "$PY" - "$OUT" <<'EOF'
 import statistics, sys
 from pathlib import Path
-from agent.recording import read_recording
-from scorer.schema import METRICS
+from agent.recording_file import read_recording
+from wire.schema import METRICS
 
 rows = []
 for label in ("quiet", "cpu-contended", "io-contended", "memory-contended"):

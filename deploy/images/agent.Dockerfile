@@ -19,15 +19,15 @@ COPY agent/ agent/
 COPY aggregator/ aggregator/
 COPY scorer/ scorer/
 RUN /opt/kubeattention/bin/pip install . \
- && /opt/kubeattention/bin/python -c "import agent, scorer.model"
-# bpf/ is not a Python package: agent/bpfload.py looks for it beside the agent package
+ && /opt/kubeattention/bin/python -c "import agent, inference.model"
+# bpf/ is not a Python package: agent/ebpf/loader.py looks for it beside the agent package
 # (BPF_DIR = <agent>/../bpf), i.e. in site-packages of the venv.
 COPY bpf/ /opt/kubeattention/lib/python3.11/site-packages/bpf/
 
 # ---- runtime
 FROM python:3.11.11-slim-bookworm
 # python3-bpfcc brings Debian's /usr/bin/python3 with bcc and libbcc (LLVM). The agent's
-# short-lived compile helper runs under that interpreter (agent/bpfload.py: bcc_python),
+# short-lived compile helper runs under that interpreter (agent/ebpf/loader.py: bcc_python),
 # so LLVM never stays in the agent's memory.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-bpfcc \

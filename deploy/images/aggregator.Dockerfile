@@ -1,6 +1,6 @@
 # The aggregator (`kubeattention aggregator`), also used for `kubeattention collector` and
 # `kubeattention rebalance`. Non-root, no extra packages; the ONNX model ships inside the
-# scorer package (scorer/models/default.onnx, package data).
+# scorer package (inference/models/default.onnx, package data).
 #
 # Build from the repository root:
 #   docker build -f deploy/images/aggregator.Dockerfile -t kubeattention/aggregator:0.1.0 .
