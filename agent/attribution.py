@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from agent.collectors.base import Reading
 from agent.pods import CgroupIdIndex, PodCpuSampler, PodResolver, parse_cgroup_path, top_offenders
@@ -37,8 +37,14 @@ def _valid(o: PodOffender) -> bool:
 class Attribution:
     """Turns one tick's readings (plus pod cgroup figures) into the top offending pods."""
 
-    def __init__(self, *, cpu: PodCpuSampler | None = None, cgroups: CgroupIdIndex | None = None,
-                 resolver: PodResolver | None = None, n: int = DEFAULT_TOP_N):
+    def __init__(
+        self,
+        *,
+        cpu: PodCpuSampler | None = None,
+        cgroups: CgroupIdIndex | None = None,
+        resolver: PodResolver | None = None,
+        n: int = DEFAULT_TOP_N,
+    ):
         self.cpu = cpu
         self.cgroups = cgroups
         self.resolver = resolver

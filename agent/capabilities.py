@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from agent.collectors.cgroup_throttle import CgroupThrottleCollector
 from agent.collectors.ebpf_runqueue import NO_CPU_HIERARCHY, v1_cpu_hierarchy
@@ -53,11 +53,15 @@ SOURCES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "llc_miss_ratio": (("perf cache-misses/cache-references", ("pmu",)),),
     "llc_mpki": (("perf cache-misses/instructions", ("pmu",)),),
     "cycles_per_instruction": (("perf cycles/instructions", ("pmu",)),),
-    "memory_bandwidth_gbps": (("resctrl mbm_total_bytes", ("resctrl",)),
-                              ("estimate: LLC misses x 64 B (perf)", ("pmu",))),
+    "memory_bandwidth_gbps": (
+        ("resctrl mbm_total_bytes", ("resctrl",)),
+        ("estimate: LLC misses x 64 B (perf)", ("pmu",)),
+    ),
     "disk_io_latency_p99_ms": (("eBPF block_rq_issue/complete (bcc)", EBPF),),
-    "process_churn_per_s": (("Tetragon exec+exit events", ("tetragon",)),
-                            ("/proc/stat processes counter", ("proc_stat",))),
+    "process_churn_per_s": (
+        ("Tetragon exec+exit events", ("tetragon",)),
+        ("/proc/stat processes counter", ("proc_stat",)),
+    ),
 }
 if tuple(SOURCES) != METRIC_NAMES:  # a schema change must be mirrored here
     raise RuntimeError("capabilities.SOURCES does not list the schema's metrics in order")
@@ -101,20 +105,26 @@ class CapabilityReport:
         return next(p for p in self.probes if p.name == name)
 
     def to_json(self) -> dict:
-        return {"metrics": [{**asdict(m), "missing": list(m.missing), "blocked_by": list(m.blocked_by),
-                             "measurable": m.measurable}
-                            for m in self.metrics],
-                "probes": [asdict(p) for p in self.probes]}
+        return {
+            "metrics": [
+                {**asdict(m), "missing": list(m.missing), "blocked_by": list(m.blocked_by), "measurable": m.measurable}
+                for m in self.metrics
+            ],
+            "probes": [asdict(p) for p in self.probes],
+        }
 
     def render_table(self) -> str:
         """Two plain-text tables: metrics (status, source, failed probes), then the probes with details."""
         rows = [("#", "metric", "status", "source", "lacking (see probes)")]
-        rows += [(str(m.index), m.metric, m.status, m.source or "-", ", ".join(m.blocked_by) or "-")
-                 for m in self.metrics]
+        rows += [
+            (str(m.index), m.metric, m.status, m.source or "-", ", ".join(m.blocked_by) or "-") for m in self.metrics
+        ]
         probes = [("probe", "ok", "detail")] + [(p.name, "yes" if p.ok else "NO", p.detail) for p in self.probes]
         counted = sum(m.measurable for m in self.metrics)
-        return (f"{counted}/{len(self.metrics)} metrics measurable on this node\n\n"
-                f"{_table(rows)}\n\nprobes:\n{_table(probes)}\n")
+        return (
+            f"{counted}/{len(self.metrics)} metrics measurable on this node\n\n"
+            f"{_table(rows)}\n\nprobes:\n{_table(probes)}\n"
+        )
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
@@ -153,14 +163,26 @@ def _bpf_privileges(proc_root: Path) -> Probe:
     caps = effective_capabilities(proc_root)
     if caps is None:
         ok = os.geteuid() == 0
-        return Probe("bpf_privileges", ok, "root (capabilities unknown)" if ok else
-                     "not root and capabilities unreadable: eBPF needs CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN")
-    has = {name: bool(caps >> bit & 1) for name, bit in
-           (("CAP_SYS_ADMIN", CAP_SYS_ADMIN), ("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON))}
+        return Probe(
+            "bpf_privileges",
+            ok,
+            "root (capabilities unknown)"
+            if ok
+            else "not root and capabilities unreadable: eBPF needs CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN",
+        )
+    has = {
+        name: bool(caps >> bit & 1)
+        for name, bit in (("CAP_SYS_ADMIN", CAP_SYS_ADMIN), ("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON))
+    }
     held = ", ".join(n for n, ok in has.items() if ok) or "none of CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON"
     ok = has["CAP_SYS_ADMIN"] or (has["CAP_BPF"] and has["CAP_PERFMON"])
-    return Probe("bpf_privileges", ok, f"effective: {held}" if ok else
-                 f"effective: {held}; tracing eBPF needs CAP_BPF + CAP_PERFMON (Linux >= 5.8) or CAP_SYS_ADMIN")
+    return Probe(
+        "bpf_privileges",
+        ok,
+        f"effective: {held}"
+        if ok
+        else f"effective: {held}; tracing eBPF needs CAP_BPF + CAP_PERFMON (Linux >= 5.8) or CAP_SYS_ADMIN",
+    )
 
 
 def _import_bcc() -> str | None:
@@ -182,16 +204,24 @@ def _kernel_headers(proc_root: Path, sys_root: Path, modules_root: Path) -> Prob
     kheaders = sys_root / "kernel" / "kheaders.tar.xz"
     if kheaders.exists():
         return Probe("kernel_headers", True, f"{kheaders} (CONFIG_IKHEADERS)")
-    return Probe("kernel_headers", False, f"no headers for kernel {release} at {build} and no {kheaders}: "
-                                          "install the linux-headers package for this kernel (bcc compiles against it)")
+    return Probe(
+        "kernel_headers",
+        False,
+        f"no headers for kernel {release} at {build} and no {kheaders}: "
+        "install the linux-headers package for this kernel (bcc compiles against it)",
+    )
 
 
 def _tracefs(sys_root: Path) -> Probe:
     for path in (sys_root / "kernel" / "tracing", sys_root / "kernel" / "debug" / "tracing"):
         if (path / "events").is_dir():
             return Probe("tracefs", True, f"mounted at {path}")
-    return Probe("tracefs", False, f"tracefs not mounted at {sys_root / 'kernel' / 'tracing'} "
-                                   "(mount -t tracefs nodev /sys/kernel/tracing; in a pod, mount the host's /sys)")
+    return Probe(
+        "tracefs",
+        False,
+        f"tracefs not mounted at {sys_root / 'kernel' / 'tracing'} "
+        "(mount -t tracefs nodev /sys/kernel/tracing; in a pod, mount the host's /sys)",
+    )
 
 
 def _psi(proc_root: Path, resource: str) -> Probe:
@@ -218,8 +248,12 @@ def _cgroups(sys_root: Path) -> Probe:
     cpu = v1_cpu_hierarchy(sys_root)
     if cpu is None:
         return Probe("cgroups", False, NO_CPU_HIERARCHY.format(root=sys_root / "fs" / "cgroup"))
-    return Probe("cgroups", True, f"cgroup v1 cpu hierarchy at {cpu}: preempting and preempted processes' "
-                                  "/proc/<pid>/cgroup, compared in user space")
+    return Probe(
+        "cgroups",
+        True,
+        f"cgroup v1 cpu hierarchy at {cpu}: preempting and preempted processes' "
+        "/proc/<pid>/cgroup, compared in user space",
+    )
 
 
 def _pmu(status: PmuStatus) -> Probe:
@@ -231,11 +265,16 @@ def _pmu(status: PmuStatus) -> Probe:
     return Probe("pmu", True, detail)
 
 
-def run_probes(proc_root: str | Path = "/proc", sys_root: str | Path = "/sys", *,
-               modules_root: str | Path = DEFAULT_MODULES_ROOT, cgroup_root: str | Path | None = None,
-               tetragon_paths: Sequence[str | Path] = DEFAULT_TETRAGON_PATHS,
-               import_bcc: Callable[[], str | None] = _import_bcc,
-               pmu: Callable[[], PmuStatus] | None = None) -> tuple[Probe, ...]:
+def run_probes(
+    proc_root: str | Path = "/proc",
+    sys_root: str | Path = "/sys",
+    *,
+    modules_root: str | Path = DEFAULT_MODULES_ROOT,
+    cgroup_root: str | Path | None = None,
+    tetragon_paths: Sequence[str | Path] = DEFAULT_TETRAGON_PATHS,
+    import_bcc: Callable[[], str | None] = _import_bcc,
+    pmu: Callable[[], PmuStatus] | None = None,
+) -> tuple[Probe, ...]:
     proc, sys_ = Path(proc_root), Path(sys_root)
     stat_ok, stat_detail = _readable(proc / "stat", "cpu ")
     mem_ok, mem_detail = _readable(proc / "meminfo", "MemAvailable:")
@@ -246,19 +285,32 @@ def run_probes(proc_root: str | Path = "/proc", sys_root: str | Path = "/sys", *
     return (
         Probe("proc_stat", stat_ok, stat_detail),
         Probe("meminfo", mem_ok, mem_detail),
-        _psi(proc, "cpu"), _psi(proc, "memory"), _psi(proc, "io"),
+        _psi(proc, "cpu"),
+        _psi(proc, "memory"),
+        _psi(proc, "io"),
         _bpf_privileges(proc),
-        Probe("bcc", bcc_error is None, "import bcc works" if bcc_error is None else
-              f"cannot import bcc ({bcc_error}): install python3-bpfcc"),
+        Probe(
+            "bcc",
+            bcc_error is None,
+            "import bcc works" if bcc_error is None else f"cannot import bcc ({bcc_error}): install python3-bpfcc",
+        ),
         _kernel_headers(proc, sys_, Path(modules_root)),
         _tracefs(sys_),
         _pmu(status),
-        Probe("resctrl", why_no_resctrl is None, f"MBM at {sys_ / 'fs' / 'resctrl'}" if why_no_resctrl is None
-              else why_no_resctrl),
+        Probe(
+            "resctrl",
+            why_no_resctrl is None,
+            f"MBM at {sys_ / 'fs' / 'resctrl'}" if why_no_resctrl is None else why_no_resctrl,
+        ),
         _tetragon(tetragon_paths),
-        Probe("pod_cgroups", pod_root is not None, f"pod cgroup root {pod_root}" if pod_root else
-              f"no kubepods cgroup root under {cgroup_root or sys_ / 'fs' / 'cgroup'}: not a Kubernetes node, "
-              "or pass --cgroup-root"),
+        Probe(
+            "pod_cgroups",
+            pod_root is not None,
+            f"pod cgroup root {pod_root}"
+            if pod_root
+            else f"no kubepods cgroup root under {cgroup_root or sys_ / 'fs' / 'cgroup'}: not a Kubernetes node, "
+            "or pass --cgroup-root",
+        ),
         _cgroups(sys_),
     )
 
@@ -282,8 +334,9 @@ def assess(probes: Sequence[Probe]) -> tuple[MetricCapability, ...]:
     return tuple(out)
 
 
-def check_capabilities(proc_root: str | Path = "/proc", sys_root: str | Path = "/sys",
-                       **probe_options) -> CapabilityReport:
+def check_capabilities(
+    proc_root: str | Path = "/proc", sys_root: str | Path = "/sys", **probe_options
+) -> CapabilityReport:
     """Probe this node (see :func:`run_probes` for the options) and assess every metric."""
     probes = run_probes(proc_root, sys_root, **probe_options)
     return CapabilityReport(assess(probes), probes)

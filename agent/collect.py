@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import Collector, Measurement, Reading
@@ -23,8 +23,13 @@ NO_COLLECTOR = "no collector for this metric in this agent version"
 class NodeCollector:
     """Reads every collector and builds the node's vector; the same object is reused per tick."""
 
-    def __init__(self, node_name: str, collectors: Sequence[Collector], clock: Clock = SYSTEM_CLOCK,
-                 attribution: Callable[[list[Reading]], tuple[PodOffender, ...]] | None = None):
+    def __init__(
+        self,
+        node_name: str,
+        collectors: Sequence[Collector],
+        clock: Clock = SYSTEM_CLOCK,
+        attribution: Callable[[list[Reading]], tuple[PodOffender, ...]] | None = None,
+    ):
         owner: dict[str, str] = {}
         for c in collectors:
             for metric in c.metrics:
@@ -58,12 +63,20 @@ class NodeCollector:
                     if meas.source:
                         sources[m.name] = meas.source
                 elif meas.value is not None:
-                    reasons[m.name] = (f"collector {c.name} produced {meas.value!r}, outside the valid range "
-                                       f"[{m.lo}, {m.hi}] {m.unit}")
+                    reasons[m.name] = (
+                        f"collector {c.name} produced {meas.value!r}, outside the valid range [{m.lo}, {m.hi}] {m.unit}"
+                    )
                 else:
                     reasons[m.name] = meas.reason or "missing"
-        return NodeVector(self.node_name, self.clock.wall_ms(), tuple(values), tuple(available), reasons, sources,
-                          offenders=self._offenders(readings))
+        return NodeVector(
+            self.node_name,
+            self.clock.wall_ms(),
+            tuple(values),
+            tuple(available),
+            reasons,
+            sources,
+            offenders=self._offenders(readings),
+        )
 
     def _read(self, c: Collector) -> Reading | None:
         try:
@@ -71,8 +84,12 @@ class NodeCollector:
         except Exception as err:  # one broken collector must not take the vector down
             message = f"{type(err).__name__}: {err}"
             if self._failing.get(c.name) != message:
-                log.warning("collector %s failed (%s); its metrics %s are reported missing",
-                            c.name, message, ", ".join(c.metrics))
+                log.warning(
+                    "collector %s failed (%s); its metrics %s are reported missing",
+                    c.name,
+                    message,
+                    ", ".join(c.metrics),
+                )
                 self._failing[c.name] = message
             return None
         if self._failing.pop(c.name, None) is not None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from agent.tetragon import tetragon_problems
 from wire.client_security import ClientSecurity
@@ -27,6 +27,7 @@ NODE_NAME_ENV = "NODE_NAME"
 NO_AGGREGATOR = ("", "none")
 MIN_INTERVAL_S = 0.05
 MAX_INTERVAL_S = 3600.0
+
 
 class ConfigError(ValueError):
     """Every configuration problem at once, one per line of ``errors``."""
@@ -91,10 +92,15 @@ class AgentConfig:
             except ValueError as err:
                 errors.append(f"--aggregator: {err} (or 'none' to disable pushing)")
             errors.extend(self.security.problems())
-        if not (isinstance(self.interval_s, (int, float)) and math.isfinite(self.interval_s)
-                and MIN_INTERVAL_S <= self.interval_s <= MAX_INTERVAL_S):
-            errors.append(f"--interval: must be between {MIN_INTERVAL_S:g} and {MAX_INTERVAL_S:g} seconds, "
-                          f"got {self.interval_s!r}")
+        if not (
+            isinstance(self.interval_s, (int, float))
+            and math.isfinite(self.interval_s)
+            and MIN_INTERVAL_S <= self.interval_s <= MAX_INTERVAL_S
+        ):
+            errors.append(
+                f"--interval: must be between {MIN_INTERVAL_S:g} and {MAX_INTERVAL_S:g} seconds, "
+                f"got {self.interval_s!r}"
+            )
         try:
             parse_host_port(self.http_listen)
         except ValueError as err:
@@ -111,7 +117,10 @@ class AgentConfig:
         errors.extend(tetragon_problems(self.tetragon_export, self.tetragon_grpc))
         if self.kubelet_pods_url is not None and not self.kubelet_pods_url.startswith(("http://", "https://")):
             errors.append(f"--kubelet-pods-url: expected an http:// or https:// URL, got {self.kubelet_pods_url!r}")
-        for flag, path in (("--kubelet-token-file", self.kubelet_token_file), ("--kubelet-ca-file", self.kubelet_ca_file)):
+        for flag, path in (
+            ("--kubelet-token-file", self.kubelet_token_file),
+            ("--kubelet-ca-file", self.kubelet_ca_file),
+        ):
             if path is not None and not path.is_file():
                 errors.append(f"{flag}: no such file {str(path)!r}")
         if errors:
@@ -130,7 +139,7 @@ class AgentConfig:
         return parse_host_port(self.http_listen)[1]
 
     @classmethod
-    def from_args(cls, args, environ: Mapping[str, str]) -> "AgentConfig":
+    def from_args(cls, args, environ: Mapping[str, str]) -> AgentConfig:
         """Layer flags over the environment over the defaults."""
         return cls(
             node_name=args.node_name if args.node_name is not None else default_node_name(environ),

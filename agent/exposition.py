@@ -31,17 +31,22 @@ class NodeVectorCollector(PromCollector):
             return
         for m, value, ok in zip(METRICS, vector.values, vector.available):
             if ok:
-                yield GaugeMetricFamily(m.prom_name, f"{m.label} ({m.source}), latest node vector",
-                                        value=value * m.prom_factor)
-        avail = GaugeMetricFamily("kubeattention_node_metric_available",
-                                  "1 if the agent measures this metric on this node, 0 if it is missing",
-                                  labels=["metric"])
+                yield GaugeMetricFamily(
+                    m.prom_name, f"{m.label} ({m.source}), latest node vector", value=value * m.prom_factor
+                )
+        avail = GaugeMetricFamily(
+            "kubeattention_node_metric_available",
+            "1 if the agent measures this metric on this node, 0 if it is missing",
+            labels=["metric"],
+        )
         for m, ok in zip(METRICS, vector.available):
             avail.add_metric([m.name], 1.0 if ok else 0.0)
         yield avail
-        yield GaugeMetricFamily("kubeattention_agent_last_collect_timestamp_seconds",
-                                "Unix time at which the latest vector was collected",
-                                value=vector.collected_at_ms / 1000.0)
+        yield GaugeMetricFamily(
+            "kubeattention_agent_last_collect_timestamp_seconds",
+            "Unix time at which the latest vector was collected",
+            value=vector.collected_at_ms / 1000.0,
+        )
 
 
 class AgentMetrics:
@@ -50,18 +55,25 @@ class AgentMetrics:
     def __init__(self, store: LatestVector, node_name: str, version: str):
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(NodeVectorCollector(store))
-        self.pushes = Counter("kubeattention_agent_pushes", "Pushes to the aggregator by result",
-                              ["result"], registry=self.registry)
+        self.pushes = Counter(
+            "kubeattention_agent_pushes", "Pushes to the aggregator by result", ["result"], registry=self.registry
+        )
         for result in ("ok", "error"):
             self.pushes.labels(result)
-        self.last_push_success = Gauge("kubeattention_agent_last_push_success_timestamp_seconds",
-                                       "Unix time of the last push the aggregator accepted",
-                                       registry=self.registry)
-        self.collect_duration = Histogram("kubeattention_agent_collect_duration_seconds",
-                                          "Time to collect one node vector", buckets=COLLECT_DURATION_BUCKETS,
-                                          registry=self.registry)
+        self.last_push_success = Gauge(
+            "kubeattention_agent_last_push_success_timestamp_seconds",
+            "Unix time of the last push the aggregator accepted",
+            registry=self.registry,
+        )
+        self.collect_duration = Histogram(
+            "kubeattention_agent_collect_duration_seconds",
+            "Time to collect one node vector",
+            buckets=COLLECT_DURATION_BUCKETS,
+            registry=self.registry,
+        )
         Info("kubeattention_agent", "Agent build and node", registry=self.registry).info(
-            {"version": version, "node": node_name})
+            {"version": version, "node": node_name}
+        )
 
     def record_push(self, ok: bool, at_unix_s: float) -> None:
         self.pushes.labels("ok" if ok else "error").inc()

@@ -6,7 +6,7 @@ registry; nothing here collects or blocks on I/O.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -22,8 +22,13 @@ STALE_AFTER_INTERVALS = 5.0
 STALE_AFTER_MIN_S = 10.0
 
 
-def build_app(store: LatestVector, metrics: AgentMetrics, interval_s: float,
-              clock: Clock = SYSTEM_CLOCK, capabilities: dict | None = None) -> FastAPI:
+def build_app(
+    store: LatestVector,
+    metrics: AgentMetrics,
+    interval_s: float,
+    clock: Clock = SYSTEM_CLOCK,
+    capabilities: dict | None = None,
+) -> FastAPI:
     """``capabilities``: what this node can measure (agent.capabilities, probed once), shown on /v1/node."""
     app = FastAPI(title="KubeAttention node agent", docs_url=None, redoc_url=None, openapi_url=None)
     stale_after_s = max(STALE_AFTER_MIN_S, STALE_AFTER_INTERVALS * interval_s)
@@ -41,7 +46,7 @@ def build_app(store: LatestVector, metrics: AgentMetrics, interval_s: float,
         if vector is None:
             return JSONResponse({"error": "no vector collected yet"}, status_code=503)
         body = vector.to_json()
-        body["collected_at"] = datetime.fromtimestamp(vector.collected_at_ms / 1000, timezone.utc).isoformat()
+        body["collected_at"] = datetime.fromtimestamp(vector.collected_at_ms / 1000, UTC).isoformat()
         body["age_seconds"] = age_s(vector.collected_at_ms)
         body["mask"] = list(vector.available)
         body["available_count"] = vector.available_count
@@ -58,13 +63,18 @@ def build_app(store: LatestVector, metrics: AgentMetrics, interval_s: float,
     def readyz() -> PlainTextResponse:
         vector, _ = store.latest()
         if vector is None:
-            return PlainTextResponse(f"not ready: no vector collected yet (the first one comes after one "
-                                     f"{interval_s:g} s interval)\n", status_code=503)
+            return PlainTextResponse(
+                f"not ready: no vector collected yet (the first one comes after one {interval_s:g} s interval)\n",
+                status_code=503,
+            )
         age = age_s(vector.collected_at_ms)
         if age > stale_after_s:
-            return PlainTextResponse(f"not ready: latest vector is {age:.1f} s old (limit {stale_after_s:g} s); "
-                                     "is collection stuck?\n", status_code=503)
-        return PlainTextResponse(f"ready: {vector.available_count}/{len(vector.values)} metrics measured, "
-                                 f"latest vector {age:.1f} s old\n")
+            return PlainTextResponse(
+                f"not ready: latest vector is {age:.1f} s old (limit {stale_after_s:g} s); is collection stuck?\n",
+                status_code=503,
+            )
+        return PlainTextResponse(
+            f"ready: {vector.available_count}/{len(vector.values)} metrics measured, latest vector {age:.1f} s old\n"
+        )
 
     return app

@@ -14,8 +14,16 @@ import os
 import signal
 import sys
 
-from agent.config import (DEFAULT_AGGREGATOR, DEFAULT_HTTP_LISTEN, DEFAULT_INTERVAL_S, DEFAULT_PROC_ROOT,
-                          DEFAULT_SYS_ROOT, NODE_NAME_ENV, AgentConfig, ConfigError)
+from agent.config import (
+    DEFAULT_AGGREGATOR,
+    DEFAULT_HTTP_LISTEN,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_PROC_ROOT,
+    DEFAULT_SYS_ROOT,
+    NODE_NAME_ENV,
+    AgentConfig,
+    ConfigError,
+)
 from agent.recording_file import RecordingError
 from agent.runtime import Agent, AgentStartError
 from agent.tetragon import DEFAULT_EXPORT_FILE, DEFAULT_GRPC_ADDRESS
@@ -29,39 +37,92 @@ EXIT_START = 1
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--aggregator", default=DEFAULT_AGGREGATOR, metavar="HOST:PORT",
-                        help=f"aggregator gRPC address; 'none' serves HTTP only (default: {DEFAULT_AGGREGATOR})")
-    parser.add_argument("--node-name", default=None, metavar="NAME",
-                        help=f"Kubernetes node name (default: ${NODE_NAME_ENV}, else the hostname)")
-    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
-                        help=f"collection interval (default: {DEFAULT_INTERVAL_S:g})")
-    parser.add_argument("--http-listen", default=DEFAULT_HTTP_LISTEN, metavar="HOST:PORT",
-                        help=f"where to serve /metrics, /v1/node, /healthz, /readyz (default: {DEFAULT_HTTP_LISTEN})")
-    parser.add_argument("--proc-root", default=DEFAULT_PROC_ROOT, metavar="DIR",
-                        help=f"procfs mount, e.g. /host/proc in a container (default: {DEFAULT_PROC_ROOT})")
-    parser.add_argument("--sys-root", default=DEFAULT_SYS_ROOT, metavar="DIR",
-                        help=f"sysfs mount, e.g. /host/sys in a container (default: {DEFAULT_SYS_ROOT})")
-    parser.add_argument("--cgroup-root", default=None, metavar="DIR",
-                        help="Kubernetes pod cgroup root (default: auto-detect kubepods(.slice) under "
-                             "--sys-root, cgroup v2 then v1)")
-    parser.add_argument("--replay", default=None, metavar="FILE",
-                        help="replay the vectors of a recording (JSONL from 'kubeattention record') "
-                             "instead of measuring this machine")
-    parser.add_argument("--tetragon-grpc", nargs="?", const=DEFAULT_GRPC_ADDRESS, default=None, metavar="ADDRESS",
-                        help="count process churn (exec+exit/s, per pod) from Tetragon's gRPC API; bare flag: "
-                             f"{DEFAULT_GRPC_ADDRESS} (default: off, churn from /proc/stat forks)")
-    parser.add_argument("--kubelet-pods-url", default=None, metavar="URL",
-                        help="the kubelet's /pods, to name the pods behind per-pod figures (e.g. "
-                             "https://$NODE_IP:10250/pods; default: off, offenders only where Tetragon names them)")
-    parser.add_argument("--kubelet-token-file", default=None, metavar="FILE",
-                        help="bearer token for --kubelet-pods-url (e.g. the pod's service account token)")
+    parser.add_argument(
+        "--aggregator",
+        default=DEFAULT_AGGREGATOR,
+        metavar="HOST:PORT",
+        help=f"aggregator gRPC address; 'none' serves HTTP only (default: {DEFAULT_AGGREGATOR})",
+    )
+    parser.add_argument(
+        "--node-name",
+        default=None,
+        metavar="NAME",
+        help=f"Kubernetes node name (default: ${NODE_NAME_ENV}, else the hostname)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help=f"collection interval (default: {DEFAULT_INTERVAL_S:g})",
+    )
+    parser.add_argument(
+        "--http-listen",
+        default=DEFAULT_HTTP_LISTEN,
+        metavar="HOST:PORT",
+        help=f"where to serve /metrics, /v1/node, /healthz, /readyz (default: {DEFAULT_HTTP_LISTEN})",
+    )
+    parser.add_argument(
+        "--proc-root",
+        default=DEFAULT_PROC_ROOT,
+        metavar="DIR",
+        help=f"procfs mount, e.g. /host/proc in a container (default: {DEFAULT_PROC_ROOT})",
+    )
+    parser.add_argument(
+        "--sys-root",
+        default=DEFAULT_SYS_ROOT,
+        metavar="DIR",
+        help=f"sysfs mount, e.g. /host/sys in a container (default: {DEFAULT_SYS_ROOT})",
+    )
+    parser.add_argument(
+        "--cgroup-root",
+        default=None,
+        metavar="DIR",
+        help="Kubernetes pod cgroup root (default: auto-detect kubepods(.slice) under --sys-root, cgroup v2 then v1)",
+    )
+    parser.add_argument(
+        "--replay",
+        default=None,
+        metavar="FILE",
+        help="replay the vectors of a recording (JSONL from 'kubeattention record') instead of measuring this machine",
+    )
+    parser.add_argument(
+        "--tetragon-grpc",
+        nargs="?",
+        const=DEFAULT_GRPC_ADDRESS,
+        default=None,
+        metavar="ADDRESS",
+        help="count process churn (exec+exit/s, per pod) from Tetragon's gRPC API; bare flag: "
+        f"{DEFAULT_GRPC_ADDRESS} (default: off, churn from /proc/stat forks)",
+    )
+    parser.add_argument(
+        "--kubelet-pods-url",
+        default=None,
+        metavar="URL",
+        help="the kubelet's /pods, to name the pods behind per-pod figures (e.g. "
+        "https://$NODE_IP:10250/pods; default: off, offenders only where Tetragon names them)",
+    )
+    parser.add_argument(
+        "--kubelet-token-file",
+        default=None,
+        metavar="FILE",
+        help="bearer token for --kubelet-pods-url (e.g. the pod's service account token)",
+    )
     parser.add_argument("--kubelet-ca-file", default=None, metavar="FILE", help="CA bundle for --kubelet-pods-url")
-    parser.add_argument("--check", action="store_true",
-                        help="print, for each of the 15 metrics, whether this node can measure it and what is "
-                             "missing, then exit")
-    parser.add_argument("--tetragon-export", nargs="?", const=str(DEFAULT_EXPORT_FILE), default=None, metavar="FILE",
-                        help="count process churn from Tetragon's JSON export file instead of its gRPC API; "
-                             f"bare flag: {DEFAULT_EXPORT_FILE}")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="print, for each of the 15 metrics, whether this node can measure it and what is missing, then exit",
+    )
+    parser.add_argument(
+        "--tetragon-export",
+        nargs="?",
+        const=str(DEFAULT_EXPORT_FILE),
+        default=None,
+        metavar="FILE",
+        help="count process churn from Tetragon's JSON export file instead of its gRPC API; "
+        f"bare flag: {DEFAULT_EXPORT_FILE}",
+    )
     add_transport_arguments(parser, "this node (identity spiffe://kubeattention/node/NODE_NAME)")
 
 
@@ -71,8 +132,10 @@ def run(args: argparse.Namespace) -> int:
 
         tetragon = [p for p in (args.tetragon_export, args.tetragon_grpc) if p]
         options = {"tetragon_paths": [p.removeprefix("unix://") for p in tetragon]} if tetragon else {}
-        print(check_capabilities(args.proc_root, args.sys_root, cgroup_root=args.cgroup_root, **options)
-              .render_table(), end="")
+        print(
+            check_capabilities(args.proc_root, args.sys_root, cgroup_root=args.cgroup_root, **options).render_table(),
+            end="",
+        )
         return 0
     try:
         config = AgentConfig.from_args(args, os.environ)

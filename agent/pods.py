@@ -28,9 +28,10 @@ import re
 import ssl
 import threading
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.vector import PodOffender
@@ -44,8 +45,10 @@ _UID = re.compile(r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 """A pod UID: an RFC 4122 UUID, or the 32-hex config hash the kubelet gives static pods."""
 _POD_CGROUPFS = re.compile(r"^pod(?P<uid>[0-9a-fA-F-]{32,36})$")
 _POD_SYSTEMD = re.compile(r"^(?:[\w-]*-)?pod(?P<uid>[0-9a-fA-F_]{32,36})\.slice$")
-_CONTAINER_SCOPE = re.compile(r"^(?P<rt>cri-containerd|crio|docker|cri-o)-(?P<conmon>conmon-)?"
-                              r"(?P<id>[0-9a-f]{12,64})\.scope$")
+_CONTAINER_SCOPE = re.compile(
+    r"^(?P<rt>cri-containerd|crio|docker|cri-o)-(?P<conmon>conmon-)?"
+    r"(?P<id>[0-9a-f]{12,64})\.scope$"
+)
 _CONTAINER_CGROUPFS = re.compile(r"^(?:(?P<rt>cri-containerd|crio|docker)-)?(?P<id>[0-9a-f]{64})$")
 _RUNTIMES = {"cri-containerd": "containerd", "crio": "cri-o", "cri-o": "cri-o", "docker": "docker"}
 _QOS_WORDS = {"burstable": QoS.BURSTABLE, "besteffort": QoS.BEST_EFFORT}
@@ -109,7 +112,7 @@ def parse_cgroup_path(path: str) -> PodCgroup | None:
                 runtime = _RUNTIMES.get(m.group("rt") or "")
                 container_id = m.group("id")
         prefix = "/" if path.lstrip().startswith("/") or ":" in path else ""
-        pod_path = prefix + "/".join(p for p in parts[:i + 1] if ":" not in p)
+        pod_path = prefix + "/".join(p for p in parts[: i + 1] if ":" not in p)
         return PodCgroup(uid, _qos_of(parent, part), container_id, runtime, pod_path)
     return None
 
@@ -139,9 +142,15 @@ class CgroupIdIndex:
     ``rescan_s``), so new pods are found and ids of removed cgroups age out.
     """
 
-    def __init__(self, root: str | Path | None = None, sys_root: str | Path = "/sys", clock: Clock = SYSTEM_CLOCK,
-                 max_depth: int = CGROUP_ID_MAX_DEPTH, max_cgroups: int = CGROUP_ID_MAX_CGROUPS,
-                 rescan_s: float = CGROUP_ID_RESCAN_S):
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        sys_root: str | Path = "/sys",
+        clock: Clock = SYSTEM_CLOCK,
+        max_depth: int = CGROUP_ID_MAX_DEPTH,
+        max_cgroups: int = CGROUP_ID_MAX_CGROUPS,
+        rescan_s: float = CGROUP_ID_RESCAN_S,
+    ):
         found = Path(root) if root is not None else cgroup2_root(sys_root)
         self.root = found
         self.clock = clock
@@ -188,8 +197,7 @@ class CgroupIdIndex:
     def path(self, cgroup_id: int) -> str | None:
         """The cgroup's path relative to the v2 root, or None when no such cgroup (any more)."""
         found = self._paths.get(cgroup_id)
-        if found is None and (self._scanned_at is None
-                              or self.clock.monotonic() - self._scanned_at >= self.rescan_s):
+        if found is None and (self._scanned_at is None or self.clock.monotonic() - self._scanned_at >= self.rescan_s):
             self.scan()
             found = self._paths.get(cgroup_id)
         return found
@@ -262,7 +270,7 @@ class RecordedPodResolver:
         self.pods = dict(pods)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "RecordedPodResolver":
+    def from_file(cls, path: str | Path) -> RecordedPodResolver:
         try:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as err:
@@ -291,10 +299,18 @@ class KubeletPodResolver:
     ``insecure_skip_verify`` configure TLS for the kubelet's self-signed serving cert.
     """
 
-    def __init__(self, url: str = DEFAULT_KUBELET_PODS_URL, *, timeout_s: float = DEFAULT_KUBELET_TIMEOUT_S,
-                 refresh_s: float = DEFAULT_KUBELET_REFRESH_S, miss_refresh_s: float = DEFAULT_KUBELET_MISS_REFRESH_S,
-                 token_path: str | Path | None = None, ca_file: str | Path | None = None,
-                 insecure_skip_verify: bool = False, clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self,
+        url: str = DEFAULT_KUBELET_PODS_URL,
+        *,
+        timeout_s: float = DEFAULT_KUBELET_TIMEOUT_S,
+        refresh_s: float = DEFAULT_KUBELET_REFRESH_S,
+        miss_refresh_s: float = DEFAULT_KUBELET_MISS_REFRESH_S,
+        token_path: str | Path | None = None,
+        ca_file: str | Path | None = None,
+        insecure_skip_verify: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
+    ):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url: expected an http:// or https:// URL, got {url!r}")
         self.url = url
@@ -339,8 +355,11 @@ class KubeletPodResolver:
             self.fetched_at = attempted  # back off: do not hammer a failing kubelet per lookup
             message = f"{type(err).__name__}: {err}"
             if message != self.last_error:
-                log.warning("cannot list pods from the kubelet at %s (%s); pods are named by UID until it answers",
-                            self.url, message)
+                log.warning(
+                    "cannot list pods from the kubelet at %s (%s); pods are named by UID until it answers",
+                    self.url,
+                    message,
+                )
             self.last_error = message
             return False
         if self.last_error is not None:
@@ -409,7 +428,7 @@ class PodCgroupRoots:
     version: int
 
     @classmethod
-    def find(cls, sys_root: str | Path = "/sys") -> "PodCgroupRoots | None":
+    def find(cls, sys_root: str | Path = "/sys") -> PodCgroupRoots | None:
         base = Path(sys_root) / "fs" / "cgroup"
         if (base / "cgroup.controllers").exists():
             root = next((base / n for n in _POD_ROOT_NAMES if (base / n).is_dir()), None)
@@ -422,7 +441,7 @@ class PodCgroupRoots:
         return cls(usage, throttle, 1) if usage and throttle else None
 
     @classmethod
-    def for_root(cls, root: str | Path) -> "PodCgroupRoots":
+    def for_root(cls, root: str | Path) -> PodCgroupRoots:
         """One explicit root (the agent's ``--cgroup-root``) for both: v2, or v1 with cpu and cpuacct
         co-mounted. Under a v1 ``cpu``-only root pods have throttling figures but no CPU time."""
         root = Path(root)
@@ -519,8 +538,13 @@ class PodCpuSampler:
     CPU limit and so no periods elapsed. The first call only sets the baseline.
     """
 
-    def __init__(self, sys_root: str | Path = "/sys", roots: PodCgroupRoots | None = None,
-                 cpu_count: int | None = None, clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self,
+        sys_root: str | Path = "/sys",
+        roots: PodCgroupRoots | None = None,
+        cpu_count: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ):
         self.sys_root = Path(sys_root)
         self.explicit = roots
         self.cpu_count = cpu_count or _online_cpu_count(self.sys_root)
@@ -591,8 +615,9 @@ def _online_cpu_count(sys_root: Path) -> int:
         return os.cpu_count() or 1
 
 
-def top_offenders(figures: Mapping[str, Mapping[str, float]], resolver: PodResolver | None = None,
-                  n: int = 3) -> list[PodOffender]:
+def top_offenders(
+    figures: Mapping[str, Mapping[str, float]], resolver: PodResolver | None = None, n: int = 3
+) -> list[PodOffender]:
     """The ``n`` highest pods of each metric, highest first, metrics in the order given.
 
     ``figures`` maps a schema metric name -> pod UID -> value (schema units). Zero, negative
@@ -615,4 +640,3 @@ def top_offenders(figures: Mapping[str, Mapping[str, float]], resolver: PodResol
         rows.sort(key=lambda r: (-r.value, r.namespace, r.name))
         out.extend(rows[:n])
     return out
-

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import grpc
 
@@ -121,10 +122,19 @@ def describe_rpc_error(err: grpc.RpcError) -> str:
 class Pusher(threading.Thread):
     """Pushes every new vector in ``store`` to ``target``; ``stop()`` ends it."""
 
-    def __init__(self, target: str, store: LatestVector, *, deadline_s: float = DEFAULT_PUSH_DEADLINE_S,
-                 backoff: Backoff = Backoff(), on_result: Callable[[bool, float], None] | None = None,
-                 clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
-                 transport: Transport | None = None, security: ClientSecurity | None = None):
+    def __init__(
+        self,
+        target: str,
+        store: LatestVector,
+        *,
+        deadline_s: float = DEFAULT_PUSH_DEADLINE_S,
+        backoff: Backoff = Backoff(),
+        on_result: Callable[[bool, float], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        transport: Transport | None = None,
+        security: ClientSecurity | None = None,
+    ):
         super().__init__(name="pusher", daemon=True)
         self.target = target
         self.store = store
@@ -187,8 +197,12 @@ class Pusher(threading.Thread):
         self.pushed += 1
         if self.failures:
             age = max(self.clock.wall_ms() - vector.collected_at_ms, 0) / 1000.0
-            log.info("reconnected to aggregator %s after %d failed pushes; sent latest vector (collected %.1f s ago)",
-                     self.target, self.failures, age)
+            log.info(
+                "reconnected to aggregator %s after %d failed pushes; sent latest vector (collected %.1f s ago)",
+                self.target,
+                self.failures,
+                age,
+            )
         elif self.pushed == 1:
             log.info("pushing to aggregator %s: first vector accepted", self.target)
         self.failures = 0
@@ -198,23 +212,38 @@ class Pusher(threading.Thread):
     def _log_failure(self, delay: float) -> None:
         now = self.clock.monotonic()
         if self.failures == 1:
-            log.warning("aggregator %s unreachable (%s); retrying in %.1f s, still collecting",
-                        self.target, self._last_error, delay)
+            log.warning(
+                "aggregator %s unreachable (%s); retrying in %.1f s, still collecting",
+                self.target,
+                self._last_error,
+                delay,
+            )
             self._down_since_warned = now
         elif now - self._down_since_warned >= STILL_DOWN_REMINDER_S:
-            log.warning("aggregator %s still unreachable after %d failed pushes (%s); retrying every <= %g s, "
-                        "still collecting", self.target, self.failures, self._last_error, self.backoff.cap_s)
+            log.warning(
+                "aggregator %s still unreachable after %d failed pushes (%s); retrying every <= %g s, still collecting",
+                self.target,
+                self.failures,
+                self._last_error,
+                self.backoff.cap_s,
+            )
             self._down_since_warned = now
         else:
-            log.debug("push %d to %s failed (%s); retrying in %.1f s", self.failures, self.target,
-                      self._last_error, delay)
+            log.debug(
+                "push %d to %s failed (%s); retrying in %.1f s", self.failures, self.target, self._last_error, delay
+            )
 
     def _log_rejection(self, vector: NodeVector, err: grpc.RpcError) -> None:
         self.rejected += 1
         message = describe_rpc_error(err)
         if message != self._last_rejection:
-            log.error("aggregator %s rejected the vector of node %s collected at %d (%s); not retrying it",
-                      self.target, vector.node_name, vector.collected_at_ms, message)
+            log.error(
+                "aggregator %s rejected the vector of node %s collected at %d (%s); not retrying it",
+                self.target,
+                vector.node_name,
+                vector.collected_at_ms,
+                message,
+            )
             self._last_rejection = message
         else:
             log.debug("aggregator %s rejected another vector (%s)", self.target, message)

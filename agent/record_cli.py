@@ -21,8 +21,16 @@ from pathlib import Path
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collect import NodeCollector
 from agent.collectors import default_collectors
-from agent.config import DEFAULT_INTERVAL_S, DEFAULT_PROC_ROOT, DEFAULT_SYS_ROOT, MAX_INTERVAL_S, MIN_INTERVAL_S, \
-    ConfigError, default_node_name, node_name_problem
+from agent.config import (
+    DEFAULT_INTERVAL_S,
+    DEFAULT_PROC_ROOT,
+    DEFAULT_SYS_ROOT,
+    MAX_INTERVAL_S,
+    MIN_INTERVAL_S,
+    ConfigError,
+    default_node_name,
+    node_name_problem,
+)
 from agent.recording_file import make_header, write_line
 from agent.vector import NodeVector
 from wire.schema import METRICS
@@ -51,8 +59,10 @@ class RecordConfig:
         if not (math.isfinite(self.duration_s) and 0 < self.duration_s <= MAX_DURATION_S):
             errors.append(f"--duration: must be > 0 and at most {MAX_DURATION_S:g} seconds, got {self.duration_s!r}")
         if not (math.isfinite(self.interval_s) and MIN_INTERVAL_S <= self.interval_s <= MAX_INTERVAL_S):
-            errors.append(f"--interval: must be between {MIN_INTERVAL_S:g} and {MAX_INTERVAL_S:g} seconds, "
-                          f"got {self.interval_s!r}")
+            errors.append(
+                f"--interval: must be between {MIN_INTERVAL_S:g} and {MAX_INTERVAL_S:g} seconds, "
+                f"got {self.interval_s!r}"
+            )
         if not (math.isfinite(self.warmup_s) and self.warmup_s >= 0):
             errors.append(f"--warmup: must be >= 0 seconds, got {self.warmup_s!r}")
         if (problem := node_name_problem(self.node_name)) is not None:
@@ -73,35 +83,63 @@ class RecordConfig:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="FILE", help="JSONL file to write (overwritten)")
-    parser.add_argument("--duration", type=float, required=True, metavar="SECONDS",
-                        help="how long to record (duration / interval vectors are written)")
-    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
-                        help=f"collection interval (default: {DEFAULT_INTERVAL_S:g})")
-    parser.add_argument("--warmup", type=float, default=DEFAULT_WARMUP_S, metavar="SECONDS",
-                        help="collect but do not write for this long first, e.g. while an antagonist ramps up "
-                             "and PSI's 10 s average catches up (default: 0)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        required=True,
+        metavar="SECONDS",
+        help="how long to record (duration / interval vectors are written)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help=f"collection interval (default: {DEFAULT_INTERVAL_S:g})",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=DEFAULT_WARMUP_S,
+        metavar="SECONDS",
+        help="collect but do not write for this long first, e.g. while an antagonist ramps up "
+        "and PSI's 10 s average catches up (default: 0)",
+    )
     parser.add_argument("--label", default="", metavar="NAME", help="state name stored in the header, e.g. quiet")
-    parser.add_argument("--note", default="", metavar="TEXT",
-                        help="free text stored in the header, e.g. the antagonist")
-    parser.add_argument("--node-name", default=None, metavar="NAME",
-                        help="node name in the vectors (default: $NODE_NAME, else the hostname)")
-    parser.add_argument("--proc-root", default=DEFAULT_PROC_ROOT, metavar="DIR",
-                        help=f"procfs mount (default: {DEFAULT_PROC_ROOT})")
-    parser.add_argument("--sys-root", default=DEFAULT_SYS_ROOT, metavar="DIR",
-                        help=f"sysfs mount (default: {DEFAULT_SYS_ROOT})")
-    parser.add_argument("--cgroup-root", default=None, metavar="DIR",
-                        help="Kubernetes pod cgroup root (default: auto-detect, as the agent does)")
+    parser.add_argument(
+        "--note", default="", metavar="TEXT", help="free text stored in the header, e.g. the antagonist"
+    )
+    parser.add_argument(
+        "--node-name",
+        default=None,
+        metavar="NAME",
+        help="node name in the vectors (default: $NODE_NAME, else the hostname)",
+    )
+    parser.add_argument(
+        "--proc-root", default=DEFAULT_PROC_ROOT, metavar="DIR", help=f"procfs mount (default: {DEFAULT_PROC_ROOT})"
+    )
+    parser.add_argument(
+        "--sys-root", default=DEFAULT_SYS_ROOT, metavar="DIR", help=f"sysfs mount (default: {DEFAULT_SYS_ROOT})"
+    )
+    parser.add_argument(
+        "--cgroup-root",
+        default=None,
+        metavar="DIR",
+        help="Kubernetes pod cgroup root (default: auto-detect, as the agent does)",
+    )
 
 
 def record(config: RecordConfig, stop: threading.Event, clock: Clock = SYSTEM_CLOCK) -> list[NodeVector]:
     """Write the header and ``config.count`` vectors; returns the vectors written."""
-    collector = NodeCollector(config.node_name, default_collectors(
-        config.proc_root, config.sys_root, config.cgroup_root, clock), clock)
+    collector = NodeCollector(
+        config.node_name, default_collectors(config.proc_root, config.sys_root, config.cgroup_root, clock), clock
+    )
     collector.collect()  # baseline for rates
     if config.warmup_s and stop.wait(config.warmup_s):
         return []
-    header = make_header(label=config.label, note=config.note, interval_s=config.interval_s,
-                         started_at_ms=clock.wall_ms())
+    header = make_header(
+        label=config.label, note=config.note, interval_s=config.interval_s, started_at_ms=clock.wall_ms()
+    )
     written: list[NodeVector] = []
     with open(config.out, "w") as out:
         write_line(out, header)
@@ -129,11 +167,17 @@ def summary(vectors: list[NodeVector]) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         config = RecordConfig(
-            out=Path(args.out), duration_s=args.duration, interval_s=args.interval, warmup_s=args.warmup,
-            label=args.label, note=args.note,
+            out=Path(args.out),
+            duration_s=args.duration,
+            interval_s=args.interval,
+            warmup_s=args.warmup,
+            label=args.label,
+            note=args.note,
             node_name=args.node_name if args.node_name is not None else default_node_name(os.environ),
-            proc_root=Path(args.proc_root), sys_root=Path(args.sys_root),
-            cgroup_root=Path(args.cgroup_root) if args.cgroup_root else None)
+            proc_root=Path(args.proc_root),
+            sys_root=Path(args.sys_root),
+            cgroup_root=Path(args.cgroup_root) if args.cgroup_root else None,
+        )
     except ConfigError as err:
         print("kubeattention record: invalid configuration:", file=sys.stderr)
         for line in err.errors:
@@ -142,8 +186,13 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        log.info("recording %d vectors every %g s to %s (warm-up %g s)", config.count, config.interval_s,
-                 config.out, config.warmup_s)
+        log.info(
+            "recording %d vectors every %g s to %s (warm-up %g s)",
+            config.count,
+            config.interval_s,
+            config.out,
+            config.warmup_s,
+        )
         vectors = record(config, stop)
     finally:
         for sig, handler in previous.items():

@@ -11,12 +11,12 @@ import os
 import platform
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from wire import __version__
 from agent.vector import NodeVector, VectorError
+from wire import __version__
 from wire.schema import SCHEMA_VERSION
 
 #: Value of the header's "kind" field; a line with it is the header, not a vector.
@@ -44,7 +44,7 @@ def make_header(*, label: str, note: str, interval_s: float, started_at_ms: int)
         "kernel": platform.release(),
         "cpu_count": os.cpu_count(),
         "interval_s": interval_s,
-        "started_at": datetime.fromtimestamp(started_at_ms / 1000, timezone.utc).isoformat(),
+        "started_at": datetime.fromtimestamp(started_at_ms / 1000, UTC).isoformat(),
         "started_at_ms": started_at_ms,
         "agent_version": __version__,
         "schema_version": SCHEMA_VERSION,

@@ -16,22 +16,22 @@ from typing import Protocol
 
 import uvicorn
 
-from wire import __version__
+from agent.attribution import Attribution
+from agent.capabilities import check_capabilities
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collect import NodeCollector, availability_changes
 from agent.collectors import default_collectors
 from agent.config import AgentConfig
+from agent.ebpf.loader import BpfUnavailable, bcc_python
 from agent.exposition import AgentMetrics
 from agent.http_app import build_app
+from agent.latest_vector import LatestVector
+from agent.pods import CgroupIdIndex, KubeletPodResolver, PodCgroupRoots, PodCpuSampler
 from agent.push import Pusher, backoff_for_interval
 from agent.replay import ReplaySource
-from agent.latest_vector import LatestVector
-from agent.attribution import Attribution
-from agent.ebpf.loader import BpfUnavailable, bcc_python
-from agent.capabilities import check_capabilities
-from agent.pods import CgroupIdIndex, KubeletPodResolver, PodCgroupRoots, PodCpuSampler
 from agent.tetragon import tetragon_collector
 from agent.vector import NodeVector
+from wire import __version__
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,15 @@ def build_attribution(config: AgentConfig, clock: Clock) -> Attribution:
     roots = PodCgroupRoots.for_root(config.cgroup_root) if config.cgroup_root else None
     resolver = None
     if config.kubelet_pods_url:
-        resolver = KubeletPodResolver(config.kubelet_pods_url, token_path=config.kubelet_token_file,
-                                      ca_file=config.kubelet_ca_file, clock=clock)
+        resolver = KubeletPodResolver(
+            config.kubelet_pods_url, token_path=config.kubelet_token_file, ca_file=config.kubelet_ca_file, clock=clock
+        )
         resolver.start()
-    return Attribution(cpu=PodCpuSampler(config.sys_root, roots=roots, clock=clock),
-                       cgroups=CgroupIdIndex(sys_root=config.sys_root, clock=clock), resolver=resolver)
+    return Attribution(
+        cpu=PodCpuSampler(config.sys_root, roots=roots, clock=clock),
+        cgroups=CgroupIdIndex(sys_root=config.sys_root, clock=clock),
+        resolver=resolver,
+    )
 
 
 def capability_report(config: AgentConfig) -> dict:
@@ -72,6 +76,7 @@ def capability_report(config: AgentConfig) -> dict:
 
     bcc is looked for, not imported: importing it would cost the agent ~60 MB for good.
     """
+
     def find_bcc() -> str | None:
         try:
             bcc_python()
@@ -81,8 +86,9 @@ def capability_report(config: AgentConfig) -> dict:
 
     tetragon = [str(p).removeprefix("unix://") for p in (config.tetragon_export, config.tetragon_grpc) if p]
     options = {"tetragon_paths": tetragon} if tetragon else {}
-    return check_capabilities(config.proc_root, config.sys_root, cgroup_root=config.cgroup_root,
-                              import_bcc=find_bcc, **options).to_json()
+    return check_capabilities(
+        config.proc_root, config.sys_root, cgroup_root=config.cgroup_root, import_bcc=find_bcc, **options
+    ).to_json()
 
 
 class QuietServer(uvicorn.Server):
@@ -139,14 +145,31 @@ class Agent:
         self.source = build_source(config, clock)
         capabilities = capability_report(config) if config.replay is None else None
         app = build_app(self.store, self.metrics, config.interval_s, clock, capabilities=capabilities)
-        self.server = QuietServer(uvicorn.Config(
-            DateHeader(app), date_header=False, host=config.http_host, port=config.http_port, log_config=None,
-            log_level="warning",
-            access_log=False, lifespan="off"))
+        self.server = QuietServer(
+            uvicorn.Config(
+                DateHeader(app),
+                date_header=False,
+                host=config.http_host,
+                port=config.http_port,
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+        )
         self._http_thread = threading.Thread(target=self.server.run, name="http", daemon=True)
-        self.pusher = Pusher(config.aggregator, self.store, on_result=self.metrics.record_push,
-                             clock=clock, security=config.security,
-                             backoff=backoff_for_interval(config.interval_s)) if config.push_enabled else None
+        self.pusher = (
+            Pusher(
+                config.aggregator,
+                self.store,
+                on_result=self.metrics.record_push,
+                clock=clock,
+                security=config.security,
+                backoff=backoff_for_interval(config.interval_s),
+            )
+            if config.push_enabled
+            else None
+        )
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -155,8 +178,9 @@ class Agent:
         deadline = time.monotonic() + HTTP_START_TIMEOUT_S
         while not self.server.started:
             if not self._http_thread.is_alive() or time.monotonic() > deadline:
-                raise AgentStartError(f"cannot serve HTTP on {self.config.http_listen} "
-                                      "(address in use or not assignable?)")
+                raise AgentStartError(
+                    f"cannot serve HTTP on {self.config.http_listen} (address in use or not assignable?)"
+                )
             time.sleep(0.02)
         if self.pusher is not None:
             self.pusher.start()
@@ -164,13 +188,26 @@ class Agent:
             what = f"replaying {len(self.source)} vectors of {self.source.label!r} from {self.config.replay}"
         else:
             what = "collecting this machine"
-        push = f"pushing to {self.config.aggregator} over {self.config.security.describe()}" if self.pusher \
+        push = (
+            f"pushing to {self.config.aggregator} over {self.config.security.describe()}"
+            if self.pusher
             else "pushing disabled"
+        )
         if self.pusher and self.config.security.insecure:
-            log.warning("--insecure: pushing to %s in plaintext; anyone on the path can read the telemetry and "
-                        "forge pushes unless the aggregator authenticates them", self.config.aggregator)
-        log.info("agent %s for node %s: %s every %g s; serving http://%s/metrics; %s", __version__,
-                 self.config.node_name, what, self.config.interval_s, self.config.http_listen, push)
+            log.warning(
+                "--insecure: pushing to %s in plaintext; anyone on the path can read the telemetry and "
+                "forge pushes unless the aggregator authenticates them",
+                self.config.aggregator,
+            )
+        log.info(
+            "agent %s for node %s: %s every %g s; serving http://%s/metrics; %s",
+            __version__,
+            self.config.node_name,
+            what,
+            self.config.interval_s,
+            self.config.http_listen,
+            push,
+        )
 
     def stop(self) -> None:
         """Ask the loop to end (safe from a signal handler)."""

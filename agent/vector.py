@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from wire import __version__
-from wire.v1 import telemetry_pb2
 from wire.schema import METRIC_BY_NAME, METRICS, NUM_METRICS, SCHEMA_VERSION
+from wire.v1 import telemetry_pb2
 
 
 class VectorError(ValueError):
@@ -32,8 +33,7 @@ class PodOffender:
     value: float
 
     def to_proto(self) -> telemetry_pb2.PodOffender:
-        return telemetry_pb2.PodOffender(namespace=self.namespace, name=self.name, metric=self.metric,
-                                         value=self.value)
+        return telemetry_pb2.PodOffender(namespace=self.namespace, name=self.name, metric=self.metric, value=self.value)
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,11 @@ class NodeVector:
     def _validate(self) -> None:
         if not isinstance(self.node_name, str) or not self.node_name:
             raise VectorError(f"node_name: must be a non-empty string, got {self.node_name!r}")
-        if isinstance(self.collected_at_ms, bool) or not isinstance(self.collected_at_ms, int) \
-                or self.collected_at_ms <= 0:
+        if (
+            isinstance(self.collected_at_ms, bool)
+            or not isinstance(self.collected_at_ms, int)
+            or self.collected_at_ms <= 0
+        ):
             raise VectorError(f"collected_at_ms: must be a positive int (Unix ms), got {self.collected_at_ms!r}")
         if len(self.values) != NUM_METRICS:
             raise VectorError(f"values: expected {NUM_METRICS} values in schema order, got {len(self.values)}")
@@ -77,8 +80,9 @@ class NodeVector:
                 if not math.isfinite(value):
                     raise VectorError(f"values[{m.index}] ({m.name}): marked available but is {value!r}")
                 if not m.lo <= value <= m.hi:
-                    raise VectorError(f"values[{m.index}] ({m.name}): {value!r} outside the valid range "
-                                      f"[{m.lo}, {m.hi}] {m.unit}")
+                    raise VectorError(
+                        f"values[{m.index}] ({m.name}): {value!r} outside the valid range [{m.lo}, {m.hi}] {m.unit}"
+                    )
                 if m.name in self.missing_reasons:
                     raise VectorError(f"missing_reasons[{m.name!r}]: metric is available, a reason makes no sense")
             else:
@@ -90,10 +94,16 @@ class NodeVector:
             if name not in METRIC_BY_NAME:
                 raise VectorError(f"missing_reasons/sources: {name!r} is not a metric of schema {SCHEMA_VERSION}")
         for i, o in enumerate(self.offenders):
-            if o.metric not in METRIC_BY_NAME or not o.namespace or not o.name \
-                    or not math.isfinite(o.value) or o.value < 0:
-                raise VectorError(f"offenders[{i}]: {o!r} needs a namespace, a name, a schema metric "
-                                  "and a finite value >= 0")
+            if (
+                o.metric not in METRIC_BY_NAME
+                or not o.namespace
+                or not o.name
+                or not math.isfinite(o.value)
+                or o.value < 0
+            ):
+                raise VectorError(
+                    f"offenders[{i}]: {o!r} needs a namespace, a name, a schema metric and a finite value >= 0"
+                )
 
     # ------------------------------------------------------------------ accessors
 
@@ -106,7 +116,7 @@ class NodeVector:
         m = METRIC_BY_NAME[name]
         return self.values[m.index] if self.available[m.index] else None
 
-    def restamped(self, *, node_name: str | None = None, collected_at_ms: int | None = None) -> "NodeVector":
+    def restamped(self, *, node_name: str | None = None, collected_at_ms: int | None = None) -> NodeVector:
         """A copy with another node name and/or collection time (replay agents)."""
         return dataclasses.replace(
             self,
@@ -133,8 +143,7 @@ class NodeVector:
         """A JSON-ready dict: one entry per metric with name, unit, value or null, reason."""
         metrics = []
         for m, value, ok in zip(METRICS, self.values, self.available):
-            entry: dict[str, Any] = {"name": m.name, "unit": m.unit, "value": value if ok else None,
-                                     "available": ok}
+            entry: dict[str, Any] = {"name": m.name, "unit": m.unit, "value": value if ok else None, "available": ok}
             if not ok:
                 entry["reason"] = self.missing_reasons[m.name]
             elif m.name in self.sources:
@@ -150,7 +159,7 @@ class NodeVector:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "NodeVector":
+    def from_json(cls, data: Mapping[str, Any]) -> NodeVector:
         """Inverse of :meth:`to_json`; raises :class:`VectorError` naming the bad field."""
         if not isinstance(data, Mapping):
             raise VectorError(f"vector: expected a JSON object, got {type(data).__name__}")
@@ -158,12 +167,15 @@ class NodeVector:
             if key not in data:
                 raise VectorError(f"{key}: required field is absent")
         if data["schema_version"] != SCHEMA_VERSION:
-            raise VectorError(f"schema_version: this agent speaks schema {SCHEMA_VERSION}, "
-                              f"got {data['schema_version']!r}")
+            raise VectorError(
+                f"schema_version: this agent speaks schema {SCHEMA_VERSION}, got {data['schema_version']!r}"
+            )
         entries = data["metrics"]
         if not isinstance(entries, list) or len(entries) != NUM_METRICS:
-            raise VectorError(f"metrics: expected a list of {NUM_METRICS} entries, "
-                              f"got {len(entries) if isinstance(entries, list) else type(entries).__name__}")
+            raise VectorError(
+                f"metrics: expected a list of {NUM_METRICS} entries, "
+                f"got {len(entries) if isinstance(entries, list) else type(entries).__name__}"
+            )
         values, available, reasons, sources = [], [], {}, {}
         for m, entry in zip(METRICS, entries):
             if not isinstance(entry, Mapping) or entry.get("name") != m.name:
@@ -172,8 +184,9 @@ class NodeVector:
             ok = bool(entry.get("available", entry.get("value") is not None))
             if ok:
                 if not isinstance(entry.get("value"), (int, float)) or isinstance(entry.get("value"), bool):
-                    raise VectorError(f"metrics[{m.index}].value ({m.name}): expected a number, "
-                                      f"got {entry.get('value')!r}")
+                    raise VectorError(
+                        f"metrics[{m.index}].value ({m.name}): expected a number, got {entry.get('value')!r}"
+                    )
                 values.append(float(entry["value"]))
                 if entry.get("source"):
                     sources[m.name] = str(entry["source"])

@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -90,8 +90,16 @@ class ReasonCache:
 
 
 class BatchScorer:
-    def __init__(self, snapshot: Snapshot, model, *, max_staleness_ms: int, budget_ms: float,
-                 clock_ms: Callable[[], int], metrics=None):
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        model,
+        *,
+        max_staleness_ms: int,
+        budget_ms: float,
+        clock_ms: Callable[[], int],
+        metrics=None,
+    ):
         self.snapshot = snapshot
         self.model = model
         self.max_staleness_ms = max_staleness_ms
@@ -120,17 +128,30 @@ class BatchScorer:
                 scores, conf, slowdown, reasons = self._score_fresh(model, pod, profile, g, None)
                 status = np.full(n, _SCORED, dtype=np.int64)
             else:
-                scores, conf, slowdown, reasons, status = self._score_some(model, pod, profile, names, g, fresh,
-                                                                            age)
+                scores, conf, slowdown, reasons, status = self._score_some(model, pod, profile, names, g, fresh, age)
             spent = time.perf_counter() - t0
             if spent > self.budget_s:
-                return self._fallback(model, names, profile, age, t0,
-                                      f"scoring took {spent * 1000:.1f} ms, over the {self.budget_s * 1000:g} ms "
-                                      "budget: neutral fallback", budget=True)
+                return self._fallback(
+                    model,
+                    names,
+                    profile,
+                    age,
+                    t0,
+                    f"scoring took {spent * 1000:.1f} ms, over the {self.budget_s * 1000:g} ms "
+                    "budget: neutral fallback",
+                    budget=True,
+                )
         except Exception as e:  # the model or the math failed: answer neutrally, say so, count it
             log.exception("BatchScore failed; answering with the fallback")
-            return self._fallback(model, names, profile, age, t0,
-                                  f"scoring failed ({type(e).__name__}: {e}): neutral fallback", budget=False)
+            return self._fallback(
+                model,
+                names,
+                profile,
+                age,
+                t0,
+                f"scoring failed ({type(e).__name__}: {e}): neutral fallback",
+                budget=False,
+            )
         return self._result(model, names, scores, conf, slowdown, status, age, reasons, profile, t0)
 
     def _score_fresh(self, model, pod: PodContext, profile: Profile, g, idx):
@@ -159,8 +180,10 @@ class BatchScorer:
                 reasons[i] = text
         limit_s = self.max_staleness_ms / 1000
         for i in np.flatnonzero(status == _STALE).tolist():
-            reasons[i] = (f"telemetry {age[i] / 1000:.1f} s old, over the {limit_s:g} s limit: "
-                          f"not scored, neutral {scoring.FALLBACK_SCORE:g}")
+            reasons[i] = (
+                f"telemetry {age[i] / 1000:.1f} s old, over the {limit_s:g} s limit: "
+                f"not scored, neutral {scoring.FALLBACK_SCORE:g}"
+            )
         for i in np.flatnonzero(status == _UNKNOWN).tolist():
             reasons[i] = f"no telemetry from this node (never reported, or expired): neutral {scoring.FALLBACK_SCORE:g}"
         return scores, conf, slowdown, reasons, status
@@ -179,15 +202,33 @@ class BatchScorer:
         n = len(names)
         if self.metrics is not None:
             (self.metrics.fallback_budget if budget else self.metrics.fallback_error).inc()
-        return self._result(model, names, np.full(n, scoring.FALLBACK_SCORE), np.zeros(n), np.full(n, np.nan),
-                            np.full(n, _FALLBACK, dtype=np.int64), age, [reason] * n, profile, t0)
+        return self._result(
+            model,
+            names,
+            np.full(n, scoring.FALLBACK_SCORE),
+            np.zeros(n),
+            np.full(n, np.nan),
+            np.full(n, _FALLBACK, dtype=np.int64),
+            age,
+            [reason] * n,
+            profile,
+            t0,
+        )
 
     def _result(self, model, names, scores, conf, slowdown, status, age, reasons, profile, t0) -> BatchResult:
         if self.metrics is not None:
             for st, count in enumerate(np.bincount(status, minlength=5).tolist()):
                 if count:
                     self.metrics.node_scores[_STATUS_LABELS[st]].inc(count)
-        return BatchResult(names=names, scores=scores, confidence=conf, slowdown=slowdown, status=status,
-                           age_ms=age, reasons=reasons, profile=profile,
-                           model_version=model.version,
-                           elapsed_us=int((time.perf_counter() - t0) * 1e6))
+        return BatchResult(
+            names=names,
+            scores=scores,
+            confidence=conf,
+            slowdown=slowdown,
+            status=status,
+            age_ms=age,
+            reasons=reasons,
+            profile=profile,
+            model_version=model.version,
+            elapsed_us=int((time.perf_counter() - t0) * 1e6),
+        )

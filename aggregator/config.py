@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
+from aggregator.errors import ConfigError
 from aggregator.security import options as security
 from aggregator.security.auth import DEFAULT_AGENT_SERVICEACCOUNT
-from aggregator.errors import ConfigError
 from aggregator.store import DEFAULT_HISTORY_MAXLEN, DEFAULT_NODE_TTL_S, DEFAULT_PREFIX, cluster_nodes, is_cluster_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -72,27 +72,36 @@ class AggregatorConfig:
                 parse_listen(value, f"--{name.replace('_', '-')}")
             except ValueError as e:
                 problems.append(str(e))
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://",
-                                          "rediss+cluster://")):
-            problems.append(f"--redis-url: {self.redis_url!r} must start with redis://, rediss://, unix:// or "
-                            "(Redis Cluster) redis+cluster://HOST:PORT[,HOST:PORT...]")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")):
+            problems.append(
+                f"--redis-url: {self.redis_url!r} must start with redis://, rediss://, unix:// or "
+                "(Redis Cluster) redis+cluster://HOST:PORT[,HOST:PORT...]"
+            )
         elif is_cluster_url(self.redis_url):
             try:
                 cluster_nodes(self.redis_url)
             except ValueError as e:
                 problems.append(str(e))
-        positive = {"max_staleness_ms": self.max_staleness_ms, "budget_ms": self.budget_ms,
-                    "max_candidates": self.max_candidates, "node_ttl_s": self.node_ttl_s,
-                    "history_maxlen": self.history_maxlen, "resync_interval_s": self.resync_interval_s,
-                    "max_inflight_pushes": self.max_inflight_pushes, "model_check_interval_s": self.model_check_interval_s}
+        positive = {
+            "max_staleness_ms": self.max_staleness_ms,
+            "budget_ms": self.budget_ms,
+            "max_candidates": self.max_candidates,
+            "node_ttl_s": self.node_ttl_s,
+            "history_maxlen": self.history_maxlen,
+            "resync_interval_s": self.resync_interval_s,
+            "max_inflight_pushes": self.max_inflight_pushes,
+            "model_check_interval_s": self.model_check_interval_s,
+        }
         for name, value in positive.items():
             if not value > 0:
                 problems.append(f"--{name.replace('_', '-')}: must be > 0, got {value}")
         if self.model_source not in MODEL_SOURCES:
             problems.append(f"--model-source: {self.model_source!r} is not one of {', '.join(MODEL_SOURCES)}")
         if self.node_ttl_s * 1000 < self.max_staleness_ms:
-            problems.append(f"--node-ttl-s: {self.node_ttl_s} s expires telemetry before it turns stale "
-                            f"(--max-staleness-ms {self.max_staleness_ms}); stale nodes would look unknown")
+            problems.append(
+                f"--node-ttl-s: {self.node_ttl_s} s expires telemetry before it turns stale "
+                f"(--max-staleness-ms {self.max_staleness_ms}); stale nodes would look unknown"
+            )
         if self.annotate_pods and not self.shadow:
             problems.append("--annotate-pods: only with --shadow (in active mode the scheduler acts on the scores)")
         if not self.key_prefix or any(c in self.key_prefix for c in "{} "):
@@ -103,44 +112,106 @@ class AggregatorConfig:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis to keep telemetry in (default {DEFAULT_REDIS_URL}); a Redis Cluster as "
-                        "redis+cluster://HOST:PORT[,HOST:PORT...]")
-    p.add_argument("--grpc-listen", default=DEFAULT_GRPC_LISTEN, help=f"gRPC Push/BatchScore address (default {DEFAULT_GRPC_LISTEN})")
-    p.add_argument("--http-listen", default=DEFAULT_HTTP_LISTEN, help=f"HTTP /metrics, /v1/nodes, probes (default {DEFAULT_HTTP_LISTEN})")
-    p.add_argument("--model", dest="model_path", default=None, help="ONNX model file (default: the model shipped in inference/models/); "
-                   "with --model-source redis, served until a model is published in Redis")
-    p.add_argument("--model-source", choices=MODEL_SOURCES, default=DEFAULT_MODEL_SOURCE,
-                   help=f"redis: serve the model published with `kubeattention model publish` (ka:model:{{active}}) and "
-                        f"switch to each new one without a restart; file: serve --model only "
-                        f"(default {DEFAULT_MODEL_SOURCE})")
-    p.add_argument("--model-check-interval-s", type=float, default=DEFAULT_MODEL_CHECK_INTERVAL_S,
-                   help=f"with --model-source redis: how often to look for a new model besides pub/sub "
-                        f"(default {DEFAULT_MODEL_CHECK_INTERVAL_S:g})")
-    p.add_argument("--max-staleness-ms", type=int, default=DEFAULT_MAX_STALENESS_MS,
-                   help=f"telemetry older than this is never scored (default {DEFAULT_MAX_STALENESS_MS})")
-    p.add_argument("--budget-ms", type=float, default=DEFAULT_BUDGET_MS,
-                   help=f"BatchScore latency budget; over it every node gets the fallback (default {DEFAULT_BUDGET_MS:g})")
-    p.add_argument("--max-candidates", type=int, default=DEFAULT_MAX_CANDIDATES,
-                   help=f"largest candidate list accepted in one BatchScore (default {DEFAULT_MAX_CANDIDATES})")
+    p.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS_URL,
+        help=f"Redis to keep telemetry in (default {DEFAULT_REDIS_URL}); a Redis Cluster as "
+        "redis+cluster://HOST:PORT[,HOST:PORT...]",
+    )
+    p.add_argument(
+        "--grpc-listen",
+        default=DEFAULT_GRPC_LISTEN,
+        help=f"gRPC Push/BatchScore address (default {DEFAULT_GRPC_LISTEN})",
+    )
+    p.add_argument(
+        "--http-listen",
+        default=DEFAULT_HTTP_LISTEN,
+        help=f"HTTP /metrics, /v1/nodes, probes (default {DEFAULT_HTTP_LISTEN})",
+    )
+    p.add_argument(
+        "--model",
+        dest="model_path",
+        default=None,
+        help="ONNX model file (default: the model shipped in inference/models/); "
+        "with --model-source redis, served until a model is published in Redis",
+    )
+    p.add_argument(
+        "--model-source",
+        choices=MODEL_SOURCES,
+        default=DEFAULT_MODEL_SOURCE,
+        help=f"redis: serve the model published with `kubeattention model publish` (ka:model:{{active}}) and "
+        f"switch to each new one without a restart; file: serve --model only "
+        f"(default {DEFAULT_MODEL_SOURCE})",
+    )
+    p.add_argument(
+        "--model-check-interval-s",
+        type=float,
+        default=DEFAULT_MODEL_CHECK_INTERVAL_S,
+        help=f"with --model-source redis: how often to look for a new model besides pub/sub "
+        f"(default {DEFAULT_MODEL_CHECK_INTERVAL_S:g})",
+    )
+    p.add_argument(
+        "--max-staleness-ms",
+        type=int,
+        default=DEFAULT_MAX_STALENESS_MS,
+        help=f"telemetry older than this is never scored (default {DEFAULT_MAX_STALENESS_MS})",
+    )
+    p.add_argument(
+        "--budget-ms",
+        type=float,
+        default=DEFAULT_BUDGET_MS,
+        help=f"BatchScore latency budget; over it every node gets the fallback (default {DEFAULT_BUDGET_MS:g})",
+    )
+    p.add_argument(
+        "--max-candidates",
+        type=int,
+        default=DEFAULT_MAX_CANDIDATES,
+        help=f"largest candidate list accepted in one BatchScore (default {DEFAULT_MAX_CANDIDATES})",
+    )
     p.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
-    p.add_argument("--node-ttl-s", type=int, default=DEFAULT_NODE_TTL_S,
-                   help=f"Redis expiry of a node's telemetry (default {DEFAULT_NODE_TTL_S})")
-    p.add_argument("--history-maxlen", type=int, default=DEFAULT_HISTORY_MAXLEN,
-                   help=f"vectors kept per node in ka:history:{{node}} (default {DEFAULT_HISTORY_MAXLEN})")
-    p.add_argument("--resync-interval-s", type=float, default=DEFAULT_RESYNC_INTERVAL_S,
-                   help=f"full snapshot refresh from Redis, besides pub/sub updates (default {DEFAULT_RESYNC_INTERVAL_S:g})")
-    p.add_argument("--max-inflight-pushes", type=int, default=DEFAULT_MAX_INFLIGHT_PUSHES,
-                   help=f"pushes handled at once, running or waiting on Redis; past that a push is refused at "
-                        f"once with RESOURCE_EXHAUSTED and the agent pushes again at its next interval; "
-                        f"BatchScore is not counted (default {DEFAULT_MAX_INFLIGHT_PUSHES})")
-    p.add_argument("--shadow", action="store_true",
-                   help="extender shadow mode: prioritize answers equal scores and filter removes nothing; "
-                        "every recommendation is still recorded in ka:decisions")
-    p.add_argument("--annotate-pods", action="store_true",
-                   help="with --shadow: also write kubeattention.io/recommended-node, /score, /reason on the pod "
-                        "through the Kubernetes API")
-    p.add_argument("--kubeconfig", default=None,
-                   help="for --annotate-pods and --auth-tokenreview outside a cluster (default: in-cluster config)")
+    p.add_argument(
+        "--node-ttl-s",
+        type=int,
+        default=DEFAULT_NODE_TTL_S,
+        help=f"Redis expiry of a node's telemetry (default {DEFAULT_NODE_TTL_S})",
+    )
+    p.add_argument(
+        "--history-maxlen",
+        type=int,
+        default=DEFAULT_HISTORY_MAXLEN,
+        help=f"vectors kept per node in ka:history:{{node}} (default {DEFAULT_HISTORY_MAXLEN})",
+    )
+    p.add_argument(
+        "--resync-interval-s",
+        type=float,
+        default=DEFAULT_RESYNC_INTERVAL_S,
+        help=f"full snapshot refresh from Redis, besides pub/sub updates (default {DEFAULT_RESYNC_INTERVAL_S:g})",
+    )
+    p.add_argument(
+        "--max-inflight-pushes",
+        type=int,
+        default=DEFAULT_MAX_INFLIGHT_PUSHES,
+        help=f"pushes handled at once, running or waiting on Redis; past that a push is refused at "
+        f"once with RESOURCE_EXHAUSTED and the agent pushes again at its next interval; "
+        f"BatchScore is not counted (default {DEFAULT_MAX_INFLIGHT_PUSHES})",
+    )
+    p.add_argument(
+        "--shadow",
+        action="store_true",
+        help="extender shadow mode: prioritize answers equal scores and filter removes nothing; "
+        "every recommendation is still recorded in ka:decisions",
+    )
+    p.add_argument(
+        "--annotate-pods",
+        action="store_true",
+        help="with --shadow: also write kubeattention.io/recommended-node, /score, /reason on the pod "
+        "through the Kubernetes API",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="for --annotate-pods and --auth-tokenreview outside a cluster (default: in-cluster config)",
+    )
     security.add_arguments(p)
 
 

@@ -19,20 +19,27 @@ import logging
 import math
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aggregator.security.auth import Authenticator, AuthError, abort_grpc, authorize_push, authorize_score, grpc_principal
 from aggregator.batch import BatchScorer
 from aggregator.config import DEFAULT_MAX_INFLIGHT_PUSHES
 from aggregator.errors import InvalidInput, StoreUnavailable
+from aggregator.security.auth import (
+    Authenticator,
+    AuthError,
+    abort_grpc,
+    authorize_push,
+    authorize_score,
+    grpc_principal,
+)
+from aggregator.security.server_tls import ServerTLS
 from aggregator.snapshot import Snapshot
 from aggregator.store import RedisStore
-from aggregator.security.server_tls import ServerTLS
 from aggregator.validate import validate_batch, validate_telemetry
 from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
 
@@ -43,16 +50,25 @@ log = logging.getLogger(__name__)
 OTHER_CALLS_INFLIGHT = 256
 
 #: The two services' full names, for health and reflection.
-SERVICES = (telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
-            scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name)
+SERVICES = (
+    telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
+    scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name,
+)
 
 #: Largest request accepted (bytes): 5 000 candidates of 253-character names fit with room.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
-    def __init__(self, store: RedisStore, snapshot: Snapshot, clock_ms: Callable[[], int], metrics,
-                 auth: Authenticator | None = None, max_inflight: int = DEFAULT_MAX_INFLIGHT_PUSHES):
+    def __init__(
+        self,
+        store: RedisStore,
+        snapshot: Snapshot,
+        clock_ms: Callable[[], int],
+        metrics,
+        auth: Authenticator | None = None,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT_PUSHES,
+    ):
         self.store, self.snapshot, self.clock_ms, self.metrics = store, snapshot, clock_ms, metrics
         self.auth = auth or Authenticator()
         self.max_inflight = max_inflight
@@ -61,9 +77,11 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     async def Push(self, request, context):
         if self.inflight >= self.max_inflight:
             self.metrics.push_shed.inc()
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"aggregator overloaded: {self.inflight} pushes already in flight "
-                                f"(--max-inflight-pushes {self.max_inflight}); push again at the next interval")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"aggregator overloaded: {self.inflight} pushes already in flight "
+                f"(--max-inflight-pushes {self.max_inflight}); push again at the next interval",
+            )
         self.inflight += 1
         try:
             return await self._push(request, context)
@@ -95,8 +113,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         self.metrics.redis_up.set(1)
         self.snapshot.upsert(rec)
         self.metrics.push_accepted.inc()
-        return telemetry_pb2.PushAck(received_at_unix_ms=received,
-                                     clock_offset_ms=received - rec.collected_at_ms)
+        return telemetry_pb2.PushAck(received_at_unix_ms=received, clock_offset_ms=received - rec.collected_at_ms)
 
 
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
@@ -150,14 +167,28 @@ def _count_refusal(metrics, endpoint: str, err: AuthError) -> None:
 
 
 def to_proto(result) -> scoring_pb2.BatchScoreResponse:
-    resp = scoring_pb2.BatchScoreResponse(model_version=result.model_version, elapsed_us=result.elapsed_us,
-                                          profile=int(result.profile))
+    resp = scoring_pb2.BatchScoreResponse(
+        model_version=result.model_version, elapsed_us=result.elapsed_us, profile=int(result.profile)
+    )
     add = resp.scores.add
     for name, score, conf, reason, status, slow, age in zip(
-            result.names, result.scores.tolist(), result.confidence.tolist(), result.reasons,
-            result.status.tolist(), result.slowdown.tolist(), result.age_ms.tolist()):
-        add(node_name=name, score=score, confidence=conf, reason=reason, status=status,
-            predicted_slowdown=slow if not math.isnan(slow) else math.nan, telemetry_age_ms=age)
+        result.names,
+        result.scores.tolist(),
+        result.confidence.tolist(),
+        result.reasons,
+        result.status.tolist(),
+        result.slowdown.tolist(),
+        result.age_ms.tolist(),
+    ):
+        add(
+            node_name=name,
+            score=score,
+            confidence=conf,
+            reason=reason,
+            status=status,
+            predicted_slowdown=slow if not math.isnan(slow) else math.nan,
+            telemetry_age_ms=age,
+        )
     return resp
 
 
@@ -175,6 +206,7 @@ def _decoder(cls):
             return cls.FromString(raw)
         except DecodeError as e:
             return Undecodable(cls.DESCRIPTOR.full_name, e)
+
     return decode
 
 
@@ -182,18 +214,24 @@ def _service(name: str, module, methods: dict) -> grpc.GenericRpcHandler:
     """A service's unary methods (name -> (handler, request class, response class)), decoded
     by ``_decoder`` so that undecodable bytes reach the handler as ``Undecodable``."""
     full_name = module.DESCRIPTOR.services_by_name[name].full_name
-    return grpc.method_handlers_generic_handler(full_name, {
-        method: grpc.unary_unary_rpc_method_handler(handler, request_deserializer=_decoder(req),
-                                                    response_serializer=resp.SerializeToString)
-        for method, (handler, req, resp) in methods.items()})
+    return grpc.method_handlers_generic_handler(
+        full_name,
+        {
+            method: grpc.unary_unary_rpc_method_handler(
+                handler, request_deserializer=_decoder(req), response_serializer=resp.SerializeToString
+            )
+            for method, (handler, req, resp) in methods.items()
+        },
+    )
 
 
 class GrpcServer:
     """Both services, grpc.health.v1 and reflection on a ``grpc.aio`` server, over TLS when
     ``tls`` is given, on an event loop in a thread of its own."""
 
-    def __init__(self, listen: str, telemetry: TelemetryServicer, scoring: ScoringServicer,
-                 tls: ServerTLS | None = None):
+    def __init__(
+        self, listen: str, telemetry: TelemetryServicer, scoring: ScoringServicer, tls: ServerTLS | None = None
+    ):
         self.listen, self.telemetry, self.scoring, self.tls = listen, telemetry, scoring, tls
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -246,25 +284,43 @@ class GrpcServer:
     def _build(self) -> grpc.aio.Server:
         server = grpc.aio.server(
             maximum_concurrent_rpcs=self.telemetry.max_inflight + OTHER_CALLS_INFLIGHT,
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.so_reuseport", 0),
-                     # BDP probing pings to size windows for bulk transfers; small unary calls only
-                     # get the jitter.
-                     ("grpc.http2.bdp_probe", 0)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+                # BDP probing pings to size windows for bulk transfers; small unary calls only
+                # get the jitter.
+                ("grpc.http2.bdp_probe", 0),
+            ],
         )
-        server.add_generic_rpc_handlers((
-            _service("TelemetryService", telemetry_pb2, {"Push": (self.telemetry.Push, telemetry_pb2.NodeTelemetry,
-                                                                   telemetry_pb2.PushAck)}),
-            _service("ScoringService", scoring_pb2, {"BatchScore": (self.scoring.BatchScore,
-                                                                    scoring_pb2.BatchScoreRequest,
-                                                                    scoring_pb2.BatchScoreResponse)}),
-        ))
+        server.add_generic_rpc_handlers(
+            (
+                _service(
+                    "TelemetryService",
+                    telemetry_pb2,
+                    {"Push": (self.telemetry.Push, telemetry_pb2.NodeTelemetry, telemetry_pb2.PushAck)},
+                ),
+                _service(
+                    "ScoringService",
+                    scoring_pb2,
+                    {
+                        "BatchScore": (
+                            self.scoring.BatchScore,
+                            scoring_pb2.BatchScoreRequest,
+                            scoring_pb2.BatchScoreResponse,
+                        )
+                    },
+                ),
+            )
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(SERVICES + (health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         try:
-            port = (server.add_secure_port(self.listen, self.tls.grpc_credentials()) if self.tls
-                    else server.add_insecure_port(self.listen))
+            port = (
+                server.add_secure_port(self.listen, self.tls.grpc_credentials())
+                if self.tls
+                else server.add_insecure_port(self.listen)
+            )
         except RuntimeError as e:  # grpc.aio raises where the thread-pool server returned 0
             raise OSError(f"--grpc-listen {self.listen}: cannot bind (address in use or not local): {e}") from e
         if port == 0:

@@ -6,11 +6,10 @@ request path. Read-only endpoints are open by design (they expose telemetry, not
 
 from __future__ import annotations
 
-from typing import Callable
-
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -41,14 +40,26 @@ async def _refusal(auth, request: Request, what: str, metrics) -> Response | Non
         if metrics is not None and getattr(metrics, "auth_refusals", None) is not None:
             metrics.auth_refusals.labels("extender", e.grpc_code.lower()).inc()
         headers = {"WWW-Authenticate": 'Bearer realm="kubeattention"'} if e.http_status == 401 else None
-        return Response(json.dumps({"Error": f"{what} refused: {e}"}), status_code=e.http_status,
-                        media_type="application/json", headers=headers)
+        return Response(
+            json.dumps({"Error": f"{what} refused: {e}"}),
+            status_code=e.http_status,
+            media_type="application/json",
+            headers=headers,
+        )
     return None
 
 
-def build_app(snapshot: Snapshot, registry, clock_ms: Callable[[], int], max_staleness_ms: int,
-              ready: Callable[[], tuple[bool, str]], model_version: str | Callable[[], str], extender=None,
-              metrics=None, auth=None) -> FastAPI:
+def build_app(
+    snapshot: Snapshot,
+    registry,
+    clock_ms: Callable[[], int],
+    max_staleness_ms: int,
+    ready: Callable[[], tuple[bool, str]],
+    model_version: str | Callable[[], str],
+    extender=None,
+    metrics=None,
+    auth=None,
+) -> FastAPI:
     """``model_version`` may be a callable: the version changes when a model is hot-reloaded.
     ``auth`` (an aggregator.security.auth.Authenticator) guards the extender: a scheduler identity from a
     client certificate or a bearer token; the read-only endpoints stay open."""
@@ -56,6 +67,7 @@ def build_app(snapshot: Snapshot, registry, clock_ms: Callable[[], int], max_sta
     app = FastAPI(title="KubeAttention aggregator", docs_url=None, redoc_url=None)
 
     if extender is not None:
+
         def verb(name: str, call):
             async def handler(request: Request) -> Response:
                 t0 = time.perf_counter()
@@ -71,19 +83,27 @@ def build_app(snapshot: Snapshot, registry, clock_ms: Callable[[], int], max_sta
                 except json.JSONDecodeError as e:
                     answer, status, result = {"Error": f"body: not JSON ({e.msg} at position {e.pos})"}, 400, "invalid"
                 except UnicodeDecodeError as e:  # json.loads of bytes that are no Unicode at all
-                    answer, status, result = {"Error": f"body: not UTF-8 JSON ({e.reason} at byte {e.start})"}, \
-                        400, "invalid"
+                    answer, status, result = (
+                        {"Error": f"body: not UTF-8 JSON ({e.reason} at byte {e.start})"},
+                        400,
+                        "invalid",
+                    )
                 except InvalidInput as e:
                     answer, status, result = {"Error": f"ExtenderArgs rejected: {e}"}, 400, "invalid"
                 except Exception as e:  # a bug must still answer kube-scheduler in its protocol
                     log.exception("extender %s failed", name)
-                    answer, status, result = {"Error": f"KubeAttention extender failed: {type(e).__name__}: {e}"}, \
-                        500, "error"
+                    answer, status, result = (
+                        {"Error": f"KubeAttention extender failed: {type(e).__name__}: {e}"},
+                        500,
+                        "error",
+                    )
                 if metrics is not None:
                     metrics.extender_requests.labels(name, result).inc()
                     metrics.extender_duration.labels(name).observe(time.perf_counter() - t0)
-                return Response(json.dumps(answer, separators=(",", ":")), status_code=status,
-                                media_type="application/json")
+                return Response(
+                    json.dumps(answer, separators=(",", ":")), status_code=status, media_type="application/json"
+                )
+
             handler.__name__ = f"extender_{name}"
             return handler
 
@@ -98,8 +118,12 @@ def build_app(snapshot: Snapshot, registry, clock_ms: Callable[[], int], max_sta
     def nodes() -> dict:
         now = clock_ms()
         recs = sorted(snapshot.records(), key=lambda r: r.node_name)
-        return {"now_ms": now, "max_staleness_ms": max_staleness_ms, "model_version": version(),
-                "nodes": [r.to_json(now, max_staleness_ms) for r in recs]}
+        return {
+            "now_ms": now,
+            "max_staleness_ms": max_staleness_ms,
+            "model_version": version(),
+            "nodes": [r.to_json(now, max_staleness_ms) for r in recs],
+        }
 
     @app.get("/v1/nodes/{name}")
     def node(name: str) -> dict:

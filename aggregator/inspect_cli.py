@@ -14,19 +14,29 @@ from wire.schema import METRICS
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis to read (default {DEFAULT_REDIS_URL}); a Redis Cluster as "
-                                        "redis+cluster://HOST:PORT[,HOST:PORT...]")
+    p.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS_URL,
+        help=f"Redis to read (default {DEFAULT_REDIS_URL}); a Redis Cluster as "
+        "redis+cluster://HOST:PORT[,HOST:PORT...]",
+    )
     p.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
-    p.add_argument("--max-staleness-ms", type=int, default=DEFAULT_MAX_STALENESS_MS,
-                   help="age above which a node is marked stale (default %(default)s)")
+    p.add_argument(
+        "--max-staleness-ms",
+        type=int,
+        default=DEFAULT_MAX_STALENESS_MS,
+        help="age above which a node is marked stale (default %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("node", nargs="?", help="one node (default: every node)")
 
 
 def format_node(doc: dict) -> str:
     state = "STALE" if doc["stale"] else "fresh"
-    lines = [f"{doc['node']}  age {doc['age_ms'] / 1000:.1f} s ({state})  agent {doc['agent_version'] or '?'}  "
-             f"schema {doc['schema_version']}"]
+    lines = [
+        f"{doc['node']}  age {doc['age_ms'] / 1000:.1f} s ({state})  agent {doc['agent_version'] or '?'}  "
+        f"schema {doc['schema_version']}"
+    ]
     for m in doc["metrics"]:
         shown = m["display"] if m["value"] is not None else f"missing: {m.get('reason', 'not measured')}"
         lines.append(f"  {m['name']:<32} {shown}")
@@ -40,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
         if args.node:
             rec = store.read_node(args.node)
             if rec is None:
-                print(f"kubeattention inspect: no telemetry for node {args.node!r} in Redis at {store.where} "
-                      f"(never reported, or expired)", file=sys.stderr)
+                print(
+                    f"kubeattention inspect: no telemetry for node {args.node!r} in Redis at {store.where} "
+                    f"(never reported, or expired)",
+                    file=sys.stderr,
+                )
                 return 1
             records, problems = [rec], []
         else:

@@ -19,7 +19,7 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aggregator.config import DEFAULT_REDIS_URL
@@ -34,25 +34,32 @@ EXIT_OK, EXIT_UNAVAILABLE, EXIT_REFUSED = 0, 1, 2
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--redis-url", default=DEFAULT_REDIS_URL,
-                        help=f"the aggregators' Redis (default {DEFAULT_REDIS_URL})")
+    common.add_argument(
+        "--redis-url", default=DEFAULT_REDIS_URL, help=f"the aggregators' Redis (default {DEFAULT_REDIS_URL})"
+    )
     common.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
     sub = parser.add_subparsers(dest="model_command", metavar="ACTION", required=True)
-    p = sub.add_parser("publish", parents=[common], help="check an ONNX model and make it the one every aggregator serves")
+    p = sub.add_parser(
+        "publish", parents=[common], help="check an ONNX model and make it the one every aggregator serves"
+    )
     p.add_argument("file", type=Path, metavar="FILE", help="ONNX model exported by `kubeattention train`")
     p = sub.add_parser("show", parents=[common], help="the model aggregators serve from Redis, with its metadata")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = sub.add_parser("list", parents=[common], help=f"the versions kept in Redis for rollback (last {KEEP_VERSIONS})")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = sub.add_parser("rollback", parents=[common], help="make a kept version the active model again")
-    p.add_argument("--to", metavar="VERSION", default=None,
-                   help="version to re-activate (default: the one active before the current)")
+    p.add_argument(
+        "--to",
+        metavar="VERSION",
+        default=None,
+        help="version to re-activate (default: the one active before the current)",
+    )
 
 
 def _when(ms: int) -> str:
     if not ms:
         return "?"
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
 def _store(args) -> ModelStore:
@@ -87,13 +94,17 @@ def publish(args) -> int:
     models = _store(args)
     published, changed = models.publish(data, model.version, path.name)
     if not changed:
-        print(f"model {published.version} (sha256 {published.sha256[:12]}…) is already the active model in "
-              f"{models.keys.active} at {models.where}; nothing changed")
+        print(
+            f"model {published.version} (sha256 {published.sha256[:12]}…) is already the active model in "
+            f"{models.keys.active} at {models.where}; nothing changed"
+        )
         return EXIT_OK
-    print(f"published model {published.version} (sha256 {published.sha256[:12]}…, {published.size_bytes} bytes) "
-          f"as {models.keys.active} at {models.where}, replacing {published.previous or 'no model'}; "
-          f"aggregators with --model-source redis switch to it without a restart "
-          f"(announced on {models.keys.updates})")
+    print(
+        f"published model {published.version} (sha256 {published.sha256[:12]}…, {published.size_bytes} bytes) "
+        f"as {models.keys.active} at {models.where}, replacing {published.previous or 'no model'}; "
+        f"aggregators with --model-source redis switch to it without a restart "
+        f"(announced on {models.keys.updates})"
+    )
     return EXIT_OK
 
 
@@ -102,20 +113,28 @@ def show(args) -> int:
     try:
         active = models.read_active()
     except ModelRefused as e:
-        print(f"error: the active model in Redis is unusable ({e.reason}): {e}; aggregators keep serving their "
-              "previous model: publish a good one", file=sys.stderr)
+        print(
+            f"error: the active model in Redis is unusable ({e.reason}): {e}; aggregators keep serving their "
+            "previous model: publish a good one",
+            file=sys.stderr,
+        )
         return EXIT_REFUSED
     if active is None:
-        print(f"no model published in {models.keys.active} at {models.where}: aggregators serve their --model file",
-              file=sys.stderr)
+        print(
+            f"no model published in {models.keys.active} at {models.where}: aggregators serve their --model file",
+            file=sys.stderr,
+        )
         return EXIT_REFUSED
     try:
         meta = check_model(active.data, f"{models.keys.active} (version {active.version})").metadata
         problem = None
     except ModelRefused as e:
         meta, problem = {}, f"refused by this version of KubeAttention ({e.reason}): {e}"
-    info = {**active.describe(), "key": models.keys.active,
-            "metadata": {k: v for k, v in meta.items() if k != "feature_names"}}
+    info = {
+        **active.describe(),
+        "key": models.keys.active,
+        "metadata": {k: v for k, v in meta.items() if k != "feature_names"},
+    }
     if problem:
         info["problem"] = problem
     if args.json:
@@ -124,8 +143,10 @@ def show(args) -> int:
     print(f"{'active model':<19} {active.version}  ({models.keys.active} at {models.where})")
     print(f"{'sha256':<19} {active.sha256}")
     print(f"{'size':<19} {active.size_bytes} bytes")
-    print(f"{'published':<19} {_when(active.published_at_ms)} by {active.published_by or '?'} from "
-          f"{active.source or '?'} (replaced {active.previous or 'nothing'})")
+    print(
+        f"{'published':<19} {_when(active.published_at_ms)} by {active.published_by or '?'} from "
+        f"{active.source or '?'} (replaced {active.previous or 'nothing'})"
+    )
     for key in ("model_kind", "schema_version", "training_data_hash", "created_at", "rows", "seed"):
         if key in meta:
             print(f"{key:<19} {meta[key]}")
@@ -140,10 +161,19 @@ def list_versions(args) -> int:
     head = models.active_head()
     rows = models.history()
     if args.json:
-        print(json.dumps([{**(m.describe() if isinstance(m, PublishedModel) else {"problem": m}),
-                           "activated_at_ms": at,
-                           "active": isinstance(m, PublishedModel) and head is not None and m.sha256 == head[1]}
-                          for m, at in rows], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        **(m.describe() if isinstance(m, PublishedModel) else {"problem": m}),
+                        "activated_at_ms": at,
+                        "active": isinstance(m, PublishedModel) and head is not None and m.sha256 == head[1],
+                    }
+                    for m, at in rows
+                ],
+                indent=2,
+            )
+        )
         return EXIT_OK
     if not rows:
         print(f"no model published in {models.keys.active} at {models.where}")
@@ -164,11 +194,14 @@ def rollback(args) -> int:
     target_version = args.to
     # check the target as an aggregator will before it becomes active
     if target_version is None:
-        earlier = [m for m, _ in models.history()
-                   if isinstance(m, PublishedModel) and (head is None or m.sha256 != head[1])]
+        earlier = [
+            m for m, _ in models.history() if isinstance(m, PublishedModel) and (head is None or m.sha256 != head[1])
+        ]
         if not earlier:
-            print(f"error: nothing to roll back to: no kept version other than {head[0] if head else 'none'}",
-                  file=sys.stderr)
+            print(
+                f"error: nothing to roll back to: no kept version other than {head[0] if head else 'none'}",
+                file=sys.stderr,
+            )
             return EXIT_REFUSED
         target_version = earlier[0].version
     try:
@@ -182,7 +215,9 @@ def rollback(args) -> int:
     if replaced is not None and replaced.sha256 == now.sha256:
         print(f"model {now.version} is already active; nothing changed")
         return EXIT_OK
-    print(f"rolled back to model {now.version} (sha256 {now.sha256[:12]}…) in {models.keys.active} at "
-          f"{models.where}, replacing {replaced.version if replaced else 'no model'}; aggregators with "
-          f"--model-source redis switch without a restart")
+    print(
+        f"rolled back to model {now.version} (sha256 {now.sha256[:12]}…) in {models.keys.active} at "
+        f"{models.where}, replacing {replaced.version if replaced else 'no model'}; aggregators with "
+        f"--model-source redis switch without a restart"
+    )
     return EXIT_OK

@@ -27,8 +27,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from aggregator.errors import StoreUnavailable
 from aggregator.model_store import ModelRefused, ModelStore, check_model
@@ -61,8 +61,16 @@ class ServingModel:
 
 
 class ModelReloader:
-    def __init__(self, models: ModelStore, pubsub_factory: Callable[[], object], current: ServingModel,
-                 install: Callable[[ServingModel], None], *, interval_s: float, metrics=None):
+    def __init__(
+        self,
+        models: ModelStore,
+        pubsub_factory: Callable[[], object],
+        current: ServingModel,
+        install: Callable[[ServingModel], None],
+        *,
+        interval_s: float,
+        metrics=None,
+    ):
         self.models, self.pubsub_factory = models, pubsub_factory
         self.current = current
         self.install, self.interval_s, self.metrics = install, interval_s, metrics
@@ -132,9 +140,17 @@ class ModelReloader:
         if self.metrics is not None:
             self.metrics.model_info.info(new.labels())
             self.metrics.model_reloads.inc()
-        log.info("model %s (sha256 %s…, %d bytes, published by %s) now serves BatchScore, replacing %s from %s; "
-                 "loaded, validated and warmed up in %.0f ms", new.version, new.sha256[:12], published.size_bytes,
-                 published.published_by or "?", old.version, old.where, (time.perf_counter() - t0) * 1000)
+        log.info(
+            "model %s (sha256 %s…, %d bytes, published by %s) now serves BatchScore, replacing %s from %s; "
+            "loaded, validated and warmed up in %.0f ms",
+            new.version,
+            new.sha256[:12],
+            published.size_bytes,
+            published.published_by or "?",
+            old.version,
+            old.where,
+            (time.perf_counter() - t0) * 1000,
+        )
         return "swapped"
 
     def _refuse(self, seen: str, version: str, e: ModelRefused) -> None:
@@ -143,8 +159,14 @@ class ModelReloader:
             self._refused.popitem(last=False)
         if self.metrics is not None:
             self.metrics.model_refused.labels(e.reason).inc()
-        log.error("refusing model %s published in Redis (%s): %s; still serving %s from %s",
-                  version or "?", e.reason, e, self.current.version, self.current.where)
+        log.error(
+            "refusing model %s published in Redis (%s): %s; still serving %s from %s",
+            version or "?",
+            e.reason,
+            e,
+            self.current.version,
+            self.current.where,
+        )
 
     def _mark_redis(self, ok: bool, why: str = "") -> None:
         if not ok and self._redis_ok:
@@ -182,8 +204,12 @@ class ModelReloader:
             except Exception as e:  # RedisError, OSError, or a connection closed under us: never die
                 if self._stop.is_set():
                     return
-                log.debug("pub/sub on %s failed (%s: %s); the periodic check covers until it is back",
-                          channel, type(e).__name__, e)
+                log.debug(
+                    "pub/sub on %s failed (%s: %s); the periodic check covers until it is back",
+                    channel,
+                    type(e).__name__,
+                    e,
+                )
                 self._stop.wait(RESUBSCRIBE_S)
             finally:
                 if ps is not None:
@@ -200,8 +226,9 @@ def serving_model_from_file(model) -> ServingModel:
     return ServingModel(model=model, sha256=file_sha256(model.source), origin="file", where=model.source)
 
 
-def start_model_source(source: str, file_model, store, prefix: str, interval_s: float, metrics,
-                       install: Callable[[ServingModel], None]) -> ModelReloader | None:
+def start_model_source(
+    source: str, file_model, store, prefix: str, interval_s: float, metrics, install: Callable[[ServingModel], None]
+) -> ModelReloader | None:
     """Decide the model to serve at start-up; return the reloader to start, or None for ``file``.
 
     ``file`` serves ``file_model`` and never looks at Redis. ``redis`` serves the model
@@ -213,22 +240,37 @@ def start_model_source(source: str, file_model, store, prefix: str, interval_s: 
     if metrics is not None:
         metrics.model_info.info(serving.labels())
     if source == "file":
-        log.info("model %s from %s (--model-source file: models published in Redis are ignored)",
-                 serving.version, serving.where)
+        log.info(
+            "model %s from %s (--model-source file: models published in Redis are ignored)",
+            serving.version,
+            serving.where,
+        )
         return None
     models = ModelStore(store.client, prefix, store.where)
     reloader = ModelReloader(models, store.pubsub, serving, install, interval_s=interval_s, metrics=metrics)
     outcome = reloader.check_once()
     key = models.keys.active
     if outcome == "none-published":
-        log.info("no model published in Redis yet (%s absent): serving %s from %s until `kubeattention model "
-                 "publish` puts one there", key, serving.version, serving.where)
+        log.info(
+            "no model published in Redis yet (%s absent): serving %s from %s until `kubeattention model "
+            "publish` puts one there",
+            key,
+            serving.version,
+            serving.where,
+        )
     elif outcome == "unchanged":
         log.info("model %s from %s is also the one published in Redis (%s)", serving.version, serving.where, key)
     elif outcome == "unavailable":
-        log.warning("serving %s from %s until Redis answers; then the model published in %s takes over",
-                    serving.version, serving.where, key)
+        log.warning(
+            "serving %s from %s until Redis answers; then the model published in %s takes over",
+            serving.version,
+            serving.where,
+            key,
+        )
     elif outcome == "swapped":
-        log.info("serving the model published in Redis (%s); %s is the fallback only (--model-source file pins it)",
-                 key, serving.where)
+        log.info(
+            "serving the model published in Redis (%s); %s is the fallback only (--model-source file pins it)",
+            key,
+            serving.where,
+        )
     return reloader

@@ -55,8 +55,16 @@ REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 #: ModelRefused.reason values, the label set of kubeattention_aggregator_model_refused_total.
 REFUSAL_REASONS = ("incomplete", "checksum", "corrupt", "mismatch", "warmup")
 
-ACTIVE_FIELDS = ("version", "sha256", "size_bytes", "onnx_base64", "published_at_ms", "published_by",
-                 "source", "previous")
+ACTIVE_FIELDS = (
+    "version",
+    "sha256",
+    "size_bytes",
+    "onnx_base64",
+    "published_at_ms",
+    "published_by",
+    "source",
+    "previous",
+)
 
 
 class ModelRefused(AggregatorError):
@@ -84,8 +92,9 @@ def warmup_batch() -> np.ndarray:
     rows = []
     for profile in schema.Profile:
         pod = schema.PodContext(cpu_request_cores=0.5, memory_request_bytes=512 << 20, profile=profile)
-        rows.append(schema.model_input(np.zeros((1, schema.NUM_METRICS)),
-                                       np.zeros((1, schema.NUM_METRICS), dtype=bool), pod))
+        rows.append(
+            schema.model_input(np.zeros((1, schema.NUM_METRICS)), np.zeros((1, schema.NUM_METRICS), dtype=bool), pod)
+        )
         rows.append(schema.model_input(quiet[None, :], np.ones((1, schema.NUM_METRICS), dtype=bool), pod))
     return np.ascontiguousarray(np.concatenate(rows).astype(np.float32))
 
@@ -111,18 +120,24 @@ def check_model(data: bytes, source: str):
     try:
         model = InterferenceModel(session, source)
     except ModelError as e:
-        raise ModelRefused("mismatch", f"{e} (this aggregator speaks schema {schema.SCHEMA_VERSION}, "
-                                       f"{schema.NUM_FEATURES} features)") from e
+        raise ModelRefused(
+            "mismatch", f"{e} (this aggregator speaks schema {schema.SCHEMA_VERSION}, {schema.NUM_FEATURES} features)"
+        ) from e
     if not VERSION_PATTERN.fullmatch(model.version):
-        raise ModelRefused("mismatch", f"model {source}: model_version {model.version[:80]!r} is not 1-128 "
-                                       "letters, digits, '.', '_' or '-'")
+        raise ModelRefused(
+            "mismatch",
+            f"model {source}: model_version {model.version[:80]!r} is not 1-128 letters, digits, '.', '_' or '-'",
+        )
     try:
         pred = model.predict_slowdown(warmup_batch())
     except Exception as e:
         raise ModelRefused("warmup", f"model {source} ({model.version}): failed on the warm-up batch: {e}") from e
     if not np.isfinite(pred).all():
-        raise ModelRefused("warmup", f"model {source} ({model.version}): predicted NaN or infinite slowdowns "
-                                     f"on the warm-up batch (e.g. for a node with every metric missing)")
+        raise ModelRefused(
+            "warmup",
+            f"model {source} ({model.version}): predicted NaN or infinite slowdowns "
+            f"on the warm-up batch (e.g. for a node with every metric missing)",
+        )
     return model
 
 
@@ -168,17 +183,26 @@ class PublishedModel:
     data: bytes | None = None
 
     def describe(self) -> dict:
-        return {"version": self.version, "sha256": self.sha256, "size_bytes": self.size_bytes,
-                "published_at_ms": self.published_at_ms, "published_by": self.published_by,
-                "source": self.source, "previous": self.previous}
+        return {
+            "version": self.version,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "published_at_ms": self.published_at_ms,
+            "published_by": self.published_by,
+            "source": self.source,
+            "previous": self.previous,
+        }
 
 
 def decode_published(key: str, fields: dict[str, str], with_data: bool = True) -> PublishedModel:
     """Decode a model hash; raises ModelRefused (incomplete / checksum) naming the key and field."""
     absent = [f for f in ("version", "sha256", "onnx_base64") if not fields.get(f)]
     if absent:
-        raise ModelRefused("incomplete", f"{key}: field(s) {', '.join(absent)} absent or empty "
-                                         "(written by something other than `kubeattention model publish`?)")
+        raise ModelRefused(
+            "incomplete",
+            f"{key}: field(s) {', '.join(absent)} absent or empty "
+            "(written by something other than `kubeattention model publish`?)",
+        )
     data = None
     if with_data:
         try:
@@ -187,14 +211,22 @@ def decode_published(key: str, fields: dict[str, str], with_data: bool = True) -
             raise ModelRefused("incomplete", f"{key}: onnx_base64 is not valid base64 ({e})") from None
         actual = sha256_hex(data)
         if actual != fields["sha256"]:
-            raise ModelRefused("checksum", f"{key}: the ONNX bytes hash to sha256 {actual[:12]}…, the hash says "
-                                           f"{fields['sha256'][:12]}… (truncated or overwritten)")
+            raise ModelRefused(
+                "checksum",
+                f"{key}: the ONNX bytes hash to sha256 {actual[:12]}…, the hash says "
+                f"{fields['sha256'][:12]}… (truncated or overwritten)",
+            )
     try:
-        return PublishedModel(version=fields["version"], sha256=fields["sha256"],
-                              size_bytes=int(fields.get("size_bytes") or (len(data) if data is not None else 0)),
-                              published_at_ms=int(fields.get("published_at_ms") or 0),
-                              published_by=fields.get("published_by", ""), source=fields.get("source", ""),
-                              previous=fields.get("previous", ""), data=data)
+        return PublishedModel(
+            version=fields["version"],
+            sha256=fields["sha256"],
+            size_bytes=int(fields.get("size_bytes") or (len(data) if data is not None else 0)),
+            published_at_ms=int(fields.get("published_at_ms") or 0),
+            published_by=fields.get("published_by", ""),
+            source=fields.get("source", ""),
+            previous=fields.get("previous", ""),
+            data=data,
+        )
     except ValueError as e:
         raise ModelRefused("incomplete", f"{key}: {e}") from None
 
@@ -253,8 +285,9 @@ class ModelStore:
 
     # ------------------------------------------------------------------ writers
 
-    def publish(self, data: bytes, version: str, source: str, *, by: str | None = None,
-                now_ms: int | None = None) -> tuple[PublishedModel, bool]:
+    def publish(
+        self, data: bytes, version: str, source: str, *, by: str | None = None, now_ms: int | None = None
+    ) -> tuple[PublishedModel, bool]:
         """Make ``data`` (already checked with check_model) the active model.
 
         Returns (the published model, changed); ``changed`` is False when exactly these bytes
@@ -264,9 +297,11 @@ class ModelStore:
         sha = sha256_hex(data)
         kept = self._call(self.client.hget, self.keys.version(version), "sha256")
         if kept and kept != sha:
-            raise ModelConflict(f"model_version {version!r} was already published with different bytes "
-                                f"(sha256 {kept[:12]}…, this file {sha[:12]}…); one version must name one model: "
-                                "export the new model with a new model_version (e.g. retrain)")
+            raise ModelConflict(
+                f"model_version {version!r} was already published with different bytes "
+                f"(sha256 {kept[:12]}…, this file {sha[:12]}…); one version must name one model: "
+                "export the new model with a new model_version (e.g. retrain)"
+            )
         head = self.active_head()
         if head is not None and head[:2] == (version, sha):
             try:
@@ -274,45 +309,62 @@ class ModelStore:
             except ModelRefused:
                 pass  # the active hash is damaged: writing it again repairs it
         now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-        fields = {"version": version, "sha256": sha, "size_bytes": str(len(data)),
-                  "onnx_base64": base64.b64encode(data).decode("ascii"), "published_at_ms": str(now_ms),
-                  "published_by": by or publisher_identity(), "source": source,
-                  "previous": head[0] if head is not None else ""}
+        fields = {
+            "version": version,
+            "sha256": sha,
+            "size_bytes": str(len(data)),
+            "onnx_base64": base64.b64encode(data).decode("ascii"),
+            "published_at_ms": str(now_ms),
+            "published_by": by or publisher_identity(),
+            "source": source,
+            "previous": head[0] if head is not None else "",
+        }
         self._activate(version, fields, now_ms, archive=True)
         return decode_published(self.keys.active, fields, with_data=False), True
 
-    def rollback(self, to: str | None = None, *, by: str | None = None,
-                 now_ms: int | None = None) -> tuple[PublishedModel, PublishedModel | None]:
+    def rollback(
+        self, to: str | None = None, *, by: str | None = None, now_ms: int | None = None
+    ) -> tuple[PublishedModel, PublishedModel | None]:
         """Make a kept version active again: ``to``, or the most recently active one before the
         current. Returns (the model now active with its bytes, the one it replaced)."""
         head = self.active_head()
         current = head[0] if head else None
         if to is None:
-            earlier = [v for v, _ in self._call(self.client.zrevrange, self.keys.history, 0, -1, withscores=True)
-                       if v != current]
+            earlier = [
+                v
+                for v, _ in self._call(self.client.zrevrange, self.keys.history, 0, -1, withscores=True)
+                if v != current
+            ]
             if not earlier:
-                raise ModelConflict(f"nothing to roll back to: {self.keys.history} holds no version other than "
-                                    f"{current or 'none'}")
+                raise ModelConflict(
+                    f"nothing to roll back to: {self.keys.history} holds no version other than {current or 'none'}"
+                )
             to = earlier[0]
         target = self.read_version(to)
         if target is None:
             kept = [v for v, _ in self._call(self.client.zrevrange, self.keys.history, 0, -1, withscores=True)]
-            raise ModelConflict(f"version {to!r} is not kept in Redis ({self.keys.version(to)} absent); kept: "
-                                f"{', '.join(kept) or 'none'}; publish its file instead")
+            raise ModelConflict(
+                f"version {to!r} is not kept in Redis ({self.keys.version(to)} absent); kept: "
+                f"{', '.join(kept) or 'none'}; publish its file instead"
+            )
         replaced = None
         if head is not None:
             try:
-                replaced = decode_published(self.keys.active, self._call(self.client.hgetall, self.keys.active),
-                                            with_data=False)
+                replaced = decode_published(
+                    self.keys.active, self._call(self.client.hgetall, self.keys.active), with_data=False
+                )
             except ModelRefused:
                 replaced = None
         if head is not None and head[:2] == (target.version, target.sha256):
             return target, replaced
         now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-        fields = {**{k: str(v) for k, v in target.describe().items()},
-                  "onnx_base64": base64.b64encode(target.data).decode("ascii"),
-                  "published_at_ms": str(now_ms), "published_by": by or publisher_identity(),
-                  "previous": current or ""}
+        fields = {
+            **{k: str(v) for k, v in target.describe().items()},
+            "onnx_base64": base64.b64encode(target.data).decode("ascii"),
+            "published_at_ms": str(now_ms),
+            "published_by": by or publisher_identity(),
+            "previous": current or "",
+        }
         self._activate(target.version, fields, now_ms, archive=False)
         return decode_published(self.keys.active, fields), replaced
 

@@ -81,8 +81,9 @@ class NodeRecord:
                 for m in METRICS
             ],
             "missing": self.missing,
-            "top_offenders": [{"namespace": o.namespace, "name": o.name, "metric": o.metric, "value": o.value}
-                              for o in self.offenders],
+            "top_offenders": [
+                {"namespace": o.namespace, "name": o.name, "metric": o.metric, "value": o.value} for o in self.offenders
+            ],
         }
 
 

@@ -61,10 +61,14 @@ def _who(client: redis.Redis) -> tuple[str, str]:
 
 def _credentials_error(client, user: str, where: str, err: Exception) -> RedisAccessError:
     if client.connection_pool.connection_kwargs.get("password") is None:  # NOAUTH: none were given
-        return RedisAccessError(f"Redis at {where} wants credentials ({err}); put them in --redis-url: "
-                                "redis://USER:PASSWORD@HOST:PORT/DB (a password alone is the 'default' user)")
-    return RedisAccessError(f"Redis at {where} refused the credentials of user {user!r} in --redis-url: {err} "
-                            "(redis://USER:PASSWORD@HOST:PORT/DB; a password alone is the 'default' user)")
+        return RedisAccessError(
+            f"Redis at {where} wants credentials ({err}); put them in --redis-url: "
+            "redis://USER:PASSWORD@HOST:PORT/DB (a password alone is the 'default' user)"
+        )
+    return RedisAccessError(
+        f"Redis at {where} refused the credentials of user {user!r} in --redis-url: {err} "
+        "(redis://USER:PASSWORD@HOST:PORT/DB; a password alone is the 'default' user)"
+    )
 
 
 def check_redis_access(client, prefix: str) -> bool:
@@ -81,8 +85,12 @@ def check_redis_access(client, prefix: str) -> bool:
     except redis.ResponseError as e:  # e.g. NOAUTH from a server that wants a password the URL lacks
         raise RedisAccessError(f"Redis at {where} refused user {user!r}: {e}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-        log.warning("Redis at %s unreachable at start (%s): credentials and ACL not checked; a permission "
-                    "problem will show in refused pushes with Redis's NOPERM message", where, e)
+        log.warning(
+            "Redis at %s unreachable at start (%s): credentials and ACL not checked; a permission "
+            "problem will show in refused pushes with Redis's NOPERM message",
+            where,
+            e,
+        )
         return False
     missing = []
     try:
@@ -113,7 +121,9 @@ def check_redis_access(client, prefix: str) -> bool:
         client.connection_pool.release(conn)
     if missing:
         raise RedisAccessError(
-            f"Redis user {user!r} at {where} lacks permissions the aggregator needs:\n    " + "\n    ".join(missing)
+            f"Redis user {user!r} at {where} lacks permissions the aggregator needs:\n    "
+            + "\n    ".join(missing)
             + f"\n  grant them, e.g.: ACL SETUSER {user} ~{prefix}* &{prefix}* +@read +@write +@stream +@pubsub "
-              "+@connection +@transaction (keys and channels under the prefix)")
+            "+@connection +@transaction (keys and channels under the prefix)"
+        )
     return True

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from aggregator.errors import StoreUnavailable
 from aggregator.snapshot import Snapshot
@@ -34,8 +34,16 @@ IN_FLIGHT_MARGIN_MS = 1000
 
 
 class Refresher:
-    def __init__(self, store: RedisStore, snapshot: Snapshot, *, interval_s: float, max_staleness_ms: int,
-                 clock_ms: Callable[[], int], metrics=None):
+    def __init__(
+        self,
+        store: RedisStore,
+        snapshot: Snapshot,
+        *,
+        interval_s: float,
+        max_staleness_ms: int,
+        clock_ms: Callable[[], int],
+        metrics=None,
+    ):
         self.store, self.snapshot = store, snapshot
         self.interval_s, self.max_staleness_ms = interval_s, max_staleness_ms
         self.clock_ms, self.metrics = clock_ms, metrics
@@ -70,8 +78,7 @@ class Refresher:
             log.warning("skipping undecodable node record in Redis: %s", p)
             if self.metrics is not None:
                 self.metrics.corrupt.inc()
-        lost = self.snapshot.sync(index, records, now, self.store.node_ttl_s * 1000,
-                                  in_flight_ms=IN_FLIGHT_MARGIN_MS)
+        lost = self.snapshot.sync(index, records, now, self.store.node_ttl_s * 1000, in_flight_ms=IN_FLIGHT_MARGIN_MS)
         if lost:
             self._write_back(lost)
         self.snapshot.recompute_fleet_median(now, self.max_staleness_ms)
@@ -88,8 +95,12 @@ class Refresher:
         except StoreUnavailable as e:
             log.warning("could not restore node state into Redis yet: %s", e)
             return
-        log.warning("Redis no longer held %d node(s) this aggregator had accepted (restarted without persistence, "
-                    "or flushed?); wrote them back: %s", len(lost), ", ".join(sorted(r.node_name for r in lost)[:10]))
+        log.warning(
+            "Redis no longer held %d node(s) this aggregator had accepted (restarted without persistence, "
+            "or flushed?); wrote them back: %s",
+            len(lost),
+            ", ".join(sorted(r.node_name for r in lost)[:10]),
+        )
 
     def _resync_loop(self) -> None:
         next_resync = 0.0
@@ -119,8 +130,12 @@ class Refresher:
                 # the resync loop owns redis_up; a lost subscription only delays updates until the
                 # next resync, so it is said once per outage, not flapped
                 if self._pubsub_ok:
-                    log.warning("pub/sub on %s lost (%s); resubscribing, updates come with the resync every "
-                                "%g s meanwhile", self.store.keys.updates, e, self.interval_s)
+                    log.warning(
+                        "pub/sub on %s lost (%s); resubscribing, updates come with the resync every %g s meanwhile",
+                        self.store.keys.updates,
+                        e,
+                        self.interval_s,
+                    )
                 self._pubsub_ok = False
                 self.store.refresh_topology()
                 self._stop.wait(min(self.interval_s, 1.0))
@@ -158,6 +173,9 @@ class Refresher:
         if ok and not self._redis_ok:
             log.info("Redis reachable again at %s; snapshot refreshed", self.store.where)
         elif not ok and self._redis_ok:
-            log.error("Redis unreachable (%s); BatchScore answers from the in-memory snapshot until it turns "
-                      "stale, pushes are refused with UNAVAILABLE until Redis is back", why)
+            log.error(
+                "Redis unreachable (%s); BatchScore answers from the in-memory snapshot until it turns "
+                "stale, pushes are refused with UNAVAILABLE until Redis is back",
+                why,
+            )
         self._redis_ok = ok

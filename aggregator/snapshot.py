@@ -19,7 +19,8 @@ Clock skew: staleness is judged on the older of the agent's collection stamp and
 aggregator's receipt, so neither an agent clock running ahead (data would look fresh
 forever) nor one running behind can make old data look fresh. A node whose skew (receipt
 minus collection) passes ``CLOCK_SKEW_WARN_MS`` either way is logged once as it crosses
-(and once when it is back), counted in ``skewed_nodes()``, and shown in the node views. The fleet median per metric, which reasons compare against, is recomputed
+(and once when it is back), counted in ``skewed_nodes()``, and shown in the node views.
+The fleet median per metric, which reasons compare against, is recomputed
 by the refresher in the background, never on the request path.
 """
 
@@ -138,11 +139,16 @@ class Snapshot:
         if not self._skew_log.allow():
             return  # a fleet-wide cause (an overloaded aggregator delays every receipt) is one story, not 5 000
         if skewed:
-            log.warning("node %s: clock skew %+.1f s (received at %d, collected at %d by the agent's clock: the "
-                        "agent's clock is %s ours, or the push waited that long); staleness is judged on the older "
-                        "stamp. Check NTP on the node; kubeattention_aggregator_clock_skewed_nodes counts them all",
-                        rec.node_name, skew / 1000, rec.received_at_ms, rec.collected_at_ms,
-                        "behind" if skew > 0 else "ahead of")
+            log.warning(
+                "node %s: clock skew %+.1f s (received at %d, collected at %d by the agent's clock: the "
+                "agent's clock is %s ours, or the push waited that long); staleness is judged on the older "
+                "stamp. Check NTP on the node; kubeattention_aggregator_clock_skewed_nodes counts them all",
+                rec.node_name,
+                skew / 1000,
+                rec.received_at_ms,
+                rec.collected_at_ms,
+                "behind" if skew > 0 else "ahead of",
+            )
         else:
             log.info("node %s: clock skew back to %+.1f s", rec.node_name, skew / 1000)
 
@@ -155,8 +161,9 @@ class Snapshot:
             row = self._index.get(name)
             return None if row is None else self._records[row].received_at_ms
 
-    def sync(self, index: dict[str, int], fetched: list[NodeRecord], now_ms: int, ttl_ms: int,
-             in_flight_ms: int = 0) -> list[NodeRecord]:
+    def sync(
+        self, index: dict[str, int], fetched: list[NodeRecord], now_ms: int, ttl_ms: int, in_flight_ms: int = 0
+    ) -> list[NodeRecord]:
         """Take Redis' view: ``index`` is ka:nodes (node -> received ms), ``fetched`` the
         records that were newer there than here. Returns the local records Redis no longer
         holds but should.
@@ -210,8 +217,9 @@ class Snapshot:
             safe = rows if all_known else np.where(known, rows, 0)
             x, conf, oldest = self._x[safe], self._conf[safe], self._oldest[safe]
             recs = self._records
-            records = [recs[r] for r in rows.tolist()] if all_known else [
-                recs[r] if r >= 0 else None for r in rows.tolist()]
+            records = (
+                [recs[r] for r in rows.tolist()] if all_known else [recs[r] if r >= 0 else None for r in rows.tolist()]
+            )
         if not all_known:
             oldest[~known] = 0
         return Gathered(known=known, x=x, conf=conf, oldest_ms=oldest, records=records)

@@ -150,8 +150,10 @@ def decode_record(name: str, fields: dict[str, str]) -> NodeRecord:
         reasons = json.loads(fields.get("missing_reasons") or "{}")
         if not isinstance(reasons, dict):
             raise CorruptRecord(f"{name}: missing_reasons is not a JSON object")
-        offenders = tuple(Offender(str(ns), str(pod), str(metric), float(value))
-                          for ns, pod, metric, value in json.loads(fields.get("offenders") or "[]"))
+        offenders = tuple(
+            Offender(str(ns), str(pod), str(metric), float(value))
+            for ns, pod, metric, value in json.loads(fields.get("offenders") or "[]")
+        )
         return NodeRecord(
             node_name=name,
             values=values,
@@ -198,17 +200,25 @@ def connect(url: str):
     if is_cluster_url(url):
         first, nodes = cluster_nodes(url)
         return RedisCluster.from_url(
-            first, startup_nodes=[ClusterNode(h, p) for h, p in nodes[1:]],
+            first,
+            startup_nodes=[ClusterNode(h, p) for h, p in nodes[1:]],
             retry=Retry(ExponentialBackoff(cap=CLUSTER_BACKOFF_CAP_S, base=CLUSTER_BACKOFF_BASE_S), CLUSTER_RETRIES),
-            **common)
+            **common,
+        )
     return redis.Redis.from_url(url, health_check_interval=10, **common)
 
 
 class RedisStore:
     """Reads and writes node telemetry in Redis. Every Redis failure becomes StoreUnavailable."""
 
-    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, node_ttl_s: int = DEFAULT_NODE_TTL_S,
-                 history_maxlen: int = DEFAULT_HISTORY_MAXLEN, max_pending_writes: int = DEFAULT_MAX_PENDING_WRITES):
+    def __init__(
+        self,
+        url: str,
+        prefix: str = DEFAULT_PREFIX,
+        node_ttl_s: int = DEFAULT_NODE_TTL_S,
+        history_maxlen: int = DEFAULT_HISTORY_MAXLEN,
+        max_pending_writes: int = DEFAULT_MAX_PENDING_WRITES,
+    ):
         self.url = url
         self.keys = Keys(prefix)
         self.node_ttl_s = node_ttl_s
@@ -242,8 +252,10 @@ class RedisStore:
             # every slot taken: a burst passes in milliseconds, a stalled Redis does not
             stalled_s = self._writer.busy_for_s() if self._writer is not None else 0.0
             if stalled_s > WRITE_STALL_S or not self._write_slots.acquire(timeout=WRITE_SLOT_WAIT_S):
-                raise StoreUnavailable(f"redis at {self.where} is slow: {self.max_pending_writes} writes already "
-                                       f"waiting on it, the oldest for {stalled_s:.2f} s")
+                raise StoreUnavailable(
+                    f"redis at {self.where} is slow: {self.max_pending_writes} writes already "
+                    f"waiting on it, the oldest for {stalled_s:.2f} s"
+                )
         try:
             self._start_write(rec).submit(rec)
         finally:
@@ -258,8 +270,10 @@ class RedisStore:
         if queued >= self.max_pending_writes:
             stalled_s = self._writer.busy_for_s() if self._writer is not None else 0.0
             if stalled_s > WRITE_STALL_S or queued >= MAX_QUEUED_WRITES:
-                raise StoreUnavailable(f"redis at {self.where} is slow: {queued} writes already waiting on it, "
-                                       f"the oldest flush running for {stalled_s:.2f} s")
+                raise StoreUnavailable(
+                    f"redis at {self.where} is slow: {queued} writes already waiting on it, "
+                    f"the oldest flush running for {stalled_s:.2f} s"
+                )
         done = self._start_write(rec).submit_async(rec)
         self._queued_async += 1
         try:
@@ -295,8 +309,9 @@ class RedisStore:
         try:
             if self.cluster:  # one slot per node: script, index entry and broadcast one by one
                 for rec in recs:
-                    self._write_script(keys=[k.node(rec.node_name), k.history(rec.node_name)],
-                                       args=self._script_args(rec))
+                    self._write_script(
+                        keys=[k.node(rec.node_name), k.history(rec.node_name)], args=self._script_args(rec)
+                    )
                     self.client.zadd(k.nodes, {rec.node_name: rec.received_at_ms})
                     self.client.publish(k.updates, f"{rec.node_name} {rec.received_at_ms}")
                 return
@@ -311,8 +326,13 @@ class RedisStore:
                     self._script_loaded = True
                 pipe = self.client.pipeline(transaction=False)
                 for rec in recs:
-                    pipe.evalsha(self._write_script.sha, 2, k.node(rec.node_name), k.history(rec.node_name),
-                                 *self._script_args(rec))
+                    pipe.evalsha(
+                        self._write_script.sha,
+                        2,
+                        k.node(rec.node_name),
+                        k.history(rec.node_name),
+                        *self._script_args(rec),
+                    )
                 pipe.zadd(k.nodes, latest)
                 pipe.publish(k.updates, "\n".join(f"{n} {at}" for n, at in latest.items()))
                 try:

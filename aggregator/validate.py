@@ -12,11 +12,8 @@ import numpy as np
 
 from aggregator.errors import InvalidInput
 from aggregator.node_record import NodeRecord, Offender
+from wire.schema import METRIC_BY_NAME, METRICS, NUM_METRICS, SCHEMA_VERSION, PodContext, Profile, QoS, k8s_name_problem
 from wire.v1 import scoring_pb2, telemetry_pb2
-from wire.schema import (METRIC_BY_NAME, METRICS, NUM_METRICS, SCHEMA_VERSION, PodContext, Profile, QoS,
-                           k8s_name_problem)
-
-
 
 MAX_AGENT_VERSION = 64
 MAX_REASON = 512
@@ -38,7 +35,9 @@ def validate_telemetry(msg: telemetry_pb2.NodeTelemetry, received_at_ms: int) ->
     if len(msg.available) != NUM_METRICS:
         raise InvalidInput("available", f"expected {NUM_METRICS} mask bits, got {len(msg.available)}")
     if msg.collected_at_unix_ms <= 0:
-        raise InvalidInput("collected_at_unix_ms", f"must be a positive Unix time in ms, got {msg.collected_at_unix_ms}")
+        raise InvalidInput(
+            "collected_at_unix_ms", f"must be a positive Unix time in ms, got {msg.collected_at_unix_ms}"
+        )
     # plain Python floats in the loop (numpy scalar access costs more than the checks)
     raw, available = list(msg.values), list(msg.available)
     for m in METRICS:
@@ -47,10 +46,14 @@ def validate_telemetry(msg: telemetry_pb2.NodeTelemetry, received_at_ms: int) ->
             raw[m.index] = math.nan  # whatever was sent for a missing metric is not kept
             continue
         if not math.isfinite(v):
-            raise InvalidInput(f"values[{m.index}] ({m.name})",
-                               f"{v} is not a finite number; send NaN with available=false for a missing metric")
+            raise InvalidInput(
+                f"values[{m.index}] ({m.name})",
+                f"{v} is not a finite number; send NaN with available=false for a missing metric",
+            )
         if not (m.lo <= v <= m.hi):
-            raise InvalidInput(f"values[{m.index}] ({m.name})", f"{v} is outside the valid range [{m.lo:g}, {m.hi:g}] {m.unit}")
+            raise InvalidInput(
+                f"values[{m.index}] ({m.name})", f"{v} is outside the valid range [{m.lo:g}, {m.hi:g}] {m.unit}"
+            )
     values = np.array(raw, dtype=np.float64)
     mask = np.array(available, dtype=bool)
     if len(msg.agent_version) > MAX_AGENT_VERSION:
@@ -129,8 +132,10 @@ def validate_batch(req: scoring_pb2.BatchScoreRequest, max_candidates: int) -> t
     if not names:
         raise InvalidInput("node_names", "empty: send at least one candidate node")
     if len(names) > max_candidates:
-        raise InvalidInput("node_names", f"{len(names)} candidates exceed the limit of {max_candidates} "
-                                         "(aggregator flag --max-candidates)")
+        raise InvalidInput(
+            "node_names",
+            f"{len(names)} candidates exceed the limit of {max_candidates} (aggregator flag --max-candidates)",
+        )
     if len(set(names)) != len(names):
         seen: set[str] = set()
         dup = next(n for n in names if n in seen or seen.add(n))

@@ -46,8 +46,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from agent.ebpf import loader as bpfload  # noqa: E402
 from procs import free_port  # noqa: E402
+
+from agent.ebpf import loader as bpfload  # noqa: E402
 
 TARGET_IDLE_CPU_PCT = 1.0
 TARGET_STORM_CPU_PCT = 3.0
@@ -77,10 +78,25 @@ class AgentProcess:
         self.port = free_port()
         self.log = Path(tempfile.mkstemp(prefix=f"ka-agent-overhead-{mode}-", suffix=".log")[1])
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, mode, "agent", "--aggregator", "none",
-                                          "--interval", "1", "--http-listen", f"127.0.0.1:{self.port}"],
-                                         cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    LAUNCHER,
+                    mode,
+                    "agent",
+                    "--aggregator",
+                    "none",
+                    "--interval",
+                    "1",
+                    "--http-listen",
+                    f"127.0.0.1:{self.port}",
+                ],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     @property
     def pid(self) -> int:
@@ -127,8 +143,12 @@ def status_kb(pid: int, key: str) -> int:
 
 
 def snapshot(agents: dict[str, AgentProcess]) -> dict:
-    return {"wall": time.monotonic(), "ctxt": node_ctxt(), "cpu": {m: cpu_ns(a.pid) for m, a in agents.items()},
-            "progs": bpfload.prog_stats_of_pid(agents["ebpf"].pid)}
+    return {
+        "wall": time.monotonic(),
+        "ctxt": node_ctxt(),
+        "cpu": {m: cpu_ns(a.pid) for m, a in agents.items()},
+        "progs": bpfload.prog_stats_of_pid(agents["ebpf"].pid),
+    }
 
 
 def phase(name: str, agents: dict[str, AgentProcess], seconds: float) -> dict:
@@ -142,9 +162,15 @@ def phase(name: str, agents: dict[str, AgentProcess], seconds: float) -> dict:
         bpf_ns += d.run_time_ns
         programs[prog] = {"events": d.run_cnt, "events_per_s": d.run_cnt / wall, "ns_per_event": d.ns_per_event}
     cpu = {m: 100.0 * (b["cpu"][m] - a["cpu"][m]) / 1e9 / wall for m in agents}
-    return {"name": name, "seconds": wall, "context_switches_per_s": (b["ctxt"] - a["ctxt"]) / wall,
-            "agent_cpu_pct": cpu["ebpf"], "baseline_agent_cpu_pct": cpu.get("baseline"),
-            "bpf_cpu_pct": 100.0 * bpf_ns / 1e9 / wall, "programs": programs}
+    return {
+        "name": name,
+        "seconds": wall,
+        "context_switches_per_s": (b["ctxt"] - a["ctxt"]) / wall,
+        "agent_cpu_pct": cpu["ebpf"],
+        "baseline_agent_cpu_pct": cpu.get("baseline"),
+        "bpf_cpu_pct": 100.0 * bpf_ns / 1e9 / wall,
+        "programs": programs,
+    }
 
 
 def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
@@ -181,9 +207,18 @@ def run(args: argparse.Namespace) -> dict:
             if args.unthrottled:
                 storms.append(("storm-max", []))
             for name, extra in storms:
-                storm = subprocess.Popen([stress_ng, "--switch", str(args.switch_workers), *extra,
-                                          "--timeout", f"{int(args.seconds) + 10}s"],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                storm = subprocess.Popen(
+                    [
+                        stress_ng,
+                        "--switch",
+                        str(args.switch_workers),
+                        *extra,
+                        "--timeout",
+                        f"{int(args.seconds) + 10}s",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 time.sleep(1.0)
                 phases.append(phase(name, agents, args.seconds))
                 stop(storm, signal.SIGINT)
@@ -197,17 +232,25 @@ def run(args: argparse.Namespace) -> dict:
             agent.stop()
     helper = [int(mb) for mb in re.findall(r"compile helper peak RSS (\d+) MB", text)]
     return {
-        "seconds_per_phase": args.seconds, "switch_workers": args.switch_workers, "switch_freq": args.switch_freq,
-        "load_average_at_start": load_average, "bpf_stats": stats_how,
+        "seconds_per_phase": args.seconds,
+        "switch_workers": args.switch_workers,
+        "switch_freq": args.switch_freq,
+        "load_average_at_start": load_average,
+        "bpf_stats": stats_how,
         "wired_by_bench": "wired in by the bench launcher" in text,
         "phases": phases,
-        "agent_peak_rss_mb": rss["ebpf"][0], "agent_rss_mb": rss["ebpf"][1],
+        "agent_peak_rss_mb": rss["ebpf"][0],
+        "agent_rss_mb": rss["ebpf"][1],
         "baseline_agent_peak_rss_mb": rss["baseline"][0] if "baseline" in rss else None,
         "compile_helper_peak_rss_mb": max(helper) if helper else None,
-        "ebpf_metrics_missing": {m: node["missing_reasons"][m] for m in EBPF_METRICS
-                                 if m in node.get("missing_reasons", {})},
-        "targets": {"idle_cpu_pct": TARGET_IDLE_CPU_PCT, "storm_cpu_pct": TARGET_STORM_CPU_PCT,
-                    "rss_mb": TARGET_RSS_MB},
+        "ebpf_metrics_missing": {
+            m: node["missing_reasons"][m] for m in EBPF_METRICS if m in node.get("missing_reasons", {})
+        },
+        "targets": {
+            "idle_cpu_pct": TARGET_IDLE_CPU_PCT,
+            "storm_cpu_pct": TARGET_STORM_CPU_PCT,
+            "rss_mb": TARGET_RSS_MB,
+        },
     }
 
 
@@ -216,18 +259,25 @@ def verdict(ok: bool) -> str:
 
 
 def table(r: dict) -> str:
-    lines = [f"agent overhead: {r['seconds_per_phase']:g} s per phase, BPF stats via {r['bpf_stats']}, "
-             f"load average {r['load_average_at_start']:.2f} at start"
-             + (" (eBPF collectors wired in by the bench)" if r["wired_by_bench"] else ""), ""]
+    lines = [
+        f"agent overhead: {r['seconds_per_phase']:g} s per phase, BPF stats via {r['bpf_stats']}, "
+        f"load average {r['load_average_at_start']:.2f} at start"
+        + (" (eBPF collectors wired in by the bench)" if r["wired_by_bench"] else ""),
+        "",
+    ]
     base = r["baseline_agent_peak_rss_mb"] is not None
-    lines.append(f"{'phase':<10} {'ctx sw/s':>10} {'agent CPU %':>12} {'no-eBPF agent CPU %':>20} {'BPF CPU %':>10}"
-                 "  target (agent CPU)")
+    lines.append(
+        f"{'phase':<10} {'ctx sw/s':>10} {'agent CPU %':>12} {'no-eBPF agent CPU %':>20} {'BPF CPU %':>10}"
+        "  target (agent CPU)"
+    )
     for p in r["phases"]:
         target = TARGET_IDLE_CPU_PCT if p["name"] == "idle" else TARGET_STORM_CPU_PCT
         mark = f"<= {target:g} % {verdict(p['agent_cpu_pct'] <= target)}" if p["name"] != "storm-max" else "-"
         b = f"{p['baseline_agent_cpu_pct']:.2f}" if base else "-"
-        lines.append(f"{p['name']:<10} {p['context_switches_per_s']:>10,.0f} {p['agent_cpu_pct']:>12.2f} "
-                     f"{b:>20} {p['bpf_cpu_pct']:>10.2f}  {mark}")
+        lines.append(
+            f"{p['name']:<10} {p['context_switches_per_s']:>10,.0f} {p['agent_cpu_pct']:>12.2f} "
+            f"{b:>20} {p['bpf_cpu_pct']:>10.2f}  {mark}"
+        )
     lines += ["", f"{'phase':<10} {'program':<16} {'events':>12} {'events/s':>11} {'ns/event':>9}"]
     for p in r["phases"]:
         for name, s in p["programs"].items():
@@ -235,9 +285,12 @@ def table(r: dict) -> str:
             lines.append(f"{p['name']:<10} {name:<16} {s['events']:>12,} {s['events_per_s']:>11,.0f} {ns:>9}")
     if not any(p["programs"] for p in r["phases"]):
         lines.append("(no BPF programs held by the agent)")
-    lines += ["", f"agent peak RSS (VmHWM) {r['agent_peak_rss_mb']:.0f} MB, now {r['agent_rss_mb']:.0f} MB: "
-                  f"<= {TARGET_RSS_MB:g} MB {verdict(r['agent_peak_rss_mb'] <= TARGET_RSS_MB)}"
-                  + (f" (no-eBPF agent: {r['baseline_agent_peak_rss_mb']:.0f} MB)" if base else "")]
+    lines += [
+        "",
+        f"agent peak RSS (VmHWM) {r['agent_peak_rss_mb']:.0f} MB, now {r['agent_rss_mb']:.0f} MB: "
+        f"<= {TARGET_RSS_MB:g} MB {verdict(r['agent_peak_rss_mb'] <= TARGET_RSS_MB)}"
+        + (f" (no-eBPF agent: {r['baseline_agent_peak_rss_mb']:.0f} MB)" if base else ""),
+    ]
     if r["compile_helper_peak_rss_mb"] is not None:
         lines.append(f"compile helper (bcc + LLVM, exits after loading) peak RSS {r['compile_helper_peak_rss_mb']} MB")
     for metric, reason in r["ebpf_metrics_missing"].items():
@@ -249,11 +302,19 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=60.0, help="length of each phase (default 60)")
     p.add_argument("--switch-workers", type=int, default=2, help="stress-ng --switch N (default 2)")
-    p.add_argument("--switch-freq", type=int, default=20000,
-                   help="stress-ng --switch-freq per worker (default 20000: ~100 000 switches/s on 2 cores)")
+    p.add_argument(
+        "--switch-freq",
+        type=int,
+        default=20000,
+        help="stress-ng --switch-freq per worker (default 20000: ~100 000 switches/s on 2 cores)",
+    )
     p.add_argument("--unthrottled", action="store_true", help="add a phase without --switch-freq")
-    p.add_argument("--no-baseline", dest="baseline", action="store_false",
-                   help="do not run the comparison agent (same agent, eBPF loading refused) alongside")
+    p.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="do not run the comparison agent (same agent, eBPF loading refused) alongside",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args()
     if args.seconds <= 0 or args.switch_workers < 1 or args.switch_freq < 1:

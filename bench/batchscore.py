@@ -34,9 +34,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stack import RECORDINGS, Stack, print_latency_table, timed  # noqa: E402
 
-from wire.v1 import scoring_pb2, scoring_pb2_grpc  # noqa: E402
 from inference.model import InterferenceModel  # noqa: E402
 from wire.schema import PodContext, Profile, model_input  # noqa: E402
+from wire.v1 import scoring_pb2, scoring_pb2_grpc  # noqa: E402
 
 SIZES = (10, 100, 1000)
 NODES = 1000
@@ -49,10 +49,15 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=2000, help="timed calls per case (default 2000)")
     p.add_argument("--warmup", type=int, default=200, help="untimed calls first (default 200)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--recordings", type=Path, default=RECORDINGS,
-                   help="folder of recorded node states to push (default agent/recordings)")
-    p.add_argument("--secure", action="store_true",
-                   help="TLS and a bearer token on every call (default: plaintext, --insecure)")
+    p.add_argument(
+        "--recordings",
+        type=Path,
+        default=RECORDINGS,
+        help="folder of recorded node states to push (default agent/recordings)",
+    )
+    p.add_argument(
+        "--secure", action="store_true", help="TLS and a bearer token on every call (default: plaintext, --insecure)"
+    )
     args = p.parse_args()
 
     stack = Stack(NODES, args.recordings, secure=args.secure)
@@ -61,8 +66,11 @@ def main() -> int:
         channel, names, vectors = stack.channel, stack.names, stack.vectors
         score = scoring_pb2_grpc.ScoringServiceStub(channel).BatchScore
         check = health_pb2_grpc.HealthStub(channel).Check
-        pod = scoring_pb2.PodContext(cpu_request_cores=0.5, memory_request_bytes=512 * 2**20,
-                                     profile=scoring_pb2.WORKLOAD_PROFILE_LATENCY_CRITICAL)
+        pod = scoring_pb2.PodContext(
+            cpu_request_cores=0.5,
+            memory_request_bytes=512 * 2**20,
+            profile=scoring_pb2.WORKLOAD_PROFILE_LATENCY_CRITICAL,
+        )
         empty_req = health_pb2.HealthCheckRequest(service="")
         results: dict = {"empty": timed(lambda: check(empty_req, timeout=5), args.iterations, args.warmup)}
         for n in SIZES:
@@ -72,15 +80,18 @@ def main() -> int:
             if statuses != {scoring_pb2.SCORE_STATUS_SCORED}:
                 raise SystemExit(f"BatchScore({n}) did not score every node: statuses {statuses}")
             iters = args.iterations if n <= 100 else max(args.iterations // 4, 100)
-            results[f"batchscore_{n}"] = timed(lambda: score(req, timeout=5, metadata=md), iters, args.warmup)
+            results[f"batchscore_{n}"] = timed(lambda req=req: score(req, timeout=5, metadata=md), iters, args.warmup)
 
         model = InterferenceModel.load()
         podctx = PodContext(cpu_request_cores=0.5, memory_request_bytes=512 * 2**20, profile=Profile.LATENCY_CRITICAL)
         for n in SIZES:
             vs = [vectors[i % len(vectors)] for i in range(n)]
-            x = model_input(np.array([v.values for v in vs], dtype=np.float64),
-                            np.array([v.available for v in vs], dtype=bool), podctx)
-            results[f"onnx_{n}"] = timed(lambda: model.predict_slowdown(x), args.iterations, args.warmup)
+            x = model_input(
+                np.array([v.values for v in vs], dtype=np.float64),
+                np.array([v.available for v in vs], dtype=bool),
+                podctx,
+            )
+            results[f"onnx_{n}"] = timed(lambda x=x: model.predict_slowdown(x), args.iterations, args.warmup)
     finally:
         stack.close()
 
@@ -91,18 +102,25 @@ def main() -> int:
         "transport": "TLS + bearer token" if args.secure else "plaintext (--insecure)",
         "results": results,
         "targets": {
-            "batchscore_100_p99_ms": {"value": b100["p99_ms"], "target": TARGET_P99_MS_100,
-                                      "met": b100["p99_ms"] <= TARGET_P99_MS_100},
-            "batchscore_100_p50_over_empty_p50": {"value": b100["p50_ms"] / empty["p50_ms"],
-                                                  "target": TARGET_RATIO_100,
-                                                  "met": b100["p50_ms"] / empty["p50_ms"] <= TARGET_RATIO_100},
+            "batchscore_100_p99_ms": {
+                "value": b100["p99_ms"],
+                "target": TARGET_P99_MS_100,
+                "met": b100["p99_ms"] <= TARGET_P99_MS_100,
+            },
+            "batchscore_100_p50_over_empty_p50": {
+                "value": b100["p50_ms"] / empty["p50_ms"],
+                "target": TARGET_RATIO_100,
+                "met": b100["p50_ms"] / empty["p50_ms"] <= TARGET_RATIO_100,
+            },
         },
     }
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"BatchScore benchmark — {summary['machine']['cpus']} CPUs, Python {summary['machine']['python']}, "
-          f"model {model.version}, client in a separate process over loopback gRPC, {summary['transport']}")
+    print(
+        f"BatchScore benchmark — {summary['machine']['cpus']} CPUs, Python {summary['machine']['python']}, "
+        f"model {model.version}, client in a separate process over loopback gRPC, {summary['transport']}"
+    )
     print_latency_table(results, summary["targets"])
     return 0
 

@@ -42,9 +42,14 @@ FIXTURES = REPO / "tests" / "fixtures" / "extender"
 def pod_proto(pod: dict) -> scoring_pb2.PodContext:
     ctx = pod_context(pod)
     return scoring_pb2.PodContext(
-        namespace=pod["metadata"]["namespace"], name=pod["metadata"]["name"],
-        cpu_request_cores=ctx.cpu_request_cores, memory_request_bytes=ctx.memory_request_bytes,
-        qos_class=int(ctx.resolved_qos()), profile=int(ctx.resolved_profile()), priority=ctx.priority)
+        namespace=pod["metadata"]["namespace"],
+        name=pod["metadata"]["name"],
+        cpu_request_cores=ctx.cpu_request_cores,
+        memory_request_bytes=ctx.memory_request_bytes,
+        qos_class=int(ctx.resolved_qos()),
+        profile=int(ctx.resolved_profile()),
+        priority=ctx.priority,
+    )
 
 
 def main() -> int:
@@ -74,16 +79,17 @@ def main() -> int:
         for n in SIZES:
             body = json.dumps({"Pod": pod, "Nodes": None, "NodeNames": stack.names[:n]}).encode()
             iters = args.iterations if n <= 1000 else max(args.iterations // 5, 50)
-            results[f"prioritize_names_{n}"] = timed(lambda: prioritize(body), iters, args.warmup)
+            results[f"prioritize_names_{n}"] = timed(lambda body=body: prioritize(body), iters, args.warmup)
             req = scoring_pb2.BatchScoreRequest(pod=podctx, node_names=stack.names[:n])
-            results[f"batchscore_{n}"] = timed(lambda: score(req, timeout=10), iters, args.warmup)
+            results[f"batchscore_{n}"] = timed(lambda req=req: score(req, timeout=10), iters, args.warmup)
         items = []
         for name in stack.names[:NODELIST_SIZE]:
             node = copy.deepcopy(node_template)
             node["metadata"]["name"] = name
             items.append(node)
-        body = json.dumps({"Pod": pod, "Nodes": {"kind": "NodeList", "apiVersion": "v1", "items": items},
-                           "NodeNames": None}).encode()
+        body = json.dumps(
+            {"Pod": pod, "Nodes": {"kind": "NodeList", "apiVersion": "v1", "items": items}, "NodeNames": None}
+        ).encode()
         results[f"prioritize_nodelist_{NODELIST_SIZE}"] = timed(lambda: prioritize(body), args.iterations, args.warmup)
         results[f"prioritize_nodelist_{NODELIST_SIZE}"]["body_bytes"] = len(body)
         conn.close()
@@ -94,14 +100,21 @@ def main() -> int:
     summary = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
         "results": results,
-        "targets": {"prioritize_names_1000_p99_ms": {"value": p99, "target": TARGET_P99_MS_1000,
-                                                     "met": p99 <= TARGET_P99_MS_1000}},
+        "targets": {
+            "prioritize_names_1000_p99_ms": {
+                "value": p99,
+                "target": TARGET_P99_MS_1000,
+                "met": p99 <= TARGET_P99_MS_1000,
+            }
+        },
     }
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"Extender benchmark — {summary['machine']['cpus']} CPUs, Python {summary['machine']['python']}, "
-          "client in a separate process over loopback (HTTP keep-alive / gRPC)")
+    print(
+        f"Extender benchmark — {summary['machine']['cpus']} CPUs, Python {summary['machine']['python']}, "
+        "client in a separate process over loopback (HTTP keep-alive / gRPC)"
+    )
     print_latency_table(results, summary["targets"])
     return 0
 

@@ -31,9 +31,8 @@ import time
 import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stack import recorded_vectors  # noqa: E402
-
 from procs import REPO, free_port, wait_for_port  # noqa: E402
+from stack import recorded_vectors  # noqa: E402
 
 H2LOAD = "h2load"
 H2LOAD_PACKAGE = "nghttp2-client"
@@ -89,17 +88,38 @@ def push_body() -> bytes:
 def measure(kind: str, seconds: float, body_path: str) -> dict:
     """h2load against a do-nothing server of ``kind`` for ``seconds``: calls/s, server CPU."""
     port = free_port()
-    srv = subprocess.Popen([sys.executable, "-c", _SERVER, kind, str(port), str(REPO)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    srv = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, kind, str(port), str(REPO)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_port(port, proc=srv, timeout=20)
         ps = psutil.Process(srv.pid)
         cpu0 = sum(ps.cpu_times()[:2])
         t0 = time.monotonic()
-        r = subprocess.run([H2LOAD, "-c", str(CLIENTS), "-m", str(STREAMS), "-D", f"{seconds:g}", "-d", body_path,
-                            "-H", "content-type: application/grpc", "-H", "te: trailers",
-                            f"http://127.0.0.1:{port}/kubeattention.v1.TelemetryService/Push"],
-                           capture_output=True, text=True, timeout=seconds + 60)
+        r = subprocess.run(
+            [
+                H2LOAD,
+                "-c",
+                str(CLIENTS),
+                "-m",
+                str(STREAMS),
+                "-D",
+                f"{seconds:g}",
+                "-d",
+                body_path,
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                f"http://127.0.0.1:{port}/kubeattention.v1.TelemetryService/Push",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        )
         wall = time.monotonic() - t0
         cpu = sum(ps.cpu_times()[:2]) - cpu0
     finally:
@@ -110,10 +130,13 @@ def measure(kind: str, seconds: float, body_path: str) -> dict:
     if r.returncode != 0 or not done:
         return {"error": f"h2load failed ({r.returncode}): {(r.stderr or r.stdout)[-300:]}"}
     succeeded = int(done.group(2))
-    return {"calls_per_s": succeeded / seconds, "succeeded": succeeded,
-            "server_cpu_percent_of_one_core": 100 * cpu / wall,
-            "server_cpu_us_per_call": 1e6 * cpu / succeeded if succeeded else None,
-            "mean_latency": mean.group(1) if mean else None}
+    return {
+        "calls_per_s": succeeded / seconds,
+        "succeeded": succeeded,
+        "server_cpu_percent_of_one_core": 100 * cpu / wall,
+        "server_cpu_us_per_call": 1e6 * cpu / succeeded if succeeded else None,
+        "mean_latency": mean.group(1) if mean else None,
+    }
 
 
 def run(seconds: float = DEFAULT_SECONDS, kinds: tuple[str, ...] = SERVERS) -> dict:
@@ -122,8 +145,11 @@ def run(seconds: float = DEFAULT_SECONDS, kinds: tuple[str, ...] = SERVERS) -> d
     with tempfile.NamedTemporaryFile(suffix=".grpc") as f:
         f.write(push_body())
         f.flush()
-        out = {"client": f"{H2LOAD}, {CLIENTS} connections x {STREAMS} streams, closed loop",
-               "seconds": seconds, "cpus": os.cpu_count()}
+        out = {
+            "client": f"{H2LOAD}, {CLIENTS} connections x {STREAMS} streams, closed loop",
+            "seconds": seconds,
+            "cpus": os.cpu_count(),
+        }
         for kind in kinds:
             out[kind] = measure(kind, seconds, f.name)
     return out
@@ -141,8 +167,11 @@ def print_table(d: dict, indent: str = "") -> None:
         if "error" in v:
             print(f"{indent}  {kind:<11} failed: {v['error']}")
             continue
-        print(f"{indent}  {kind:<11} {v['calls_per_s']:>7.0f} calls/s  server CPU {v['server_cpu_percent_of_one_core']:.0f} % "
-              f"of a core ({v['server_cpu_us_per_call']:.0f} us per call), mean latency {v['mean_latency']}")
+        print(
+            f"{indent}  {kind:<11} {v['calls_per_s']:>7.0f} calls/s  "
+            f"server CPU {v['server_cpu_percent_of_one_core']:.0f} % "
+            f"of a core ({v['server_cpu_us_per_call']:.0f} us per call), mean latency {v['mean_latency']}"
+        )
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scorer import export, train  # noqa: E402
-from wire import schema
-from scorer.calibration.data import load  # noqa: E402
 from inference.model import OUTPUT_LOG_SLOWDOWN, InterferenceModel  # noqa: E402
+from scorer import export, train  # noqa: E402
+from scorer.calibration.data import load  # noqa: E402
+from wire import schema
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "scorer" / "data" / "calibration"
 SIZES = (10, 1000)
@@ -54,8 +54,12 @@ def time_inference(model: InterferenceModel, X: np.ndarray, iterations: int, war
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="calibration rows (default: the committed set)")
-    p.add_argument("--rows", type=int, default=train.DEFAULT_CALIBRATED_ROWS,
-                   help=f"synthetic rows (default {train.DEFAULT_CALIBRATED_ROWS}, as `train --data`)")
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=train.DEFAULT_CALIBRATED_ROWS,
+        help=f"synthetic rows (default {train.DEFAULT_CALIBRATED_ROWS}, as `train --data`)",
+    )
     p.add_argument("--iterations", type=int, default=2000, help="timed inference calls per case (default 2000)")
     p.add_argument("--warmup", type=int, default=200, help="untimed calls first (default 200)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -69,31 +73,53 @@ def main() -> int:
             t0 = time.monotonic()
             got = train.fit_calibrated(kind, cal, args.rows, seed=0)
             total_s = time.monotonic() - t0
-            meta = {"model_version": f"bench-{kind}", "model_kind": kind, "schema_version": schema.SCHEMA_VERSION,
-                    "feature_names": list(schema.FEATURE_NAMES), "output": OUTPUT_LOG_SLOWDOWN}
+            meta = {
+                "model_version": f"bench-{kind}",
+                "model_kind": kind,
+                "schema_version": schema.SCHEMA_VERSION,
+                "feature_names": list(schema.FEATURE_NAMES),
+                "output": OUTPUT_LOG_SLOWDOWN,
+            }
             path, _ = export.write(got.onnx_model, meta, Path(tmp) / f"{kind}.onnx")
             model = InterferenceModel.load(path)
-            entry = {"train_seconds": round(total_s, 2), "fit_seconds": round(got.fit_seconds, 2),
-                     "size_kb": round(path.stat().st_size / 1000.0, 1), "published": PUBLISHED[kind]}
+            entry = {
+                "train_seconds": round(total_s, 2),
+                "fit_seconds": round(got.fit_seconds, 2),
+                "size_kb": round(path.stat().st_size / 1000.0, 1),
+                "published": PUBLISHED[kind],
+            }
             for n in SIZES:
                 X = cal.X[rng.integers(0, len(cal), n)]
                 entry[f"infer_{n}"] = time_inference(model, np.ascontiguousarray(X), args.iterations, args.warmup)
             results[kind] = entry
-    summary = {"bench": "models", "host": platform.node(), "cpus": os.cpu_count(), "calibration_rows": len(cal),
-               "synthetic_rows": args.rows, "iterations": args.iterations, "models": results}
+    summary = {
+        "bench": "models",
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "calibration_rows": len(cal),
+        "synthetic_rows": args.rows,
+        "iterations": args.iterations,
+        "models": results,
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"models trained on {len(cal)} calibration rows + {args.rows} synthetic rows; "
-          f"{args.iterations} timed calls per case; {os.cpu_count()} CPUs ({platform.node()})")
-    head = (f"{'model':<9}{'train s':>9}{'fit s':>7}{'size KB':>9}{'(orig)':>8}"
-            f"{'10: mean':>10}{'p50':>8}{'p99':>8}{'(orig mean)':>12}{'1000: p50':>11}{'p99':>8}")
+    print(
+        f"models trained on {len(cal)} calibration rows + {args.rows} synthetic rows; "
+        f"{args.iterations} timed calls per case; {os.cpu_count()} CPUs ({platform.node()})"
+    )
+    head = (
+        f"{'model':<9}{'train s':>9}{'fit s':>7}{'size KB':>9}{'(orig)':>8}"
+        f"{'10: mean':>10}{'p50':>8}{'p99':>8}{'(orig mean)':>12}{'1000: p50':>11}{'p99':>8}"
+    )
     print(head)
     for kind, e in results.items():
         a, b = e["infer_10"], e["infer_1000"]
-        print(f"{kind:<9}{e['train_seconds']:>9.1f}{e['fit_seconds']:>7.1f}{e['size_kb']:>9.1f}"
-              f"{e['published']['size_kb']:>8.1f}{a['mean_ms']:>10.3f}{a['p50_ms']:>8.3f}{a['p99_ms']:>8.3f}"
-              f"{e['published']['mean_ms_10']:>12.3f}{b['p50_ms']:>11.3f}{b['p99_ms']:>8.3f}")
+        print(
+            f"{kind:<9}{e['train_seconds']:>9.1f}{e['fit_seconds']:>7.1f}{e['size_kb']:>9.1f}"
+            f"{e['published']['size_kb']:>8.1f}{a['mean_ms']:>10.3f}{a['p50_ms']:>8.3f}{a['p99_ms']:>8.3f}"
+            f"{e['published']['mean_ms_10']:>12.3f}{b['p50_ms']:>11.3f}{b['p99_ms']:>8.3f}"
+        )
     print("times in ms; (orig) = the original design's published figures, measured on other hardware")
     return 0
 

@@ -23,11 +23,10 @@ import time
 
 import psutil
 import redis
-
 from stack import RECORDINGS, Stack  # noqa: E402  (bench/ is on sys.path when run as a script)
+from telemetry_factory import batch, telemetry  # noqa: E402
 
 from wire.v1 import scoring_pb2_grpc, telemetry_pb2_grpc  # noqa: E402
-from telemetry_factory import batch, telemetry  # noqa: E402
 
 DEFAULT_HISTORY_MAXLEN = 1000
 
@@ -80,10 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=5000, help="nodes pushed for the RSS figure (default: 5000)")
     p.add_argument("--rounds", type=int, default=3, help="push rounds over all nodes (default: 3)")
     p.add_argument("--scores", type=int, default=200, help="BatchScore(1000) calls for the CPU figure (default: 200)")
-    p.add_argument("--history-nodes", type=int, default=20,
-                   help="nodes pushed --history-maxlen times for Redis memory per node (default: 20)")
-    p.add_argument("--history-maxlen", type=int, default=DEFAULT_HISTORY_MAXLEN,
-                   help=f"the aggregator's --history-maxlen (default: {DEFAULT_HISTORY_MAXLEN})")
+    p.add_argument(
+        "--history-nodes",
+        type=int,
+        default=20,
+        help="nodes pushed --history-maxlen times for Redis memory per node (default: 20)",
+    )
+    p.add_argument(
+        "--history-maxlen",
+        type=int,
+        default=DEFAULT_HISTORY_MAXLEN,
+        help=f"the aggregator's --history-maxlen (default: {DEFAULT_HISTORY_MAXLEN})",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = p.parse_args(argv)
     if args.nodes < 1000:
@@ -95,11 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("aggregator RSS, idle", f"{r['aggregator_rss_idle_mib']:.0f} MiB"),
         (f"aggregator RSS, {r['nodes']} nodes pushed x {r['rounds']}", f"{r['aggregator_rss_with_nodes_mib']:.0f} MiB"),
-        (f"aggregator CPU, BatchScore(1000) back to back x {r['batchscore_1000_calls']}",
-         f"{r['aggregator_cpu_pct_scoring']:.0f} % of a core"),
+        (
+            f"aggregator CPU, BatchScore(1000) back to back x {r['batchscore_1000_calls']}",
+            f"{r['aggregator_cpu_pct_scoring']:.0f} % of a core",
+        ),
         ("aggregator RSS, after scoring", f"{r['aggregator_rss_after_scoring_mib']:.0f} MiB"),
-        (f"Redis per node, history of {r['history_maxlen']} vectors ({r['history_nodes']} nodes)",
-         f"{r['redis_mib_per_node_full_history']:.2f} MiB"),
+        (
+            f"Redis per node, history of {r['history_maxlen']} vectors ({r['history_nodes']} nodes)",
+            f"{r['redis_mib_per_node_full_history']:.2f} MiB",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     print(f"{'figure':<{width}}  value")

@@ -49,11 +49,10 @@ import psutil
 import redis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stack import RECORDINGS, recorded_vectors, start_aggregator  # noqa: E402
-
 from grpc_floor import print_table as print_grpc_floor  # noqa: E402
 from grpc_floor import run as measure_grpc_floor  # noqa: E402
 from procs import RedisServer  # noqa: E402
+from stack import RECORDINGS, recorded_vectors, start_aggregator  # noqa: E402
 
 DEFAULT_SECONDS = 600
 DEFAULT_AGENTS = 5000
@@ -78,6 +77,7 @@ def node_name(i: int) -> str:
 
 
 # --- load generator processes -------------------------------------------------------------
+
 
 def _agents_proc(slot: int, procs: int, args: dict, target: str, t0_wall: float, conn) -> None:
     """Pushes for the agents ``slot, slot + procs, ...`` until the end; sends results on ``conn``."""
@@ -135,8 +135,17 @@ def _agents_proc(slot: int, procs: int, args: dict, target: str, t0_wall: float,
 
     asyncio.run(main())
     cpu = psutil.Process().cpu_times()
-    conn.send({"kind": "push", "sched": sched_off.tobytes(), "lat": lat_us.tobytes(), "late": late_us.tobytes(),
-               "errors": dict(errors), "skipped": skipped[0], "cpu_s": cpu.user + cpu.system})
+    conn.send(
+        {
+            "kind": "push",
+            "sched": sched_off.tobytes(),
+            "lat": lat_us.tobytes(),
+            "late": late_us.tobytes(),
+            "errors": dict(errors),
+            "skipped": skipped[0],
+            "cpu_s": cpu.user + cpu.system,
+        }
+    )
     conn.close()
 
 
@@ -149,8 +158,9 @@ def _scheduler_proc(args: dict, target: str, t0_wall: float, conn) -> None:
     names = [node_name(i) for i in range(args["agents"])]
     sched_off, lat_us, not_scored = array("f"), array("I"), Counter()
     errors: Counter = Counter()
-    pod = scoring_pb2.PodContext(cpu_request_cores=0.5, memory_request_bytes=512 * 2**20,
-                                 profile=scoring_pb2.WORKLOAD_PROFILE_LATENCY_CRITICAL)
+    pod = scoring_pb2.PodContext(
+        cpu_request_cores=0.5, memory_request_bytes=512 * 2**20, profile=scoring_pb2.WORKLOAD_PROFILE_LATENCY_CRITICAL
+    )
     period, end = 1.0 / args["score_rps"], t0_wall + args["seconds"]
 
     async def main() -> None:
@@ -187,19 +197,33 @@ def _scheduler_proc(args: dict, target: str, t0_wall: float, conn) -> None:
 
     asyncio.run(main())
     cpu = psutil.Process().cpu_times()
-    conn.send({"kind": "score", "sched": sched_off.tobytes(), "lat": lat_us.tobytes(), "errors": dict(errors),
-               "not_scored": dict(not_scored), "cpu_s": cpu.user + cpu.system})
+    conn.send(
+        {
+            "kind": "score",
+            "sched": sched_off.tobytes(),
+            "lat": lat_us.tobytes(),
+            "errors": dict(errors),
+            "not_scored": dict(not_scored),
+            "cpu_s": cpu.user + cpu.system,
+        }
+    )
     conn.close()
 
 
 # --- the run --------------------------------------------------------------------------------
 
+
 def percentiles(lat_us: np.ndarray) -> dict:
     if lat_us.size == 0:
         return {"n": 0}
     ms = lat_us / 1000.0
-    return {"n": int(ms.size), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "p999_ms": float(np.percentile(ms, 99.9)), "max_ms": float(ms.max())}
+    return {
+        "n": int(ms.size),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "p999_ms": float(np.percentile(ms, 99.9)),
+        "max_ms": float(ms.max()),
+    }
 
 
 def redis_benchmark(port: int, fields: dict[str, str]) -> dict:
@@ -209,8 +233,12 @@ def redis_benchmark(port: int, fields: dict[str, str]) -> dict:
     out = {}
     for label, cmd in (("hset", hset), ("publish", publish)):
         for clients, n in ((1, 20_000), (50, 200_000)):
-            r = subprocess.run(["redis-benchmark", "-p", str(port), "-c", str(clients), "-n", str(n), "-r", "5000",
-                                "--csv", *cmd], capture_output=True, text=True, timeout=120)
+            r = subprocess.run(
+                ["redis-benchmark", "-p", str(port), "-c", str(clients), "-n", str(n), "-r", "5000", "--csv", *cmd],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             lines = [ln for ln in r.stdout.strip().splitlines() if ln and not ln.startswith('"test"')]
             if r.returncode != 0 or not lines:
                 out[f"{label}_c{clients}"] = {"error": (r.stderr or r.stdout)[-300:]}
@@ -219,8 +247,11 @@ def redis_benchmark(port: int, fields: dict[str, str]) -> dict:
             # echoes the command, commas and all: read the numbers from the end
             cols = [c.strip('"') for c in lines[-1].split(",")]
             try:
-                out[f"{label}_c{clients}"] = {"rps": float(cols[-7]), "p50_ms": float(cols[-4]),
-                                              "p99_ms": float(cols[-2])}
+                out[f"{label}_c{clients}"] = {
+                    "rps": float(cols[-7]),
+                    "p50_ms": float(cols[-4]),
+                    "p99_ms": float(cols[-2]),
+                }
             except (ValueError, IndexError):
                 out[f"{label}_c{clients}"] = {"error": f"unexpected redis-benchmark output: {lines[-1][-200:]}"}
     return out
@@ -240,22 +271,35 @@ def run(args) -> dict:
         agg_ps = psutil.Process(agg.proc.pid)
         redis_ps = psutil.Process(redis_srv.proc.pid)
         rc = redis.Redis(port=redis_srv.port)
-        params = {"agents": args.agents, "interval_s": args.interval_s, "seconds": args.seconds,
-                  "connections": args.connections, "score_rps": args.score_rps, "candidates": args.candidates}
+        params = {
+            "agents": args.agents,
+            "interval_s": args.interval_s,
+            "seconds": args.seconds,
+            "connections": args.connections,
+            "score_rps": args.score_rps,
+            "candidates": args.candidates,
+        }
         t0 = time.time() + 3.0  # every process connected before the first push is due
         pipes = []
         ctx = mp.get_context("spawn")
         for slot in range(args.procs):
             a, b = ctx.Pipe(duplex=False)
-            children.append(ctx.Process(target=_agents_proc, args=(slot, args.procs, params, target, t0, b),
-                                        name=f"soak-agents-{slot}"))
+            children.append(
+                ctx.Process(
+                    target=_agents_proc, args=(slot, args.procs, params, target, t0, b), name=f"soak-agents-{slot}"
+                )
+            )
             pipes.append(a)
         a, b = ctx.Pipe(duplex=False)
         # the scheduler starts after one push interval, when every node has reported once
         sched_params = {**params, "seconds": args.seconds - args.interval_s - 1}
-        children.append(ctx.Process(target=_scheduler_proc,
-                                    args=(sched_params, score_target, t0 + args.interval_s + 1, b),
-                                    name="soak-scheduler"))
+        children.append(
+            ctx.Process(
+                target=_scheduler_proc,
+                args=(sched_params, score_target, t0 + args.interval_s + 1, b),
+                name="soak-scheduler",
+            )
+        )
         pipes.append(a)
         for c in children:
             c.start()
@@ -272,20 +316,30 @@ def run(args) -> dict:
                         gen_cpu += sum(p.cpu_times()[:2])
                     except psutil.NoSuchProcess:
                         pass
-                samples.append({"t_s": round(time.time() - t0, 1), "aggregator_rss_bytes": agg_ps.memory_info().rss,
-                                "aggregator_cpu_s": sum(agg_ps.cpu_times()[:2]) - agg_cpu0,
-                                "redis_used_memory_bytes": info["used_memory"],
-                                "redis_rss_bytes": info["used_memory_rss"],
-                                "redis_cpu_s": sum(redis_ps.cpu_times()[:2]) - redis_cpu0,
-                                "generator_cpu_s": gen_cpu})
+                samples.append(
+                    {
+                        "t_s": round(time.time() - t0, 1),
+                        "aggregator_rss_bytes": agg_ps.memory_info().rss,
+                        "aggregator_cpu_s": sum(agg_ps.cpu_times()[:2]) - agg_cpu0,
+                        "redis_used_memory_bytes": info["used_memory"],
+                        "redis_rss_bytes": info["used_memory_rss"],
+                        "redis_cpu_s": sum(redis_ps.cpu_times()[:2]) - redis_cpu0,
+                        "generator_cpu_s": gen_cpu,
+                    }
+                )
                 if not args.json:
                     s = samples[-1]
-                    print(f"  t={s['t_s']:6.0f} s  aggregator RSS {s['aggregator_rss_bytes'] / 2**20:7.1f} MiB  "
-                          f"Redis {s['redis_used_memory_bytes'] / 2**20:7.1f} MiB", file=sys.stderr, flush=True)
+                    print(
+                        f"  t={s['t_s']:6.0f} s  aggregator RSS {s['aggregator_rss_bytes'] / 2**20:7.1f} MiB  "
+                        f"Redis {s['redis_used_memory_bytes'] / 2**20:7.1f} MiB",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 next_sample += args.sample_s
             if agg.proc.poll() is not None:
-                raise SystemExit(f"the aggregator exited with {agg.proc.returncode} during the soak:\n"
-                                 f"{agg.output()[-2000:]}")
+                raise SystemExit(
+                    f"the aggregator exited with {agg.proc.returncode} during the soak:\n{agg.output()[-2000:]}"
+                )
             time.sleep(0.2)
         results = [p.recv() for p in pipes]  # blocks until each child is done
         for c in children:
@@ -301,6 +355,7 @@ def run(args) -> dict:
         metrics_text = ""
         try:
             import urllib.request
+
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
                 metrics_text = r.read().decode()
         except OSError:
@@ -317,15 +372,17 @@ def run(args) -> dict:
         redis_srv.cleanup()
     # after the aggregator stopped: a do-nothing gRPC server's ceiling on the same machine
     grpc_floor = {"skipped": "--no-grpc-floor"} if args.no_grpc_floor else measure_grpc_floor()
-    d = summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys, floor, metrics_text,
-                  agg_log, grpc_floor)
+    d = summarise(
+        args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys, floor, metrics_text, agg_log, grpc_floor
+    )
     if scorer_cpu is not None:
         d["cpu_percent_of_one_core"]["score_replica"] = 100 * scorer_cpu / wall
     return d
 
 
-def summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys, floor, metrics_text, agg_log,
-              grpc_floor) -> dict:
+def summarise(
+    args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys, floor, metrics_text, agg_log, grpc_floor
+) -> dict:
     warm = args.warmup_s
     push_parts = [r for r in results if r["kind"] == "push"]
     score_part = next(r for r in results if r["kind"] == "score")
@@ -347,29 +404,56 @@ def summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys
     score = percentiles(s_lat[s_sched >= warm].astype(np.float64))
     late = percentiles(p_late[p_sched >= warm].astype(np.float64))
     errors = sum(push_errors.values()) + sum(score_part["errors"].values())
-    fallbacks = sum(float(line.rsplit(" ", 1)[1]) for line in metrics_text.splitlines()
-                    if line.startswith("kubeattention_aggregator_fallbacks_total"))
+    fallbacks = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith("kubeattention_aggregator_fallbacks_total")
+    )
     doc = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
-        "config": {"seconds": args.seconds, "agents": args.agents, "interval_s": args.interval_s,
-                   "score_rps": args.score_rps, "candidates": args.candidates, "procs": args.procs,
-                   "connections": args.connections, "warmup_s": warm,
-                   "score_replica": bool(getattr(args, "score_replica", False))},
-        "push": {**push, "achieved_per_s": float(np.sum(p_sched >= warm) / max(args.seconds - warm, 1)),
-                 "target_per_s": args.agents / args.interval_s,
-                 "skipped_intervals": sum(r["skipped"] for r in push_parts),
-                 "generator_lateness": late, "errors": dict(push_errors)},
-        "batchscore": {**score, "achieved_per_s": float(np.sum(s_sched >= warm) / max(args.seconds - warm, 1)),
-                       "errors": score_part["errors"], "non_scored_nodes": score_part["not_scored"],
-                       "fallback_calls": fallbacks},
+        "config": {
+            "seconds": args.seconds,
+            "agents": args.agents,
+            "interval_s": args.interval_s,
+            "score_rps": args.score_rps,
+            "candidates": args.candidates,
+            "procs": args.procs,
+            "connections": args.connections,
+            "warmup_s": warm,
+            "score_replica": bool(getattr(args, "score_replica", False)),
+        },
+        "push": {
+            **push,
+            "achieved_per_s": float(np.sum(p_sched >= warm) / max(args.seconds - warm, 1)),
+            "target_per_s": args.agents / args.interval_s,
+            "skipped_intervals": sum(r["skipped"] for r in push_parts),
+            "generator_lateness": late,
+            "errors": dict(push_errors),
+        },
+        "batchscore": {
+            **score,
+            "achieved_per_s": float(np.sum(s_sched >= warm) / max(args.seconds - warm, 1)),
+            "errors": score_part["errors"],
+            "non_scored_nodes": score_part["not_scored"],
+            "fallback_calls": fallbacks,
+        },
         "errors": errors,
-        "cpu_percent_of_one_core": {"aggregator": 100 * agg_cpu / wall, "redis": 100 * redis_cpu / wall,
-                                    "load_generator": 100 * gen_cpu / wall},
-        "aggregator_rss_mib": {"after_warmup": rss0 / 2**20 if rss0 else None,
-                               "end": rss_end / 2**20 if rss_end else None,
-                               "max": rss_max / 2**20 if rss_max else None, "growth_after_warmup": growth},
-        "redis": {"used_memory_mib": final["used_memory"] / 2**20, "rss_mib": final["used_memory_rss"] / 2**20,
-                  "nodes_in_index": node_keys},
+        "cpu_percent_of_one_core": {
+            "aggregator": 100 * agg_cpu / wall,
+            "redis": 100 * redis_cpu / wall,
+            "load_generator": 100 * gen_cpu / wall,
+        },
+        "aggregator_rss_mib": {
+            "after_warmup": rss0 / 2**20 if rss0 else None,
+            "end": rss_end / 2**20 if rss_end else None,
+            "max": rss_max / 2**20 if rss_max else None,
+            "growth_after_warmup": growth,
+        },
+        "redis": {
+            "used_memory_mib": final["used_memory"] / 2**20,
+            "rss_mib": final["used_memory_rss"] / 2**20,
+            "nodes_in_index": node_keys,
+        },
         "redis_benchmark_floor": floor,
         "grpc_floor": grpc_floor,
         "samples": samples,
@@ -377,14 +461,27 @@ def summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys
     rate = doc["push"]["achieved_per_s"] / doc["push"]["target_per_s"]
     doc["targets"] = {
         "errors": {"value": errors, "target": TARGET_ERRORS, "met": errors <= TARGET_ERRORS},
-        "push_rate_share_of_schedule": {"value": rate, "target": TARGET_RATE_SHARE, "met": rate >= TARGET_RATE_SHARE,
-                                        "at_least": True},
-        "push_p99_ms": {"value": push.get("p99_ms"), "target": TARGET_PUSH_P99_MS,
-                        "met": push.get("p99_ms", 1e9) <= TARGET_PUSH_P99_MS},
-        "batchscore_p99_ms": {"value": score.get("p99_ms"), "target": TARGET_SCORE_P99_MS,
-                              "met": score.get("p99_ms", 1e9) <= TARGET_SCORE_P99_MS},
-        "aggregator_rss_growth": {"value": growth, "target": TARGET_RSS_GROWTH,
-                                  "met": growth is not None and growth <= TARGET_RSS_GROWTH},
+        "push_rate_share_of_schedule": {
+            "value": rate,
+            "target": TARGET_RATE_SHARE,
+            "met": rate >= TARGET_RATE_SHARE,
+            "at_least": True,
+        },
+        "push_p99_ms": {
+            "value": push.get("p99_ms"),
+            "target": TARGET_PUSH_P99_MS,
+            "met": push.get("p99_ms", 1e9) <= TARGET_PUSH_P99_MS,
+        },
+        "batchscore_p99_ms": {
+            "value": score.get("p99_ms"),
+            "target": TARGET_SCORE_P99_MS,
+            "met": score.get("p99_ms", 1e9) <= TARGET_SCORE_P99_MS,
+        },
+        "aggregator_rss_growth": {
+            "value": growth,
+            "target": TARGET_RSS_GROWTH,
+            "met": growth is not None and growth <= TARGET_RSS_GROWTH,
+        },
     }
     warnings = [ln for ln in agg_log.splitlines() if " WARNING " in ln or " ERROR " in ln]
     doc["aggregator_warnings"] = warnings[-20:]
@@ -393,39 +490,59 @@ def summarise(args, results, samples, wall, agg_cpu, redis_cpu, final, node_keys
 
 def print_table(d: dict) -> None:
     c = d["config"]
-    print(f"Soak — {c['agents']} agents at {1 / c['interval_s']:g} Hz, BatchScore of {c['candidates']} at "
-          f"{c['score_rps']:g}/s, {c['seconds']} s (warm-up {c['warmup_s']:g} s left out of percentiles); "
-          f"{d['machine']['cpus']} CPUs, Python {d['machine']['python']}"
-          + ("; BatchScore on a second aggregator (--score-replica)" if c.get("score_replica") else ""))
+    print(
+        f"Soak — {c['agents']} agents at {1 / c['interval_s']:g} Hz, BatchScore of {c['candidates']} at "
+        f"{c['score_rps']:g}/s, {c['seconds']} s (warm-up {c['warmup_s']:g} s left out of percentiles); "
+        f"{d['machine']['cpus']} CPUs, Python {d['machine']['python']}"
+        + ("; BatchScore on a second aggregator (--score-replica)" if c.get("score_replica") else "")
+    )
     print(f"{'case':<26} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8} {'calls/s':>8} {'errors':>7}")
     for label, r in (("Push", d["push"]), ("BatchScore (100 nodes)", d["batchscore"])):
         if r.get("n"):
-            print(f"{label:<26} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['p999_ms']:9.2f} {r['max_ms']:8.1f} "
-                  f"{r['achieved_per_s']:8.0f} {sum(r['errors'].values()):7d}")
+            print(
+                f"{label:<26} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['p999_ms']:9.2f} {r['max_ms']:8.1f} "
+                f"{r['achieved_per_s']:8.0f} {sum(r['errors'].values()):7d}"
+            )
         else:
             print(f"{label:<26} no successful calls; errors {r['errors']}")
-    print(f"pushes: {d['push']['achieved_per_s']:.0f}/s achieved of {d['push']['target_per_s']:.0f}/s scheduled; "
-          f"{d['push']['skipped_intervals']} agent intervals skipped because the previous push was still in flight")
+    print(
+        f"pushes: {d['push']['achieved_per_s']:.0f}/s achieved of {d['push']['target_per_s']:.0f}/s scheduled; "
+        f"{d['push']['skipped_intervals']} agent intervals skipped because the previous push was still in flight"
+    )
     late = d["push"]["generator_lateness"]
     if late.get("n"):
-        print(f"generator lateness (push sent after its due time): p50 {late['p50_ms']:.2f} ms, "
-              f"p99 {late['p99_ms']:.2f} ms")
-    print(f"BatchScore non-SCORED node answers: {d['batchscore']['non_scored_nodes'] or 'none'}; "
-          f"fallback calls: {d['batchscore']['fallback_calls']:g}")
+        print(
+            f"generator lateness (push sent after its due time): p50 {late['p50_ms']:.2f} ms, "
+            f"p99 {late['p99_ms']:.2f} ms"
+        )
+    print(
+        f"BatchScore non-SCORED node answers: {d['batchscore']['non_scored_nodes'] or 'none'}; "
+        f"fallback calls: {d['batchscore']['fallback_calls']:g}"
+    )
     cpu = d["cpu_percent_of_one_core"]
-    print(f"CPU (% of one core): aggregator {cpu['aggregator']:.0f}, redis {cpu['redis']:.0f}, "
-          f"load generator {cpu['load_generator']:.0f}"
-          + (f", scoring replica {cpu['score_replica']:.0f}" if "score_replica" in cpu else ""))
+    print(
+        f"CPU (% of one core): aggregator {cpu['aggregator']:.0f}, redis {cpu['redis']:.0f}, "
+        f"load generator {cpu['load_generator']:.0f}"
+        + (f", scoring replica {cpu['score_replica']:.0f}" if "score_replica" in cpu else "")
+    )
     rss = d["aggregator_rss_mib"]
     if rss["after_warmup"]:
-        print(f"aggregator RSS: {rss['after_warmup']:.1f} MiB after warm-up, {rss['end']:.1f} MiB at the end, "
-              f"max {rss['max']:.1f} MiB (growth {100 * rss['growth_after_warmup']:+.1f} %)")
+        print(
+            f"aggregator RSS: {rss['after_warmup']:.1f} MiB after warm-up, {rss['end']:.1f} MiB at the end, "
+            f"max {rss['max']:.1f} MiB (growth {100 * rss['growth_after_warmup']:+.1f} %)"
+        )
     r = d["redis"]
-    print(f"Redis: used_memory {r['used_memory_mib']:.1f} MiB, RSS {r['rss_mib']:.1f} MiB, "
-          f"{r['nodes_in_index']} nodes in ka:nodes")
-    print("RSS over time (s: aggregator MiB / Redis used MiB): " + ", ".join(
-        f"{s['t_s']:.0f}: {s['aggregator_rss_bytes'] / 2**20:.0f}/{s['redis_used_memory_bytes'] / 2**20:.0f}"
-        for s in d["samples"]))
+    print(
+        f"Redis: used_memory {r['used_memory_mib']:.1f} MiB, RSS {r['rss_mib']:.1f} MiB, "
+        f"{r['nodes_in_index']} nodes in ka:nodes"
+    )
+    print(
+        "RSS over time (s: aggregator MiB / Redis used MiB): "
+        + ", ".join(
+            f"{s['t_s']:.0f}: {s['aggregator_rss_bytes'] / 2**20:.0f}/{s['redis_used_memory_bytes'] / 2**20:.0f}"
+            for s in d["samples"]
+        )
+    )
     print("redis-benchmark floor on the same Redis (same HSET fields, PUBLISH):")
     for k, v in d["redis_benchmark_floor"].items():
         if "error" in v:
@@ -436,8 +553,10 @@ def print_table(d: dict) -> None:
         print_grpc_floor(d["grpc_floor"])
     for k, t in d["targets"].items():
         value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
-        print(f"target {k}: {value} ({'>=' if t.get('at_least') else '<='} {t['target']:g}) "
-              f"{'MET' if t['met'] else 'MISSED'}")
+        print(
+            f"target {k}: {value} ({'>=' if t.get('at_least') else '<='} {t['target']:g}) "
+            f"{'MET' if t['met'] else 'MISSED'}"
+        )
     if d["aggregator_warnings"]:
         print("aggregator warnings/errors (last 20):")
         for ln in d["aggregator_warnings"]:
@@ -448,33 +567,69 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=int, default=DEFAULT_SECONDS, help=f"duration (default {DEFAULT_SECONDS})")
     p.add_argument("--agents", type=int, default=DEFAULT_AGENTS, help=f"simulated agents (default {DEFAULT_AGENTS})")
-    p.add_argument("--interval-s", type=float, default=DEFAULT_INTERVAL_S,
-                   help=f"push interval per agent (default {DEFAULT_INTERVAL_S:g})")
-    p.add_argument("--score-rps", type=float, default=DEFAULT_SCORE_RPS,
-                   help=f"BatchScore requests per second (default {DEFAULT_SCORE_RPS:g})")
-    p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
-                   help=f"random candidates per BatchScore (default {DEFAULT_CANDIDATES})")
+    p.add_argument(
+        "--interval-s",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        help=f"push interval per agent (default {DEFAULT_INTERVAL_S:g})",
+    )
+    p.add_argument(
+        "--score-rps",
+        type=float,
+        default=DEFAULT_SCORE_RPS,
+        help=f"BatchScore requests per second (default {DEFAULT_SCORE_RPS:g})",
+    )
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=DEFAULT_CANDIDATES,
+        help=f"random candidates per BatchScore (default {DEFAULT_CANDIDATES})",
+    )
     p.add_argument("--procs", type=int, default=DEFAULT_PROCS, help=f"agent processes (default {DEFAULT_PROCS})")
-    p.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS,
-                   help=f"gRPC channels the agents share (default {DEFAULT_CONNECTIONS})")
-    p.add_argument("--sample-s", type=float, default=DEFAULT_SAMPLE_S,
-                   help=f"RSS/memory/CPU sampling period (default {DEFAULT_SAMPLE_S:g})")
-    p.add_argument("--warmup-s", type=float, default=None,
-                   help="left out of percentiles and RSS growth (default 60 s, or a fifth of a shorter run)")
-    p.add_argument("--aggregator-flag", action="append", default=[],
-                   help="extra flag for the aggregator (repeatable, e.g. --aggregator-flag=--max-inflight-pushes=128)")
-    p.add_argument("--score-replica", action="store_true",
-                   help="send the BatchScores to a second aggregator on the same Redis, as deploy/ does (the "
-                        "extender Deployment takes no pushes): scoring does not queue behind the pushes")
-    p.add_argument("--no-grpc-floor", action="store_true",
-                   help="skip the do-nothing gRPC server's ceiling measured after the soak (bench/grpc_floor.py)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=DEFAULT_CONNECTIONS,
+        help=f"gRPC channels the agents share (default {DEFAULT_CONNECTIONS})",
+    )
+    p.add_argument(
+        "--sample-s",
+        type=float,
+        default=DEFAULT_SAMPLE_S,
+        help=f"RSS/memory/CPU sampling period (default {DEFAULT_SAMPLE_S:g})",
+    )
+    p.add_argument(
+        "--warmup-s",
+        type=float,
+        default=None,
+        help="left out of percentiles and RSS growth (default 60 s, or a fifth of a shorter run)",
+    )
+    p.add_argument(
+        "--aggregator-flag",
+        action="append",
+        default=[],
+        help="extra flag for the aggregator (repeatable, e.g. --aggregator-flag=--max-inflight-pushes=128)",
+    )
+    p.add_argument(
+        "--score-replica",
+        action="store_true",
+        help="send the BatchScores to a second aggregator on the same Redis, as deploy/ does (the "
+        "extender Deployment takes no pushes): scoring does not queue behind the pushes",
+    )
+    p.add_argument(
+        "--no-grpc-floor",
+        action="store_true",
+        help="skip the do-nothing gRPC server's ceiling measured after the soak (bench/grpc_floor.py)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args()
     if args.warmup_s is None:
         args.warmup_s = min(60.0, args.seconds / 5)
-    problems = [f"--{k.replace('_', '-')}: must be > 0" for k in ("seconds", "agents", "interval_s", "score_rps",
-                                                                  "candidates", "procs", "connections")
-                if not getattr(args, k) > 0]
+    problems = [
+        f"--{k.replace('_', '-')}: must be > 0"
+        for k in ("seconds", "agents", "interval_s", "score_rps", "candidates", "procs", "connections")
+        if not getattr(args, k) > 0
+    ]
     if args.candidates > args.agents:
         problems.append(f"--candidates {args.candidates} exceeds --agents {args.agents}")
     if problems:

@@ -17,18 +17,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from procs import Kubeattention, RedisServer, free_ports, wait_for_port  # noqa: E402
+
 from agent.recording_file import read_recording  # noqa: E402
 from kubeattention import certs  # noqa: E402
 from wire.v1 import telemetry_pb2_grpc  # noqa: E402
-from procs import Kubeattention, RedisServer, free_ports, wait_for_port  # noqa: E402
 
 RECORDINGS = REPO / "agent" / "recordings"
 
 
 def percentiles(samples_ns: list[int]) -> dict:
     a = np.array(samples_ns) / 1e6
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "mean_ms": float(a.mean()), "n": len(a)}
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "mean_ms": float(a.mean()),
+        "n": len(a),
+    }
 
 
 def timed(fn, iterations: int, warmup: int) -> dict:
@@ -65,9 +70,18 @@ def start_aggregator(redis_url: str, *flags: str) -> tuple[Kubeattention, int, i
     """``kubeattention aggregator`` on free loopback ports, serving; returns (process, gRPC port,
     HTTP port). ``flags`` must choose the transport (``--insecure`` or TLS/token flags)."""
     grpc_port, http_port = free_ports(2)
-    proc = Kubeattention("--log-level", "WARNING", "aggregator", "--redis-url", redis_url,
-                         "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
-                         *flags).start()
+    proc = Kubeattention(
+        "--log-level",
+        "WARNING",
+        "aggregator",
+        "--redis-url",
+        redis_url,
+        "--grpc-listen",
+        f"127.0.0.1:{grpc_port}",
+        "--http-listen",
+        f"127.0.0.1:{http_port}",
+        *flags,
+    ).start()
     try:
         wait_for_port(grpc_port, proc=proc.proc, timeout=30)
         wait_for_port(http_port, proc=proc.proc, timeout=30)
@@ -94,24 +108,35 @@ class Stack:
             pki = certs.create(self.tmp / "certs", [], ["bench"])
             node_tokens = {n: secrets.token_hex(16) for n in self.names}
             scheduler_token = secrets.token_hex(16)
-            (self.tmp / "tokens").write_text("".join(f"{t} node:{n}\n" for n, t in node_tokens.items())
-                                             + f"{scheduler_token} scheduler:bench\n")
-            security = ["--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
-                        "--auth-token-file", str(self.tmp / "tokens")]
+            (self.tmp / "tokens").write_text(
+                "".join(f"{t} node:{n}\n" for n, t in node_tokens.items()) + f"{scheduler_token} scheduler:bench\n"
+            )
+            security = [
+                "--tls-cert",
+                str(pki.server.cert),
+                "--tls-key",
+                str(pki.server.key),
+                "--auth-token-file",
+                str(self.tmp / "tokens"),
+            ]
             self.metadata = (("authorization", f"Bearer {scheduler_token}"),)
         else:
             security = ["--insecure"]
         try:
             self.aggregator, self.grpc_port, self.http_port = start_aggregator(
-                self.redis.url, "--max-staleness-ms", "600000", *security, *aggregator_flags)
+                self.redis.url, "--max-staleness-ms", "600000", *security, *aggregator_flags
+            )
         except BaseException:
             self.redis.cleanup()
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise
         try:
             target = f"127.0.0.1:{self.grpc_port}"
-            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(pki.ca.read_bytes())) \
-                if secure else grpc.insecure_channel(target)
+            self.channel = (
+                grpc.secure_channel(target, grpc.ssl_channel_credentials(pki.ca.read_bytes()))
+                if secure
+                else grpc.insecure_channel(target)
+            )
             grpc.channel_ready_future(self.channel).result(timeout=10)
             self.vectors = recorded_vectors(recordings)
             push = telemetry_pb2_grpc.TelemetryServiceStub(self.channel).Push
@@ -120,8 +145,7 @@ class Stack:
                 msg = self.vectors[i % len(self.vectors)].to_proto()
                 msg.node_name = name
                 msg.collected_at_unix_ms = now
-                push(msg, timeout=5,
-                     metadata=(("authorization", f"Bearer {node_tokens[name]}"),) if secure else None)
+                push(msg, timeout=5, metadata=(("authorization", f"Bearer {node_tokens[name]}"),) if secure else None)
         except BaseException:
             self.close()
             raise

@@ -36,10 +36,10 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aggregator.batch import Status
-from wire.client_security import ClientSecurity, TokenFileError, metadata
-from wire.v1 import scoring_pb2, scoring_pb2_grpc
-from wire.schema import PodContext, Profile, QoS
 from inference.scoring import FALLBACK_SCORE
+from wire.client_security import ClientSecurity, TokenFileError, metadata
+from wire.schema import PodContext, Profile, QoS
+from wire.v1 import scoring_pb2, scoring_pb2_grpc
 
 __all__ = [
     "DEFAULT_COOLDOWN_S",
@@ -174,7 +174,11 @@ class ScoreResult:
 def _fallback_result(pod: PodContext, nodes: Sequence[str], reason: str) -> ScoreResult:
     return ScoreResult(
         scores=tuple(NodeScore(n, FALLBACK_SCORE, Status.FALLBACK, 0.0, None, reason) for n in nodes),
-        model_version="", profile=pod.resolved_profile(), answered=False, fallback_reason=reason)
+        model_version="",
+        profile=pod.resolved_profile(),
+        answered=False,
+        fallback_reason=reason,
+    )
 
 
 def _from_proto(resp: scoring_pb2.BatchScoreResponse, pod: PodContext, nodes: Sequence[str]) -> ScoreResult:
@@ -182,18 +186,30 @@ def _from_proto(resp: scoring_pb2.BatchScoreResponse, pod: PodContext, nodes: Se
     status, isnan = _STATUS_BY_VALUE, math.isnan
     try:
         scores = tuple(
-            NodeScore(s.node_name, s.score, status[s.status], s.confidence,
-                      None if isnan(s.predicted_slowdown) else s.predicted_slowdown, s.reason,
-                      None if s.telemetry_age_ms < 0 else s.telemetry_age_ms)
-            for s in resp.scores)
+            NodeScore(
+                s.node_name,
+                s.score,
+                status[s.status],
+                s.confidence,
+                None if isnan(s.predicted_slowdown) else s.predicted_slowdown,
+                s.reason,
+                None if s.telemetry_age_ms < 0 else s.telemetry_age_ms,
+            )
+            for s in resp.scores
+        )
     except KeyError as e:
         raise ValueError(f"unknown score status {e.args[0]}") from None
     if len(scores) != len(nodes) or any(a.name != b for a, b in zip(scores, nodes)):
         raise ValueError(f"answer for {len(scores)} nodes does not match the {len(nodes)} candidates asked for")
     # An unknown profile (a newer aggregator) is not worth failing the call over.
     profile = Profile(resp.profile) if resp.profile in _PROFILE_VALUES else pod.resolved_profile()
-    return ScoreResult(scores=scores, model_version=resp.model_version, profile=profile, answered=True,
-                       server_elapsed_us=resp.elapsed_us)
+    return ScoreResult(
+        scores=scores,
+        model_version=resp.model_version,
+        profile=profile,
+        answered=True,
+        server_elapsed_us=resp.elapsed_us,
+    )
 
 
 # --------------------------------------------------------------------------- request
@@ -225,8 +241,10 @@ def build_request(pod: PodContext, nodes: Sequence[str]) -> scoring_pb2.BatchSco
         try:
             setattr(msg, proto_field, 0 if value is None else int(enum_type(value)))
         except (TypeError, ValueError):
-            raise InvalidRequest(f"pod.{field}", f"{value!r} is not a {enum_type.__name__} "
-                                 f"({', '.join(m.name for m in enum_type)}) or None") from None
+            raise InvalidRequest(
+                f"pod.{field}",
+                f"{value!r} is not a {enum_type.__name__} ({', '.join(m.name for m in enum_type)}) or None",
+            ) from None
     return scoring_pb2.BatchScoreRequest(pod=msg, node_names=names)
 
 
@@ -266,15 +284,18 @@ class GrpcTransport:
         self._channel, self._stub = self._open()
 
     def _open(self):
-        channel = self.security.channel(self.address, options=[
-            ("grpc.initial_reconnect_backoff_ms", int(RECONNECT_BACKOFF_INITIAL_S * 1000)),
-            ("grpc.max_reconnect_backoff_ms", int(RECONNECT_BACKOFF_MAX_S * 1000)),
-            ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
-            ("grpc.http2.bdp_probe", 0),
-            # Own subchannels: with gRPC's global pool a new channel would inherit the old
-            # connection's backoff, and reconnect() would start nothing afresh.
-            ("grpc.use_local_subchannel_pool", 1),
-        ])
+        channel = self.security.channel(
+            self.address,
+            options=[
+                ("grpc.initial_reconnect_backoff_ms", int(RECONNECT_BACKOFF_INITIAL_S * 1000)),
+                ("grpc.max_reconnect_backoff_ms", int(RECONNECT_BACKOFF_MAX_S * 1000)),
+                ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+                ("grpc.http2.bdp_probe", 0),
+                # Own subchannels: with gRPC's global pool a new channel would inherit the old
+                # connection's backoff, and reconnect() would start nothing afresh.
+                ("grpc.use_local_subchannel_pool", 1),
+            ],
+        )
         return channel, scoring_pb2_grpc.ScoringServiceStub(channel)
 
     def batch_score(self, request: scoring_pb2.BatchScoreRequest, timeout: float) -> scoring_pb2.BatchScoreResponse:
@@ -322,8 +343,13 @@ class CircuitBreaker:
     Thread-safe; never calls out while holding its lock except ``on_change`` (keep it quick).
     """
 
-    def __init__(self, failure_threshold: int, cooldown_s: float, clock: Callable[[], float],
-                 on_change: Callable[[CircuitState, CircuitState], None] | None = None):
+    def __init__(
+        self,
+        failure_threshold: int,
+        cooldown_s: float,
+        clock: Callable[[], float],
+        on_change: Callable[[CircuitState, CircuitState], None] | None = None,
+    ):
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
         self._clock = clock
@@ -358,9 +384,12 @@ class CircuitBreaker:
                     return Ticket(False, self._generation, denial=self._open_text(remaining))
                 self._move(CircuitState.HALF_OPEN)
             if self._trial_in_flight:
-                return Ticket(False, self._generation,
-                              denial=f"circuit half-open after {self._failures} consecutive failures "
-                                     f"(last: {self._last_failure}); a trial call is in flight")
+                return Ticket(
+                    False,
+                    self._generation,
+                    denial=f"circuit half-open after {self._failures} consecutive failures "
+                    f"(last: {self._last_failure}); a trial call is in flight",
+                )
             self._trial_in_flight = True
             return Ticket(True, self._generation, trial=True)
 
@@ -402,8 +431,10 @@ class CircuitBreaker:
         self._on_change(old, new)
 
     def _open_text(self, remaining_s: float) -> str:
-        return (f"circuit open after {self._failures} consecutive failures (last: {self._last_failure}); "
-                f"retrying in {max(remaining_s, 0.0):.1f} s")
+        return (
+            f"circuit open after {self._failures} consecutive failures (last: {self._last_failure}); "
+            f"retrying in {max(remaining_s, 0.0):.1f} s"
+        )
 
     def _describe(self) -> str:
         if self._state is CircuitState.OPEN:
@@ -422,17 +453,26 @@ class ClientMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.circuit_state = Gauge("kubeattention_client_circuit_state",
-                                   "Circuit breaker state: 0 closed, 1 half-open, 2 open", registry=r)
-        calls = Counter("kubeattention_client_calls", "score() calls by outcome: ok (the aggregator "
-                        "answered), fallback (neutral scores, see reasons), invalid (caller error, raised)",
-                        ["result"], registry=r)
+        self.circuit_state = Gauge(
+            "kubeattention_client_circuit_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open", registry=r
+        )
+        calls = Counter(
+            "kubeattention_client_calls",
+            "score() calls by outcome: ok (the aggregator "
+            "answered), fallback (neutral scores, see reasons), invalid (caller error, raised)",
+            ["result"],
+            registry=r,
+        )
         self.ok, self.fallback, self.invalid = (calls.labels(x) for x in ("ok", "fallback", "invalid"))
-        self.failures = Counter("kubeattention_client_failures", "Failed BatchScore calls by gRPC code",
-                                ["code"], registry=r)
-        self.duration = Histogram("kubeattention_client_call_duration_seconds",
-                                  "score() time as the caller sees it, fallbacks included",
-                                  buckets=CALL_DURATION_BUCKETS, registry=r)
+        self.failures = Counter(
+            "kubeattention_client_failures", "Failed BatchScore calls by gRPC code", ["code"], registry=r
+        )
+        self.duration = Histogram(
+            "kubeattention_client_call_duration_seconds",
+            "score() time as the caller sees it, fallbacks included",
+            buckets=CALL_DURATION_BUCKETS,
+            registry=r,
+        )
         self.opens = Counter("kubeattention_client_circuit_opens", "Times the circuit opened", registry=r)
 
     def state_changed(self, old: CircuitState, new: CircuitState) -> None:
@@ -446,13 +486,21 @@ class ClientMetrics:
 
 def _check_config(deadline_s, failure_threshold, cooldown_s) -> None:
     problems = []
-    if isinstance(deadline_s, bool) or not isinstance(deadline_s, (int, float)) \
-            or not math.isfinite(deadline_s) or deadline_s <= 0:
+    if (
+        isinstance(deadline_s, bool)
+        or not isinstance(deadline_s, (int, float))
+        or not math.isfinite(deadline_s)
+        or deadline_s <= 0
+    ):
         problems.append(f"deadline_s: must be a finite number of seconds > 0, got {deadline_s!r}")
     if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int) or failure_threshold < 1:
         problems.append(f"failure_threshold: must be an int >= 1, got {failure_threshold!r}")
-    if isinstance(cooldown_s, bool) or not isinstance(cooldown_s, (int, float)) \
-            or not math.isfinite(cooldown_s) or cooldown_s < 0:
+    if (
+        isinstance(cooldown_s, bool)
+        or not isinstance(cooldown_s, (int, float))
+        or not math.isfinite(cooldown_s)
+        or cooldown_s < 0
+    ):
         problems.append(f"cooldown_s: must be a finite number of seconds >= 0, got {cooldown_s!r}")
     if problems:
         raise ClientConfigError("; ".join(problems))
@@ -468,7 +516,7 @@ def _describe_error(err: BaseException) -> tuple[str, str]:
         label, details = CONNECTION_ERROR, f"{type(err).__name__}: {err}"
     details = (details or "").strip()
     if len(details) > _MAX_DETAIL_CHARS:
-        details = details[:_MAX_DETAIL_CHARS - 1] + "…"
+        details = details[: _MAX_DETAIL_CHARS - 1] + "…"
     return label, details
 
 
@@ -490,7 +538,8 @@ class ScoringClient:
     share one client (one channel) across a scheduler's threads. ::
 
         client = ScoringClient("kubeattention-aggregator.kubeattention-system.svc:50051",
-                               security=ClientSecurity(tls_ca="ca.pem", tls_cert="scheduler.pem", tls_key="scheduler-key.pem"),
+                               security=ClientSecurity(tls_ca="ca.pem", tls_cert="scheduler.pem",
+                                                       tls_key="scheduler-key.pem"),
                                registry=prometheus_client.REGISTRY)
         result = client.score(PodContext(cpu_request_cores=0.5, profile=Profile.LATENCY_CRITICAL), nodes)
         result.best().name, result.fallback, result.fallback_reason
@@ -504,14 +553,24 @@ class ScoringClient:
     ``ClientSecurity(insecure=True)`` for plaintext); required unless ``transport`` replaces gRPC (tests).
     """
 
-    def __init__(self, address: str, *, deadline_s: float = DEFAULT_DEADLINE_S,
-                 failure_threshold: int = DEFAULT_FAILURE_THRESHOLD, cooldown_s: float = DEFAULT_COOLDOWN_S,
-                 registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.monotonic,
-                 transport: Transport | None = None, security: ClientSecurity | None = None):
+    def __init__(
+        self,
+        address: str,
+        *,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
+        cooldown_s: float = DEFAULT_COOLDOWN_S,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        transport: Transport | None = None,
+        security: ClientSecurity | None = None,
+    ):
         _check_config(deadline_s, failure_threshold, cooldown_s)
         if transport is None and security is None:
-            raise ClientConfigError("security: say how to reach the aggregator: ClientSecurity(tls_ca=..., "
-                                    "[tls_cert=..., tls_key=...], [token_file=...]) or ClientSecurity(insecure=True)")
+            raise ClientConfigError(
+                "security: say how to reach the aggregator: ClientSecurity(tls_ca=..., "
+                "[tls_cert=..., tls_key=...], [token_file=...]) or ClientSecurity(insecure=True)"
+            )
         self.address = address
         self.deadline_s = float(deadline_s)
         self.metrics = ClientMetrics(registry)
@@ -575,15 +634,16 @@ class ScoringClient:
         self.metrics.fallback.inc()
         what = f"{code} ({details})" if details else code
         deadline = f" after the {self.deadline_s * 1000:g} ms deadline" if code == "DEADLINE_EXCEEDED" else ""
-        return _fallback_result(pod, names, f"KubeAttention unavailable: BatchScore failed with {what}{deadline}; "
-                                            f"{state}")
+        return _fallback_result(
+            pod, names, f"KubeAttention unavailable: BatchScore failed with {what}{deadline}; {state}"
+        )
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._transport.close()
 
-    def __enter__(self) -> "ScoringClient":
+    def __enter__(self) -> ScoringClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -157,9 +157,13 @@ class RunningAntagonist:
             self.limit = self.group.limit
         cmd = [STRESS_NG, *antagonist.args(temp_dir), "--timeout", f"{int(max_seconds + TIMEOUT_MARGIN_S)}s"]
         try:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         start_new_session=True,
-                                         preexec_fn=self.group.preexec if self.group else None)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=self.group.preexec if self.group else None,
+            )
         except BaseException:
             self.stop()
             raise
@@ -190,7 +194,7 @@ class RunningAntagonist:
                 group, self.group = self.group, None
                 group.remove()
 
-    def __enter__(self) -> "RunningAntagonist":
+    def __enter__(self) -> RunningAntagonist:
         return self
 
     def __exit__(self, *exc) -> None:

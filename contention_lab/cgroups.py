@@ -68,9 +68,11 @@ def detect(sys_root: Path | str = "/sys") -> Hierarchy:
     v1 = v1_cpu_hierarchy(sys_root)  # the one the agent's run-queue collector reads
     if v1 is not None and (v1 / "cpu.cfs_quota_us").exists():
         return Hierarchy(1, v1)
-    raise CgroupError(f"no cgroup cpu controller with CFS bandwidth control under {base} (looked for "
-                      f"cgroup.controllers listing 'cpu' (v2) and cpu/cpu.cfs_quota_us (v1)); antagonist CPU quotas "
-                      "need one — run as root on a kernel with CONFIG_CFS_BANDWIDTH")
+    raise CgroupError(
+        f"no cgroup cpu controller with CFS bandwidth control under {base} (looked for "
+        f"cgroup.controllers listing 'cpu' (v2) and cpu/cpu.cfs_quota_us (v1)); antagonist CPU quotas "
+        "need one — run as root on a kernel with CONFIG_CFS_BANDWIDTH"
+    )
 
 
 def _enable_cpu_v2(h: Hierarchy) -> None:
@@ -154,8 +156,11 @@ class QuotaGroup:
     def limit(self) -> str:
         """The limit as the kernel holds it, for the row: e.g. 'cpu.cfs_quota_us=25000 cpu.cfs_period_us=100000
         cpu.shares=256'."""
-        files = ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares") if self.h.version == 1 else \
-            ("cpu.max", "cpu.weight")
+        files = (
+            ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares")
+            if self.h.version == 1
+            else ("cpu.max", "cpu.weight")
+        )
         return " ".join(f"{f}={(self.path / f).read_text().strip()}" for f in files)
 
     def preexec(self) -> None:
@@ -166,8 +171,9 @@ class QuotaGroup:
     def throttling(self) -> dict | None:
         """``nr_periods`` / ``nr_throttled`` of the group's cpu.stat (v1 and v2 both have them), if readable."""
         try:
-            fields = dict(line.split()[:2] for line in (self.path / "cpu.stat").read_text().splitlines()
-                          if len(line.split()) >= 2)
+            fields = dict(
+                line.split()[:2] for line in (self.path / "cpu.stat").read_text().splitlines() if len(line.split()) >= 2
+            )
             return {"nr_periods": int(fields["nr_periods"]), "nr_throttled": int(fields["nr_throttled"])}
         except (OSError, KeyError, ValueError):
             return None

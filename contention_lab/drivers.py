@@ -51,14 +51,15 @@ def require(binaries: list[str], which=shutil.which) -> None:
     if missing:
         pkgs = sorted({DEBIAN_PACKAGE.get(b, b) for b in missing})
         raise MissingBinary(
-            "missing " + ", ".join(f"{b} (Debian package {DEBIAN_PACKAGE.get(b, b)})" for b in missing)
-            + f": install with `apt-get install {' '.join(pkgs)}` (or `make setup`)")
+            "missing "
+            + ", ".join(f"{b} (Debian package {DEBIAN_PACKAGE.get(b, b)})" for b in missing)
+            + f": install with `apt-get install {' '.join(pkgs)}` (or `make setup`)"
+        )
 
 
 def _run(cmd: list[str], timeout_s: float, env: dict | None = None) -> str:
     """Run in its own process group; kill the whole group on timeout. Returns stdout."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -66,8 +67,10 @@ def _run(cmd: list[str], timeout_s: float, env: dict | None = None) -> str:
         proc.communicate()
         raise VictimError(f"{cmd[0]} did not finish within its {timeout_s:.0f} s bound (killed)") from None
     if proc.returncode != 0:
-        raise VictimError(f"{' '.join(cmd[:3])} ... exited with {proc.returncode}: "
-                          f"{err.decode(errors='replace').strip()[-300:] or 'no message'}")
+        raise VictimError(
+            f"{' '.join(cmd[:3])} ... exited with {proc.returncode}: "
+            f"{err.decode(errors='replace').strip()[-300:] or 'no message'}"
+        )
     return out.decode(errors="replace")
 
 
@@ -86,8 +89,7 @@ class InProcessVictim:
         pass
 
     def run(self, seconds: float, timeout_s: float) -> dict:
-        out = _run([sys.executable, "-m", "contention_lab.victims", self.kind, "--seconds", str(seconds)],
-                   timeout_s)
+        out = _run([sys.executable, "-m", "contention_lab.victims", self.kind, "--seconds", str(seconds)], timeout_s)
         try:
             result = json.loads(out.strip().splitlines()[-1])
         except (json.JSONDecodeError, IndexError):
@@ -115,15 +117,35 @@ class RedisVictim:
         self.port = 0
 
     def describe(self) -> str:
-        return (f"redis-benchmark -t get -n {self.requests} -c {REDIS_CLIENTS} -d {REDIS_VALUE_BYTES} --csv "
-                "against redis-server --save '' --appendonly no")
+        return (
+            f"redis-benchmark -t get -n {self.requests} -c {REDIS_CLIENTS} -d {REDIS_VALUE_BYTES} --csv "
+            "against redis-server --save '' --appendonly no"
+        )
 
     def start(self, work_dir: Path, seconds: float) -> None:
         self.port = _free_port()
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(work_dir), "--daemonize", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(work_dir),
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -138,21 +160,48 @@ class RedisVictim:
             self.requests = max(1000, int(probe["rps"] * seconds))
 
     def _bench(self, n: int, timeout_s: float) -> dict:
-        out = _run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(self.port), "-t", "get", "-n", str(n),
-                    "-c", str(REDIS_CLIENTS), "-d", str(REDIS_VALUE_BYTES), "--csv"], timeout_s)
+        out = _run(
+            [
+                "redis-benchmark",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-t",
+                "get",
+                "-n",
+                str(n),
+                "-c",
+                str(REDIS_CLIENTS),
+                "-d",
+                str(REDIS_VALUE_BYTES),
+                "--csv",
+            ],
+            timeout_s,
+        )
         lines = [ln for ln in out.splitlines() if ln.startswith('"GET"')]
         if not lines:
             raise VictimError(f"redis-benchmark printed no GET line: {out[-200:]!r}")
         fields = [f.strip('"') for f in lines[-1].split(",")]
         # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms",...
-        return {"rps": float(fields[1]), "mean_ms": float(fields[2]), "p50_ms": float(fields[4]),
-                "p99_ms": float(fields[6])}
+        return {
+            "rps": float(fields[1]),
+            "mean_ms": float(fields[2]),
+            "p50_ms": float(fields[4]),
+            "p99_ms": float(fields[6]),
+        }
 
     def run(self, seconds: float, timeout_s: float) -> dict:
         t0 = time.monotonic()
         r = self._bench(self.requests, timeout_s)
-        return {"ops": self.requests, "seconds": round(time.monotonic() - t0, 3), "mean_ms": r["mean_ms"],
-                "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "command": self.describe()}
+        return {
+            "ops": self.requests,
+            "seconds": round(time.monotonic() - t0, 3),
+            "mean_ms": r["mean_ms"],
+            "p50_ms": r["p50_ms"],
+            "p99_ms": r["p99_ms"],
+            "command": self.describe(),
+        }
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -173,9 +222,20 @@ class FioVictim:
         self.file: Path | None = None
 
     def _cmd(self, seconds: float) -> list[str]:
-        return ["fio", "--name=victim", f"--filename={self.file}", f"--size={FIO_FILE_SIZE}", "--rw=randread",
-                "--bs=4k", "--direct=1", "--ioengine=psync", "--iodepth=1", "--time_based",
-                f"--runtime={max(1, round(seconds))}s", "--output-format=json"]
+        return [
+            "fio",
+            "--name=victim",
+            f"--filename={self.file}",
+            f"--size={FIO_FILE_SIZE}",
+            "--rw=randread",
+            "--bs=4k",
+            "--direct=1",
+            "--ioengine=psync",
+            "--iodepth=1",
+            "--time_based",
+            f"--runtime={max(1, round(seconds))}s",
+            "--output-format=json",
+        ]
 
     def describe(self) -> str:
         return f"fio --rw=randread --bs=4k --direct=1 --ioengine=psync --iodepth=1 --size={FIO_FILE_SIZE}"
@@ -183,17 +243,33 @@ class FioVictim:
     def start(self, work_dir: Path, seconds: float) -> None:
         self.file = work_dir / "fio-victim.dat"
         # Lay the file out once (fio writes it on first use), so runs measure reads only.
-        _run(["fio", "--name=layout", f"--filename={self.file}", f"--size={FIO_FILE_SIZE}", "--rw=write",
-              "--bs=1M", "--end_fsync=1", "--output-format=json"], 120)
+        _run(
+            [
+                "fio",
+                "--name=layout",
+                f"--filename={self.file}",
+                f"--size={FIO_FILE_SIZE}",
+                "--rw=write",
+                "--bs=1M",
+                "--end_fsync=1",
+                "--output-format=json",
+            ],
+            120,
+        )
 
     def run(self, seconds: float, timeout_s: float) -> dict:
         out = _run(self._cmd(seconds), timeout_s)
         try:
-            read = json.loads(out[out.index("{"):])["jobs"][0]["read"]
+            read = json.loads(out[out.index("{") :])["jobs"][0]["read"]
             pct = read["clat_ns"]["percentile"]
-            return {"ops": int(read["total_ios"]), "seconds": round(read["runtime"] / 1000.0, 3),
-                    "mean_ms": read["clat_ns"]["mean"] / 1e6, "p50_ms": pct["50.000000"] / 1e6,
-                    "p99_ms": pct["99.000000"] / 1e6, "command": self.describe()}
+            return {
+                "ops": int(read["total_ios"]),
+                "seconds": round(read["runtime"] / 1000.0, 3),
+                "mean_ms": read["clat_ns"]["mean"] / 1e6,
+                "p50_ms": pct["50.000000"] / 1e6,
+                "p99_ms": pct["99.000000"] / 1e6,
+                "command": self.describe(),
+            }
         except (ValueError, KeyError, IndexError) as err:
             raise VictimError(f"fio output without read latency percentiles ({err})") from None
 

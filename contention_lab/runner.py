@@ -47,15 +47,15 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from wire import schema
 from contention_lab import antagonists as ant
 from contention_lab import cgroups, drivers
 from scorer.calibration.rows import ROW_KIND, CalibrationError, load_rows, summarise, write_summary
+from wire import schema
 from wire.schema import METRICS, NUM_METRICS, Profile
 
 log = logging.getLogger("scorer.calibrate")
@@ -87,32 +87,70 @@ class Interrupted(Exception):
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
-                        help=f"output directory: {ROWS_FILE} (rows), {PLAN_FILE}, summary.json, summary.md; "
-                             "an existing directory is resumed")
-    parser.add_argument("--victims", default=",".join(p.annotation for p in Profile), metavar="LIST",
-                        help="comma-separated workload profiles to measure (default: all five)")
-    parser.add_argument("--antagonists", default=",".join(a.name for a in ant.CONFIGS), metavar="LIST",
-                        help="comma-separated antagonist configurations ('none' is always included; "
-                             f"default: all {len(ant.CONFIGS)}: {', '.join(a.name for a in ant.CONFIGS)})")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help=f"repetitions of the whole matrix (default: {DEFAULT_REPEATS}); on resume, a number "
-                             "above the plan's adds repetitions to the directory")
-    parser.add_argument("--run-seconds", type=float, default=DEFAULT_RUN_S,
-                        help=f"each victim run (default: {DEFAULT_RUN_S:g})")
-    parser.add_argument("--warmup-seconds", type=float, default=DEFAULT_WARMUP_S,
-                        help=f"antagonist warm-up before the node state is measured (default: {DEFAULT_WARMUP_S:g})")
-    parser.add_argument("--state-seconds", type=float, default=DEFAULT_STATE_S,
-                        help=f"node-state vectors at 1 s per configuration (default: {DEFAULT_STATE_S:g})")
-    parser.add_argument("--alone-every", type=int, default=DEFAULT_ALONE_EVERY, metavar="N",
-                        help="measure the victims alone again after every N configurations and at the end of each "
-                             f"repetition (default: {DEFAULT_ALONE_EVERY})")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help=f"output directory: {ROWS_FILE} (rows), {PLAN_FILE}, summary.json, summary.md; "
+        "an existing directory is resumed",
+    )
+    parser.add_argument(
+        "--victims",
+        default=",".join(p.annotation for p in Profile),
+        metavar="LIST",
+        help="comma-separated workload profiles to measure (default: all five)",
+    )
+    parser.add_argument(
+        "--antagonists",
+        default=",".join(a.name for a in ant.CONFIGS),
+        metavar="LIST",
+        help="comma-separated antagonist configurations ('none' is always included; "
+        f"default: all {len(ant.CONFIGS)}: {', '.join(a.name for a in ant.CONFIGS)})",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"repetitions of the whole matrix (default: {DEFAULT_REPEATS}); on resume, a number "
+        "above the plan's adds repetitions to the directory",
+    )
+    parser.add_argument(
+        "--run-seconds", type=float, default=DEFAULT_RUN_S, help=f"each victim run (default: {DEFAULT_RUN_S:g})"
+    )
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=DEFAULT_WARMUP_S,
+        help=f"antagonist warm-up before the node state is measured (default: {DEFAULT_WARMUP_S:g})",
+    )
+    parser.add_argument(
+        "--state-seconds",
+        type=float,
+        default=DEFAULT_STATE_S,
+        help=f"node-state vectors at 1 s per configuration (default: {DEFAULT_STATE_S:g})",
+    )
+    parser.add_argument(
+        "--alone-every",
+        type=int,
+        default=DEFAULT_ALONE_EVERY,
+        metavar="N",
+        help="measure the victims alone again after every N configurations and at the end of each "
+        f"repetition (default: {DEFAULT_ALONE_EVERY})",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="configuration order seed (default: 0)")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="start no new configuration after this many minutes and exit with status "
-                             f"{EXIT_INCOMPLETE} if runs are left; rerun to resume (default: none)")
-    parser.add_argument("--no-quiet-wait", action="store_true",
-                        help="do not wait for the machine to be quiet before the 'none' configuration")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="start no new configuration after this many minutes and exit with status "
+        f"{EXIT_INCOMPLETE} if runs are left; rerun to resume (default: none)",
+    )
+    parser.add_argument(
+        "--no-quiet-wait",
+        action="store_true",
+        help="do not wait for the machine to be quiet before the 'none' configuration",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -120,8 +158,9 @@ def _parse_list(text: str, known: dict, what: str) -> list:
     items = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in items if t not in known]
     if unknown:
-        raise CalibrationError(f"--{what}: unknown {', '.join(map(repr, unknown))}; "
-                               f"expected some of {', '.join(known)}")
+        raise CalibrationError(
+            f"--{what}: unknown {', '.join(map(repr, unknown))}; expected some of {', '.join(known)}"
+        )
     if not items:
         raise CalibrationError(f"--{what}: empty list")
     return [known[t] for t in dict.fromkeys(items)]
@@ -138,8 +177,10 @@ def _plan(args: argparse.Namespace, out: Path) -> dict:
         log.info("resuming %s with its plan (%s)", out, path)
         if args.repeats is not None and args.repeats != plan.get("repeats"):
             if args.repeats < plan.get("repeats", 0):
-                raise CalibrationError(f"--repeats: {path} plans {plan['repeats']} repetitions; a resumed directory "
-                                       f"can gain repetitions but not lose them (got {args.repeats})")
+                raise CalibrationError(
+                    f"--repeats: {path} plans {plan['repeats']} repetitions; a resumed directory "
+                    f"can gain repetitions but not lose them (got {args.repeats})"
+                )
             log.info("adding repetitions: %d -> %d", plan["repeats"], args.repeats)
             plan["repeats"] = args.repeats
             path.write_text(json.dumps(plan, indent=2) + "\n")
@@ -149,15 +190,26 @@ def _plan(args: argparse.Namespace, out: Path) -> dict:
     configs = _parse_list(args.antagonists, ant.BY_NAME, "antagonists")
     if ant.ALONE not in configs:
         configs.insert(0, ant.ALONE)
-    for flag, value, lo in (("--run-seconds", args.run_seconds, 0.5), ("--warmup-seconds", args.warmup_seconds, 0),
-                            ("--state-seconds", args.state_seconds, 1), ("--repeats", repeats, 1),
-                            ("--alone-every", args.alone_every, 1)):
+    for flag, value, lo in (
+        ("--run-seconds", args.run_seconds, 0.5),
+        ("--warmup-seconds", args.warmup_seconds, 0),
+        ("--state-seconds", args.state_seconds, 1),
+        ("--repeats", repeats, 1),
+        ("--alone-every", args.alone_every, 1),
+    ):
         if not (math.isfinite(value) and value >= lo):
             raise CalibrationError(f"{flag}: must be >= {lo:g}, got {value!r}")
-    return {"victims": [p.annotation for p in profiles], "antagonists": [a.name for a in configs],
-            "repeats": repeats, "run_seconds": args.run_seconds, "warmup_seconds": args.warmup_seconds,
-            "state_seconds": args.state_seconds, "alone_every": args.alone_every, "seed": args.seed,
-            "redis_requests": None}
+    return {
+        "victims": [p.annotation for p in profiles],
+        "antagonists": [a.name for a in configs],
+        "repeats": repeats,
+        "run_seconds": args.run_seconds,
+        "warmup_seconds": args.warmup_seconds,
+        "state_seconds": args.state_seconds,
+        "alone_every": args.alone_every,
+        "seed": args.seed,
+        "redis_requests": None,
+    }
 
 
 def _row_key(rep: int, config: str, profile: str, slot: int = 0) -> str:
@@ -174,8 +226,7 @@ def _node_state(vectors) -> dict:
         values.append(float(statistics.median(got)) if ok else None)
         mask.append(ok)
         if not ok:
-            reasons[m.name] = next((v.missing_reasons[m.name] for v in vectors if not v.available[m.index]),
-                                   "missing")
+            reasons[m.name] = next((v.missing_reasons[m.name] for v in vectors if not v.available[m.index]), "missing")
     samples = [[v.values[i] if v.available[i] else None for i in range(NUM_METRICS)] for v in vectors]
     return {"values": values, "mask": mask, "missing_reasons": reasons, "samples": samples}
 
@@ -199,7 +250,7 @@ class Calibration:
     def schedule(self) -> list[tuple[int, int, ant.Antagonist]]:
         """(repetition, alone slot (0 for antagonists), configuration) in measuring order."""
         order = []
-        every = int(self.plan.get("alone_every") or 10 ** 9)
+        every = int(self.plan.get("alone_every") or 10**9)
         for rep in range(1, self.plan["repeats"] + 1):
             rest = [c for c in self.configs if c is not ant.ALONE]
             rng = np.random.default_rng([self.plan["seed"], rep])
@@ -222,15 +273,18 @@ class Calibration:
         if not todo:
             print(f"{self.rows_path}: all {len(self.done)} runs already measured; nothing to do")
             return 0
-        binaries = sorted({b for v in drivers.make_victims(self.profiles).values() for b in v.binaries}
-                          | ({ant.STRESS_NG} if any(t[2].workers for t in todo) else set()))
+        binaries = sorted(
+            {b for v in drivers.make_victims(self.profiles).values() for b in v.binaries}
+            | ({ant.STRESS_NG} if any(t[2].workers for t in todo) else set())
+        )
         drivers.require(binaries)
         if any(t[2].quota_pct is not None for t in todo):
             self.hierarchy = cgroups.detect()
             stale = cgroups.remove_stale(self.hierarchy)
             if stale:
-                log.warning("removed %d antagonist cgroups a killed calibration left behind: %s", len(stale),
-                            ", ".join(stale))
+                log.warning(
+                    "removed %d antagonist cgroups a killed calibration left behind: %s", len(stale), ", ".join(stale)
+                )
 
         from agent.collect import NodeCollector  # the agent's own collectors
         from agent.collectors import default_collectors
@@ -251,8 +305,11 @@ class Calibration:
             (self.out / PLAN_FILE).write_text(json.dumps(self.plan, indent=2) + "\n")
             for rep, slot, config, profiles in todo:
                 if self.max_minutes is not None and time.monotonic() - started > self.max_minutes * 60:
-                    print(f"stopped after --max-minutes {self.max_minutes:g}; {bar.total - bar.n} runs left — "
-                          "rerun the same command to resume", file=sys.stderr)
+                    print(
+                        f"stopped after --max-minutes {self.max_minutes:g}; {bar.total - bar.n} runs left — "
+                        "rerun the same command to resume",
+                        file=sys.stderr,
+                    )
                     return EXIT_INCOMPLETE
                 quiet = self._quiet(collector) if config is ant.ALONE else None
                 self._config(collector, victims, work, rep, slot, config, profiles, bar, quiet)
@@ -288,8 +345,12 @@ class Calibration:
             cpu = v.values[0] if v.available[0] else 0.0
             calm = calm + 1 if cpu < QUIET_CPU and max(psi, default=0.0) < QUIET_PSI else 0
         if calm < QUIET_SECONDS:
-            log.warning("machine not quiet after %.0f s (CPU or PSI above %.0f%%/%.0f%%); measuring anyway",
-                        QUIET_TIMEOUT_S, QUIET_CPU * 100, QUIET_PSI * 100)
+            log.warning(
+                "machine not quiet after %.0f s (CPU or PSI above %.0f%%/%.0f%%); measuring anyway",
+                QUIET_TIMEOUT_S,
+                QUIET_CPU * 100,
+                QUIET_PSI * 100,
+            )
         return calm >= QUIET_SECONDS
 
     def _config(self, collector, victims, work, rep, slot, config, profiles, bar, quiet) -> None:
@@ -309,21 +370,30 @@ class Calibration:
                 vectors.append(collector.collect())
             problem = running.failed()
             state = _node_state(vectors)
-            antagonist = {"kind": config.kind, "command": config.describe(), "workers": config.workers,
-                          "cpu_load": config.cpu_load, "quota_pct": config.quota_pct, "cgroup_limit": running.limit,
-                          "intensity": config.intensity(self.cores)}
+            antagonist = {
+                "kind": config.kind,
+                "command": config.describe(),
+                "workers": config.workers,
+                "cpu_load": config.cpu_load,
+                "quota_pct": config.quota_pct,
+                "cgroup_limit": running.limit,
+                "intensity": config.intensity(self.cores),
+            }
             if config is ant.ALONE:
                 antagonist["quiet_before"] = quiet
             for profile in profiles:
                 throttled = running.throttling()
-                row = self._measure(victims[profile], profile, rep, slot, config, antagonist, state, victim_timeout,
-                                    problem)
+                row = self._measure(
+                    victims[profile], profile, rep, slot, config, antagonist, state, victim_timeout, problem
+                )
                 after = running.throttling()
                 if throttled and after and after["nr_periods"] > throttled["nr_periods"]:
                     # CFS periods in which the antagonist ran out of quota while this victim ran.
                     row["antagonist_throttled_ratio"] = round(
                         (after["nr_throttled"] - throttled["nr_throttled"])
-                        / (after["nr_periods"] - throttled["nr_periods"]), 4)
+                        / (after["nr_periods"] - throttled["nr_periods"]),
+                        4,
+                    )
                 self._append(row)
                 bar.update(1)
                 problem = problem or running.failed()
@@ -331,29 +401,55 @@ class Calibration:
     def _measure(self, victim, profile, rep, slot, config, antagonist, state, timeout_s, problem) -> dict:
         key = _row_key(rep, config.name, profile.annotation, slot)
         row = {
-            "kind": ROW_KIND, "schema_version": schema.SCHEMA_VERSION, "key": key, "rep": rep,
-            "config": config.name, **({"alone_slot": slot} if config is ant.ALONE else {}),
+            "kind": ROW_KIND,
+            "schema_version": schema.SCHEMA_VERSION,
+            "key": key,
+            "rep": rep,
+            "config": config.name,
+            **({"alone_slot": slot} if config is ant.ALONE else {}),
             "antagonist": antagonist,
-            "profile": profile.annotation, "cores": self.cores, "hostname": socket.gethostname(),
-            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **state,
+            "profile": profile.annotation,
+            "cores": self.cores,
+            "hostname": socket.gethostname(),
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **state,
         }
         if problem:
-            return {**row, "status": "antagonist-failed", "error": problem, "victim": None, "slowdown_p99": None,
-                    "slowdown_p50": None}
+            return {
+                **row,
+                "status": "antagonist-failed",
+                "error": problem,
+                "victim": None,
+                "slowdown_p99": None,
+                "slowdown_p50": None,
+            }
         try:
             result = victim.run(self.plan["run_seconds"], timeout_s)
         except drivers.VictimError as err:
             log.warning("%s: %s", key, err)
-            return {**row, "status": "victim-failed", "error": str(err), "victim": None, "slowdown_p99": None,
-                    "slowdown_p50": None}
+            return {
+                **row,
+                "status": "victim-failed",
+                "error": str(err),
+                "victim": None,
+                "slowdown_p99": None,
+                "slowdown_p50": None,
+            }
         if config is ant.ALONE:
             self.alone[profile.annotation] = (key, result)
         alone_key, alone = self.alone.get(profile.annotation, (None, None))
         sd99 = result["p99_ms"] / alone["p99_ms"] if alone and alone["p99_ms"] > 0 else None
         sd50 = result["p50_ms"] / alone["p50_ms"] if alone and alone["p50_ms"] > 0 else None
-        return {**row, "status": "ok", "victim": result, "alone_key": alone_key, "alone_p99_ms": alone["p99_ms"] if alone else None,
-                "alone_p50_ms": alone["p50_ms"] if alone else None,
-                "slowdown_p99": sd99, "slowdown_p50": sd50}
+        return {
+            **row,
+            "status": "ok",
+            "victim": result,
+            "alone_key": alone_key,
+            "alone_p99_ms": alone["p99_ms"] if alone else None,
+            "alone_p50_ms": alone["p50_ms"] if alone else None,
+            "slowdown_p99": sd99,
+            "slowdown_p50": sd50,
+        }
 
     def _append(self, row: dict) -> None:
         with open(self.rows_path, "a") as f:
@@ -397,8 +493,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
         plan = _plan(args, out)
-        cal = Calibration(out, plan, progress=not args.no_progress, quiet_wait=not args.no_quiet_wait,
-                          max_minutes=args.max_minutes)
+        cal = Calibration(
+            out, plan, progress=not args.no_progress, quiet_wait=not args.no_quiet_wait, max_minutes=args.max_minutes
+        )
     except (CalibrationError, OSError) as err:
         print(f"kubeattention calibrate: {err}", file=sys.stderr)
         return 2

@@ -44,8 +44,15 @@ HASH_CHUNK_BYTES = 8 * 1024 * 1024
 def _percentiles(latencies_s: list[float], seconds: float) -> dict:
     lat = np.asarray(latencies_s) * 1000.0
     p50, p90, p99, p999 = np.percentile(lat, [50, 90, 99, 99.9])
-    return {"ops": int(lat.size), "seconds": round(seconds, 3), "mean_ms": float(lat.mean()),
-            "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "p999_ms": float(p999)}
+    return {
+        "ops": int(lat.size),
+        "seconds": round(seconds, 3),
+        "mean_ms": float(lat.mean()),
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "p999_ms": float(p999),
+    }
 
 
 def _timed_loop(op, seconds: float) -> dict:

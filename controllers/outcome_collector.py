@@ -71,17 +71,17 @@ import sys
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 import redis
 
-from kubeapi import objects as k8s
 from aggregator.config import DEFAULT_REDIS_URL
-from scheduling.decisions import DEFAULT_DECISIONS_MAXLEN, Decision, DecisionLog
 from aggregator.errors import StoreUnavailable
 from aggregator.store import DEFAULT_PREFIX, CorruptRecord, RedisStore, decode_record
+from kubeapi import objects as k8s
+from scheduling.decisions import DEFAULT_DECISIONS_MAXLEN, Decision, DecisionLog
 from wire.schema import METRICS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,14 @@ log = logging.getLogger(__name__)
 RECORD_KIND = "kubeattention.io/outcome"
 RECORD_VERSION = 1
 OUTCOME_WEIGHTS: dict[str, float] = {
-    "running": 1.0, "succeeded": 1.0, "restarted": 2.0, "failed": 2.0,
-    "oom_killed": 3.0, "evicted": 3.0, "deleted": 0.5, "pending": 0.0,
+    "running": 1.0,
+    "succeeded": 1.0,
+    "restarted": 2.0,
+    "failed": 2.0,
+    "oom_killed": 3.0,
+    "evicted": 3.0,
+    "deleted": 0.5,
+    "pending": 0.0,
 }
 #: Outcomes recorded as soon as they are seen: nothing later can change them.
 FINAL_OUTCOMES = frozenset({"evicted", "oom_killed", "failed", "succeeded"})
@@ -247,8 +253,15 @@ class OutcomeCollector:
     """Turns pod observations into outcome records. Single-threaded: feed it ``relist`` /
     ``on_event`` and call ``tick`` regularly; every Redis write happens in ``tick``."""
 
-    def __init__(self, store: RedisStore, *, settle_s: float = DEFAULT_SETTLE_S, export_path: Path | None = None,
-                 clock: Callable[[], float] = time.time, outcomes_maxlen: int = DEFAULT_OUTCOMES_MAXLEN):
+    def __init__(
+        self,
+        store: RedisStore,
+        *,
+        settle_s: float = DEFAULT_SETTLE_S,
+        export_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        outcomes_maxlen: int = DEFAULT_OUTCOMES_MAXLEN,
+    ):
         if not settle_s > 0:
             raise ValueError(f"--settle-s: must be > 0, got {settle_s}")
         self.store = store
@@ -293,9 +306,14 @@ class OutcomeCollector:
             node = k8s.spec(pod).get("nodeName")
             if not node:
                 return  # not bound yet; a deleted unbound pod was never placed
-            t = Tracked(uid=uid, namespace=m.get("namespace") or "default", name=m.get("name") or "", node=node,
-                        bound_at=bind_time(pod) or self.clock(),
-                        workload=str(w) if (w := k8s.workload_of(pod)) else None)
+            t = Tracked(
+                uid=uid,
+                namespace=m.get("namespace") or "default",
+                name=m.get("name") or "",
+                node=node,
+                bound_at=bind_time(pod) or self.clock(),
+                workload=str(w) if (w := k8s.workload_of(pod)) else None,
+            )
             self.tracked[uid] = t
             self.stats["bound_seen"] += 1
         t.obs.update(pod)
@@ -393,8 +411,14 @@ class OutcomeCollector:
                     f.write(json.dumps(record, sort_keys=True) + "\n")
             except OSError as e:
                 self.stats["export_errors"] += 1
-                log.error("outcome for %s/%s is in %s but not in %s: %s", t.namespace, t.name, self.outcomes_key,
-                          self.export_path, e)
+                log.error(
+                    "outcome for %s/%s is in %s but not in %s: %s",
+                    t.namespace,
+                    t.name,
+                    self.outcomes_key,
+                    self.export_path,
+                    e,
+                )
         self.stats[f"recorded_{outcome}"] += 1
         self._forget(t)
         return 1
@@ -404,8 +428,14 @@ class OutcomeCollector:
         self.done.add(t.uid)  # dropped again on its DELETED event or at the next relist
 
     def _skip_already_recorded(self, pods: list[dict]) -> None:
-        uids = [u for p in pods if (u := k8s.meta(p).get("uid")) and u not in self.done and u not in self.tracked
-                and k8s.spec(p).get("nodeName")]
+        uids = [
+            u
+            for p in pods
+            if (u := k8s.meta(p).get("uid"))
+            and u not in self.done
+            and u not in self.tracked
+            and k8s.spec(p).get("nodeName")
+        ]
         if not uids:
             return
         try:
@@ -470,9 +500,14 @@ def build_record(t: Tracked, outcome: str, now: float) -> dict:
 
 def stream_fields(record: dict) -> dict[str, str]:
     return {
-        "pod_uid": record["pod_uid"], "pod_namespace": record["pod_namespace"], "pod_name": record["pod_name"],
-        "node": record["node"], "outcome": record["outcome"], "weight": repr(record["weight"]),
-        "decision_ts_ms": str(record["decision"]["ts_ms"]), "recorded_at_ms": str(record["recorded_at_ms"]),
+        "pod_uid": record["pod_uid"],
+        "pod_namespace": record["pod_namespace"],
+        "pod_name": record["pod_name"],
+        "node": record["node"],
+        "outcome": record["outcome"],
+        "weight": repr(record["weight"]),
+        "decision_ts_ms": str(record["decision"]["ts_ms"]),
+        "recorded_at_ms": str(record["recorded_at_ms"]),
         "record": json.dumps(record, sort_keys=True),
     }
 
@@ -502,9 +537,15 @@ class PodWatcher:
     MODIFIED and DELETED events, pods as the API's JSON dicts.
     """
 
-    def __init__(self, core, *, watch_timeout_s: int = DEFAULT_WATCH_TIMEOUT_S,
-                 request_timeout_s: float = k8s.DEFAULT_REQUEST_TIMEOUT_S, page_size: int = k8s.DEFAULT_PAGE_SIZE,
-                 backoff: k8s.Backoff | None = None):
+    def __init__(
+        self,
+        core,
+        *,
+        watch_timeout_s: int = DEFAULT_WATCH_TIMEOUT_S,
+        request_timeout_s: float = k8s.DEFAULT_REQUEST_TIMEOUT_S,
+        page_size: int = k8s.DEFAULT_PAGE_SIZE,
+        backoff: k8s.Backoff | None = None,
+    ):
         self.core = core
         self.watch_timeout_s = int(watch_timeout_s)
         self.request_timeout_s = request_timeout_s
@@ -529,16 +570,22 @@ class PodWatcher:
         while not (stop.is_set() or self._stop.is_set()):
             try:
                 if resource_version is None:
-                    pods, resource_version = k8s.list_all(self.core.list_pod_for_all_namespaces,
-                                                          page_size=self.page_size,
-                                                          request_timeout_s=self.request_timeout_s)
+                    pods, resource_version = k8s.list_all(
+                        self.core.list_pod_for_all_namespaces,
+                        page_size=self.page_size,
+                        request_timeout_s=self.request_timeout_s,
+                    )
                     self.stats["lists"] += 1
                     emit("RELIST", pods)
                     self.backoff.reset()
                 self._watch = w = watch.Watch()
-                for ev in w.stream(self.core.list_pod_for_all_namespaces, resource_version=resource_version,
-                                   allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout_s,
-                                   _request_timeout=(self.request_timeout_s, self.watch_timeout_s + 30)):
+                for ev in w.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    resource_version=resource_version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=self.watch_timeout_s,
+                    _request_timeout=(self.request_timeout_s, self.watch_timeout_s + 30),
+                ):
                     kind = ev.get("type")
                     if kind in ("ADDED", "MODIFIED", "DELETED"):
                         self.stats["events"] += 1
@@ -570,8 +617,13 @@ class PodWatcher:
         stop.wait(delay)
 
 
-def serve(collector: OutcomeCollector, watcher: PodWatcher, stop: threading.Event,
-          tick_s: float = DEFAULT_TICK_S, stats_interval_s: float = STATS_LOG_INTERVAL_S) -> None:
+def serve(
+    collector: OutcomeCollector,
+    watcher: PodWatcher,
+    stop: threading.Event,
+    tick_s: float = DEFAULT_TICK_S,
+    stats_interval_s: float = STATS_LOG_INTERVAL_S,
+) -> None:
     """Run the watcher in a thread and feed the collector until ``stop`` is set."""
     events: queue.Queue = queue.Queue(maxsize=10_000)
 
@@ -603,8 +655,12 @@ def serve(collector: OutcomeCollector, watcher: PodWatcher, stop: threading.Even
             collector.tick()
             if time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + stats_interval_s
-                log.info("collector: %d pods awaiting an outcome; %s; watch %s", len(collector.tracked),
-                         dict(collector.stats), dict(watcher.stats))
+                log.info(
+                    "collector: %d pods awaiting an outcome; %s; watch %s",
+                    len(collector.tracked),
+                    dict(collector.stats),
+                    dict(watcher.stats),
+                )
     finally:
         watcher.stop()
         thread.join(timeout=5)
@@ -614,18 +670,41 @@ def serve(collector: OutcomeCollector, watcher: PodWatcher, stop: threading.Even
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis with ka:decisions (default {DEFAULT_REDIS_URL})")
+    p.add_argument(
+        "--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis with ka:decisions (default {DEFAULT_REDIS_URL})"
+    )
     p.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
-    p.add_argument("--kubeconfig", default=None,
-                   help="kubeconfig file (default: in-cluster config in a pod, else $KUBECONFIG or ~/.kube/config)")
-    p.add_argument("--settle-s", type=float, default=DEFAULT_SETTLE_S,
-                   help=f"seconds after binding at which a pod's outcome is taken (default {DEFAULT_SETTLE_S:g})")
-    p.add_argument("--export", type=Path, default=None, metavar="FILE.jsonl",
-                   help="also append each outcome as a JSON line to FILE (the input of `kubeattention train --outcomes`)")
-    p.add_argument("--dump", type=Path, default=None, metavar="FILE.jsonl",
-                   help="write every outcome already in ka:outcomes to FILE as JSONL and exit")
-    p.add_argument("--watch-timeout-s", type=int, default=DEFAULT_WATCH_TIMEOUT_S,
-                   help=f"server-side timeout of one pod watch request (default {DEFAULT_WATCH_TIMEOUT_S})")
+    p.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file (default: in-cluster config in a pod, else $KUBECONFIG or ~/.kube/config)",
+    )
+    p.add_argument(
+        "--settle-s",
+        type=float,
+        default=DEFAULT_SETTLE_S,
+        help=f"seconds after binding at which a pod's outcome is taken (default {DEFAULT_SETTLE_S:g})",
+    )
+    p.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="also append each outcome as a JSON line to FILE (the input of `kubeattention train --outcomes`)",
+    )
+    p.add_argument(
+        "--dump",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="write every outcome already in ka:outcomes to FILE as JSONL and exit",
+    )
+    p.add_argument(
+        "--watch-timeout-s",
+        type=int,
+        default=DEFAULT_WATCH_TIMEOUT_S,
+        help=f"server-side timeout of one pod watch request (default {DEFAULT_WATCH_TIMEOUT_S})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -659,8 +738,12 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("collector: watching pods, settle %g s, outcomes to %s%s", args.settle_s, collector.outcomes_key,
-             f" and {args.export}" if args.export else "")
+    log.info(
+        "collector: watching pods, settle %g s, outcomes to %s%s",
+        args.settle_s,
+        collector.outcomes_key,
+        f" and {args.export}" if args.export else "",
+    )
     serve(collector, watcher, stop)
     log.info("collector stopped: %s", dict(collector.stats))
     return 0

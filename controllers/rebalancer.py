@@ -38,17 +38,17 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import UTC, datetime
 
 import grpc
 
 from kubeapi import objects as k8s
 from wire.client_security import ClientSecurity, TokenFileError, metadata
 from wire.client_security import add_arguments as add_transport_arguments
-from wire.v1 import scoring_pb2, scoring_pb2_grpc
 from wire.schema import PodContext
+from wire.v1 import scoring_pb2, scoring_pb2_grpc
 
 DEFAULT_AGGREGATOR = "127.0.0.1:50051"
 DEFAULT_GAP = 20.0
@@ -61,8 +61,13 @@ REPORTING_CONTROLLER = "kubeattention.io/rebalancer"
 EVENT_MESSAGE_MAX = 1024
 STATUS_NAMES = {v: k.removeprefix("SCORE_STATUS_") for k, v in scoring_pb2.ScoreStatus.items()}
 #: gRPC codes after which no other pod of the round can be scored either.
-FATAL_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
-               grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+FATAL_CODES = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
 
 
 class RebalanceError(Exception):
@@ -129,8 +134,12 @@ class Move:
         return f"{self.namespace}/{self.pod}"
 
     def to_json(self) -> dict:
-        return {**asdict(self), "gain": round(self.gain, 2), "node_score": round(self.node_score, 2),
-                "target_score": round(self.target_score, 2)}
+        return {
+            **asdict(self),
+            "gain": round(self.gain, 2),
+            "node_score": round(self.node_score, 2),
+            "target_score": round(self.target_score, 2),
+        }
 
 
 @dataclass
@@ -200,9 +209,13 @@ def fits(requests: k8s.Resources, node: Mapping, usage: NodeUsage | None) -> boo
 def feasible_targets(pod: Mapping, nodes: list[Mapping], usage: dict[str, NodeUsage]) -> list[str]:
     current = k8s.spec(pod).get("nodeName")
     requests = k8s.pod_requests(pod)
-    return [k8s.node_name(n) for n in nodes
-            if k8s.node_name(n) != current and k8s.placement_problem(pod, n) is None
-            and fits(requests, n, usage.get(k8s.node_name(n)))]
+    return [
+        k8s.node_name(n)
+        for n in nodes
+        if k8s.node_name(n) != current
+        and k8s.placement_problem(pod, n) is None
+        and fits(requests, n, usage.get(k8s.node_name(n)))
+    ]
 
 
 def judge(current: Scored, others: list[Scored], gap: float, floor: float) -> tuple[Scored | None, str]:
@@ -241,9 +254,14 @@ def select(moves: list[Move], max_moves: int) -> tuple[list[Move], list[Move]]:
 
 def pod_proto(ctx: PodContext) -> scoring_pb2.PodContext:
     return scoring_pb2.PodContext(
-        namespace=ctx.namespace, name=ctx.name, cpu_request_cores=ctx.cpu_request_cores,
-        memory_request_bytes=ctx.memory_request_bytes, qos_class=int(ctx.resolved_qos()),
-        profile=int(ctx.profile) if ctx.profile is not None else 0, priority=ctx.priority)
+        namespace=ctx.namespace,
+        name=ctx.name,
+        cpu_request_cores=ctx.cpu_request_cores,
+        memory_request_bytes=ctx.memory_request_bytes,
+        qos_class=int(ctx.resolved_qos()),
+        profile=int(ctx.profile) if ctx.profile is not None else 0,
+        priority=ctx.priority,
+    )
 
 
 class AggregatorScorer:
@@ -258,10 +276,15 @@ class AggregatorScorer:
         self.stub = scoring_pb2_grpc.ScoringServiceStub(self.channel)
 
     def score(self, ctx: PodContext, nodes: list[str]) -> tuple[list[Scored], str]:
-        resp = self.stub.BatchScore(scoring_pb2.BatchScoreRequest(pod=pod_proto(ctx), node_names=nodes),
-                                    timeout=self.timeout_s, metadata=metadata(self.tokens))
-        return [Scored(s.node_name, float(s.score), STATUS_NAMES.get(s.status, str(s.status)), s.reason)
-                for s in resp.scores], resp.model_version
+        resp = self.stub.BatchScore(
+            scoring_pb2.BatchScoreRequest(pod=pod_proto(ctx), node_names=nodes),
+            timeout=self.timeout_s,
+            metadata=metadata(self.tokens),
+        )
+        return [
+            Scored(s.node_name, float(s.score), STATUS_NAMES.get(s.status, str(s.status)), s.reason)
+            for s in resp.scores
+        ], resp.model_version
 
     def close(self) -> None:
         self.channel.close()
@@ -321,10 +344,20 @@ def plan_round(core, scorer: AggregatorScorer, cfg: RebalanceConfig) -> Plan:
             plan.skipped[why_not] += 1
             continue
         m = k8s.meta(pod)
-        qualifying.append(Move(namespace=m.get("namespace") or "default", pod=m.get("name") or "", uid=m.get("uid") or "",
-                               workload=str(k8s.workload_of(pod)), node=current, node_score=by_node[current].score,
-                               node_reason=by_node[current].reason, target=best.node, target_score=best.score,
-                               candidates=len(targets)))
+        qualifying.append(
+            Move(
+                namespace=m.get("namespace") or "default",
+                pod=m.get("name") or "",
+                uid=m.get("uid") or "",
+                workload=str(k8s.workload_of(pod)),
+                node=current,
+                node_score=by_node[current].score,
+                node_reason=by_node[current].reason,
+                target=best.node,
+                target_score=best.score,
+                candidates=len(targets),
+            )
+        )
     plan.moves, plan.deferred = select(qualifying, cfg.max_moves)
     return plan
 
@@ -335,12 +368,15 @@ def evict(core, mv: Move) -> None:
     from kubernetes.client.exceptions import ApiException
 
     body = client.V1Eviction(
-        api_version="policy/v1", kind="Eviction",
+        api_version="policy/v1",
+        kind="Eviction",
         metadata=client.V1ObjectMeta(name=mv.pod, namespace=mv.namespace),
-        delete_options=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=mv.uid)))
+        delete_options=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=mv.uid)),
+    )
     try:
-        core.create_namespaced_pod_eviction(name=mv.pod, namespace=mv.namespace, body=body,
-                                            _request_timeout=k8s.DEFAULT_REQUEST_TIMEOUT_S)
+        core.create_namespaced_pod_eviction(
+            name=mv.pod, namespace=mv.namespace, body=body, _request_timeout=k8s.DEFAULT_REQUEST_TIMEOUT_S
+        )
         mv.action, mv.detail = "evicted", f"evicted from {mv.node}; the scheduler places its replacement"
     except ApiException as e:
         if e.status == 429:
@@ -363,30 +399,40 @@ def _status_text(e) -> str:
 
 
 def event_message(mv: Move, dry_run: bool) -> str:
-    what = {"recommended": "move recommended (dry run, not evicted)" if dry_run else "move recommended",
-            "evicted": "evicted so the scheduler can place it elsewhere",
-            "blocked": f"eviction blocked: {mv.detail}",
-            "failed": f"eviction failed: {mv.detail}"}.get(mv.action, mv.action)
-    text = (f"KubeAttention: node {mv.node} scores {mv.node_score:.0f} ({mv.node_reason}); "
-            f"node {mv.target} scores {mv.target_score:.0f}: {what}")
-    return text if len(text) <= EVENT_MESSAGE_MAX else text[:EVENT_MESSAGE_MAX - 1] + "…"
+    what = {
+        "recommended": "move recommended (dry run, not evicted)" if dry_run else "move recommended",
+        "evicted": "evicted so the scheduler can place it elsewhere",
+        "blocked": f"eviction blocked: {mv.detail}",
+        "failed": f"eviction failed: {mv.detail}",
+    }.get(mv.action, mv.action)
+    text = (
+        f"KubeAttention: node {mv.node} scores {mv.node_score:.0f} ({mv.node_reason}); "
+        f"node {mv.target} scores {mv.target_score:.0f}: {what}"
+    )
+    return text if len(text) <= EVENT_MESSAGE_MAX else text[: EVENT_MESSAGE_MAX - 1] + "…"
 
 
 def post_event(core, mv: Move, dry_run: bool, now: datetime | None = None) -> None:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     body = client.CoreV1Event(
         metadata=client.V1ObjectMeta(name=f"{mv.pod}.{time.time_ns():x}", namespace=mv.namespace),
-        involved_object=client.V1ObjectReference(api_version="v1", kind="Pod", name=mv.pod, namespace=mv.namespace,
-                                                 uid=mv.uid),
-        reason=EVENT_REASON, message=event_message(mv, dry_run),
+        involved_object=client.V1ObjectReference(
+            api_version="v1", kind="Pod", name=mv.pod, namespace=mv.namespace, uid=mv.uid
+        ),
+        reason=EVENT_REASON,
+        message=event_message(mv, dry_run),
         type="Warning" if mv.action == "failed" else "Normal",
         action="Evict" if mv.action in ("evicted", "blocked", "failed") else "Recommend",
         source=client.V1EventSource(component=EVENT_COMPONENT),
-        reporting_component=REPORTING_CONTROLLER, reporting_instance=socket.gethostname()[:128],
-        first_timestamp=now, last_timestamp=now, count=1)
+        reporting_component=REPORTING_CONTROLLER,
+        reporting_instance=socket.gethostname()[:128],
+        first_timestamp=now,
+        last_timestamp=now,
+        count=1,
+    )
     try:
         core.create_namespaced_event(namespace=mv.namespace, body=body, _request_timeout=k8s.DEFAULT_REQUEST_TIMEOUT_S)
         mv.event = "posted"
@@ -410,8 +456,12 @@ def execute(core, plan: Plan, cfg: RebalanceConfig) -> None:
 
 def as_json(plan: Plan, cfg: RebalanceConfig) -> dict:
     return {
-        "dry_run": not cfg.evict, "gap": cfg.gap, "floor": cfg.floor, "max_moves": cfg.max_moves,
-        "model_version": plan.model_version, "examined": plan.examined,
+        "dry_run": not cfg.evict,
+        "gap": cfg.gap,
+        "floor": cfg.floor,
+        "max_moves": cfg.max_moves,
+        "model_version": plan.model_version,
+        "examined": plan.examined,
         "moves": [m.to_json() for m in plan.moves],
         "deferred": [m.to_json() for m in plan.deferred],
         "skipped": dict(sorted(plan.skipped.items())),
@@ -420,24 +470,30 @@ def as_json(plan: Plan, cfg: RebalanceConfig) -> dict:
 
 def format_table(plan: Plan, cfg: RebalanceConfig) -> str:
     mode = "evicting" if cfg.evict else "dry run"
-    lines = [f"rebalance ({mode}): {plan.examined} running pods examined, "
-             f"{len(plan.moves) + len(plan.deferred)} qualify, {len(plan.moves)} selected "
-             f"(max {cfg.max_moves}, gap {cfg.gap:g}, floor {cfg.floor:g})"
-             + (f" · model {plan.model_version}" if plan.model_version else "")]
+    lines = [
+        f"rebalance ({mode}): {plan.examined} running pods examined, "
+        f"{len(plan.moves) + len(plan.deferred)} qualify, {len(plan.moves)} selected "
+        f"(max {cfg.max_moves}, gap {cfg.gap:g}, floor {cfg.floor:g})"
+        + (f" · model {plan.model_version}" if plan.model_version else "")
+    ]
     rows = plan.moves + plan.deferred
     if rows:
         wp = max(len("POD"), *(len(m.key) for m in rows))
         ww = max(len("WORKLOAD"), *(len(m.workload) for m in rows))
         wn = max(len("NODE"), *(len(m.node) for m in rows))
         wt = max(len("TARGET"), *(len(m.target) for m in rows))
-        lines.append(f"{'POD':<{wp}}  {'WORKLOAD':<{ww}}  {'NODE':<{wn}}  {'SCORE':>5}  {'TARGET':<{wt}}  "
-                     f"{'SCORE':>5}  {'GAIN':>5}  ACTION")
+        lines.append(
+            f"{'POD':<{wp}}  {'WORKLOAD':<{ww}}  {'NODE':<{wn}}  {'SCORE':>5}  {'TARGET':<{wt}}  "
+            f"{'SCORE':>5}  {'GAIN':>5}  ACTION"
+        )
         for m in rows:
             action = m.action + (f": {m.detail}" if m.detail and m.action != "recommended" else "")
             if m.event:
                 action += f" [event {m.event}]"
-            lines.append(f"{m.key:<{wp}}  {m.workload:<{ww}}  {m.node:<{wn}}  {m.node_score:5.1f}  {m.target:<{wt}}  "
-                         f"{m.target_score:5.1f}  {m.gain:5.1f}  {action}")
+            lines.append(
+                f"{m.key:<{wp}}  {m.workload:<{ww}}  {m.node:<{wn}}  {m.node_score:5.1f}  {m.target:<{wt}}  "
+                f"{m.target_score:5.1f}  {m.gain:5.1f}  {action}"
+            )
         lines.append("why the current nodes score low:")
         for node, reason in dict.fromkeys((m.node, m.node_reason) for m in plan.moves):
             lines.append(f"  {node}: {reason}")
@@ -452,20 +508,41 @@ def format_table(plan: Plan, cfg: RebalanceConfig) -> str:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--aggregator", default=DEFAULT_AGGREGATOR, help=f"aggregator gRPC address (default {DEFAULT_AGGREGATOR})")
-    p.add_argument("--kubeconfig", default=None,
-                   help="kubeconfig file (default: in-cluster config in a pod, else $KUBECONFIG or ~/.kube/config)")
-    p.add_argument("--gap", type=float, default=DEFAULT_GAP,
-                   help=f"move only when the best node scores at least this much more (default {DEFAULT_GAP:g})")
-    p.add_argument("--floor", type=float, default=DEFAULT_FLOOR,
-                   help=f"move only pods whose current node scores below this (default {DEFAULT_FLOOR:g})")
-    p.add_argument("--max-moves", type=int, default=DEFAULT_MAX_MOVES,
-                   help=f"most moves per round (default {DEFAULT_MAX_MOVES})")
-    p.add_argument("--evict", action="store_true",
-                   help="evict the selected pods through the Eviction API (PodDisruptionBudgets apply); default: dry run")
+    p.add_argument(
+        "--aggregator", default=DEFAULT_AGGREGATOR, help=f"aggregator gRPC address (default {DEFAULT_AGGREGATOR})"
+    )
+    p.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file (default: in-cluster config in a pod, else $KUBECONFIG or ~/.kube/config)",
+    )
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=DEFAULT_GAP,
+        help=f"move only when the best node scores at least this much more (default {DEFAULT_GAP:g})",
+    )
+    p.add_argument(
+        "--floor",
+        type=float,
+        default=DEFAULT_FLOOR,
+        help=f"move only pods whose current node scores below this (default {DEFAULT_FLOOR:g})",
+    )
+    p.add_argument(
+        "--max-moves", type=int, default=DEFAULT_MAX_MOVES, help=f"most moves per round (default {DEFAULT_MAX_MOVES})"
+    )
+    p.add_argument(
+        "--evict",
+        action="store_true",
+        help="evict the selected pods through the Eviction API (PodDisruptionBudgets apply); default: dry run",
+    )
     p.add_argument("--events", action="store_true", help="post a Kubernetes Event on each selected pod")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                   help=f"BatchScore deadline in seconds (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"BatchScore deadline in seconds (default {DEFAULT_TIMEOUT_S:g})",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_transport_arguments(p, "the rebalancer (a scheduler identity)")
 
@@ -475,8 +552,15 @@ def run(args: argparse.Namespace) -> int:
     security = ClientSecurity.from_args(args)
     problems.extend(security.problems())
     try:
-        cfg = RebalanceConfig(aggregator=args.aggregator, gap=args.gap, floor=args.floor, max_moves=args.max_moves,
-                              evict=args.evict, events=args.events, timeout_s=args.timeout)
+        cfg = RebalanceConfig(
+            aggregator=args.aggregator,
+            gap=args.gap,
+            floor=args.floor,
+            max_moves=args.max_moves,
+            evict=args.evict,
+            events=args.events,
+            timeout_s=args.timeout,
+        )
     except ValueError as e:
         problems.append(str(e).removeprefix("invalid rebalance configuration:\n  "))
     try:

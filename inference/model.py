@@ -37,8 +37,18 @@ OUTPUT_SLOWDOWN = "slowdown"
 OUTPUT_KINDS = (OUTPUT_LOG_SLOWDOWN, OUTPUT_SLOWDOWN)
 REQUIRED_METADATA = ("model_version", "schema_version", "feature_names", "output")
 #: metadata_props values are strings; these keys hold JSON and are decoded on load.
-JSON_METADATA = frozenset({"schema_version", "feature_names", "rows", "seed", "validation", "hyperparameters",
-                           "calibration", "contention_fit"})
+JSON_METADATA = frozenset(
+    {
+        "schema_version",
+        "feature_names",
+        "rows",
+        "seed",
+        "validation",
+        "hyperparameters",
+        "calibration",
+        "contention_fit",
+    }
+)
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "models" / "default.onnx"
 
@@ -73,24 +83,22 @@ class InterferenceModel:
     # ----------------------------------------------------------------- construction
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "InterferenceModel":
+    def load(cls, path: str | os.PathLike | None = None) -> InterferenceModel:
         """Load and validate an ONNX model; ``None`` loads the packaged default model."""
         p = Path(path) if path is not None else DEFAULT_MODEL_PATH
         if not p.is_file():
             raise ModelError(f"model file {p}: not found (or not a regular file)")
         try:
-            session = ort.InferenceSession(str(p), sess_options=session_options(),
-                                           providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(p), sess_options=session_options(), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"model file {p}: ONNX Runtime cannot load it: {exc}") from exc
         return cls(session, str(p))
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "InterferenceModel":
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> InterferenceModel:
         """Load from serialized ONNX bytes (e.g. the active model shared through Redis)."""
         try:
-            session = ort.InferenceSession(data, sess_options=session_options(),
-                                           providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(data, sess_options=session_options(), providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ModelError(f"model {source}: ONNX Runtime cannot load it: {exc}") from exc
         return cls(session, source)
@@ -116,16 +124,17 @@ class InterferenceModel:
     def predict_slowdown(self, X: np.ndarray) -> np.ndarray:
         """Predicted tail-latency slowdown (>= 1.0) for each row of an (n, 26) float32 batch."""
         if not isinstance(X, np.ndarray) or X.dtype != np.float32:
-            raise ModelError(f"features: expected a float32 numpy array, got "
-                             f"{getattr(X, 'dtype', type(X).__name__)}")
+            raise ModelError(f"features: expected a float32 numpy array, got {getattr(X, 'dtype', type(X).__name__)}")
         if X.ndim != 2 or X.shape[1] != schema.NUM_FEATURES:
             raise ModelError(f"features: expected shape (n, {schema.NUM_FEATURES}), got {X.shape}")
         if X.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
         if not np.isfinite(X).all():
             rows = np.unique(np.nonzero(~np.isfinite(X))[0])
-            raise ModelError(f"features: NaN or infinite values in row(s) {rows[:10].tolist()}; "
-                             f"missing metrics must be schema.MISSING ({schema.MISSING})")
+            raise ModelError(
+                f"features: NaN or infinite values in row(s) {rows[:10].tolist()}; "
+                f"missing metrics must be schema.MISSING ({schema.MISSING})"
+            )
         out = self._session.run(self._output_names, {self._input_name: np.ascontiguousarray(X)})[0]
         pred = out.reshape(-1).astype(np.float64)
         if self._log_output:
@@ -142,13 +151,13 @@ def validate_session(session: ort.InferenceSession, source: str) -> dict:
     raw = dict(session.get_modelmeta().custom_metadata_map)
     missing = [k for k in REQUIRED_METADATA if k not in raw]
     if missing:
-        raise ModelError(f"model {source}: metadata lacks {', '.join(missing)}; "
-                         f"was it exported by `kubeattention train`?")
+        raise ModelError(
+            f"model {source}: metadata lacks {', '.join(missing)}; was it exported by `kubeattention train`?"
+        )
     meta = {k: _decode(k, v) for k, v in raw.items()}
 
     if str(meta["schema_version"]) != str(schema.SCHEMA_VERSION):
-        problems.append(f"schema_version is {meta['schema_version']!r}, this code speaks "
-                        f"{schema.SCHEMA_VERSION}")
+        problems.append(f"schema_version is {meta['schema_version']!r}, this code speaks {schema.SCHEMA_VERSION}")
     names = meta["feature_names"]
     if not isinstance(names, list) or tuple(names) != schema.FEATURE_NAMES:
         problems.append(_feature_names_problem(names))
@@ -165,8 +174,7 @@ def validate_session(session: ort.InferenceSession, source: str) -> dict:
         if len(inp.shape) != 2 or inp.shape[1] != schema.NUM_FEATURES:
             problems.append(f"input {inp.name!r} has shape {inp.shape}, expected [None, {schema.NUM_FEATURES}]")
     if len(outputs) < 1 or outputs[0].type != "tensor(float)":
-        problems.append(f"first output must be tensor(float), got "
-                        f"{outputs[0].type if outputs else 'no outputs'}")
+        problems.append(f"first output must be tensor(float), got {outputs[0].type if outputs else 'no outputs'}")
     if problems:
         raise ModelError(f"model {source}: " + "; ".join(problems))
     return meta

@@ -28,8 +28,16 @@ REASON_METRICS = 2
 #: "about zero": reasons quote it rather than divide by it.
 RATIO_FLOOR = 0.01
 #: Metrics whose per-pod parts add up to the node's value, so a pod's share can be quoted.
-ADDITIVE_METRICS = frozenset({"cpu_utilization", "cpu_iowait_ratio", "cross_cgroup_preemptions_per_s",
-                              "memory_utilization", "memory_bandwidth_gbps", "process_churn_per_s"})
+ADDITIVE_METRICS = frozenset(
+    {
+        "cpu_utilization",
+        "cpu_iowait_ratio",
+        "cross_cgroup_preemptions_per_s",
+        "memory_utilization",
+        "memory_bandwidth_gbps",
+        "process_churn_per_s",
+    }
+)
 
 
 def scores_from_slowdown(slowdown: np.ndarray) -> np.ndarray:
@@ -75,7 +83,9 @@ def _describe(metric_index: int, value: float, median: float, offender: tuple[st
     text = f"{m.label} {m.format(value)}"
     if math.isfinite(median) and value > median * 1.5:
         floor = RATIO_FLOOR if m.unit == "ratio" else m.ref
-        text += f", {value / median:.1f}x the fleet median" if median >= floor else f" (fleet median {m.format(median)})"
+        text += (
+            f", {value / median:.1f}x the fleet median" if median >= floor else f" (fleet median {m.format(median)})"
+        )
     if offender is not None:
         pod, share_value = offender
         if m.name in ADDITIVE_METRICS and value > 0 and share_value <= value * 1.0001:
@@ -94,8 +104,9 @@ def top_offenders(offenders) -> dict[str, tuple[str, float]]:
     return top
 
 
-def reasons(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray,
-            offenders: list | None = None) -> list[str]:
+def reasons(
+    values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray, offenders: list | None = None
+) -> list[str]:
     """One reason per node: the (up to) two metrics that drive this profile's slowdown, with
     values, how they compare to the fleet median and which pod the agent holds responsible,
     then the profile and what is not measured — e.g. ``cross-cgroup preemptions 5200/s,
@@ -114,11 +125,17 @@ def reasons(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median
     out = []
     for i in range(d.shape[0]):
         top = top_offenders(offenders[i]) if offenders is not None else {}
-        drivers = "; ".join(_describe(j, float(values[i, j]), float(fleet_median[j]), top.get(METRICS[j].name))
-                            for j in order[i] if d[i, j] >= MIN_DRIVE)
-        text = (f"{drivers}; {profile.annotation} pod" if drivers
-                else f"nothing {'an' if profile.annotation[0] in 'aeiou' else 'a'} {profile.annotation} pod "
-                     "is sensitive to stands out")
+        drivers = "; ".join(
+            _describe(j, float(values[i, j]), float(fleet_median[j]), top.get(METRICS[j].name))
+            for j in order[i]
+            if d[i, j] >= MIN_DRIVE
+        )
+        text = (
+            f"{drivers}; {profile.annotation} pod"
+            if drivers
+            else f"nothing {'an' if profile.annotation[0] in 'aeiou' else 'a'} {profile.annotation} pod "
+            "is sensitive to stands out"
+        )
         if n_missing[i]:
             text += f"; {n_missing[i]} of {NUM_METRICS} metrics not measured"
         out.append(text)

@@ -38,10 +38,11 @@ import json
 import logging
 import os
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from kubeapi.quantity import parse_quantity
 from wire.schema import PROFILE_ANNOTATION, PodContext, Profile, QoS
@@ -184,8 +185,10 @@ def pod_requests(pod: Mapping) -> Resources:
         max_resources(init_max, needed)
     max_resources(reqs, init_max)
     pod_level = mapping(spec(pod).get("resources"), "spec.resources")
-    pod_req, pod_lim = (_quantities(pod_level.get("requests"), "spec.resources.requests"),
-                        _quantities(pod_level.get("limits"), "spec.resources.limits"))
+    pod_req, pod_lim = (
+        _quantities(pod_level.get("requests"), "spec.resources.requests"),
+        _quantities(pod_level.get("limits"), "spec.resources.limits"),
+    )
     for r in COMPUTE_RESOURCES:
         if r in pod_req or r in pod_lim:
             reqs[r] = pod_req.get(r, pod_lim.get(r))
@@ -326,8 +329,11 @@ def is_mirror_or_static_pod(pod: Mapping) -> bool:
     """A static pod's API mirror (annotation, or owned by its Node), or a pod from a file/http source."""
     ann = meta(pod).get("annotations") or {}
     ref = controller_ref(pod)
-    return (MIRROR_ANNOTATION in ann or ann.get(CONFIG_SOURCE_ANNOTATION) in ("file", "http")
-            or (ref is not None and ref.get("kind") == "Node"))
+    return (
+        MIRROR_ANNOTATION in ann
+        or ann.get(CONFIG_SOURCE_ANNOTATION) in ("file", "http")
+        or (ref is not None and ref.get("kind") == "Node")
+    )
 
 
 # ------------------------------------------------------------------------- nodes
@@ -389,8 +395,9 @@ def node_affinity_matches(pod: Mapping, node: Mapping) -> bool:
     selector = spec(pod).get("nodeSelector") or {}
     if any(labels.get(k) != v for k, v in selector.items()):
         return False
-    required = (((spec(pod).get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    required = ((spec(pod).get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
     terms = required.get("nodeSelectorTerms")
     if not terms:
         return True
@@ -400,7 +407,8 @@ def node_affinity_matches(pod: Mapping, node: Mapping) -> bool:
         if not exprs and not field_exprs:
             continue  # an empty term matches no objects
         if all(_requirement_matches(e, labels) for e in exprs) and all(
-                _requirement_matches(f, fields) for f in field_exprs):
+            _requirement_matches(f, fields) for f in field_exprs
+        ):
             return True
     return False
 
@@ -423,8 +431,10 @@ def placement_problem(pod: Mapping, node: Mapping) -> str | None:
 
 def node_allocatable(node: Mapping) -> Resources:
     alloc = status(node).get("allocatable") or {}
-    return {r: parse_quantity(alloc[r], f"node {node_name(node)} status.allocatable.{r}") if alloc.get(r) else Decimal(0)
-            for r in COMPUTE_RESOURCES}
+    return {
+        r: parse_quantity(alloc[r], f"node {node_name(node)} status.allocatable.{r}") if alloc.get(r) else Decimal(0)
+        for r in COMPUTE_RESOURCES
+    }
 
 
 # ------------------------------------------------------------------------- the API
@@ -445,12 +455,18 @@ def api_client(kubeconfig: str | None = None, environ: Mapping[str, str] | None 
             return client.ApiClient(cfg)
         return config.new_client_from_config()
     except (config.ConfigException, OSError, TypeError, ValueError) as e:
-        where = kubeconfig or ("in-cluster config" if environ.get("KUBERNETES_SERVICE_HOST") else "the default kubeconfig")
+        where = kubeconfig or (
+            "in-cluster config" if environ.get("KUBERNETES_SERVICE_HOST") else "the default kubeconfig"
+        )
         raise KubeConfigError(f"no Kubernetes client configuration from {where}: {e}") from e
 
 
-def list_all(list_fn: Callable[..., Any], page_size: int = DEFAULT_PAGE_SIZE,
-             request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S, **kwargs) -> tuple[list[dict], str]:
+def list_all(
+    list_fn: Callable[..., Any],
+    page_size: int = DEFAULT_PAGE_SIZE,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    **kwargs,
+) -> tuple[list[dict], str]:
     """Every item of a list call (``CoreV1Api.list_pod_for_all_namespaces``, ``list_node``, ...)
     as raw JSON dicts, following ``continue`` tokens; returns (items, list resourceVersion).
 
@@ -461,8 +477,9 @@ def list_all(list_fn: Callable[..., Any], page_size: int = DEFAULT_PAGE_SIZE,
     token: str | None = None
     resource_version = ""
     while True:
-        resp = list_fn(limit=page_size, _continue=token, _preload_content=False,
-                       _request_timeout=request_timeout_s, **kwargs)
+        resp = list_fn(
+            limit=page_size, _continue=token, _preload_content=False, _request_timeout=request_timeout_s, **kwargs
+        )
         try:
             doc = json.loads(resp.data)
         finally:
@@ -478,8 +495,14 @@ def list_all(list_fn: Callable[..., Any], page_size: int = DEFAULT_PAGE_SIZE,
 class Backoff:
     """Capped exponential backoff with downward jitter: initial, ×factor each failure, ≤ maximum."""
 
-    def __init__(self, initial_s: float = 0.5, maximum_s: float = 30.0, factor: float = 2.0, jitter: float = 0.2,
-                 rng: Callable[[], float] = random.random):
+    def __init__(
+        self,
+        initial_s: float = 0.5,
+        maximum_s: float = 30.0,
+        factor: float = 2.0,
+        jitter: float = 0.2,
+        rng: Callable[[], float] = random.random,
+    ):
         if not 0 < initial_s <= maximum_s:
             raise ValueError(f"backoff: need 0 < initial ({initial_s}) <= maximum ({maximum_s})")
         self.initial_s, self.maximum_s, self.factor, self.jitter, self.rng = initial_s, maximum_s, factor, jitter, rng

@@ -12,10 +12,7 @@ import time
 import uvicorn
 
 from aggregator import config as cfgmod
-from aggregator.security import options as security
 from aggregator.batch import BatchScorer
-from scheduling.decisions import DecisionLog, DecisionRecorder
-from scheduling.extender import Extender
 from aggregator.errors import ConfigError, StoreUnavailable
 from aggregator.grpc_server import GrpcServer, ScoringServicer, TelemetryServicer
 from aggregator.http_app import build_app
@@ -23,8 +20,11 @@ from aggregator.metrics import AggregatorMetrics, SnapshotCollector
 from aggregator.model_reload import start_model_source
 from aggregator.redis_access import RedisAccessError, check_redis_access
 from aggregator.refresher import Refresher
+from aggregator.security import options as security
 from aggregator.snapshot import Snapshot
 from aggregator.store import RedisStore
+from scheduling.decisions import DecisionLog, DecisionRecorder
+from scheduling.extender import Extender
 
 log = logging.getLogger("kubeattention.aggregator")
 
@@ -70,11 +70,19 @@ def pod_annotator(cfg: cfgmod.AggregatorConfig):
         if not d.pod_name or not d.recommended:
             return
         i = d.candidates.index(d.recommended)
-        api.patch_namespaced_pod(d.pod_name, d.pod_namespace, {"metadata": {"annotations": {
-            f"{ANNOTATION_PREFIX}recommended-node": d.recommended,
-            f"{ANNOTATION_PREFIX}score": f"{d.scores[i]:.1f}",
-            f"{ANNOTATION_PREFIX}reason": d.recommended_reason[:1000],
-        }}})
+        api.patch_namespaced_pod(
+            d.pod_name,
+            d.pod_namespace,
+            {
+                "metadata": {
+                    "annotations": {
+                        f"{ANNOTATION_PREFIX}recommended-node": d.recommended,
+                        f"{ANNOTATION_PREFIX}score": f"{d.scores[i]:.1f}",
+                        f"{ANNOTATION_PREFIX}reason": d.recommended_reason[:1000],
+                    }
+                }
+            },
+        )
 
     return annotate
 
@@ -103,23 +111,40 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
         return 2
     snapshot = Snapshot()
     metrics.registry.register(SnapshotCollector(snapshot, clock, cfg.max_staleness_ms))
-    refresher = Refresher(store, snapshot, interval_s=cfg.resync_interval_s, max_staleness_ms=cfg.max_staleness_ms,
-                          clock_ms=clock, metrics=metrics)
-    scorer = BatchScorer(snapshot, model, max_staleness_ms=cfg.max_staleness_ms, budget_ms=cfg.budget_ms,
-                         clock_ms=clock, metrics=metrics)
+    refresher = Refresher(
+        store,
+        snapshot,
+        interval_s=cfg.resync_interval_s,
+        max_staleness_ms=cfg.max_staleness_ms,
+        clock_ms=clock,
+        metrics=metrics,
+    )
+    scorer = BatchScorer(
+        snapshot, model, max_staleness_ms=cfg.max_staleness_ms, budget_ms=cfg.budget_ms, clock_ms=clock, metrics=metrics
+    )
     # --model-source redis: the model published in ka:model:{active} wins over the file, and
     # every later publish is swapped in without a restart (aggregator.model_reload).
-    model_reloader = start_model_source(cfg.model_source, model, store, cfg.key_prefix, cfg.model_check_interval_s,
-                                        metrics, install=lambda serving: setattr(scorer, "model", serving.model))
+    model_reloader = start_model_source(
+        cfg.model_source,
+        model,
+        store,
+        cfg.key_prefix,
+        cfg.model_check_interval_s,
+        metrics,
+        install=lambda serving: setattr(scorer, "model", serving.model),
+    )
     # before the port opens: a SIGTERM from then on is a graceful stop
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
     try:
-        server = GrpcServer(cfg.grpc_listen,
-                            TelemetryServicer(store, snapshot, clock, metrics, auth, cfg.max_inflight_pushes),
-                            ScoringServicer(scorer, cfg.max_candidates, metrics, auth), tls)
+        server = GrpcServer(
+            cfg.grpc_listen,
+            TelemetryServicer(store, snapshot, clock, metrics, auth, cfg.max_inflight_pushes),
+            ScoringServicer(scorer, cfg.max_candidates, metrics, auth),
+            tls,
+        )
         grpc_port = server.start()
     except (OSError, RuntimeError) as e:
         log.error("cannot start gRPC: %s", e)
@@ -128,20 +153,41 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
     def ready() -> tuple[bool, str]:
         if not refresher.synced.is_set():
             return False, f"waiting for the first successful read of Redis at {store.where}"
-        return True, f"model {inference.model.version}, {len(snapshot)} nodes in snapshot"
+        return True, f"model {scorer.model.version}, {len(snapshot)} nodes in snapshot"
 
-    decisions = DecisionRecorder(DecisionLog(store.client, cfg.key_prefix),
-                                 on_written=pod_annotator(cfg) if cfg.annotate_pods else None,
-                                 dropped_counter=metrics.decisions_dropped)
+    decisions = DecisionRecorder(
+        DecisionLog(store.client, cfg.key_prefix),
+        on_written=pod_annotator(cfg) if cfg.annotate_pods else None,
+        dropped_counter=metrics.decisions_dropped,
+    )
     from kubeapi.objects import pod_context
 
-    extender = Extender(scorer, pod_context, shadow=cfg.shadow, max_candidates=cfg.max_candidates,
-                        record=decisions, clock_ms=clock)
+    extender = Extender(
+        scorer, pod_context, shadow=cfg.shadow, max_candidates=cfg.max_candidates, record=decisions, clock_ms=clock
+    )
     host, port = cfgmod.parse_listen(cfg.http_listen, "--http-listen")
-    app = build_app(snapshot, metrics.registry, clock, cfg.max_staleness_ms, ready, lambda: inference.model.version,
-                    extender=extender, metrics=metrics, auth=auth)
-    http = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                         lifespan="off", **(tls.uvicorn_kwargs() if tls else {})))
+    app = build_app(
+        snapshot,
+        metrics.registry,
+        clock,
+        cfg.max_staleness_ms,
+        ready,
+        lambda: scorer.model.version,
+        extender=extender,
+        metrics=metrics,
+        auth=auth,
+    )
+    http = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            **(tls.uvicorn_kwargs() if tls else {}),
+        )
+    )
     http.install_signal_handlers = lambda: None  # we own SIGTERM/SIGINT below
 
     # Everything built so far lives as long as the process: keep it out of the cyclic
@@ -154,10 +200,18 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
         model_reloader.start()
     http_thread = threading.Thread(target=http.run, name="http", daemon=True)
     http_thread.start()
-    log.info("aggregator up: gRPC %s (port %d), HTTP %s (extender %s at /scheduler/), Redis %s, model %s, "
-             "staleness limit %d ms, budget %g ms", cfg.grpc_listen, grpc_port, cfg.http_listen,
-             "in SHADOW mode" if cfg.shadow else "active", store.where, inference.model.version, cfg.max_staleness_ms,
-             cfg.budget_ms)
+    log.info(
+        "aggregator up: gRPC %s (port %d), HTTP %s (extender %s at /scheduler/), Redis %s, model %s, "
+        "staleness limit %d ms, budget %g ms",
+        cfg.grpc_listen,
+        grpc_port,
+        cfg.http_listen,
+        "in SHADOW mode" if cfg.shadow else "active",
+        store.where,
+        scorer.model.version,
+        cfg.max_staleness_ms,
+        cfg.budget_ms,
+    )
     log.info("transport security: %s", security.describe(cfg))
     code = 0
     while not stop.is_set():

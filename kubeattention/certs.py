@@ -27,6 +27,7 @@ import datetime as dt
 import ipaddress
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,15 @@ DEFAULT_SCHEDULERS = ("kube-scheduler",)
 #: Where the aggregator is reached: loopback for the demo and tests, the Service in-cluster.
 SERVICE_NAME = "kubeattention-aggregator"
 SERVICE_NAMESPACE = "kubeattention-system"
-DEFAULT_SERVER_HOSTS = ("localhost", "127.0.0.1", "::1", SERVICE_NAME, f"{SERVICE_NAME}.{SERVICE_NAMESPACE}",
-                        f"{SERVICE_NAME}.{SERVICE_NAMESPACE}.svc", f"{SERVICE_NAME}.{SERVICE_NAMESPACE}.svc.cluster.local")
+DEFAULT_SERVER_HOSTS = (
+    "localhost",
+    "127.0.0.1",
+    "::1",
+    SERVICE_NAME,
+    f"{SERVICE_NAME}.{SERVICE_NAMESPACE}",
+    f"{SERVICE_NAME}.{SERVICE_NAMESPACE}.svc",
+    f"{SERVICE_NAME}.{SERVICE_NAMESPACE}.svc.cluster.local",
+)
 
 
 def spiffe_id(kind: str, name: str) -> str:
@@ -75,8 +83,9 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _write_key(path: Path, key) -> None:
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -88,7 +97,7 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 
 
 def _validity(days: int, now: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     # a minute of slack for clocks that lag the one that issued the certificate
     return now - dt.timedelta(minutes=1), now + dt.timedelta(days=days)
 
@@ -100,17 +109,39 @@ def _ca(out: Path, days: int, now: dt.datetime | None) -> tuple[x509.Certificate
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         return cert, key
     key = _new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "KubeAttention development"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, "KubeAttention development CA")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "KubeAttention development"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "KubeAttention development CA"),
+        ]
+    )
     start, end = _validity(days, now)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     _write_key(key_path, key)
     _write_cert(cert_path, cert)
     return cert, key
@@ -123,30 +154,61 @@ def _san(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
-def issue(ca_cert: x509.Certificate, ca_key, common_name: str, *, sans: list[x509.GeneralName], server: bool,
-          days: int = DEFAULT_DAYS, now: dt.datetime | None = None) -> tuple[x509.Certificate, object]:
+def issue(
+    ca_cert: x509.Certificate,
+    ca_key,
+    common_name: str,
+    *,
+    sans: list[x509.GeneralName],
+    server: bool,
+    days: int = DEFAULT_DAYS,
+    now: dt.datetime | None = None,
+) -> tuple[x509.Certificate, object]:
     """A leaf certificate signed by the CA: (certificate, private key)."""
     key = _new_key()
     start, end = _validity(days, now)
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "KubeAttention development"),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
-                                         crl_sign=False, content_commitment=False, data_encipherment=False,
-                                         key_agreement=True, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "KubeAttention development"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     return cert, key
 
 
-def _issue_to(out: Path, stem: str, ca_cert, ca_key, cn: str, sans, server: bool, days: int,
-              now: dt.datetime | None) -> Issued:
+def _issue_to(
+    out: Path, stem: str, ca_cert, ca_key, cn: str, sans, server: bool, days: int, now: dt.datetime | None
+) -> Issued:
     cert, key = issue(ca_cert, ca_key, cn, sans=sans, server=server, days=days, now=now)
     issued = Issued(out / f"{stem}.pem", out / f"{stem}-key.pem")
     _write_key(issued.key, key)
@@ -154,7 +216,7 @@ def _issue_to(out: Path, stem: str, ca_cert, ca_key, cn: str, sans, server: bool
     return issued
 
 
-def name_problems(flag: str, names: list[str]) -> list[str]:
+def name_problems(flag: str, names: Sequence[str]) -> list[str]:
     problems = []
     for n in names:
         if (why := k8s_name_problem(n)) is not None:
@@ -164,8 +226,15 @@ def name_problems(flag: str, names: list[str]) -> list[str]:
     return problems
 
 
-def create(out: Path, nodes: list[str], schedulers: list[str] = list(DEFAULT_SCHEDULERS), *,
-           hosts: list[str] = (), days: int = DEFAULT_DAYS, now: dt.datetime | None = None) -> DevPKI:
+def create(
+    out: Path,
+    nodes: list[str],
+    schedulers: Sequence[str] = DEFAULT_SCHEDULERS,
+    *,
+    hosts: Sequence[str] = (),
+    days: int = DEFAULT_DAYS,
+    now: dt.datetime | None = None,
+) -> DevPKI:
     """Write (or extend) a development PKI in ``out``. Raises ValueError naming a bad input."""
     problems = name_problems("--nodes", nodes) + name_problems("--schedulers", schedulers)
     if days < 1:
@@ -175,14 +244,37 @@ def create(out: Path, nodes: list[str], schedulers: list[str] = list(DEFAULT_SCH
     out.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = _ca(out, days, now)
     server_hosts = list(dict.fromkeys([*DEFAULT_SERVER_HOSTS, *hosts]))
-    server = _issue_to(out, "aggregator", ca_cert, ca_key, SERVICE_NAME, [_san(h) for h in server_hosts],
-                       True, days, now)
-    issued_nodes = {n: _issue_to(out, f"node-{n}", ca_cert, ca_key, n,
-                                 [x509.UniformResourceIdentifier(spiffe_id(NODE_KIND, n))], False, days, now)
-                    for n in nodes}
-    issued_scheds = {s: _issue_to(out, f"scheduler-{s}", ca_cert, ca_key, s,
-                                  [x509.UniformResourceIdentifier(spiffe_id(SCHEDULER_KIND, s))], False, days, now)
-                     for s in schedulers}
+    server = _issue_to(
+        out, "aggregator", ca_cert, ca_key, SERVICE_NAME, [_san(h) for h in server_hosts], True, days, now
+    )
+    issued_nodes = {
+        n: _issue_to(
+            out,
+            f"node-{n}",
+            ca_cert,
+            ca_key,
+            n,
+            [x509.UniformResourceIdentifier(spiffe_id(NODE_KIND, n))],
+            False,
+            days,
+            now,
+        )
+        for n in nodes
+    }
+    issued_scheds = {
+        s: _issue_to(
+            out,
+            f"scheduler-{s}",
+            ca_cert,
+            ca_key,
+            s,
+            [x509.UniformResourceIdentifier(spiffe_id(SCHEDULER_KIND, s))],
+            False,
+            days,
+            now,
+        )
+        for s in schedulers
+    }
     return DevPKI(out / "ca.pem", out / "ca-key.pem", server, issued_nodes, issued_scheds)
 
 
@@ -191,24 +283,41 @@ def _split(text: str) -> list[str]:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the PEM files into "
-                                                                "(an existing ca.pem/ca-key.pem there is reused)")
-    p.add_argument("--nodes", required=True, metavar="A,B,C",
-                   help="node names, comma-separated: one client certificate each (identity "
-                        f"spiffe://{SPIFFE_TRUST_DOMAIN}/node/NAME)")
-    p.add_argument("--schedulers", default=",".join(DEFAULT_SCHEDULERS), metavar="A,B",
-                   help="scoring clients, comma-separated: one client certificate each (identity "
-                        f"spiffe://{SPIFFE_TRUST_DOMAIN}/scheduler/NAME; default {','.join(DEFAULT_SCHEDULERS)})")
-    p.add_argument("--hosts", default="", metavar="H1,H2",
-                   help="extra DNS names or IPs for the aggregator's server certificate (always: "
-                        f"{', '.join(DEFAULT_SERVER_HOSTS)})")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="directory to write the PEM files into (an existing ca.pem/ca-key.pem there is reused)",
+    )
+    p.add_argument(
+        "--nodes",
+        required=True,
+        metavar="A,B,C",
+        help="node names, comma-separated: one client certificate each (identity "
+        f"spiffe://{SPIFFE_TRUST_DOMAIN}/node/NAME)",
+    )
+    p.add_argument(
+        "--schedulers",
+        default=",".join(DEFAULT_SCHEDULERS),
+        metavar="A,B",
+        help="scoring clients, comma-separated: one client certificate each (identity "
+        f"spiffe://{SPIFFE_TRUST_DOMAIN}/scheduler/NAME; default {','.join(DEFAULT_SCHEDULERS)})",
+    )
+    p.add_argument(
+        "--hosts",
+        default="",
+        metavar="H1,H2",
+        help="extra DNS names or IPs for the aggregator's server certificate (always: "
+        f"{', '.join(DEFAULT_SERVER_HOSTS)})",
+    )
     p.add_argument("--days", type=int, default=DEFAULT_DAYS, help=f"validity (default {DEFAULT_DAYS})")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        pki = create(Path(args.out), _split(args.nodes), _split(args.schedulers), hosts=_split(args.hosts),
-                     days=args.days)
+        pki = create(
+            Path(args.out), _split(args.nodes), _split(args.schedulers), hosts=_split(args.hosts), days=args.days
+        )
     except ValueError as e:
         print(f"kubeattention certs: {e}", file=sys.stderr)
         return 2

@@ -24,11 +24,20 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("aggregator.inspect_cli", "read node telemetry straight from Redis"),
     "model": ("aggregator.model_cli", "publish, show, list or roll back the model every aggregator serves (Redis)"),
     "shadow-report": ("scheduling.shadow_report", "compare shadow-mode recommendations with where pods landed"),
-    "collector": ("controllers.outcome_collector", "watch pods, join them with KubeAttention's decisions and record their outcomes"),
+    "collector": (
+        "controllers.outcome_collector",
+        "watch pods, join them with KubeAttention's decisions and record their outcomes",
+    ),
     "rebalance": ("controllers.rebalancer", "find pods on noisy nodes and recommend (or, with --evict, make) moves"),
     "train": ("scorer.train", "train the interference model and export it to ONNX"),
-    "calibrate": ("contention_lab.runner", "measure real victims beside stress-ng antagonists with the agent's collectors"),
-    "evaluate": ("scorer.evaluate_cli", "held-out evaluation of the model against scheduler baselines on calibration rows"),
+    "calibrate": (
+        "contention_lab.runner",
+        "measure real victims beside stress-ng antagonists with the agent's collectors",
+    ),
+    "evaluate": (
+        "scorer.evaluate_cli",
+        "held-out evaluation of the model against scheduler baselines on calibration rows",
+    ),
     "demo": ("kubeattention.demo", "start redis, an aggregator and agents on this machine and score them"),
     "certs": ("kubeattention.certs", "create a development CA and aggregator, node and scheduler certificates (mTLS)"),
 }
@@ -37,8 +46,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubeattention", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"kubeattention {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="log verbosity (default: INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default: INFO)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -57,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         module.configure_parser(sub_action.choices[chosen])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     module = importlib.import_module(args._module)
     return int(module.run(args) or 0)
 

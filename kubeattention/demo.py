@@ -52,10 +52,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--once", action="store_true", help="print the tables once, stop everything, exit")
     p.add_argument("--every", type=float, default=DEFAULT_EVERY_S, help="seconds between tables (default 5)")
     p.add_argument("--redis-port", type=int, default=DEFAULT_REDIS_PORT, help=f"default {DEFAULT_REDIS_PORT}")
-    p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help=f"aggregator gRPC, default {DEFAULT_GRPC_PORT}")
-    p.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help=f"aggregator HTTP, default {DEFAULT_HTTP_PORT}")
-    p.add_argument("--agent-http-port", type=int, default=DEFAULT_AGENT_HTTP_PORT,
-                   help=f"first agent HTTP port; replay agents take the next ones (default {DEFAULT_AGENT_HTTP_PORT})")
+    p.add_argument(
+        "--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help=f"aggregator gRPC, default {DEFAULT_GRPC_PORT}"
+    )
+    p.add_argument(
+        "--http-port", type=int, default=DEFAULT_HTTP_PORT, help=f"aggregator HTTP, default {DEFAULT_HTTP_PORT}"
+    )
+    p.add_argument(
+        "--agent-http-port",
+        type=int,
+        default=DEFAULT_AGENT_HTTP_PORT,
+        help=f"first agent HTTP port; replay agents take the next ones (default {DEFAULT_AGENT_HTTP_PORT})",
+    )
     p.add_argument("--log-dir", default=".demo", help="where process logs go (default .demo)")
 
 
@@ -140,8 +148,10 @@ def run(args: argparse.Namespace) -> int:
     wanted.update({f"agent HTTP port ({p}, from --agent-http-port)": p for p in agent_ports})
     busy = [f"{flag} {port}" if flag.startswith("--") else flag for flag, port in wanted.items() if not port_free(port)]
     if busy:
-        print("kubeattention demo: ports in use: " + ", ".join(busy) + "; pick others with the flags named",
-              file=sys.stderr)
+        print(
+            "kubeattention demo: ports in use: " + ", ".join(busy) + "; pick others with the flags named",
+            file=sys.stderr,
+        )
         return 2
 
     log_dir = Path(args.log_dir)
@@ -154,8 +164,7 @@ def run(args: argparse.Namespace) -> int:
     http = f"https://127.0.0.1:{args.http_port}"
     nodes = [this_node_name()] + [f"replay-{rec.stem}" for rec in recordings]
     pki = certs.create(log_dir / "certs", nodes, ["demo"])
-    scheduler = ClientSecurity(tls_ca=pki.ca, tls_cert=pki.schedulers["demo"].cert,
-                               tls_key=pki.schedulers["demo"].key)
+    scheduler = ClientSecurity(tls_ca=pki.ca, tls_cert=pki.schedulers["demo"].cert, tls_key=pki.schedulers["demo"].key)
 
     def agent_tls(node: str) -> list[str]:
         return ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.nodes[node].cert), "--tls-key", str(pki.nodes[node].key)]
@@ -163,21 +172,78 @@ def run(args: argparse.Namespace) -> int:
     try:
         redis_dir = log_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
-        stack.start("redis", [redis_bin, "--port", str(args.redis_port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", str(redis_dir.resolve())])
-        stack.start("aggregator", ka + ["aggregator", "--redis-url", f"redis://127.0.0.1:{args.redis_port}/0",
-                                        "--grpc-listen", grpc_addr, "--http-listen", f"127.0.0.1:{args.http_port}",
-                                        "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
-                                        "--tls-client-ca", str(pki.ca)])
+        stack.start(
+            "redis",
+            [
+                redis_bin,
+                "--port",
+                str(args.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(redis_dir.resolve()),
+            ],
+        )
+        stack.start(
+            "aggregator",
+            ka
+            + [
+                "aggregator",
+                "--redis-url",
+                f"redis://127.0.0.1:{args.redis_port}/0",
+                "--grpc-listen",
+                grpc_addr,
+                "--http-listen",
+                f"127.0.0.1:{args.http_port}",
+                "--tls-cert",
+                str(pki.server.cert),
+                "--tls-key",
+                str(pki.server.key),
+                "--tls-client-ca",
+                str(pki.ca),
+            ],
+        )
         wait_until("aggregator /readyz", lambda: http_json(f"{http}/readyz", pki.ca)["ready"], stack)
 
-        stack.start("agent-live", ka + ["agent", "--aggregator", grpc_addr, "--node-name", nodes[0],
-                                        "--interval", "1", "--http-listen", f"127.0.0.1:{agent_ports[0]}",
-                                        *agent_tls(nodes[0])])
+        stack.start(
+            "agent-live",
+            ka
+            + [
+                "agent",
+                "--aggregator",
+                grpc_addr,
+                "--node-name",
+                nodes[0],
+                "--interval",
+                "1",
+                "--http-listen",
+                f"127.0.0.1:{agent_ports[0]}",
+                *agent_tls(nodes[0]),
+            ],
+        )
         for rec, name, port in zip(recordings, nodes[1:], agent_ports[1:]):
-            stack.start(f"agent-{name}", ka + ["agent", "--aggregator", grpc_addr, "--node-name", name,
-                                               "--replay", str(rec), "--interval", "1",
-                                               "--http-listen", f"127.0.0.1:{port}", *agent_tls(name)])
+            stack.start(
+                f"agent-{name}",
+                ka
+                + [
+                    "agent",
+                    "--aggregator",
+                    grpc_addr,
+                    "--node-name",
+                    name,
+                    "--replay",
+                    str(rec),
+                    "--interval",
+                    "1",
+                    "--http-listen",
+                    f"127.0.0.1:{port}",
+                    *agent_tls(name),
+                ],
+            )
 
         def all_reported() -> bool:
             doc = http_json(f"{http}/v1/nodes", pki.ca)
@@ -186,17 +252,25 @@ def run(args: argparse.Namespace) -> int:
             return set(nodes) <= set(have) and "cpu_utilization" not in have[nodes[0]]["missing"]
 
         wait_until("telemetry from every agent", all_reported, stack)
-        print(f"KubeAttention demo: redis :{args.redis_port}, aggregator gRPC {grpc_addr}, HTTP {http} "
-              f"(/v1/nodes, /metrics), agents on :{agent_ports[0]}-{agent_ports[-1]}; logs in {log_dir}/")
-        print(f"mTLS: every agent pushes with its own node certificate, the tables are asked for with a scheduler "
-              f"certificate (development CA in {pki.ca.parent}/)")
-        print(f"nodes: {nodes[0]} measures this machine live; "
-              + ", ".join(nodes[1:]) + " replay states recorded beside real stress-ng antagonists\n")
+        print(
+            f"KubeAttention demo: redis :{args.redis_port}, aggregator gRPC {grpc_addr}, HTTP {http} "
+            f"(/v1/nodes, /metrics), agents on :{agent_ports[0]}-{agent_ports[-1]}; logs in {log_dir}/"
+        )
+        print(
+            f"mTLS: every agent pushes with its own node certificate, the tables are asked for with a scheduler "
+            f"certificate (development CA in {pki.ca.parent}/)"
+        )
+        print(
+            f"nodes: {nodes[0]} measures this machine live; "
+            + ", ".join(nodes[1:])
+            + " replay states recorded beside real stress-ng antagonists\n"
+        )
         while True:
             stack.check_alive()
             for profile, cpu, mem in PODS:
-                req = score_cli.build_request(argparse.Namespace(
-                    cpu=cpu, memory=mem, priority=0, profile=profile, qos=None, nodes=nodes))
+                req = score_cli.build_request(
+                    argparse.Namespace(cpu=cpu, memory=mem, priority=0, profile=profile, qos=None, nodes=nodes)
+                )
                 resp = score_cli.call(grpc_addr, req, 2.0, scheduler)
                 article = "an" if profile[0] in "aeiou" else "a"
                 print(f"BatchScore for {article} {profile} pod (cpu {cpu}, memory {mem}):")
@@ -218,4 +292,3 @@ def run(args: argparse.Namespace) -> int:
     finally:
         print("stopping the demo's processes…", file=sys.stderr)
         stack.stop()
-

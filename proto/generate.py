@@ -35,8 +35,19 @@ def rewrite(text: str) -> str:
 
 def generate(out_root: Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_ROOT}", f"--python_out={tmp}",
-                        f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", *protos()], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                f"-I{PROTO_ROOT}",
+                f"--python_out={tmp}",
+                f"--pyi_out={tmp}",
+                f"--grpc_python_out={tmp}",
+                *protos(),
+            ],
+            check=True,
+        )
         dest = out_root / PYTHON_PACKAGE
         dest.mkdir(parents=True, exist_ok=True)
         written = []

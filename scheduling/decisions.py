@@ -74,7 +74,7 @@ class Decision:
         }
 
     @classmethod
-    def from_fields(cls, f: dict[str, str]) -> "Decision":
+    def from_fields(cls, f: dict[str, str]) -> Decision:
         """Raises ValueError naming the field that cannot be decoded."""
         try:
             d = cls(
@@ -151,7 +151,8 @@ class DecisionLog:
             raise StoreUnavailable(f"cannot read {self.key}: {e}") from e
         for _id, fields in entries:
             if (pod_uid and fields.get("pod_uid") == pod_uid) or (
-                    not pod_uid and fields.get("pod_namespace") == namespace and fields.get("pod_name") == name):
+                not pod_uid and fields.get("pod_namespace") == namespace and fields.get("pod_name") == name
+            ):
                 try:
                     return Decision.from_fields(fields)
                 except ValueError:
@@ -176,7 +177,7 @@ class DecisionRecorder:
         self._thread = threading.Thread(target=self._run, name="decision-recorder", daemon=True)
         self._warned = False
 
-    def start(self) -> "DecisionRecorder":
+    def start(self) -> DecisionRecorder:
         self._thread.start()
         return self
 

@@ -28,12 +28,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from aggregator.batch import BatchResult, BatchScorer, Status
-from scheduling.decisions import Decision
 from aggregator.errors import InvalidInput
+from scheduling.decisions import Decision
 from wire.schema import PodContext
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,10 @@ def parse_args(body: Any, max_candidates: int) -> ExtenderArgs:
     else:
         names = listed
     if len(names) > max_candidates:
-        raise InvalidInput("NodeNames", f"{len(names)} candidates exceed the limit of {max_candidates} "
-                                        "(aggregator flag --max-candidates)")
+        raise InvalidInput(
+            "NodeNames",
+            f"{len(names)} candidates exceed the limit of {max_candidates} (aggregator flag --max-candidates)",
+        )
     return ExtenderArgs(pod=pod, node_names=list(names), nodes=nodes if isinstance(nodes, dict) else None)
 
 
@@ -109,17 +112,25 @@ def max_slowdown(pod: dict) -> float | None:
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value) or value < 1.0:
-        raise InvalidInput(f"metadata.annotations[{MAX_SLOWDOWN_ANNOTATION}]",
-                           f"{text!r} is not a slowdown >= 1.0 (e.g. \"1.5\")")
+        raise InvalidInput(
+            f"metadata.annotations[{MAX_SLOWDOWN_ANNOTATION}]", f'{text!r} is not a slowdown >= 1.0 (e.g. "1.5")'
+        )
     return value
 
 
 class Extender:
     """prioritize / filter over a BatchScorer; records decisions through ``record`` (non-blocking)."""
 
-    def __init__(self, scorer: BatchScorer, pod_context: Callable[[dict], PodContext], *, shadow: bool,
-                 max_candidates: int, record: Callable[[Decision], None] | None = None,
-                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000):
+    def __init__(
+        self,
+        scorer: BatchScorer,
+        pod_context: Callable[[dict], PodContext],
+        *,
+        shadow: bool,
+        max_candidates: int,
+        record: Callable[[Decision], None] | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ):
         self.scorer = scorer
         self.pod_context = pod_context
         self.shadow = shadow
@@ -145,8 +156,10 @@ class Extender:
         _ctx, result = self._score(args)
         if self.shadow:
             return [{"Host": n, "Score": SHADOW_SCORE} for n in result.names]
-        return [{"Host": n, "Score": int(round(s / 100 * MAX_EXTENDER_PRIORITY))}
-                for n, s in zip(result.names, result.scores.tolist())]
+        return [
+            {"Host": n, "Score": int(round(s / 100 * MAX_EXTENDER_PRIORITY))}
+            for n, s in zip(result.names, result.scores.tolist())
+        ]
 
     def filter(self, body: Any) -> dict:
         args = parse_args(body, self.max_candidates)
@@ -154,17 +167,22 @@ class Extender:
         failed: dict[str, str] = {}
         if args.node_names and tolerance is not None and not self.shadow:
             _ctx, result = self._score(args)
-            for name, status, slow, reason in zip(result.names, result.status.tolist(), result.slowdown.tolist(),
-                                                  result.reasons):
+            for name, status, slow, reason in zip(
+                result.names, result.status.tolist(), result.slowdown.tolist(), result.reasons
+            ):
                 if status == Status.SCORED and slow > tolerance:
-                    failed[name] = (f"KubeAttention: predicted slowdown {slow:.2f}x exceeds this pod's "
-                                    f"{MAX_SLOWDOWN_ANNOTATION} {tolerance:g} ({reason})")
+                    failed[name] = (
+                        f"KubeAttention: predicted slowdown {slow:.2f}x exceeds this pod's "
+                        f"{MAX_SLOWDOWN_ANNOTATION} {tolerance:g} ({reason})"
+                    )
         kept = [n for n in args.node_names if n not in failed]
         out: dict[str, Any] = {"FailedNodes": failed, "FailedAndUnresolvableNodes": {}, "Error": ""}
         if args.nodes is not None:
             keep = set(kept)
-            out["Nodes"] = {**args.nodes, "items": [i for i in args.nodes.get("items") or []
-                                                   if i["metadata"]["name"] in keep]}
+            out["Nodes"] = {
+                **args.nodes,
+                "items": [i for i in args.nodes.get("items") or [] if i["metadata"]["name"] in keep],
+            }
             out["NodeNames"] = None
         else:
             out["NodeNames"] = kept
@@ -178,20 +196,26 @@ class Extender:
         best = max(scored, key=lambda i: result.scores[i]) if scored else None
         meta = args.pod_meta
         slowdowns = [None if math.isnan(s) else s for s in result.slowdown.tolist()]
-        self.record(Decision(
-            ts_ms=self.clock_ms(),
-            pod_uid=str(meta.get("uid") or ""),
-            pod_namespace=str(meta.get("namespace") or "default"),
-            pod_name=str(meta.get("name") or ""),
-            pod={"cpu_request_cores": ctx.cpu_request_cores, "memory_request_bytes": ctx.memory_request_bytes,
-                 "qos": ctx.resolved_qos().name, "profile": ctx.resolved_profile().annotation,
-                 "priority": ctx.priority},
-            candidates=result.names,
-            scores=result.scores.tolist(),
-            statuses=[_STATUS_NAMES[s] for s in result.status.tolist()],
-            slowdowns=slowdowns,
-            recommended=result.names[best] if best is not None else "",
-            model_version=result.model_version,
-            mode="shadow" if self.shadow else "active",
-            recommended_reason=result.reasons[best] if best is not None else "",
-        ))
+        self.record(
+            Decision(
+                ts_ms=self.clock_ms(),
+                pod_uid=str(meta.get("uid") or ""),
+                pod_namespace=str(meta.get("namespace") or "default"),
+                pod_name=str(meta.get("name") or ""),
+                pod={
+                    "cpu_request_cores": ctx.cpu_request_cores,
+                    "memory_request_bytes": ctx.memory_request_bytes,
+                    "qos": ctx.resolved_qos().name,
+                    "profile": ctx.resolved_profile().annotation,
+                    "priority": ctx.priority,
+                },
+                candidates=result.names,
+                scores=result.scores.tolist(),
+                statuses=[_STATUS_NAMES[s] for s in result.status.tolist()],
+                slowdowns=slowdowns,
+                recommended=result.names[best] if best is not None else "",
+                model_version=result.model_version,
+                mode="shadow" if self.shadow else "active",
+                recommended_reason=result.reasons[best] if best is not None else "",
+            )
+        )

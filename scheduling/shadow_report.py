@@ -16,9 +16,9 @@ import time
 from dataclasses import asdict, dataclass
 
 from aggregator.config import DEFAULT_REDIS_URL
-from scheduling.decisions import Decision, DecisionLog
 from aggregator.errors import StoreUnavailable
 from aggregator.store import DEFAULT_PREFIX, RedisStore
+from scheduling.decisions import Decision, DecisionLog
 
 #: A placement whose predicted slowdown exceeds this breaks a latency SLO (as in the evaluation).
 SLO_SLOWDOWN = 1.5
@@ -79,11 +79,18 @@ def summarize(decisions: list[Decision], landed_on: dict[str, str | None]) -> Re
         breach_landed += sl > SLO_SLOWDOWN
         breach_rec += sr > SLO_SLOWDOWN
     return Report(
-        decisions=len(latest), landed=landed, not_found=not_found, pending=pending, matched=matched,
+        decisions=len(latest),
+        landed=landed,
+        not_found=not_found,
+        pending=pending,
+        matched=matched,
         match_rate=matched / landed if landed else None,
-        mean_slowdown_landed=_mean(s_landed), mean_slowdown_recommended=_mean(s_rec),
+        mean_slowdown_landed=_mean(s_landed),
+        mean_slowdown_recommended=_mean(s_rec),
         mean_excess_slowdown=_mean(excess),
-        slo_breaches_landed=breach_landed, slo_breaches_recommended=breach_rec, unscored_landings=unscored,
+        slo_breaches_landed=breach_landed,
+        slo_breaches_recommended=breach_rec,
+        unscored_landings=unscored,
     )
 
 
@@ -91,16 +98,18 @@ def format_report(r: Report) -> str:
     def f(x, fmt):
         return "-" if x is None else format(x, fmt)
 
-    return "\n".join([
-        f"pods with a decision          {r.decisions}",
-        f"  landed on a node            {r.landed}   (pending {r.pending}, gone {r.not_found})",
-        f"  landed where recommended    {r.matched}   match rate {f(r.match_rate, '.1%')}",
-        f"mean predicted slowdown       landed {f(r.mean_slowdown_landed, '.2f')}x   "
-        f"recommended {f(r.mean_slowdown_recommended, '.2f')}x   excess {f(r.mean_excess_slowdown, '+.2f')}x",
-        f"placements over {SLO_SLOWDOWN}x (SLO)     landed {r.slo_breaches_landed}   "
-        f"recommended {r.slo_breaches_recommended}",
-        f"landings on unscored nodes    {r.unscored_landings} (stale or unknown telemetry at decision time)",
-    ])
+    return "\n".join(
+        [
+            f"pods with a decision          {r.decisions}",
+            f"  landed on a node            {r.landed}   (pending {r.pending}, gone {r.not_found})",
+            f"  landed where recommended    {r.matched}   match rate {f(r.match_rate, '.1%')}",
+            f"mean predicted slowdown       landed {f(r.mean_slowdown_landed, '.2f')}x   "
+            f"recommended {f(r.mean_slowdown_recommended, '.2f')}x   excess {f(r.mean_excess_slowdown, '+.2f')}x",
+            f"placements over {SLO_SLOWDOWN}x (SLO)     landed {r.slo_breaches_landed}   "
+            f"recommended {r.slo_breaches_recommended}",
+            f"landings on unscored nodes    {r.unscored_landings} (stale or unknown telemetry at decision time)",
+        ]
+    )
 
 
 def parse_since(text: str) -> int:
@@ -121,7 +130,9 @@ def landed_from_api(api) -> dict[str, str | None]:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"where ka:decisions is (default {DEFAULT_REDIS_URL})")
+    p.add_argument(
+        "--redis-url", default=DEFAULT_REDIS_URL, help=f"where ka:decisions is (default {DEFAULT_REDIS_URL})"
+    )
     p.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
     p.add_argument("--kubeconfig", default=None, help="outside a cluster (default: in-cluster config)")
     p.add_argument("--since", default="24h", help="how far back to look (default 24h)")
@@ -137,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
     store = RedisStore(args.redis_url, args.key_prefix)
     start_id = str(time.time_ns() // 1_000_000 - since_ms)
     try:
-        decisions = [d for _id, d in DecisionLog(store.client, args.key_prefix).read(since_id=start_id, count=1_000_000)]
+        decisions = [
+            d for _id, d in DecisionLog(store.client, args.key_prefix).read(since_id=start_id, count=1_000_000)
+        ]
     except StoreUnavailable as e:
         print(f"kubeattention shadow-report: {e}", file=sys.stderr)
         return 1

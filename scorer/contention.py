@@ -112,13 +112,13 @@ SOURCES: tuple[str, ...] = ("cpu", "cache", "membw", "io", "fork", "mem", "throt
 #: Which metrics observe each source (indices into schema.METRICS). The profile's weight
 #: for a source is the mean of its SENSITIVITY over these metrics.
 SOURCE_METRICS: dict[str, tuple[int, ...]] = {
-    "cpu": (0, 2, 5, 6),        # cpu busy, cpu psi, run-queue p99, cross-cgroup preemptions
-    "cache": (9, 10, 11),       # LLC miss ratio, MPKI, CPI
-    "membw": (12,),             # memory bandwidth
-    "io": (1, 4, 13),           # iowait, io psi, disk p99
-    "fork": (14,),              # process churn
-    "mem": (3, 8),              # memory psi, memory used
-    "throttle": (7,),           # cpu throttling
+    "cpu": (0, 2, 5, 6),  # cpu busy, cpu psi, run-queue p99, cross-cgroup preemptions
+    "cache": (9, 10, 11),  # LLC miss ratio, MPKI, CPI
+    "membw": (12,),  # memory bandwidth
+    "io": (1, 4, 13),  # iowait, io psi, disk p99
+    "fork": (14,),  # process churn
+    "mem": (3, 8),  # memory psi, memory used
+    "throttle": (7,),  # cpu throttling
 }
 
 
@@ -132,7 +132,7 @@ class Curve:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         xh = np.power(np.maximum(x, 0.0), self.hill)
-        return self.amplitude * xh / (self.half ** self.hill + xh)
+        return self.amplitude * xh / (self.half**self.hill + xh)
 
 
 CURVES: dict[str, Curve] = {
@@ -147,8 +147,8 @@ CURVES: dict[str, Curve] = {
 
 #: (n_profiles, n_sources) weight of each source for each profile, from schema.SENSITIVITY.
 SOURCE_WEIGHTS = np.array(
-    [[schema.SENSITIVITY[p, list(SOURCE_METRICS[s])].mean() for s in SOURCES]
-     for p in range(len(Profile))])
+    [[schema.SENSITIVITY[p, list(SOURCE_METRICS[s])].mean() for s in SOURCES] for p in range(len(Profile))]
+)
 
 CPU_TYPE_SOURCES = frozenset({"cpu", "fork", "throttle"})
 #: QoS multipliers: (cpu-type sources, other sources).
@@ -209,22 +209,25 @@ class Latent:
 
     def pressures(self) -> np.ndarray:
         """(n, len(SOURCES)) latent pressure of each contention source."""
-        return np.stack([
-            0.8 * self.load + 0.9 * self.cpu + 0.2 * self.fork,
-            self.cache + 0.25 * self.membw + 0.1 * self.load,
-            self.membw + 0.2 * self.cache + 0.1 * self.load,
-            self.io,
-            self.fork,
-            np.clip((self.mem_fill - 0.75) / 0.25, 0.0, 1.0),
-            np.minimum(1.0, 2.0 * self.cpu * self.quota),
-        ], axis=1)
+        return np.stack(
+            [
+                0.8 * self.load + 0.9 * self.cpu + 0.2 * self.fork,
+                self.cache + 0.25 * self.membw + 0.1 * self.load,
+                self.membw + 0.2 * self.cache + 0.1 * self.load,
+                self.io,
+                self.fork,
+                np.clip((self.mem_fill - 0.75) / 0.25, 0.0, 1.0),
+                np.minimum(1.0, 2.0 * self.cpu * self.quota),
+            ],
+            axis=1,
+        )
 
 
 ANTAGONISTS: tuple[str, ...] = ("cpu", "cache", "membw", "io", "fork")
 #: Probability that a node hosts an antagonist of each kind.
 ANTAGONIST_PROBABILITY = {"cpu": 0.35, "cache": 0.3, "membw": 0.25, "io": 0.3, "fork": 0.2}
 CORE_CHOICES = np.array([2, 4, 8, 16, 32, 64, 96])
-DISK_KINDS_MS = np.array([0.1, 1.0, 5.0])   # NVMe, network SSD, HDD: quiet p99 baselines
+DISK_KINDS_MS = np.array([0.1, 1.0, 5.0])  # NVMe, network SSD, HDD: quiet p99 baselines
 DISK_KIND_P = np.array([0.5, 0.4, 0.1])
 
 
@@ -277,24 +280,30 @@ def observe(rng: np.random.Generator, z: Latent) -> np.ndarray:
     reclaim = np.clip((z.mem_fill - 0.75) / 0.25, 0.0, 1.0)
     out = np.empty((n, NUM_METRICS))
     out[:, 0] = _ratio(rng, np.minimum(demand, 1.0) * 0.95 + 0.03, 0.02)
-    out[:, 1] = _ratio(rng, (1.0 - out[:, 0]) * 0.6 * z.io ** 1.5, 0.01)
+    out[:, 1] = _ratio(rng, (1.0 - out[:, 0]) * 0.6 * z.io**1.5, 0.01)
     out[:, 2] = _ratio(rng, np.clip((demand - 0.55) / 0.9, 0.0, 1.0) ** 1.5 + 0.1 * z.fork, 0.03)
-    out[:, 3] = _ratio(rng, 0.7 * reclaim ** 2 + 0.05 * z.membw, 0.015)
-    out[:, 4] = _ratio(rng, 0.85 * z.io ** 1.3, 0.03)
-    out[:, 5] = np.clip(10.0 ** (0.8 + 3.6 * c ** 1.5 + 0.5 * z.fork) * _lognoise(rng, n, 0.2), 5.0, 50_000.0)
+    out[:, 3] = _ratio(rng, 0.7 * reclaim**2 + 0.05 * z.membw, 0.015)
+    out[:, 4] = _ratio(rng, 0.85 * z.io**1.3, 0.03)
+    out[:, 5] = np.clip(10.0 ** (0.8 + 3.6 * c**1.5 + 0.5 * z.fork) * _lognoise(rng, n, 0.2), 5.0, 50_000.0)
     out[:, 6] = np.clip(z.cores * 10.0 ** (0.5 + 2.0 * c + 0.8 * z.fork) * _lognoise(rng, n, 0.3), 0.0, 1e6)
     out[:, 7] = _ratio(rng, np.minimum(1.0, 2.0 * z.cpu * z.quota) * 0.8, 0.02)
     out[:, 8] = _ratio(rng, z.mem_fill, 0.01)
     out[:, 9] = _ratio(rng, z.base_miss + (0.85 - z.base_miss) * (1.0 - np.exp(-2.2 * cache_p)), 0.02)
-    out[:, 10] = np.clip(10.0 ** (-0.5 + 2.0 * (1.0 - np.exp(-1.5 * (cache_p + 0.5 * membw_p))))
-                         * _lognoise(rng, n, 0.2), 0.05, 200.0)
-    out[:, 11] = np.clip(z.base_cpi * (1.0 + 1.5 * cache_p + 1.5 * membw_p + 0.3 * z.load)
-                         * _lognoise(rng, n, 0.1), 0.3, 20.0)
-    out[:, 12] = z.peak_bw_gbps * np.clip(0.03 + 0.2 * z.load + 0.8 * z.membw + 0.15 * z.cache, 0.0, 0.98) \
+    out[:, 10] = np.clip(
+        10.0 ** (-0.5 + 2.0 * (1.0 - np.exp(-1.5 * (cache_p + 0.5 * membw_p)))) * _lognoise(rng, n, 0.2), 0.05, 200.0
+    )
+    out[:, 11] = np.clip(
+        z.base_cpi * (1.0 + 1.5 * cache_p + 1.5 * membw_p + 0.3 * z.load) * _lognoise(rng, n, 0.1), 0.3, 20.0
+    )
+    out[:, 12] = (
+        z.peak_bw_gbps
+        * np.clip(0.03 + 0.2 * z.load + 0.8 * z.membw + 0.15 * z.cache, 0.0, 0.98)
         * _lognoise(rng, n, 0.1)
-    out[:, 13] = np.clip(z.disk_base_ms * (1.0 + 150.0 * z.io ** 2) * _lognoise(rng, n, 0.25), 0.1, 500.0)
-    out[:, 14] = np.clip(10.0 ** (0.3 + 3.2 * z.fork) + 5.0 * z.load * z.cores ** 0.5, 0.0, None) \
-        * _lognoise(rng, n, 0.25)
+    )
+    out[:, 13] = np.clip(z.disk_base_ms * (1.0 + 150.0 * z.io**2) * _lognoise(rng, n, 0.25), 0.1, 500.0)
+    out[:, 14] = np.clip(10.0 ** (0.3 + 3.2 * z.fork) + 5.0 * z.load * z.cores**0.5, 0.0, None) * _lognoise(
+        rng, n, 0.25
+    )
     return out
 
 
@@ -319,8 +328,8 @@ def draw_masks(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray
 class PodRows:
     """The pod context of each row: profile, QoS and the 11 schema pod features."""
 
-    profile: np.ndarray   # (n,) int, Profile values 1..5
-    qos: np.ndarray       # (n,) int, QoS values 1..3
+    profile: np.ndarray  # (n,) int, Profile values 1..5
+    qos: np.ndarray  # (n,) int, QoS values 1..3
     features: np.ndarray  # (n, 11) float32, schema.pod_features of each row's pod
 
 
@@ -341,8 +350,9 @@ class CurveParams:
 PRIOR = CurveParams(CURVES, SOURCE_WEIGHTS)
 
 
-def log_slowdown(z: Latent, pods: PodRows, rng: np.random.Generator | None = None,
-                 params: CurveParams = PRIOR) -> np.ndarray:
+def log_slowdown(
+    z: Latent, pods: PodRows, rng: np.random.Generator | None = None, params: CurveParams = PRIOR
+) -> np.ndarray:
     """Per-row log tail-latency slowdown (>= 0) of the row's pod on the row's node.
 
     With ``rng`` the label noise ε is added; without it the result is the noise-free
@@ -357,8 +367,9 @@ def log_slowdown(z: Latent, pods: PodRows, rng: np.random.Generator | None = Non
     cpu_feature = pods.features[:, schema.POD_FEATURE_NAMES.index("cpu_request_cores")].astype(np.float64)
     prio_feature = pods.features[:, schema.POD_FEATURE_NAMES.index("priority")].astype(np.float64)
     cpu_type = np.array([s in CPU_TYPE_SOURCES for s in SOURCES])
-    factor = np.where(cpu_type[None, :], (qos_cpu * (1.0 - CPU_REQUEST_RELIEF * cpu_feature))[:, None],
-                      qos_other[:, None])
+    factor = np.where(
+        cpu_type[None, :], (qos_cpu * (1.0 - CPU_REQUEST_RELIEF * cpu_feature))[:, None], qos_other[:, None]
+    )
     total = (contrib * factor).sum(axis=1) * (1.0 - PRIORITY_RELIEF * prio_feature) + z.hidden
     if rng is not None:
         total = total + rng.normal(0.0, LABEL_NOISE_SIGMA, total.shape)
@@ -380,10 +391,19 @@ def draw_pods(rng: np.random.Generator, n_pods: int) -> tuple[list[schema.PodCon
             cpu = float(np.clip(rng.lognormal(np.log(0.5), 1.2), 0.05, 32.0))
             mem = int(np.clip(rng.lognormal(np.log(1.0), 1.2), 0.05, 128.0) * schema.GIB)
         r = rng.random()
-        priority = 0 if r < 0.7 else int(rng.integers(1000, 100_000)) if r < 0.9 else \
-            int(rng.choice([1_000_000_000, 2_000_000_000]))
-        pods.append(schema.PodContext(cpu_request_cores=cpu, memory_request_bytes=mem, qos=qos,
-                                      profile=profile, priority=priority))
-    features = np.stack([schema.pod_features(p) for p in pods]) if pods else \
-        np.zeros((0, schema.NUM_POD_FEATURES), np.float32)
+        priority = (
+            0
+            if r < 0.7
+            else int(rng.integers(1000, 100_000))
+            if r < 0.9
+            else int(rng.choice([1_000_000_000, 2_000_000_000]))
+        )
+        pods.append(
+            schema.PodContext(
+                cpu_request_cores=cpu, memory_request_bytes=mem, qos=qos, profile=profile, priority=priority
+            )
+        )
+    features = (
+        np.stack([schema.pod_features(p) for p in pods]) if pods else np.zeros((0, schema.NUM_POD_FEATURES), np.float32)
+    )
     return pods, features

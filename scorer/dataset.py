@@ -72,7 +72,8 @@ def generate(n_rows: int, seed: int = 0, params: contention.CurveParams = conten
     if n_rows < 1:
         raise ValueError(f"n_rows: must be >= 1, got {n_rows!r}")
     latent_rng, obs_rng, mask_rng, pod_rng, label_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5))
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
+    )
     z = contention.draw_latent(latent_rng, n_rows)
     raw = contention.observe(obs_rng, z)
     mask, pattern = contention.draw_masks(mask_rng, n_rows)
@@ -86,5 +87,15 @@ def generate(n_rows: int, seed: int = 0, params: contention.CurveParams = conten
     y = contention.log_slowdown(z, pods, label_rng, params)
     X = np.concatenate([schema.normalise_matrix(raw, mask), pods.features], axis=1).astype(np.float32)
     values = np.where(mask, raw, np.nan)
-    return Dataset(X=X, y=y, profile=pods.profile, qos=pods.qos, mask=mask, values=values,
-                   pattern=pattern, latent=z, seed=seed, data_hash=data_hash(X, y))
+    return Dataset(
+        X=X,
+        y=y,
+        profile=pods.profile,
+        qos=pods.qos,
+        mask=mask,
+        values=values,
+        pattern=pattern,
+        latent=z,
+        seed=seed,
+        data_hash=data_hash(X, y),
+    )

@@ -55,8 +55,9 @@ def summarise(pred: np.ndarray, true: np.ndarray) -> dict:
     }
 
 
-def evaluate(pred_slowdown: np.ndarray, true_slowdown: np.ndarray, profile: np.ndarray,
-             pattern: np.ndarray | None) -> dict:
+def evaluate(
+    pred_slowdown: np.ndarray, true_slowdown: np.ndarray, profile: np.ndarray, pattern: np.ndarray | None
+) -> dict:
     """Validation figures overall, per profile (by annotation) and per availability pattern
     (``pattern`` None: measured rows of one machine, no per-pattern subsets)."""
     pred = np.asarray(pred_slowdown, dtype=np.float64)
@@ -64,8 +65,9 @@ def evaluate(pred_slowdown: np.ndarray, true_slowdown: np.ndarray, profile: np.n
     return {
         "all": summarise(pred, true),
         "per_profile": {p.annotation: summarise(pred[profile == p], true[profile == p]) for p in Profile},
-        "per_pattern": {} if pattern is None else {pat.name: summarise(pred[pattern == i], true[pattern == i])
-                                                   for i, pat in enumerate(PATTERNS)},
+        "per_pattern": {}
+        if pattern is None
+        else {pat.name: summarise(pred[pattern == i], true[pattern == i]) for i, pat in enumerate(PATTERNS)},
     }
 
 
@@ -73,8 +75,10 @@ def format_table(figures: dict) -> str:
     lines = [f"{'subset':<32}{'rows':>8}{'MAE (x)':>10}{'Spearman':>10}{'median-MAE':>12}{'mean (x)':>10}"]
 
     def row(name, s):
-        lines.append(f"{name:<32}{s['rows']:>8}{s['mae']:>10.3f}{s['spearman']:>10.3f}"
-                     f"{s['baseline_mae']:>12.3f}{s['mean_slowdown']:>10.2f}")
+        lines.append(
+            f"{name:<32}{s['rows']:>8}{s['mae']:>10.3f}{s['spearman']:>10.3f}"
+            f"{s['baseline_mae']:>12.3f}{s['mean_slowdown']:>10.2f}"
+        )
 
     row("all", figures["all"])
     for name, s in figures["per_profile"].items():

@@ -49,8 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scorer import placement
 from inference import scoring
+from scorer import placement
 from scorer.calibration.data import DEFAULT_LABEL, LABELS
 from scorer.evaluate import spearman
 
@@ -71,35 +71,86 @@ class EvaluateError(Exception):
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, metavar="FILE|DIR",
-                        help=f"calibration rows (default: the committed {DEFAULT_DATA.relative_to(DEFAULT_DATA.parents[2])})")
-    parser.add_argument("--model", default=",".join(DEFAULT_MODELS), metavar="LIST",
-                        help="comma-separated regressors to evaluate, each on the same folds "
-                             "(mlp, xgboost; default: %(default)s)")
-    parser.add_argument("--label", choices=LABELS, default=DEFAULT_LABEL,
-                        help="slowdown to train on and score against: the median over repetitions of the row's "
-                             "configuration and profile, or the row's own run (default: %(default)s; the report "
-                             "always adds the other scoring as a second table)")
-    parser.add_argument("--repeats", type=int, default=None, metavar="N",
-                        help="use only the first N repetitions of the recording (default: all) — how the figures "
-                             "grow with the number of runs per configuration")
-    parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS,
-                        help=f"groups of antagonist configurations held out in turn (default: {DEFAULT_FOLDS})")
-    parser.add_argument("--rows", type=int, default=None,
-                        help="synthetic rows from the fitted generator per fold (default: as `train --data`)")
-    parser.add_argument("--real-share", type=float, default=None,
-                        help="share of sample weight on measured rows (default: as `train --data`)")
-    parser.add_argument("--trials", type=int, default=placement.DEFAULT_TRIALS,
-                        help=f"random candidate sets (default: {placement.DEFAULT_TRIALS})")
-    parser.add_argument("--slo", type=float, default=placement.DEFAULT_SLO,
-                        help=f"slowdown SLO for the breach share (default: {placement.DEFAULT_SLO})")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        metavar="FILE|DIR",
+        help=f"calibration rows (default: the committed {DEFAULT_DATA.relative_to(DEFAULT_DATA.parents[2])})",
+    )
+    parser.add_argument(
+        "--model",
+        default=",".join(DEFAULT_MODELS),
+        metavar="LIST",
+        help="comma-separated regressors to evaluate, each on the same folds (mlp, xgboost; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--label",
+        choices=LABELS,
+        default=DEFAULT_LABEL,
+        help="slowdown to train on and score against: the median over repetitions of the row's "
+        "configuration and profile, or the row's own run (default: %(default)s; the report "
+        "always adds the other scoring as a second table)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use only the first N repetitions of the recording (default: all) — how the figures "
+        "grow with the number of runs per configuration",
+    )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=DEFAULT_FOLDS,
+        help=f"groups of antagonist configurations held out in turn (default: {DEFAULT_FOLDS})",
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="synthetic rows from the fitted generator per fold (default: as `train --data`)",
+    )
+    parser.add_argument(
+        "--real-share",
+        type=float,
+        default=None,
+        help="share of sample weight on measured rows (default: as `train --data`)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=placement.DEFAULT_TRIALS,
+        help=f"random candidate sets (default: {placement.DEFAULT_TRIALS})",
+    )
+    parser.add_argument(
+        "--slo",
+        type=float,
+        default=placement.DEFAULT_SLO,
+        help=f"slowdown SLO for the breach share (default: {placement.DEFAULT_SLO})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="fold, trial and fit seed (default: 0)")
-    parser.add_argument("--compare", type=Path, action="append", default=[], metavar="FILE",
-                        help="also score with this ONNX model as it is (repeatable)")
-    parser.add_argument("--no-kind-holdout", action="store_true",
-                        help="skip the second evaluation that holds out whole antagonist kinds (halves the time)")
-    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, metavar="DIR",
-                        help=f"where to write report.md, report.json and the plots (default: ./{DEFAULT_REPORT})")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also score with this ONNX model as it is (repeatable)",
+    )
+    parser.add_argument(
+        "--no-kind-holdout",
+        action="store_true",
+        help="skip the second evaluation that holds out whole antagonist kinds (halves the time)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=DEFAULT_REPORT,
+        metavar="DIR",
+        help=f"where to write report.md, report.json and the plots (default: ./{DEFAULT_REPORT})",
+    )
 
 
 def config_folds(groups: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
@@ -120,8 +171,9 @@ def config_folds(groups: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
     return [np.flatnonzero(g == f) for f in range(folds)]
 
 
-def out_of_fold(cal, kind: str, folds: int, seed: int, rows: int, real_share: float,
-                groups: np.ndarray | None = None) -> tuple[np.ndarray, list]:
+def out_of_fold(
+    cal, kind: str, folds: int, seed: int, rows: int, real_share: float, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, list]:
     from scorer import train
 
     pred = np.full(len(cal), np.nan)
@@ -131,11 +183,23 @@ def out_of_fold(cal, kind: str, folds: int, seed: int, rows: int, real_share: fl
         t0 = time.monotonic()
         got = train.fit_calibrated(kind, cal.subset(keep), rows, seed, real_share)
         pred[held] = np.maximum(np.exp(train.onnx_predict_log(got.onnx_model, cal.X[held]).astype(np.float64)), 1.0)
-        fits.append({"fold": f, "held_out": sorted(set((cal.groups if groups is None else groups)[held].tolist())),
-                     "rows": int(len(held)),
-                     "curve_fit_rmse_log": round(got.fit.rmse, 4), "seconds": round(time.monotonic() - t0, 1)})
-        log.info("fold %d/%d: held out %s (%d rows), %.1f s", f + 1, folds, ", ".join(fits[-1]["held_out"]),
-                 len(held), fits[-1]["seconds"])
+        fits.append(
+            {
+                "fold": f,
+                "held_out": sorted(set((cal.groups if groups is None else groups)[held].tolist())),
+                "rows": int(len(held)),
+                "curve_fit_rmse_log": round(got.fit.rmse, 4),
+                "seconds": round(time.monotonic() - t0, 1),
+            }
+        )
+        log.info(
+            "fold %d/%d: held out %s (%d rows), %.1f s",
+            f + 1,
+            folds,
+            ", ".join(fits[-1]["held_out"]),
+            len(held),
+            fits[-1]["seconds"],
+        )
     return pred, fits
 
 
@@ -163,7 +227,7 @@ def retest_spearman(cal) -> tuple[float, int]:
             continue
         for i in range(len(v)):
             run.append(v[i])
-            others.append(float(np.median(v[:i] + v[i + 1:])))
+            others.append(float(np.median(v[:i] + v[i + 1 :])))
     return (spearman(np.array(run), np.array(others)) if len(run) >= 2 else float("nan")), len(run)
 
 
@@ -173,8 +237,11 @@ def neighbour_features(cal) -> np.ndarray:
     from wire.schema import Profile
 
     kinds = sorted(cal.intensity)
-    return np.column_stack([cal.intensity[k] for k in kinds] + [(cal.kind == "mixed").astype(float)]
-                           + [(cal.profile == int(p)).astype(float) for p in Profile])
+    return np.column_stack(
+        [cal.intensity[k] for k in kinds]
+        + [(cal.kind == "mixed").astype(float)]
+        + [(cal.profile == int(p)).astype(float) for p in Profile]
+    )
 
 
 def neighbour_reference(cal, folds: int, seed: int) -> np.ndarray:
@@ -199,8 +266,11 @@ def compare_model(path: Path, cal) -> tuple[str, np.ndarray]:
     from inference.model import InterferenceModel
 
     model = InterferenceModel.load(path)
-    meta_hash = (model.metadata.get("calibration") or {}).get("data_hash") if isinstance(
-        model.metadata.get("calibration"), dict) else None
+    meta_hash = (
+        (model.metadata.get("calibration") or {}).get("data_hash")
+        if isinstance(model.metadata.get("calibration"), dict)
+        else None
+    )
     if meta_hash == cal.data_hash:
         log.warning("%s was trained on these very rows: its figures are not held-out", path)
     return f"{path.name} as is ({model.version})", model.predict_slowdown(cal.X)
@@ -216,32 +286,48 @@ def targets(figures: dict, model_name: str) -> list[tuple[str, bool, str]]:
     m = figures[model_name]
     req = figures[placement.REQUESTS_ONLY]
     others = {k: v for k, v in figures.items() if k in placement.BASELINE_NAMES and k != placement.ORACLE}
-    slo_ok = m["slo_breach_share"] * TARGET_SLO_FACTOR <= req["slo_breach_share"] if req["slo_breach_share"] > 0 \
+    slo_ok = (
+        m["slo_breach_share"] * TARGET_SLO_FACTOR <= req["slo_breach_share"]
+        if req["slo_breach_share"] > 0
         else m["slo_breach_share"] == 0
+    )
     beats_all = all(m["slo_breach_share"] < v["slo_breach_share"] for v in others.values())
     return [
         (f"Spearman(score, -slowdown) >= {TARGET_SPEARMAN}", m["spearman"] >= TARGET_SPEARMAN, _fmt(m["spearman"])),
         (f"mean top-1 regret <= {TARGET_REGRET:.0%}", m["mean_regret"] <= TARGET_REGRET, _fmt(m["mean_regret"], True)),
-        (f"SLO-breaking choices >= {TARGET_SLO_FACTOR:g}x fewer than requests-only", slo_ok,
-         f"{_fmt(m['slo_breach_share'], True)} vs {_fmt(req['slo_breach_share'], True)}"),
-        ("SLO-breaking choices fewer than every other baseline", beats_all,
-         ", ".join(f"{k}: {_fmt(v['slo_breach_share'], True)}" for k, v in others.items())),
+        (
+            f"SLO-breaking choices >= {TARGET_SLO_FACTOR:g}x fewer than requests-only",
+            slo_ok,
+            f"{_fmt(m['slo_breach_share'], True)} vs {_fmt(req['slo_breach_share'], True)}",
+        ),
+        (
+            "SLO-breaking choices fewer than every other baseline",
+            beats_all,
+            ", ".join(f"{k}: {_fmt(v['slo_breach_share'], True)}" for k, v in others.items()),
+        ),
     ]
 
 
 def _table(figures: dict) -> list[str]:
-    lines = ["| scorer | Spearman(score, −slowdown) | mean top-1 regret | p90 regret | SLO-breaking choices | "
-             "mean chosen slowdown |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| scorer | Spearman(score, −slowdown) | mean top-1 regret | p90 regret | SLO-breaking choices | "
+        "mean chosen slowdown |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, f in figures.items():
-        lines.append(f"| {name} | {_fmt(f['spearman'])} | {_fmt(f['mean_regret'], True)} | "
-                     f"{_fmt(f['p90_regret'], True)} | {_fmt(f['slo_breach_share'], True)} | "
-                     f"{f['mean_chosen_slowdown']:.2f}x |")
+        lines.append(
+            f"| {name} | {_fmt(f['spearman'])} | {_fmt(f['mean_regret'], True)} | "
+            f"{_fmt(f['p90_regret'], True)} | {_fmt(f['slo_breach_share'], True)} | "
+            f"{f['mean_chosen_slowdown']:.2f}x |"
+        )
     return lines
 
 
-LABEL_TEXT = {"config-median": "the median p99 slowdown of the row's antagonist configuration and victim profile "
-                               "over the repetitions",
-              "run": "each row's own run's p99 slowdown"}
+LABEL_TEXT = {
+    "config-median": "the median p99 slowdown of the row's antagonist configuration and victim profile "
+    "over the repetitions",
+    "run": "each row's own run's p99 slowdown",
+}
 
 
 def _model_name(kind: str, held: str = "held-out") -> str:
@@ -252,7 +338,8 @@ def render(figures: dict, kinds: list[str], info: dict) -> str:
     models = " and ".join(kinds)
     subset = "" if info["repeats"] is None else f"; `--repeats {info['repeats']}`: the first {info['repeats']} only"
     lines = [
-        "# KubeAttention held-out evaluation", "",
+        "# KubeAttention held-out evaluation",
+        "",
         f"Data: `{info['data']}` — {info['rows']} measured rows ({info['configs']} antagonist configurations × "
         f"{info['repetitions']} repetitions × {info['profiles']} victim profiles{subset}), "
         f"data hash `{info['data_hash'][:12]}`.",
@@ -262,52 +349,79 @@ def render(figures: dict, kinds: list[str], info: dict) -> str:
         "that never saw its neighbour.",
         f"Placement: {info['trials']} random candidate sets of 5–20 node states of one victim profile; "
         f"SLO = p99 slowdown ≤ {info['slo']}x. Slowdown (label and score) = {LABEL_TEXT[info['label']]} "
-        f"(`--label {info['label']}`). Command: `{info['command']}`.", "",
-        *_table(figures)]
+        f"(`--label {info['label']}`). Command: `{info['command']}`.",
+        "",
+        *_table(figures),
+    ]
     other = info.get("other_label")
     if other:
-        lines += ["", f"The same held-out predictions scored against {LABEL_TEXT[other['label']]} "
-                  f"(`--label {other['label']}` scoring; the models were trained as above):", "",
-                  *_table(other["figures"])]
-    lines += ["", "Per victim profile: Spearman of predicted vs measured slowdown", "",
-              "| profile | rows | mean measured slowdown | " + " | ".join(kinds) + " |",
-              "|---|---:|---:|" + "---:|" * len(kinds)]
+        lines += [
+            "",
+            f"The same held-out predictions scored against {LABEL_TEXT[other['label']]} "
+            f"(`--label {other['label']}` scoring; the models were trained as above):",
+            "",
+            *_table(other["figures"]),
+        ]
+    lines += [
+        "",
+        "Per victim profile: Spearman of predicted vs measured slowdown",
+        "",
+        "| profile | rows | mean measured slowdown | " + " | ".join(kinds) + " |",
+        "|---|---:|---:|" + "---:|" * len(kinds),
+    ]
     first = info["models"][kinds[0]]["per_profile"]
     for p, s in first.items():
-        lines.append(f"| {p} | {s['rows']} | {s['mean']:.2f}x | "
-                     + " | ".join(_fmt(info["models"][k]["per_profile"][p]["spearman"]) for k in kinds) + " |")
+        lines.append(
+            f"| {p} | {s['rows']} | {s['mean']:.2f}x | "
+            + " | ".join(_fmt(info["models"][k]["per_profile"][p]["spearman"]) for k in kinds)
+            + " |"
+        )
     by_kind = {k: info["models"][k]["kind_holdout"] for k in kinds if info["models"][k].get("kind_holdout")}
     if by_kind:
         some = next(iter(by_kind.values()))
-        lines += ["", f"Unseen *kind* of neighbour ({some['folds']} folds, each holding out every intensity of "
-                  "one antagonist kind; same candidate sets; a harder test than the headline, which holds out one "
-                  "configuration at a time):", "",
-                  "| scorer | Spearman(score, −slowdown) | mean top-1 regret | p90 regret | SLO-breaking choices | "
-                  "mean chosen slowdown |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"Unseen *kind* of neighbour ({some['folds']} folds, each holding out every intensity of "
+            "one antagonist kind; same candidate sets; a harder test than the headline, which holds out one "
+            "configuration at a time):",
+            "",
+            "| scorer | Spearman(score, −slowdown) | mean top-1 regret | p90 regret | SLO-breaking choices | "
+            "mean chosen slowdown |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for k, v in by_kind.items():
             f = v["figures"]
-            lines.append(f"| {_model_name(k, 'kind held out')} | {_fmt(f['spearman'])} | "
-                         f"{_fmt(f['mean_regret'], True)} | {_fmt(f['p90_regret'], True)} | "
-                         f"{_fmt(f['slo_breach_share'], True)} | {f['mean_chosen_slowdown']:.2f}x |")
+            lines.append(
+                f"| {_model_name(k, 'kind held out')} | {_fmt(f['spearman'])} | "
+                f"{_fmt(f['mean_regret'], True)} | {_fmt(f['p90_regret'], True)} | "
+                f"{_fmt(f['slo_breach_share'], True)} | {f['mean_chosen_slowdown']:.2f}x |"
+            )
     ref = info.get("references")
     if ref:
         f = ref["neighbour_aware"]
-        lines += ["", "How much of the slowdown is predictable at all on this data (references, not schedulers: "
-                  "both know what no node reports):", "",
-                  f"- **test-retest**: one run's slowdown against the median of the other repetitions of the same "
-                  f"configuration and profile: Spearman {_fmt(ref['retest_spearman'])} over {ref['retest_runs']} "
-                  "runs.",
-                  "- **neighbour-aware reference**: XGBoost told the held-out neighbour's kind and intensity "
-                  "(from the calibration plan) instead of the node's metrics, same folds and candidate sets: "
-                  f"Spearman {_fmt(f['spearman'])}, mean regret {_fmt(f['mean_regret'], True)}, "
-                  f"SLO-breaking {_fmt(f['slo_breach_share'], True)}."]
+        lines += [
+            "",
+            "How much of the slowdown is predictable at all on this data (references, not schedulers: "
+            "both know what no node reports):",
+            "",
+            f"- **test-retest**: one run's slowdown against the median of the other repetitions of the same "
+            f"configuration and profile: Spearman {_fmt(ref['retest_spearman'])} over {ref['retest_runs']} "
+            "runs.",
+            "- **neighbour-aware reference**: XGBoost told the held-out neighbour's kind and intensity "
+            "(from the calibration plan) instead of the node's metrics, same folds and candidate sets: "
+            f"Spearman {_fmt(f['spearman'])}, mean regret {_fmt(f['mean_regret'], True)}, "
+            f"SLO-breaking {_fmt(f['slo_breach_share'], True)}.",
+        ]
     lines += ["", f"Targets (issue 4), on the first table (`--label {info['label']}`):"]
     for k in kinds:
         lines += ["", f"{_model_name(k)}:", ""]
         for text, ok, value in targets(figures, _model_name(k)):
             lines.append(f"- {'**met**' if ok else '**not met**'} — {text}: {value}")
-    lines += ["", "Plots: `score_vs_slowdown.png` (each model's predicted vs measured slowdown per row), "
-              "`regret_cdf.png` (distribution of top-1 regret per scorer)."]
+    lines += [
+        "",
+        "Plots: `score_vs_slowdown.png` (each model's predicted vs measured slowdown per row), "
+        "`regret_cdf.png` (distribution of top-1 regret per scorer).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -359,10 +473,10 @@ def plot(report: Path, cal, preds: dict[str, np.ndarray], figures: dict, slo: fl
 
 
 def run(args: argparse.Namespace) -> int:
+    from inference.model import ModelError
     from scorer import train
     from scorer.calibration.data import load
     from scorer.calibration.rows import CalibrationError
-    from inference.model import ModelError
     from wire.schema import Profile
 
     rows = train.DEFAULT_CALIBRATED_ROWS if args.rows is None else args.rows
@@ -383,7 +497,8 @@ def run(args: argparse.Namespace) -> int:
             per_model[kind] = {"fold_fits": fits}
             if not args.no_kind_holdout and len(neighbour_kinds) >= 2:
                 per_model[kind]["kind_pred"], per_model[kind]["kind_fits"] = out_of_fold(
-                    cal, kind, len(neighbour_kinds), args.seed, rows, real_share, groups=cal.kind_groups)
+                    cal, kind, len(neighbour_kinds), args.seed, rows, real_share, groups=cal.kind_groups
+                )
         reference = neighbour_reference(cal, args.folds, args.seed)
         compared = dict(compare_model(p, cal) for p in args.compare)
     except (CalibrationError, EvaluateError, train.TrainError, ModelError) as err:
@@ -396,10 +511,15 @@ def run(args: argparse.Namespace) -> int:
     figures = {name: placement.placement_figures(s, cal.slowdown, trials, args.slo) for name, s in scores.items()}
     other_label = next(lb for lb in LABELS if lb != args.label)
     other_sd = cal.run_slowdown if other_label == "run" else load(args.data, other_label, args.repeats).slowdown
-    other_scores = {**scores, placement.ORACLE: placement.baseline_scores(
-        cal.values, cal.mask, cal.samples_cpu_std, other_sd)[placement.ORACLE]}
-    other_figures = {name: placement.placement_figures(s, other_sd, trials, args.slo)
-                     for name, s in other_scores.items()}
+    other_scores = {
+        **scores,
+        placement.ORACLE: placement.baseline_scores(cal.values, cal.mask, cal.samples_cpu_std, other_sd)[
+            placement.ORACLE
+        ],
+    }
+    other_figures = {
+        name: placement.placement_figures(s, other_sd, trials, args.slo) for name, s in other_scores.items()
+    }
 
     def without_regret(f: dict) -> dict:
         return {k: v for k, v in f.items() if k != "regret"}
@@ -409,32 +529,68 @@ def run(args: argparse.Namespace) -> int:
         pred, m = preds[kind], per_model[kind]
         models_info[kind] = {
             "fold_fits": m["fold_fits"],
-            "per_profile": {p.annotation: {"rows": int((cal.profile == p).sum()),
-                                           "spearman": spearman(pred[cal.profile == p], cal.slowdown[cal.profile == p]),
-                                           "mean": float(np.maximum(cal.slowdown[cal.profile == p], 1).mean())}
-                            for p in Profile if (cal.profile == p).any()},
-            "kind_holdout": None if "kind_pred" not in m else {
-                "folds": len(m["kind_fits"]), "fold_fits": m["kind_fits"],
-                "figures": without_regret(placement.placement_figures(
-                    scoring.scores_from_slowdown(m["kind_pred"]), cal.slowdown, trials, args.slo))}}
+            "per_profile": {
+                p.annotation: {
+                    "rows": int((cal.profile == p).sum()),
+                    "spearman": spearman(pred[cal.profile == p], cal.slowdown[cal.profile == p]),
+                    "mean": float(np.maximum(cal.slowdown[cal.profile == p], 1).mean()),
+                }
+                for p in Profile
+                if (cal.profile == p).any()
+            },
+            "kind_holdout": None
+            if "kind_pred" not in m
+            else {
+                "folds": len(m["kind_fits"]),
+                "fold_fits": m["kind_fits"],
+                "figures": without_regret(
+                    placement.placement_figures(
+                        scoring.scores_from_slowdown(m["kind_pred"]), cal.slowdown, trials, args.slo
+                    )
+                ),
+            },
+        }
     retest, retest_runs = retest_spearman(cal)
-    references = {"retest_spearman": retest, "retest_runs": retest_runs,
-                  "neighbour_aware": without_regret(placement.placement_figures(
-                      scoring.scores_from_slowdown(reference), cal.slowdown, trials, args.slo))}
-    info = {"data": os.path.relpath(cal.path) if Path(cal.path).is_absolute() else str(cal.path), "rows": len(cal),
-            "configs": len(set(cal.config.tolist())), "profiles": len(set(cal.profile.tolist())),
-            "data_hash": cal.data_hash, "models": models_info, "synthetic_rows": rows, "real_share": real_share,
-            "repetitions": int(cal.rep.max()), "repeats": args.repeats, "folds": args.folds, "trials": args.trials,
-            "slo": args.slo, "seed": args.seed, "label": args.label, "references": references,
-            "other_label": {"label": other_label, "figures": {k: without_regret(v) for k, v in other_figures.items()}},
-            "command": "kubeattention evaluate " + " ".join(sys.argv[sys.argv.index("evaluate") + 1:])
-            if "evaluate" in sys.argv else "kubeattention evaluate"}
+    references = {
+        "retest_spearman": retest,
+        "retest_runs": retest_runs,
+        "neighbour_aware": without_regret(
+            placement.placement_figures(scoring.scores_from_slowdown(reference), cal.slowdown, trials, args.slo)
+        ),
+    }
+    info = {
+        "data": os.path.relpath(cal.path) if Path(cal.path).is_absolute() else str(cal.path),
+        "rows": len(cal),
+        "configs": len(set(cal.config.tolist())),
+        "profiles": len(set(cal.profile.tolist())),
+        "data_hash": cal.data_hash,
+        "models": models_info,
+        "synthetic_rows": rows,
+        "real_share": real_share,
+        "repetitions": int(cal.rep.max()),
+        "repeats": args.repeats,
+        "folds": args.folds,
+        "trials": args.trials,
+        "slo": args.slo,
+        "seed": args.seed,
+        "label": args.label,
+        "references": references,
+        "other_label": {"label": other_label, "figures": {k: without_regret(v) for k, v in other_figures.items()}},
+        "command": "kubeattention evaluate " + " ".join(sys.argv[sys.argv.index("evaluate") + 1 :])
+        if "evaluate" in sys.argv
+        else "kubeattention evaluate",
+    }
     args.report.mkdir(parents=True, exist_ok=True)
     text = render(figures, kinds, info)
     (args.report / "report.md").write_text(text)
-    summary = {"info": info, "figures": {k: without_regret(v) for k, v in figures.items()},
-               "targets": {_model_name(k): [{"target": t, "met": ok, "value": v}
-                                            for t, ok, v in targets(figures, _model_name(k))] for k in kinds}}
+    summary = {
+        "info": info,
+        "figures": {k: without_regret(v) for k, v in figures.items()},
+        "targets": {
+            _model_name(k): [{"target": t, "met": ok, "value": v} for t, ok, v in targets(figures, _model_name(k))]
+            for k in kinds
+        },
+    }
     (args.report / "report.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     pngs = plot(args.report, cal, preds, figures, args.slo)
     print(text)

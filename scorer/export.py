@@ -13,8 +13,8 @@ from pathlib import Path
 
 import onnx
 
-from wire import schema
 from inference.model import INPUT_NAME, JSON_METADATA, OUTPUT_LOG_SLOWDOWN
+from wire import schema
 
 #: ONNX opsets: the default opset 17 runs on every ONNX Runtime >= 1.13 (pyproject asks
 #: for >= 1.17); onnxmltools' XGBoost converter supports at most 15 (its pipeline's
@@ -44,10 +44,14 @@ def xgboost_to_onnx(estimator) -> onnx.ModelProto:
     from xgboost import XGBRegressor
 
     # skl2onnx's documented way to convert a pipeline that holds an XGBoost model.
-    update_registered_converter(XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes,
-                                convert_xgboost)
-    model = convert_sklearn(estimator, initial_types=[(INPUT_NAME, FloatTensorType([None, schema.NUM_FEATURES]))],
-                            target_opset={"": XGBOOST_OPSET, "ai.onnx.ml": MLP_OPSET["ai.onnx.ml"]})
+    update_registered_converter(
+        XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost
+    )
+    model = convert_sklearn(
+        estimator,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, schema.NUM_FEATURES]))],
+        target_opset={"": XGBOOST_OPSET, "ai.onnx.ml": MLP_OPSET["ai.onnx.ml"]},
+    )
     rename_output(model, OUTPUT_LOG_SLOWDOWN)
     return model
 
@@ -85,8 +89,10 @@ def write(model: onnx.ModelProto, metadata: dict, path: Path) -> tuple[Path, Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.producer_name = "kubeattention"
-    model.doc_string = ("KubeAttention interference model: predicts log tail-latency slowdown of a pod "
-                        "on a node from 15 node metrics + 11 pod features (wire/schema.py)")
+    model.doc_string = (
+        "KubeAttention interference model: predicts log tail-latency slowdown of a pod "
+        "on a node from 15 node metrics + 11 pod features (wire/schema.py)"
+    )
     set_metadata(model, metadata)
     onnx.checker.check_model(model)
     tmp = path.with_name(path.name + ".tmp")

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wire import schema
 from scorer.evaluate import spearman
+from wire import schema
 
 DEFAULT_SLO = 1.5
 DEFAULT_TRIALS = 4000
@@ -53,8 +53,9 @@ class Trials:
     tie_break: list[np.ndarray]
 
 
-def draw_trials(profile: np.ndarray, trials: int = DEFAULT_TRIALS, sizes: tuple[int, int] = SET_SIZES,
-                seed: int = 0) -> Trials:
+def draw_trials(
+    profile: np.ndarray, trials: int = DEFAULT_TRIALS, sizes: tuple[int, int] = SET_SIZES, seed: int = 0
+) -> Trials:
     rng = np.random.default_rng(seed)
     by_profile = [np.flatnonzero(profile == p) for p in np.unique(profile)]
     by_profile = [rows for rows in by_profile if len(rows) >= 2]

@@ -42,16 +42,16 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from inference.model import DEFAULT_MODEL_PATH, OUTPUT_LOG_SLOWDOWN, InterferenceModel, session_options
 from scorer import contention, dataset, evaluate, export
 from wire import schema
-from inference.model import DEFAULT_MODEL_PATH, OUTPUT_LOG_SLOWDOWN, InterferenceModel, session_options
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,30 @@ DEFAULT_HOLDOUT = 0.2
 MODEL_KINDS = ("mlp", "xgboost")
 VERSION_PREFIX = {"mlp": "mlp", "xgboost": "xgb"}
 
-MLP_PARAMS = dict(hidden_layer_sizes=(64, 32), activation="relu", solver="adam", alpha=1e-5,
-                  batch_size=512, learning_rate_init=1e-3, max_iter=200, early_stopping=True,
-                  validation_fraction=0.1, n_iter_no_change=8, tol=1e-4)
-XGBOOST_PARAMS = dict(n_estimators=300, max_depth=6, learning_rate=0.1, subsample=0.8,
-                      colsample_bytree=0.8, min_child_weight=5, tree_method="hist",
-                      objective="reg:squarederror", n_jobs=2)
+MLP_PARAMS = dict(
+    hidden_layer_sizes=(64, 32),
+    activation="relu",
+    solver="adam",
+    alpha=1e-5,
+    batch_size=512,
+    learning_rate_init=1e-3,
+    max_iter=200,
+    early_stopping=True,
+    validation_fraction=0.1,
+    n_iter_no_change=8,
+    tol=1e-4,
+)
+XGBOOST_PARAMS = dict(
+    n_estimators=300,
+    max_depth=6,
+    learning_rate=0.1,
+    subsample=0.8,
+    colsample_bytree=0.8,
+    min_child_weight=5,
+    tree_method="hist",
+    objective="reg:squarederror",
+    n_jobs=2,
+)
 #: Node metrics the XGBoost model may only read as "more of it never makes the pod faster"
 #: (XGBoost ``monotone_constraints`` +1). Small, noisy calibration data otherwise teaches
 #: trees that a busier node is better wherever one noisy run said so. Left free, and why:
@@ -75,9 +93,19 @@ XGBOOST_PARAMS = dict(n_estimators=300, max_depth=6, learning_rate=0.1, subsampl
 #: p99), ``cpu_throttled_ratio`` (a throttled neighbour is being held back),
 #: ``memory_utilization`` (capacity, not contention) and ``disk_io_latency_p99_ms`` (missing
 #: whenever the interval had no disk I/O, see :func:`xgboost_estimator`).
-MONOTONE_METRICS = ("cpu_utilization", "cpu_iowait_ratio", "cpu_psi_some", "memory_psi_some", "io_psi_some",
-                    "cross_cgroup_preemptions_per_s", "llc_miss_ratio", "llc_mpki", "cycles_per_instruction",
-                    "memory_bandwidth_gbps", "process_churn_per_s")
+MONOTONE_METRICS = (
+    "cpu_utilization",
+    "cpu_iowait_ratio",
+    "cpu_psi_some",
+    "memory_psi_some",
+    "io_psi_some",
+    "cross_cgroup_preemptions_per_s",
+    "llc_miss_ratio",
+    "llc_mpki",
+    "cycles_per_instruction",
+    "memory_bandwidth_gbps",
+    "process_churn_per_s",
+)
 
 
 class TrainError(Exception):
@@ -109,8 +137,12 @@ class OutcomeRows:
     data_hash: str
 
     def summary(self) -> dict:
-        return {"rows_used": int(len(self.y)), "lines": self.lines, "skipped": dict(self.skipped),
-                "data_hash": self.data_hash}
+        return {
+            "rows_used": int(len(self.y)),
+            "lines": self.lines,
+            "skipped": dict(self.skipped),
+            "data_hash": self.data_hash,
+        }
 
 
 def model_identity(kind: str, data_hash: str) -> dict:
@@ -139,10 +171,12 @@ def _outcome_row(rec: dict) -> tuple[np.ndarray, float, float] | str:
     if qos and qos not in schema.QoS.__members__:
         raise ValueError(f"pod.qos {pod['qos']!r} is not a QoS class")
     ctx = schema.PodContext(
-        cpu_request_cores=float(pod["cpu_request_cores"]), memory_request_bytes=int(pod["memory_request_bytes"]),
+        cpu_request_cores=float(pod["cpu_request_cores"]),
+        memory_request_bytes=int(pod["memory_request_bytes"]),
         qos=schema.QoS[qos] if qos else None,
         profile=schema.Profile.parse(pod["profile"]) if pod.get("profile") else None,
-        priority=int(pod.get("priority") or 0))
+        priority=int(pod.get("priority") or 0),
+    )
     features = schema.pod_features(ctx)  # validates the requests
     if rec.get("observed_slowdown") is None:
         return "no observed_slowdown"
@@ -163,8 +197,9 @@ def _outcome_row(rec: dict) -> tuple[np.ndarray, float, float] | str:
     if unknown:
         raise ValueError(f"telemetry.values: unknown metrics {sorted(unknown)}")
     mask = np.array([c == "1" for c in mask_text])
-    values = np.array([np.nan if tel["values"].get(m.name) is None else float(tel["values"][m.name])
-                       for m in schema.METRICS])
+    values = np.array(
+        [np.nan if tel["values"].get(m.name) is None else float(tel["values"][m.name]) for m in schema.METRICS]
+    )
     for m in schema.METRICS:
         if mask[m.index] and not (math.isfinite(values[m.index]) and m.lo <= values[m.index] <= m.hi):
             raise ValueError(f"telemetry.values.{m.name}: {values[m.index]!r} outside [{m.lo:g}, {m.hi:g}]")
@@ -197,8 +232,14 @@ def load_outcomes(path: Path) -> OutcomeRows:
     X = np.array(rows, dtype=np.float32).reshape(-1, schema.NUM_FEATURES)
     y = np.array(ys, dtype=np.float64)
     w = np.array(ws, dtype=np.float64)
-    return OutcomeRows(X=X, y=y, weight=w, lines=lines, skipped=skipped,
-                       data_hash=dataset.data_hash(np.concatenate([X, w[:, None].astype(np.float32)], axis=1), y))
+    return OutcomeRows(
+        X=X,
+        y=y,
+        weight=w,
+        lines=lines,
+        skipped=skipped,
+        data_hash=dataset.data_hash(np.concatenate([X, w[:, None].astype(np.float32)], axis=1), y),
+    )
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,21 +278,34 @@ def xgboost_estimator(seed: int):
     from xgboost import XGBRegressor
 
     metrics = list(range(schema.NUM_METRICS))
-    features = ColumnTransformer([
-        ("metrics", SimpleImputer(missing_values=schema.MISSING, strategy="median", keep_empty_features=True),
-         metrics),
-        ("pod", "passthrough", list(range(schema.NUM_METRICS, schema.NUM_FEATURES)))])
+    features = ColumnTransformer(
+        [
+            (
+                "metrics",
+                SimpleImputer(missing_values=schema.MISSING, strategy="median", keep_empty_features=True),
+                metrics,
+            ),
+            ("pod", "passthrough", list(range(schema.NUM_METRICS, schema.NUM_FEATURES))),
+        ]
+    )
     constraints = tuple(1 if name in MONOTONE_METRICS else 0 for name in schema.FEATURE_NAMES)
-    return Pipeline([("features", features),
-                     ("xgb", XGBRegressor(random_state=seed, monotone_constraints=constraints, **XGBOOST_PARAMS))])
+    return Pipeline(
+        [
+            ("features", features),
+            ("xgb", XGBRegressor(random_state=seed, monotone_constraints=constraints, **XGBOOST_PARAMS)),
+        ]
+    )
 
 
 def hyperparameters(kind: str) -> dict:
     """What the metadata records about the regressor (JSON-ready)."""
     if kind == "mlp":
         return {k: list(v) if isinstance(v, tuple) else v for k, v in MLP_PARAMS.items()}
-    return {**XGBOOST_PARAMS, "monotone_increasing": list(MONOTONE_METRICS),
-            "missing_metrics": "median of the training rows (SimpleImputer)"}
+    return {
+        **XGBOOST_PARAMS,
+        "monotone_increasing": list(MONOTONE_METRICS),
+        "missing_metrics": "median of the training rows (SimpleImputer)",
+    }
 
 
 def to_onnx(kind: str, estimator) -> onnx.ModelProto:
@@ -260,18 +314,23 @@ def to_onnx(kind: str, estimator) -> onnx.ModelProto:
 
 def onnx_predict_log(model: onnx.ModelProto, X: np.ndarray) -> np.ndarray:
     """Raw ONNX output (log slowdown) with the production session options."""
-    sess = ort.InferenceSession(model.SerializeToString(), sess_options=session_options(),
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        model.SerializeToString(), sess_options=session_options(), providers=["CPUExecutionProvider"]
+    )
     return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(X, dtype=np.float32)})[0].reshape(-1)
 
 
 def _versions(kind: str) -> dict:
-    import sklearn
     import skl2onnx
+    import sklearn
 
-    out = {"sklearn_version": sklearn.__version__, "skl2onnx_version": skl2onnx.__version__,
-           "onnx_version": onnx.__version__, "onnxruntime_version": ort.__version__,
-           "numpy_version": np.__version__}
+    out = {
+        "sklearn_version": sklearn.__version__,
+        "skl2onnx_version": skl2onnx.__version__,
+        "onnx_version": onnx.__version__,
+        "onnxruntime_version": ort.__version__,
+        "numpy_version": np.__version__,
+    }
     if kind == "xgboost":
         import onnxmltools
         import xgboost
@@ -280,8 +339,13 @@ def _versions(kind: str) -> dict:
     return out
 
 
-def train(kind: str = "mlp", rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED,
-          holdout: float = DEFAULT_HOLDOUT, outcomes: OutcomeRows | None = None) -> TrainResult:
+def train(
+    kind: str = "mlp",
+    rows: int = DEFAULT_ROWS,
+    seed: int = DEFAULT_SEED,
+    holdout: float = DEFAULT_HOLDOUT,
+    outcomes: OutcomeRows | None = None,
+) -> TrainResult:
     """Generate, split, fit, export and evaluate. Nothing is written to disk."""
     if kind not in MODEL_KINDS:
         raise TrainError(f"model: unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
@@ -290,8 +354,14 @@ def train(kind: str = "mlp", rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED,
     t0 = time.monotonic()
     data = dataset.generate(rows, seed)
     tr, ho = holdout_split(rows, holdout, seed)
-    log.info("generated %d rows (hash %s) in %.1f s; training on %d, holding out %d",
-             rows, data.data_hash[:12], time.monotonic() - t0, len(tr), len(ho))
+    log.info(
+        "generated %d rows (hash %s) in %.1f s; training on %d, holding out %d",
+        rows,
+        data.data_hash[:12],
+        time.monotonic() - t0,
+        len(tr),
+        len(ho),
+    )
 
     X_fit, y_fit, w_fit, data_hash = data.X[tr], data.y[tr], None, data.data_hash
     if outcomes is not None and len(outcomes.y):
@@ -318,12 +388,19 @@ def train(kind: str = "mlp", rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED,
         "validation": {"holdout_fraction": holdout, **figures},
         "hyperparameters": hyperparameters(kind),
         "generator": contention.GENERATOR,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "fit_seconds": round(fit_seconds, 1),
         **_versions(kind),
     }
-    return TrainResult(estimator=estimator, onnx_model=model, metadata=metadata, validation=figures,
-                       data=data, holdout_index=ho, train_index=tr)
+    return TrainResult(
+        estimator=estimator,
+        onnx_model=model,
+        metadata=metadata,
+        validation=figures,
+        data=data,
+        holdout_index=ho,
+        train_index=tr,
+    )
 
 
 # ------------------------------------------------------------- calibrated training
@@ -354,15 +431,21 @@ def config_split(configs: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     names = np.array(sorted(set(configs.tolist())))
     k = max(1, int(round(len(names) * fraction)))
     if k >= len(names):
-        raise TrainError(f"data: {len(names)} antagonist configurations leave nothing to train on "
-                         f"with holdout {fraction}")
+        raise TrainError(
+            f"data: {len(names)} antagonist configurations leave nothing to train on with holdout {fraction}"
+        )
     held = set(np.random.default_rng([seed, 0x434F4E46]).permutation(names)[:k].tolist())  # "CONF"
     is_held = np.array([c in held for c in configs])
     return np.flatnonzero(~is_held), np.flatnonzero(is_held)
 
 
-def fit_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: int = DEFAULT_SEED,
-                   real_share: float = DEFAULT_REAL_SHARE) -> CalibratedFit:
+def fit_calibrated(
+    kind: str,
+    cal,
+    rows: int = DEFAULT_CALIBRATED_ROWS,
+    seed: int = DEFAULT_SEED,
+    real_share: float = DEFAULT_REAL_SHARE,
+) -> CalibratedFit:
     """Fit the contention curves to ``cal`` (a CalibrationSet), widen it with ``rows`` synthetic rows
     from the fitted generator, fit the regressor on both, export to ONNX."""
     from scorer.calibration import fit as curve_fit
@@ -374,8 +457,9 @@ def fit_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: in
     if len(cal) < 10:
         raise TrainError(f"data: {len(cal)} measured calibration rows are too few to train on (need >= 10)")
     curves = curve_fit.fit(cal)
-    log.info("contention curves fitted to %d rows: log-RMSE %.3f (prior %.3f)", curves.rows, curves.rmse,
-             curves.prior_rmse)
+    log.info(
+        "contention curves fitted to %d rows: log-RMSE %.3f (prior %.3f)", curves.rows, curves.rmse, curves.prior_rmse
+    )
     X, y, w = cal.X, cal.y, np.ones(len(cal))
     synthetic = dataset.generate(rows, seed, curves.params) if rows > 0 and real_share < 1.0 else None
     if synthetic is not None:
@@ -383,16 +467,23 @@ def fit_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: in
         X = np.concatenate([synthetic.X, X])
         y = np.concatenate([synthetic.y, y])
         w = np.concatenate([np.ones(rows), w])
-    data_hash = hashlib.sha256(f"{cal.data_hash}+{synthetic.data_hash if synthetic else '-'}+{real_share}"
-                               .encode()).hexdigest()
+    data_hash = hashlib.sha256(
+        f"{cal.data_hash}+{synthetic.data_hash if synthetic else '-'}+{real_share}".encode()
+    ).hexdigest()
     t1 = time.monotonic()
     estimator = fit(kind, X, y, seed, sample_weight=w)
     fit_seconds = time.monotonic() - t1
     return CalibratedFit(estimator, to_onnx(kind, estimator), curves, synthetic, data_hash, fit_seconds)
 
 
-def train_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: int = DEFAULT_SEED,
-                     holdout: float = DEFAULT_HOLDOUT, real_share: float = DEFAULT_REAL_SHARE) -> TrainResult:
+def train_calibrated(
+    kind: str,
+    cal,
+    rows: int = DEFAULT_CALIBRATED_ROWS,
+    seed: int = DEFAULT_SEED,
+    holdout: float = DEFAULT_HOLDOUT,
+    real_share: float = DEFAULT_REAL_SHARE,
+) -> TrainResult:
     """Hold out whole antagonist configurations of ``cal``, train on the rest (+ fitted synthetic rows),
     validate the exported model on the held-out calibration rows."""
     tr, ho = config_split(cal.groups, holdout, seed)
@@ -401,56 +492,102 @@ def train_calibrated(kind: str, cal, rows: int = DEFAULT_CALIBRATED_ROWS, seed: 
     figures = evaluate.evaluate(pred, np.maximum(cal.slowdown[ho], 1.0), cal.profile[ho], None)
     metadata = {
         **model_identity(kind, got.data_hash),
-        "calibration": {"path": cal.path, "rows": len(cal), "data_hash": cal.data_hash, "label": cal.label,
-                        "train_rows": int(len(tr)), "real_share": real_share,
-                        "train_configs": sorted(set(cal.groups[tr].tolist())),
-                        "holdout_configs": sorted(set(cal.groups[ho].tolist()))},
+        "calibration": {
+            "path": cal.path,
+            "rows": len(cal),
+            "data_hash": cal.data_hash,
+            "label": cal.label,
+            "train_rows": int(len(tr)),
+            "real_share": real_share,
+            "train_configs": sorted(set(cal.groups[tr].tolist())),
+            "holdout_configs": sorted(set(cal.groups[ho].tolist())),
+        },
         "contention_fit": got.fit.summary,
         "rows": rows,
         "seed": seed,
-        "validation": {"holdout": "antagonist configurations", "holdout_fraction": holdout,
-                       "label": "measured p99 slowdown of held-out calibration rows", **figures},
+        "validation": {
+            "holdout": "antagonist configurations",
+            "holdout_fraction": holdout,
+            "label": "measured p99 slowdown of held-out calibration rows",
+            **figures,
+        },
         "hyperparameters": hyperparameters(kind),
         "generator": got.fit.params.name,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "fit_seconds": round(got.fit_seconds, 1),
         **_versions(kind),
     }
     data = got.synthetic if got.synthetic is not None else None
-    return TrainResult(estimator=got.estimator, onnx_model=got.onnx_model, metadata=metadata, validation=figures,
-                       data=data, holdout_index=ho, train_index=tr, calibration=cal)
+    return TrainResult(
+        estimator=got.estimator,
+        onnx_model=got.onnx_model,
+        metadata=metadata,
+        validation=figures,
+        data=data,
+        holdout_index=ho,
+        train_index=tr,
+        calibration=cal,
+    )
 
 
 # ---------------------------------------------------------------------------- CLI
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=MODEL_KINDS, default="mlp",
-                        help="regressor to fit (default: mlp)")
-    parser.add_argument("--data", type=Path, default=None, metavar="FILE|DIR",
-                        help="calibration rows (calibration.jsonl from `kubeattention calibrate`, or its directory): "
-                             "fit the contention curves to them, widen them with --rows synthetic rows from the "
-                             "fitted generator, hold out whole antagonist configurations for validation "
-                             "(default: none, synthetic rows from the prior contention model only)")
-    parser.add_argument("--rows", type=int, default=None,
-                        help=f"rows to generate from the contention model (default: {DEFAULT_ROWS}; "
-                             f"{DEFAULT_CALIBRATED_ROWS} with --data)")
-    parser.add_argument("--real-share", type=float, default=DEFAULT_REAL_SHARE,
-                        help=f"with --data: share of the sample weight the measured rows carry "
-                             f"(default: {DEFAULT_REAL_SHARE})")
-    parser.add_argument("--label", choices=("config-median", "run"), default="config-median",
-                        help="with --data: the slowdown to learn, the median over repetitions of the row's antagonist "
-                             "configuration and profile, or the row's own run (default: %(default)s; "
-                             "scorer/calibration/data.py)")
+    parser.add_argument("--model", choices=MODEL_KINDS, default="mlp", help="regressor to fit (default: mlp)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="FILE|DIR",
+        help="calibration rows (calibration.jsonl from `kubeattention calibrate`, or its directory): "
+        "fit the contention curves to them, widen them with --rows synthetic rows from the "
+        "fitted generator, hold out whole antagonist configurations for validation "
+        "(default: none, synthetic rows from the prior contention model only)",
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help=f"rows to generate from the contention model (default: {DEFAULT_ROWS}; "
+        f"{DEFAULT_CALIBRATED_ROWS} with --data)",
+    )
+    parser.add_argument(
+        "--real-share",
+        type=float,
+        default=DEFAULT_REAL_SHARE,
+        help=f"with --data: share of the sample weight the measured rows carry (default: {DEFAULT_REAL_SHARE})",
+    )
+    parser.add_argument(
+        "--label",
+        choices=("config-median", "run"),
+        default="config-median",
+        help="with --data: the slowdown to learn, the median over repetitions of the row's antagonist "
+        "configuration and profile, or the row's own run (default: %(default)s; "
+        "scorer/calibration/data.py)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="data, split and fit seed (default: 0)")
-    parser.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
-                        help=f"share of rows held out for validation (default: {DEFAULT_HOLDOUT})")
-    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH,
-                        help="ONNX file to write; metadata also goes to <stem>.json "
-                             "(default: the packaged inference/models/default.onnx)")
-    parser.add_argument("--outcomes", type=Path, default=None, metavar="FILE",
-                        help="outcomes JSONL from `kubeattention collector --export`: rows with an observed_slowdown "
-                             "join the training split, weighted by their outcome weight (default: none)")
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=DEFAULT_HOLDOUT,
+        help=f"share of rows held out for validation (default: {DEFAULT_HOLDOUT})",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_MODEL_PATH,
+        help="ONNX file to write; metadata also goes to <stem>.json "
+        "(default: the packaged inference/models/default.onnx)",
+    )
+    parser.add_argument(
+        "--outcomes",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="outcomes JSONL from `kubeattention collector --export`: rows with an observed_slowdown "
+        "join the training split, weighted by their outcome weight (default: none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -472,8 +609,9 @@ def run(args: argparse.Namespace) -> int:
             rows = DEFAULT_CALIBRATED_ROWS if args.rows is None else args.rows
             if rows < 0:
                 raise TrainError(f"rows: must be >= 0, got {rows}")
-            result = train_calibrated(kind=args.model, cal=cal, rows=rows, seed=args.seed, holdout=args.holdout,
-                                      real_share=args.real_share)
+            result = train_calibrated(
+                kind=args.model, cal=cal, rows=rows, seed=args.seed, holdout=args.holdout, real_share=args.real_share
+            )
         else:
             rows = DEFAULT_ROWS if args.rows is None else args.rows
             result = train(kind=args.model, rows=rows, seed=args.seed, holdout=args.holdout, outcomes=outcomes)
@@ -493,15 +631,21 @@ def run(args: argparse.Namespace) -> int:
         log.error("reloaded model %s predicts differently from the exported graph", onnx_path)
         return 1
     m = result.metadata
-    print(f"model {m['model_version']} ({m['model_kind']}), {m['rows']} rows, seed {m['seed']}, "
-          f"data {m['training_data_hash'][:12]}, fit {m['fit_seconds']} s")
+    print(
+        f"model {m['model_version']} ({m['model_kind']}), {m['rows']} rows, seed {m['seed']}, "
+        f"data {m['training_data_hash'][:12]}, fit {m['fit_seconds']} s"
+    )
     if result.calibration is not None:
         fitted = m["contention_fit"]
-        print(f"contention curves fitted to {fitted['rows']} calibration rows: log-RMSE {fitted['rmse_log']} "
-              f"(prior {fitted['prior_rmse_log']}); held out configurations: "
-              f"{', '.join(m['calibration']['holdout_configs'])}")
-    print(f"validation on {result.validation['all']['rows']} held-out rows "
-          f"(exported ONNX model, slowdown = p99 / p99 alone):")
+        print(
+            f"contention curves fitted to {fitted['rows']} calibration rows: log-RMSE {fitted['rmse_log']} "
+            f"(prior {fitted['prior_rmse_log']}); held out configurations: "
+            f"{', '.join(m['calibration']['holdout_configs'])}"
+        )
+    print(
+        f"validation on {result.validation['all']['rows']} held-out rows "
+        f"(exported ONNX model, slowdown = p99 / p99 alone):"
+    )
     print(evaluate.format_table(result.validation))
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1024:.0f} KiB) and {side}")
     return 0

@@ -51,14 +51,20 @@ def render_with_components(tmp: Path, components=COMPONENTS) -> list[dict]:
     """production + the given components, through a throw-away overlay (paths must be relative)."""
     tmp.mkdir(parents=True, exist_ok=True)
     rel = lambda p: os.path.relpath(p, tmp)  # noqa: E731
-    (tmp / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [rel(TARGETS["production"])],
-        "components": [rel(DEPLOY / "components" / c) for c in components]}))
+    (tmp / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [rel(TARGETS["production"])],
+                "components": [rel(DEPLOY / "components" / c) for c in components],
+            }
+        )
+    )
     return render_dir(tmp)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rendered(name: str) -> tuple[dict, ...]:
     return tuple(render_dir(TARGETS[name]))
 
@@ -95,8 +101,13 @@ def containers(docs):
 
 
 def cli_help(subcommand: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "kubeattention.cli", subcommand, "--help"],
-                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "kubeattention.cli", subcommand, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     if out.returncode != 0:
         raise AssertionError(f"kubeattention {subcommand} --help failed: {out.stderr}")
     return out.stdout
@@ -108,6 +119,7 @@ def help_flags(help_text: str) -> set[str]:
 
 def subcommands() -> set[str]:
     """The subcommands `kubeattention --help` lists (one per line under COMMAND)."""
-    text = subprocess.run([sys.executable, "-m", "kubeattention.cli", "--help"], capture_output=True, text=True,
-                          cwd=REPO, timeout=60).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "kubeattention.cli", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60
+    ).stdout
     return set(re.findall(r"^ {4}([a-z][a-z-]+) {2,}", text, flags=re.M))

@@ -18,25 +18,30 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from wire import schema
 from inference.model import DEFAULT_MODEL_PATH
+from wire import schema
 
 
-def linear_model(version: str, *, width: int = schema.NUM_FEATURES, bias: float = 0.0, weight: float = 0.0,
-                 **metadata: str) -> bytes:
+def linear_model(
+    version: str, *, width: int = schema.NUM_FEATURES, bias: float = 0.0, weight: float = 0.0, **metadata: str
+) -> bytes:
     w = np.full((width, 1), weight, dtype=np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["features", "w"], ["wx"]),
-         helper.make_node("Add", ["wx", "b"], ["log_slowdown"])],
+        [helper.make_node("MatMul", ["features", "w"], ["wx"]), helper.make_node("Add", ["wx", "b"], ["log_slowdown"])],
         "linear",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, width])],
         [helper.make_tensor_value_info("log_slowdown", TensorProto.FLOAT, [None, 1])],
-        initializer=[numpy_helper.from_array(w, "w"),
-                     numpy_helper.from_array(np.array([bias], dtype=np.float32), "b")])
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([bias], dtype=np.float32), "b")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = {"model_version": version, "schema_version": str(schema.SCHEMA_VERSION),
-            "feature_names": json.dumps(list(schema.FEATURE_NAMES)), "output": "log_slowdown", **metadata}
+    meta = {
+        "model_version": version,
+        "schema_version": str(schema.SCHEMA_VERSION),
+        "feature_names": json.dumps(list(schema.FEATURE_NAMES)),
+        "output": "log_slowdown",
+        **metadata,
+    }
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

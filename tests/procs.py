@@ -38,7 +38,9 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+def wait_for_port(
+    port: int, host: str = "127.0.0.1", timeout: float = 15.0, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -72,8 +74,14 @@ class RedisServer:
     and ``tls`` (serve only TLS on the port: the URLs become ``rediss://``).
     """
 
-    def __init__(self, port: int | None = None, *, password: str | None = None, users: tuple[str, ...] = (),
-                 tls: RedisTLS | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        password: str | None = None,
+        users: tuple[str, ...] = (),
+        tls: RedisTLS | None = None,
+    ):
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server not found: install Debian's redis-server (make test does)")
@@ -99,21 +107,45 @@ class RedisServer:
         return f"rediss://{auth}127.0.0.1:{self.port}/0?{urlencode(query)}"
 
     def _args(self) -> list[str]:
-        args = [self.binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir,
-                "--daemonize", "no", "--loglevel", "warning"]
+        args = [
+            self.binary,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
         if self.tls is None:
             args += ["--port", str(self.port)]
         else:
-            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert),
-                     "--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca),
-                     "--tls-auth-clients", "yes" if self.tls.client_auth else "no"]
+            args += [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.tls.cert),
+                "--tls-key-file",
+                str(self.tls.key),
+                "--tls-ca-cert-file",
+                str(self.tls.ca),
+                "--tls-auth-clients",
+                "yes" if self.tls.client_auth else "no",
+            ]
         if self.password is not None:
             args += ["--requirepass", self.password]
         for rule in self.users:
             args += ["--user", *rule.split()]
         return args
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
         return self
@@ -138,7 +170,7 @@ class Kubeattention:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Kubeattention":
+    def start(self) -> Kubeattention:
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=self.env)
         return self
 

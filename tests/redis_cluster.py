@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
-
-import socket
 
 from procs import wait_for_port
 
@@ -47,7 +46,9 @@ class RedisClusterProcs:
     def __init__(self, masters: int = 3, replicas_per_master: int = 1):
         for binary in ("redis-server", "redis-cli"):
             if shutil.which(binary) is None:
-                raise RuntimeError(f"{binary} not found: install Debian's redis-server and redis-tools (make test does)")
+                raise RuntimeError(
+                    f"{binary} not found: install Debian's redis-server and redis-tools (make test does)"
+                )
         self.masters, self.replicas = masters, replicas_per_master
         self.ports = [free_cluster_port() for _ in range(masters * (1 + replicas_per_master))]
         self.dir = tempfile.mkdtemp(prefix="ka-redis-cluster-")
@@ -62,18 +63,53 @@ class RedisClusterProcs:
         node_dir = f"{self.dir}/{port}"
         subprocess.run(["mkdir", "-p", node_dir], check=True)
         self.procs[port] = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", f"{node_dir}/nodes.conf", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-             "--appendonly", "no", "--save", "", "--dir", node_dir, "--daemonize", "no", "--loglevel", "notice", "--logfile", f"{node_dir}/redis.log"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"{node_dir}/nodes.conf",
+                "--cluster-node-timeout",
+                str(NODE_TIMEOUT_MS),
+                "--appendonly",
+                "no",
+                "--save",
+                "",
+                "--dir",
+                node_dir,
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "notice",
+                "--logfile",
+                f"{node_dir}/redis.log",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_port(port, proc=self.procs[port])
 
-    def start(self) -> "RedisClusterProcs":
+    def start(self) -> RedisClusterProcs:
         for port in self.ports:
             self._start_node(port)
-        out = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
-                              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{p}" for p in self.ports],
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
         self.wait_ok()
@@ -92,8 +128,7 @@ class RedisClusterProcs:
         raise TimeoutError(f"Redis Cluster replicas not in sync after {timeout} s")
 
     def cli(self, port: int, *args: str) -> str:
-        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True,
-                              timeout=10).stdout
+        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10).stdout
 
     def alive_ports(self) -> list[int]:
         return [p for p, proc in self.procs.items() if proc.poll() is None]
@@ -115,8 +150,12 @@ class RedisClusterProcs:
             live = self.alive_ports()
             view = self.cli(live[0], "cluster", "nodes")
             dead = [ln for ln in view.splitlines() if f":{dead_port}@" in ln]
-            if dead and "fail" in dead[0].split()[2] and "fail?" not in dead[0].split()[2] \
-                    and all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in live):
+            if (
+                dead
+                and "fail" in dead[0].split()[2]
+                and "fail?" not in dead[0].split()[2]
+                and all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in live)
+            ):
                 return time.monotonic() - t0
             time.sleep(0.05)
         raise TimeoutError(f"no replica took over from {dead_port} within {timeout} s")

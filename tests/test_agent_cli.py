@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from procs import Kubeattention, free_port, wait_for_port
+from test_agent_push import SinkServer, TelemetrySink
 
 from agent.config import DEFAULT_AGGREGATOR, DEFAULT_HTTP_LISTEN, DEFAULT_INTERVAL_S, AgentConfig, ConfigError
 from agent.main import configure_parser
@@ -22,9 +24,6 @@ from agent.replay import ReplaySource
 from kubeattention import cli
 from wire import __version__
 from wire.schema import METRIC_BY_NAME, METRIC_NAMES, NUM_METRICS, SCHEMA_VERSION
-
-from procs import Kubeattention, free_port, wait_for_port
-from test_agent_push import SinkServer, TelemetrySink
 
 FIXTURES = Path(__file__).parent / "fixtures" / "agent"
 RECORDING = FIXTURES / "recording.jsonl"
@@ -44,15 +43,16 @@ def start_agent(*args: str) -> tuple[Kubeattention, int]:
     agent = Kubeattention("agent", "--http-listen", f"127.0.0.1:{http_port}", *args).start()
     try:
         wait_for_port(http_port, proc=agent.proc)
-    except Exception:
+    except Exception as e:
         agent.stop()
-        raise AssertionError(f"agent did not start:\n{agent.output()}")
+        raise AssertionError(f"agent did not start:\n{agent.output()}") from e
     return agent, http_port
 
 
 def test_agent_process_pushes_and_serves_metrics(sink_server):
-    agent, port = start_agent("--aggregator", sink_server.target, "--insecure", "--node-name", "it-node",
-                              "--interval", "0.2")
+    agent, port = start_agent(
+        "--aggregator", sink_server.target, "--insecure", "--node-name", "it-node", "--interval", "0.2"
+    )
     try:
         assert sink_server.sink.wait_for(lambda s: len(s.received) >= 2, timeout=15), agent.output()
         msg = sink_server.sink.received[-1]
@@ -64,7 +64,7 @@ def test_agent_process_pushes_and_serves_metrics(sink_server):
         assert httpx.get(f"{base}/healthz").status_code == 200
         text = httpx.get(f"{base}/metrics").text
         assert "kubeattention_node_cpu_utilization_ratio " in text
-        assert 'kubeattention_agent_info{node="it-node",version="%s"} 1.0' % __version__ in text
+        assert f'kubeattention_agent_info{{node="it-node",version="{__version__}"}} 1.0' in text
         assert 'kubeattention_agent_pushes_total{result="ok"}' in text
         node = httpx.get(f"{base}/v1/node").json()
         for name, ok in zip(METRIC_NAMES, node["mask"]):
@@ -83,8 +83,17 @@ def test_agent_process_pushes_and_serves_metrics(sink_server):
 def test_replay_agent_plays_the_recording_with_fresh_stamps(sink_server):
     recorded = read_recording(RECORDING).vectors
     before_ms = time.time_ns() // 1_000_000
-    agent, port = start_agent("--replay", str(RECORDING), "--node-name", "replay-1",
-                              "--aggregator", sink_server.target, "--insecure", "--interval", "0.1")
+    agent, port = start_agent(
+        "--replay",
+        str(RECORDING),
+        "--node-name",
+        "replay-1",
+        "--aggregator",
+        sink_server.target,
+        "--insecure",
+        "--interval",
+        "0.1",
+    )
     try:
         assert sink_server.sink.wait_for(lambda s: len(s.received) >= 4, timeout=15), agent.output()
         node = httpx.get(f"http://127.0.0.1:{port}/v1/node").json()
@@ -122,18 +131,34 @@ def test_config_defaults_and_node_name_from_environment_at_run_time():
     args = parse_agent_args("--insecure")
     config = AgentConfig.from_args(args, {"NODE_NAME": "worker-7"})
     assert config.node_name == "worker-7"
-    assert (config.aggregator, config.interval_s, config.http_listen) == \
-        (DEFAULT_AGGREGATOR, DEFAULT_INTERVAL_S, DEFAULT_HTTP_LISTEN) == ("127.0.0.1:50051", 1.0, "0.0.0.0:9101")
+    assert (
+        (config.aggregator, config.interval_s, config.http_listen)
+        == (DEFAULT_AGGREGATOR, DEFAULT_INTERVAL_S, DEFAULT_HTTP_LISTEN)
+        == ("127.0.0.1:50051", 1.0, "0.0.0.0:9101")
+    )
     assert (config.http_host, config.http_port) == ("0.0.0.0", 9101)
-    assert AgentConfig.from_args(parse_agent_args("--node-name", "flag-wins", "--insecure"), {"NODE_NAME": "x"}).node_name \
+    assert (
+        AgentConfig.from_args(parse_agent_args("--node-name", "flag-wins", "--insecure"), {"NODE_NAME": "x"}).node_name
         == "flag-wins"
+    )
     assert AgentConfig.from_args(args, {}).node_name  # falls back to the hostname
     assert not AgentConfig.from_args(parse_agent_args("--aggregator", "none"), {}).push_enabled
 
 
 def test_config_reports_every_error_together():
-    args = parse_agent_args("--node-name", "Bad_Name", "--interval", "-1", "--aggregator", "nohost",
-                            "--http-listen", "0.0.0.0:99999", "--proc-root", "/nonexistent", "--insecure")
+    args = parse_agent_args(
+        "--node-name",
+        "Bad_Name",
+        "--interval",
+        "-1",
+        "--aggregator",
+        "nohost",
+        "--http-listen",
+        "0.0.0.0:99999",
+        "--proc-root",
+        "/nonexistent",
+        "--insecure",
+    )
     with pytest.raises(ConfigError) as info:
         AgentConfig.from_args(args, {})
     fields = [e.split(":")[0] for e in info.value.errors]
@@ -149,8 +174,23 @@ def test_agent_command_exits_2_on_bad_config(capsys):
 
 def test_record_writes_header_and_vectors_then_replays(tmp_path, capsys):
     out = tmp_path / "rec.jsonl"
-    code = cli.main(["record", "--out", str(out), "--duration", "0.6", "--interval", "0.2",
-                     "--label", "quiet", "--note", "pytest", "--node-name", "rec-node"])
+    code = cli.main(
+        [
+            "record",
+            "--out",
+            str(out),
+            "--duration",
+            "0.6",
+            "--interval",
+            "0.2",
+            "--label",
+            "quiet",
+            "--note",
+            "pytest",
+            "--node-name",
+            "rec-node",
+        ]
+    )
     assert code == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 1 + 3

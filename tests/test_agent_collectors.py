@@ -9,17 +9,16 @@ import time
 from pathlib import Path
 
 import pytest
+from doubles import FakeClock
 
-from agent.collectors.base import all_missing
 from agent.collect import NO_COLLECTOR, NodeCollector, availability_changes
 from agent.collectors import default_collectors
-from agent.collectors.base import FIRST_SAMPLE, Measurement, Reading
+from agent.collectors.base import FIRST_SAMPLE, Measurement, Reading, all_missing
 from agent.collectors.cgroup_throttle import CgroupThrottleCollector, leaf_cgroups, parse_cpu_stat
 from agent.collectors.meminfo import MeminfoCollector
 from agent.collectors.procstat import CHURN_SOURCE, ProcStatCollector, parse_stat
 from agent.collectors.psi import PsiCollector
 from wire.schema import METRIC_NAMES, METRICS, NUM_METRICS
-from doubles import FakeClock
 
 FIXTURES = Path(__file__).parent / "fixtures" / "agent"
 V1_ROOT = "fs/cgroup/cpu,cpuacct/kubepods"
@@ -56,8 +55,9 @@ def test_procstat_first_reading_is_missing_then_deltas(tmp_path):
     second = c.read()
     assert second.at == clock.t
     # +1000 jiffies: user 400, system 100, idle 300, iowait 200; 40 forks in 2 s
-    assert values(second) == pytest.approx({"cpu_utilization": 0.5, "cpu_iowait_ratio": 0.2,
-                                            "process_churn_per_s": 20.0})
+    assert values(second) == pytest.approx(
+        {"cpu_utilization": 0.5, "cpu_iowait_ratio": 0.2, "process_churn_per_s": 20.0}
+    )
     assert second.get("process_churn_per_s").source == "fallback: /proc/stat forks, Tetragon not configured"
 
 
@@ -118,8 +118,9 @@ def test_psi_malformed(tmp_path):
 
 
 def test_meminfo_uses_memavailable(tmp_path):
-    assert MeminfoCollector(FIXTURES / "proc", FakeClock(100.0, 1_700_000_000_000)).read().get("memory_utilization").value \
-        == pytest.approx(1 - 2_000_000 / 8_000_000)
+    assert MeminfoCollector(FIXTURES / "proc", FakeClock(100.0, 1_700_000_000_000)).read().get(
+        "memory_utilization"
+    ).value == pytest.approx(1 - 2_000_000 / 8_000_000)
     proc = tree(tmp_path, "proc")
     (proc / "meminfo").write_text("MemTotal: 100 kB\nMemFree: 10 kB\n")
     m = MeminfoCollector(proc, FakeClock(100.0, 1_700_000_000_000)).read().get("memory_utilization")
@@ -135,15 +136,26 @@ def set_counters(sys_root: Path, rel: str, periods: int, throttled: int) -> None
     out = []
     for line in text:
         key = line.split()[0]
-        out.append(f"nr_periods {periods}" if key == "nr_periods" else
-                   f"nr_throttled {throttled}" if key == "nr_throttled" else line)
+        out.append(
+            f"nr_periods {periods}"
+            if key == "nr_periods"
+            else f"nr_throttled {throttled}"
+            if key == "nr_throttled"
+            else line
+        )
     path.write_text("\n".join(out) + "\n")
 
 
 def test_parse_cpu_stat_v1_v2_and_without_bandwidth():
     assert parse_cpu_stat("nr_periods 10\nnr_throttled 3\nthrottled_time 9\n") == (10, 3)
-    v2 = (FIXTURES / "sys-v2" / V2_ROOT / "kubepods-burstable.slice/kubepods-burstable-pod3333.slice"
-          / "cri-containerd-aaaa.scope" / "cpu.stat").read_text()
+    v2 = (
+        FIXTURES
+        / "sys-v2"
+        / V2_ROOT
+        / "kubepods-burstable.slice/kubepods-burstable-pod3333.slice"
+        / "cri-containerd-aaaa.scope"
+        / "cpu.stat"
+    ).read_text()
     assert parse_cpu_stat(v2) == (2000, 400)
     assert parse_cpu_stat("usage_usec 5\nuser_usec 3\nsystem_usec 2\n") is None
 
@@ -200,8 +212,11 @@ def test_no_pod_root_is_missing_with_where_we_looked(tmp_path):
     assert m.value is None
     assert m.reason.startswith(f"no Kubernetes pod cgroups under {tmp_path}/fs/cgroup")
     assert "cpu,cpuacct/kubepods.slice" in m.reason and "--cgroup-root" in m.reason
-    m = CgroupThrottleCollector(tmp_path, cgroup_root=tmp_path / "nope", clock=FakeClock(100.0, 1_700_000_000_000)).read() \
+    m = (
+        CgroupThrottleCollector(tmp_path, cgroup_root=tmp_path / "nope", clock=FakeClock(100.0, 1_700_000_000_000))
+        .read()
         .get("cpu_throttled_ratio")
+    )
     assert m.value is None and str(tmp_path / "nope") in m.reason
 
 
@@ -209,7 +224,11 @@ def test_explicit_root_and_no_bandwidth_stats(tmp_path):
     root = tmp_path / "pods"
     (root / "pod-a" / "ctr").mkdir(parents=True)
     (root / "pod-a" / "ctr" / "cpu.stat").write_text("usage_usec 5\nuser_usec 3\nsystem_usec 2\n")
-    m = CgroupThrottleCollector(tmp_path, cgroup_root=root, clock=FakeClock(100.0, 1_700_000_000_000)).read().get("cpu_throttled_ratio")
+    m = (
+        CgroupThrottleCollector(tmp_path, cgroup_root=root, clock=FakeClock(100.0, 1_700_000_000_000))
+        .read()
+        .get("cpu_throttled_ratio")
+    )
     assert m.value is None and "nr_periods" in m.reason and "cpu controller" in m.reason
 
 
@@ -276,8 +295,16 @@ def test_node_collector_on_fake_tree_covers_all_metrics(tmp_path):
     v = nc.collect()
     assert v.node_name == "fake-node" and v.collected_at_ms == clock.wall_ms()
     measured = {m.name for m in METRICS if v.available[m.index]}
-    assert measured == {"cpu_utilization", "cpu_iowait_ratio", "cpu_psi_some", "memory_psi_some", "io_psi_some",
-                        "cpu_throttled_ratio", "memory_utilization", "process_churn_per_s"}
+    assert measured == {
+        "cpu_utilization",
+        "cpu_iowait_ratio",
+        "cpu_psi_some",
+        "memory_psi_some",
+        "io_psi_some",
+        "cpu_throttled_ratio",
+        "memory_utilization",
+        "process_churn_per_s",
+    }
     assert v.value("cpu_utilization") == pytest.approx(0.5)
     assert v.sources["process_churn_per_s"] == CHURN_SOURCE
     for name in ("runqueue_latency_p99_us", "cross_cgroup_preemptions_per_s", "disk_io_latency_p99_ms"):

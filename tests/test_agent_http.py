@@ -129,8 +129,10 @@ def test_v1_node_shape(setup):
     assert body["collected_at"].startswith("2023-11-14T22:13:20")
     assert body["age_seconds"] == pytest.approx(1.5)
     assert body["mask"] == [name not in ("cpu_throttled_ratio", "llc_mpki") for name in METRIC_NAMES]
-    assert body["missing_reasons"] == {"cpu_throttled_ratio": "cpu_throttled_ratio cannot be measured here",
-                                       "llc_mpki": "llc_mpki cannot be measured here"}
+    assert body["missing_reasons"] == {
+        "cpu_throttled_ratio": "cpu_throttled_ratio cannot be measured here",
+        "llc_mpki": "llc_mpki cannot be measured here",
+    }
     metric = body["metrics"][METRIC_NAMES.index("runqueue_latency_p99_us")]
     assert metric == {"name": "runqueue_latency_p99_us", "unit": "us", "value": 2400.0, "available": True}
     missing = body["metrics"][METRIC_NAMES.index("llc_mpki")]

@@ -11,15 +11,14 @@ from concurrent import futures
 
 import grpc
 import pytest
-
-from agent.push import DEFAULT_BACKOFF_CAP_S, DEFAULT_BACKOFF_INITIAL_S, Backoff, Pusher
-from wire.client_security import ClientSecurity
-from agent.latest_vector import LatestVector
-from agent.vector import NodeVector
-from wire.v1 import telemetry_pb2, telemetry_pb2_grpc
-from wire.schema import METRIC_NAMES, NUM_METRICS
-
 from procs import free_port
+
+from agent.latest_vector import LatestVector
+from agent.push import DEFAULT_BACKOFF_CAP_S, DEFAULT_BACKOFF_INITIAL_S, Backoff, Pusher
+from agent.vector import NodeVector
+from wire.client_security import ClientSecurity
+from wire.schema import METRIC_NAMES, NUM_METRICS
+from wire.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 FAST = Backoff(initial_s=0.05, cap_s=0.2)
 
@@ -65,7 +64,7 @@ class SinkServer:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "SinkServer":
+    def start(self) -> SinkServer:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(self.sink, self.server)
         self.server.add_insecure_port(self.target)
@@ -83,8 +82,9 @@ def vector(stamp: int, node: str = "node-a") -> NodeVector:
     available = [True] * NUM_METRICS
     i = METRIC_NAMES.index("llc_mpki")
     values[i], available[i] = math.nan, False
-    return NodeVector(node, 1_700_000_000_000 + stamp, tuple(values), tuple(available),
-                      {"llc_mpki": "no perf counters"})
+    return NodeVector(
+        node, 1_700_000_000_000 + stamp, tuple(values), tuple(available), {"llc_mpki": "no perf counters"}
+    )
 
 
 def wait_until(predicate, timeout: float = 10.0) -> bool:
@@ -106,9 +106,15 @@ def pushers():
 
 def start_pusher(pushers, target, store, **kwargs) -> Pusher:
     results: list[bool] = []
-    p = Pusher(target, store, backoff=kwargs.pop("backoff", FAST),
-               on_result=lambda ok, at: results.append(ok), rng=random.Random(1),
-               security=kwargs.pop("security", ClientSecurity(insecure=True)), **kwargs)
+    p = Pusher(
+        target,
+        store,
+        backoff=kwargs.pop("backoff", FAST),
+        on_result=lambda ok, at: results.append(ok),
+        rng=random.Random(1),
+        security=kwargs.pop("security", ClientSecurity(insecure=True)),
+        **kwargs,
+    )
     p.results = results
     p.start()
     pushers.append(p)

@@ -12,9 +12,9 @@ from email.utils import parsedate_to_datetime
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
+from procs import free_port
 
 from agent.runtime import DateHeader, QuietServer
-from procs import free_port
 
 
 class CountingServer(QuietServer):
@@ -33,8 +33,18 @@ def test_idle_server_does_not_wake_dates_answers_and_stops_at_once():
         return PlainTextResponse("ok\n")
 
     port = free_port()
-    server = CountingServer(uvicorn.Config(DateHeader(app), date_header=False, host="127.0.0.1", port=port,
-                                           log_config=None, log_level="warning", access_log=False, lifespan="off"))
+    server = CountingServer(
+        uvicorn.Config(
+            DateHeader(app),
+            date_header=False,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -21,9 +21,14 @@ def make_vector(**overrides) -> NodeVector:
         i = METRIC_NAMES.index(name)
         values[i], available[i] = math.nan, False
     values[METRIC_NAMES.index("process_churn_per_s")] = 12.5
-    fields = dict(node_name="node-a", collected_at_ms=1_700_000_000_123, values=tuple(values),
-                  available=tuple(available), missing_reasons=dict(MISSING),
-                  sources={"process_churn_per_s": "fallback: /proc/stat forks, Tetragon not configured"})
+    fields = dict(
+        node_name="node-a",
+        collected_at_ms=1_700_000_000_123,
+        values=tuple(values),
+        available=tuple(available),
+        missing_reasons=dict(MISSING),
+        sources={"process_churn_per_s": "fallback: /proc/stat forks, Tetragon not configured"},
+    )
     fields.update(overrides)
     return NodeVector(**fields)
 
@@ -37,14 +42,17 @@ def test_defaults_carry_schema_and_agent_version():
     assert v.value("process_churn_per_s") == 12.5
 
 
-@pytest.mark.parametrize("overrides, field", [
-    (dict(values=(0.1,) * 14), "values"),
-    (dict(available=(True,) * 16), "available"),
-    (dict(node_name=""), "node_name"),
-    (dict(collected_at_ms=0), "collected_at_ms"),
-    (dict(collected_at_ms=1.5), "collected_at_ms"),
-    (dict(schema_version=SCHEMA_VERSION + 1), "schema_version"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(values=(0.1,) * 14), "values"),
+        (dict(available=(True,) * 16), "available"),
+        (dict(node_name=""), "node_name"),
+        (dict(collected_at_ms=0), "collected_at_ms"),
+        (dict(collected_at_ms=1.5), "collected_at_ms"),
+        (dict(schema_version=SCHEMA_VERSION + 1), "schema_version"),
+    ],
+)
 def test_shape_errors_name_the_field(overrides, field):
     with pytest.raises(VectorError, match=field):
         make_vector(**overrides)
@@ -94,21 +102,29 @@ def test_json_shape_and_round_trip():
     assert [m["name"] for m in data["metrics"]] == list(METRIC_NAMES)
     assert [m["unit"] for m in data["metrics"]] == [m.unit for m in METRICS]
     mpki = data["metrics"][METRIC_NAMES.index("llc_mpki")]
-    assert mpki == {"name": "llc_mpki", "unit": "mpki", "value": None, "available": False,
-                    "reason": "no perf counters in this VM"}
+    assert mpki == {
+        "name": "llc_mpki",
+        "unit": "mpki",
+        "value": None,
+        "available": False,
+        "reason": "no perf counters in this VM",
+    }
     churn = data["metrics"][METRIC_NAMES.index("process_churn_per_s")]
     assert churn["source"].startswith("fallback: /proc/stat forks")
     back = NodeVector.from_json(data)
     assert back.to_json() == v.to_json()
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda d: d.pop("node_name"), "node_name"),
-    (lambda d: d.update(schema_version=99), "schema_version"),
-    (lambda d: d["metrics"].pop(), "metrics"),
-    (lambda d: d["metrics"].reverse(), r"metrics\[0\].name"),
-    (lambda d: d["metrics"][0].update(value="high"), r"metrics\[0\].value"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda d: d.pop("node_name"), "node_name"),
+        (lambda d: d.update(schema_version=99), "schema_version"),
+        (lambda d: d["metrics"].pop(), "metrics"),
+        (lambda d: d["metrics"].reverse(), r"metrics\[0\].name"),
+        (lambda d: d["metrics"][0].update(value="high"), r"metrics\[0\].value"),
+    ],
+)
 def test_from_json_errors_name_the_field(mutate, field):
     data = make_vector().to_json()
     mutate(data)

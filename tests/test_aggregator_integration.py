@@ -17,10 +17,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 from procs import REPO, Kubeattention, free_port, wait_for_port
 from telemetry_factory import batch, telemetry
+
+from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 
 pytestmark = pytest.mark.integration
 STALENESS_MS = 3000
@@ -38,13 +38,23 @@ class Aggregator:
     def __init__(self, redis_url: str, grpc_port: int | None = None, http_port: int | None = None, *extra: str):
         self.grpc_port = grpc_port or free_port()
         self.http_port = http_port or free_port()
-        self.proc = Kubeattention("aggregator", "--redis-url", redis_url,
-                                  "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
-                                  "--http-listen", f"127.0.0.1:{self.http_port}",
-                                  "--max-staleness-ms", str(STALENESS_MS), "--resync-interval-s", "0.3",
-                                  *extra, *(() if SECURITY_FLAGS & set(extra) else ("--insecure",)))
+        self.proc = Kubeattention(
+            "aggregator",
+            "--redis-url",
+            redis_url,
+            "--grpc-listen",
+            f"127.0.0.1:{self.grpc_port}",
+            "--http-listen",
+            f"127.0.0.1:{self.http_port}",
+            "--max-staleness-ms",
+            str(STALENESS_MS),
+            "--resync-interval-s",
+            "0.3",
+            *extra,
+            *(() if SECURITY_FLAGS & set(extra) else ("--insecure",)),
+        )
 
-    def start(self) -> "Aggregator":
+    def start(self) -> Aggregator:
         self.proc.start()
         wait_for_port(self.http_port, proc=self.proc.proc, timeout=30)
         wait_for_port(self.grpc_port, proc=self.proc.proc, timeout=30)
@@ -93,8 +103,17 @@ def score(channel, req):
 def test_push_then_batchscore_with_the_real_model(channel, aggregator):
     ack = push(channel, telemetry("quiet", collected_ms=now_ms()))
     assert abs(ack.received_at_unix_ms - now_ms()) < 5000
-    push(channel, telemetry("busy", collected_ms=now_ms(), cpu_utilization=1.0, cpu_psi_some=0.6,
-                            cpu_throttled_ratio=0.3, process_churn_per_s=800.0))
+    push(
+        channel,
+        telemetry(
+            "busy",
+            collected_ms=now_ms(),
+            cpu_utilization=1.0,
+            cpu_psi_some=0.6,
+            cpu_throttled_ratio=0.3,
+            process_churn_per_s=800.0,
+        ),
+    )
     resp = score(channel, batch("busy", "ghost", "quiet"))
     by = {s.node_name: s for s in resp.scores}
     assert [s.node_name for s in resp.scores] == ["busy", "ghost", "quiet"]  # request order
@@ -124,15 +143,18 @@ def _code_and_details(call):
     return e.value.code(), e.value.details()
 
 
-@pytest.mark.parametrize("mutate,field", [
-    (lambda m: setattr(m, "schema_version", 7), "schema_version"),
-    (lambda m: m.values.pop(), "values"),
-    (lambda m: m.values.__setitem__(0, math.nan), "values[0] (cpu_utilization)"),
-    (lambda m: m.values.__setitem__(4, math.inf), "values[4] (io_psi_some)"),
-    (lambda m: m.values.__setitem__(8, -1.0), "values[8] (memory_utilization)"),
-    (lambda m: m.values.__setitem__(3, 2.0), "values[3] (memory_psi_some)"),
-    (lambda m: setattr(m, "node_name", ""), "node_name"),
-])
+@pytest.mark.parametrize(
+    "mutate,field",
+    [
+        (lambda m: setattr(m, "schema_version", 7), "schema_version"),
+        (lambda m: m.values.pop(), "values"),
+        (lambda m: m.values.__setitem__(0, math.nan), "values[0] (cpu_utilization)"),
+        (lambda m: m.values.__setitem__(4, math.inf), "values[4] (io_psi_some)"),
+        (lambda m: m.values.__setitem__(8, -1.0), "values[8] (memory_utilization)"),
+        (lambda m: m.values.__setitem__(3, 2.0), "values[3] (memory_psi_some)"),
+        (lambda m: setattr(m, "node_name", ""), "node_name"),
+    ],
+)
 def test_bad_pushes_are_invalid_argument_naming_the_field_and_keep_accepted_state(channel, mutate, field):
     push(channel, telemetry("keep", collected_ms=now_ms()))
     msg = telemetry("keep", collected_ms=now_ms(), cpu_psi_some=0.9)
@@ -144,20 +166,25 @@ def test_bad_pushes_are_invalid_argument_naming_the_field_and_keep_accepted_stat
     assert s.status == scoring_pb2.SCORE_STATUS_SCORED and "CPU pressure 90%" not in s.reason
 
 
-@pytest.mark.parametrize("req,words", [
-    (batch(), "node_names: empty"),
-    (batch(*[f"n{i}" for i in range(100_000)]), "100000 candidates exceed the limit of 5000"),
-    (batch("a", "a"), "'a' appears more than once"),
-    (batch("a", cpu=math.nan), "pod.cpu_request_cores"),
-])
+@pytest.mark.parametrize(
+    "req,words",
+    [
+        (batch(), "node_names: empty"),
+        (batch(*[f"n{i}" for i in range(100_000)]), "100000 candidates exceed the limit of 5000"),
+        (batch("a", "a"), "'a' appears more than once"),
+        (batch("a", cpu=math.nan), "pod.cpu_request_cores"),
+    ],
+)
 def test_bad_batchscore_is_invalid_argument(channel, req, words):
     code, details = _code_and_details(lambda: score(channel, req))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details
 
 
 def test_malformed_protobuf_is_rejected_and_the_server_lives_on(channel):
-    for method, message in (("/kubeattention.v1.ScoringService/BatchScore", "kubeattention.v1.BatchScoreRequest"),
-                            ("/kubeattention.v1.TelemetryService/Push", "kubeattention.v1.NodeTelemetry")):
+    for method, message in (
+        ("/kubeattention.v1.ScoringService/BatchScore", "kubeattention.v1.BatchScoreRequest"),
+        ("/kubeattention.v1.TelemetryService/Push", "kubeattention.v1.NodeTelemetry"),
+    ):
         raw = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
         with pytest.raises(grpc.RpcError) as e:
             raw(b"\xff\xff\xff\x0f\x08", timeout=5)
@@ -179,8 +206,10 @@ def test_5000_candidates_are_answered(channel):
 def test_health_and_reflection(channel):
     health = health_pb2_grpc.HealthStub(channel)
     for svc in ("", "kubeattention.v1.ScoringService", "kubeattention.v1.TelemetryService"):
-        assert health.Check(health_pb2.HealthCheckRequest(service=svc), timeout=5).status == \
-            health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=svc), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     answers = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
     names = {s.name for a in answers for s in a.list_services_response.service}
@@ -229,8 +258,11 @@ def test_state_accepted_before_a_redis_restart_is_written_back(redis_server, agg
     deadline = time.monotonic() + 10
     out = ""
     while time.monotonic() < deadline:
-        out = subprocess.run(["redis-cli", "-p", str(redis_server.port), "hget", "ka:node:{node-a}", "mask"],
-                             capture_output=True, text=True).stdout.strip()
+        out = subprocess.run(
+            ["redis-cli", "-p", str(redis_server.port), "hget", "ka:node:{node-a}", "mask"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         if out:
             break
         time.sleep(0.2)
@@ -252,47 +284,119 @@ def test_a_restarted_aggregator_rebuilds_its_snapshot_from_redis(redis_server):
 
 
 def test_aggregator_refuses_bad_flags_with_every_problem_listed(redis_server):
-    out = subprocess.run([sys.executable, "-m", "kubeattention.cli", "aggregator", "--grpc-listen", "nowhere",
-                          "--budget-ms", "0", "--redis-url", "http://x"], capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubeattention.cli",
+            "aggregator",
+            "--grpc-listen",
+            "nowhere",
+            "--budget-ms",
+            "0",
+            "--redis-url",
+            "http://x",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert out.returncode == 2
     for words in ("--grpc-listen: 'nowhere' is not HOST:PORT", "--budget-ms: must be > 0", "--redis-url"):
         assert words in out.stderr
 
 
 def test_aggregator_refuses_a_missing_model_file(redis_server, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "kubeattention.cli", "aggregator", "--redis-url", redis_server.url,
-                          "--model", str(tmp_path / "nope.onnx"), "--insecure"], capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubeattention.cli",
+            "aggregator",
+            "--redis-url",
+            redis_server.url,
+            "--model",
+            str(tmp_path / "nope.onnx"),
+            "--insecure",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert out.returncode == 2 and "cannot load the scoring model" in out.stderr and "nope.onnx" in out.stderr
 
 
 def test_score_and_inspect_commands(redis_server, aggregator, channel):
     push(channel, telemetry("node-a", collected_ms=now_ms(), cpu_psi_some=0.3))
     ka = [sys.executable, "-m", "kubeattention.cli"]
-    out = subprocess.run(ka + ["score", "--insecure", "--aggregator", aggregator.address, "--profile", "latency-critical",
-                               "--cpu", "500m", "--memory", "512Mi", "--json", "node-a", "ghost"],
-                         capture_output=True, text=True, cwd=REPO, check=True)
+    out = subprocess.run(
+        ka
+        + [
+            "score",
+            "--insecure",
+            "--aggregator",
+            aggregator.address,
+            "--profile",
+            "latency-critical",
+            "--cpu",
+            "500m",
+            "--memory",
+            "512Mi",
+            "--json",
+            "node-a",
+            "ghost",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
     doc = json.loads(out.stdout)
     assert [s["node"] for s in doc["scores"]] == ["node-a", "ghost"] or doc["scores"][0]["score"] >= 50
     assert {s["status"] for s in doc["scores"]} == {"SCORED", "UNKNOWN_NODE"}
     assert set(doc["scores"][0]) == {"node", "score", "status", "confidence", "predicted_slowdown", "reason"}
-    table = subprocess.run(ka + ["score", "--insecure", "--aggregator", aggregator.address, "--cpu", "1", "node-a"],
-                           capture_output=True, text=True, cwd=REPO, check=True).stdout
+    table = subprocess.run(
+        ka + ["score", "--insecure", "--aggregator", aggregator.address, "--cpu", "1", "node-a"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    ).stdout
     assert "RANK" in table and "node-a" in table and "SCORED" in table
-    bad = subprocess.run(ka + ["score", "--insecure", "--aggregator", aggregator.address, "--memory", "lots", "node-a"],
-                         capture_output=True, text=True, cwd=REPO)
+    bad = subprocess.run(
+        ka + ["score", "--insecure", "--aggregator", aggregator.address, "--memory", "lots", "node-a"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert bad.returncode == 2 and "--memory: 'lots' is not a Kubernetes quantity" in bad.stderr
-    dup = subprocess.run(ka + ["score", "--insecure", "--aggregator", aggregator.address, "a", "a"],
-                         capture_output=True, text=True, cwd=REPO)
+    dup = subprocess.run(
+        ka + ["score", "--insecure", "--aggregator", aggregator.address, "a", "a"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert dup.returncode == 1 and "INVALID_ARGUMENT" in dup.stderr and "more than once" in dup.stderr
-    ins = subprocess.run(ka + ["inspect", "--redis-url", redis_server.url, "--json"],
-                         capture_output=True, text=True, cwd=REPO, check=True)
+    ins = subprocess.run(
+        ka + ["inspect", "--redis-url", redis_server.url, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
     nodes = json.loads(ins.stdout)["nodes"]
     assert nodes[0]["node"] == "node-a" and "llc_mpki" in nodes[0]["missing"]
-    human = subprocess.run(ka + ["inspect", "--redis-url", redis_server.url, "node-a"],
-                           capture_output=True, text=True, cwd=REPO, check=True).stdout
+    human = subprocess.run(
+        ka + ["inspect", "--redis-url", redis_server.url, "node-a"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    ).stdout
     assert "cpu_psi_some" in human and "30%" in human and "missing: not collected in this test" in human
-    none = subprocess.run(ka + ["inspect", "--redis-url", redis_server.url, "ghost"], capture_output=True, text=True,
-                          cwd=REPO)
+    none = subprocess.run(
+        ka + ["inspect", "--redis-url", redis_server.url, "ghost"], capture_output=True, text=True, cwd=REPO
+    )
     assert none.returncode == 1 and "no telemetry for node 'ghost'" in none.stderr
 
 
@@ -303,5 +407,6 @@ def test_offending_pod_travels_from_push_to_reason_and_nodes_view(channel, aggre
     reason = score(channel, batch("busy")).scores[0].reason
     assert "84% from batch/ffmpeg-7c9d" in reason
     node = json.loads(aggregator.http("/v1/nodes/busy"))
-    assert node["top_offenders"] == [{"namespace": "batch", "name": "ffmpeg-7c9d", "metric": "cpu_utilization",
-                                      "value": 0.8}]
+    assert node["top_offenders"] == [
+        {"namespace": "batch", "name": "ffmpeg-7c9d", "metric": "cpu_utilization", "value": 0.8}
+    ]

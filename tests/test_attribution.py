@@ -51,15 +51,26 @@ def reading(**attrs):
 
 def test_offenders_from_every_source_named_and_ranked():
     attr = Attribution(
-        cpu=PodCpu({"cpu_utilization": {TRANSCODE: 0.61, CHECKOUT: 0.05, REDIS: 0.12},
-                    "cpu_throttled_ratio": {CHECKOUT: 0.3}}),
+        cpu=PodCpu(
+            {"cpu_utilization": {TRANSCODE: 0.61, CHECKOUT: 0.05, REDIS: 0.12}, "cpu_throttled_ratio": {CHECKOUT: 0.3}}
+        ),
         cgroups=CgroupIds({101: TRANSCODE, 102: TRANSCODE, 103: REDIS}),
-        resolver=PODS, n=2)
-    rows = attr([
-        reading(cgroup_figures={"cross_cgroup_preemptions_per_s": {101: 300.0, 102: 200.0, 103: 40.0, 999: 7.0}}),
-        reading(pod_figures={"process_churn_per_s": {("batch", "video-transcode-28453920-q7x2m"): 55.0,
-                                                     ("shop", "checkout-api-7c9d8f6b5-k2v8n"): 2.0}}),
-    ])
+        resolver=PODS,
+        n=2,
+    )
+    rows = attr(
+        [
+            reading(cgroup_figures={"cross_cgroup_preemptions_per_s": {101: 300.0, 102: 200.0, 103: 40.0, 999: 7.0}}),
+            reading(
+                pod_figures={
+                    "process_churn_per_s": {
+                        ("batch", "video-transcode-28453920-q7x2m"): 55.0,
+                        ("shop", "checkout-api-7c9d8f6b5-k2v8n"): 2.0,
+                    }
+                }
+            ),
+        ]
+    )
     got = [(o.metric, f"{o.namespace}/{o.name}", round(o.value, 3)) for o in rows]
     assert got == [
         ("cpu_utilization", "batch/video-transcode-28453920-q7x2m", 0.61),
@@ -99,8 +110,9 @@ class Clock:
 def test_offenders_travel_in_the_vector_and_the_push():
     nc = NodeCollector("n", [Fixed()], Clock(), attribution=Attribution())
     v = nc.collect()
-    assert [(o.namespace, o.name, o.metric, o.value) for o in v.offenders] == \
-        [("batch", "ffmpeg-7c9d", "process_churn_per_s", 12.0)]
+    assert [(o.namespace, o.name, o.metric, o.value) for o in v.offenders] == [
+        ("batch", "ffmpeg-7c9d", "process_churn_per_s", 12.0)
+    ]
     msg = v.to_proto()
     assert msg.top_offenders[0].name == "ffmpeg-7c9d" and msg.top_offenders[0].value == 12.0
     assert v.to_json()["top_offenders"][0]["namespace"] == "batch"
@@ -119,9 +131,21 @@ def test_cgroup_v1_preemptions_are_attributed_by_cgroup_path():
     transcode = f"/kubepods/besteffort/pod{TRANSCODE}/" + "cd" * 32
     redis = f"/kubepods/pod{REDIS}"
     attr = Attribution(resolver=PODS, n=3)
-    rows = attr([reading(cgroup_path_figures={"cross_cgroup_preemptions_per_s": {
-        transcode: 120.0, f"/kubepods/besteffort/pod{TRANSCODE}": 30.0, redis: 5.0, "/": 900.0,
-        "/user.slice": 40.0}})])
+    rows = attr(
+        [
+            reading(
+                cgroup_path_figures={
+                    "cross_cgroup_preemptions_per_s": {
+                        transcode: 120.0,
+                        f"/kubepods/besteffort/pod{TRANSCODE}": 30.0,
+                        redis: 5.0,
+                        "/": 900.0,
+                        "/user.slice": 40.0,
+                    }
+                }
+            )
+        ]
+    )
     got = {(o.namespace, o.name): o.value for o in rows}
     # the two cgroups of one pod add up; the host's own cgroups name no pod and are left out
     assert got == {("batch", "video-transcode-28453920-q7x2m"): 150.0, ("default", "redis-cache-0"): 5.0}

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.ebpf import loader as bpfload
 from agent.collect import NodeCollector
 from agent.collectors import default_collectors
 from agent.collectors.ebpf_biolatency import BlockIoCollector
 from agent.collectors.ebpf_runqueue import RunqueueCollector, cgroup_id, cgroup_v2_root, v1_cpu_hierarchy
+from agent.ebpf import loader as bpfload
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,8 +134,9 @@ def test_closing_detaches_and_frees_the_programs():
 def test_biolatency_loads_and_reads(blockio):
     r = blockio.read()
     m = r.get("disk_io_latency_p99_ms")
-    assert (m.value is None and m.reason == "no block IO completed in the interval") or \
-        (m.value > 0 and math.isfinite(m.value))
+    assert (m.value is None and m.reason == "no block IO completed in the interval") or (
+        m.value > 0 and math.isfinite(m.value)
+    )
     assert r.node.completed <= r.node.issued + r.node.unmatched + 100_000  # sanity, no wrap
 
 
@@ -187,11 +188,18 @@ def test_cpu_hogs_in_their_own_cgroup_raise_runqueue_latency_and_cross_cgroup_pr
     # machine's cores (2 here) run in their own cgroup. Each wakeup that takes a CPU from a
     # hog is a cross-cgroup preemption; the hogs wait for each other in the run queues.
     hogs_n = 2 * (os.cpu_count() or 1)
-    victim = subprocess.Popen([sys.executable, "-c", "import time\nend = time.monotonic() + 15\n"
-                               "while time.monotonic() < end: time.sleep(0.001)"])
-    hogs = subprocess.Popen(["sh", "-c", f"echo $$ > {own_cgroup}/cgroup.procs && "
-                             f"exec {stress_ng} --cpu {hogs_n} --timeout 6s"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nend = time.monotonic() + 15\nwhile time.monotonic() < end: time.sleep(0.001)",
+        ]
+    )
+    hogs = subprocess.Popen(
+        ["sh", "-c", f"echo $$ > {own_cgroup}/cgroup.procs && exec {stress_ng} --cpu {hogs_n} --timeout 6s"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(0.7)  # workers forked and spinning
         pids = [int(p) for p in (own_cgroup / "cgroup.procs").read_text().split()]
@@ -221,8 +229,9 @@ def test_cpu_hogs_in_their_own_cgroup_raise_runqueue_latency_and_cross_cgroup_pr
         hog_path = "/" + own_cgroup.name
         assert loaded.path_preemptions.get(("/", hog_path), 0) > 0, dict(loaded.path_preemptions)
         caused = loaded.cgroup_path_figures["cross_cgroup_preemptions_per_s"]  # for attribution, per second
-        assert caused["/"] == pytest.approx(sum(n for (a, _), n in loaded.path_preemptions.items() if a == "/")
-                                            / loaded.interval_s)
+        assert caused["/"] == pytest.approx(
+            sum(n for (a, _), n in loaded.path_preemptions.items() if a == "/") / loaded.interval_s
+        )
         # the kernel's own accounting of the hogs' wait is part of the node's eBPF total
         node_ms = loaded.node.delay_sum_ns / 1e6
         assert 0 < kernel_ms <= 1.25 * node_ms, (kernel_ms, node_ms)
@@ -252,9 +261,14 @@ def block_device_of(path: Path) -> str | None:
 
 
 def fio(*args: str) -> dict:
-    out = subprocess.run([need("fio"), "--output-format=json", "--direct=1", "--ioengine=libaio", *args],
-                         capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(out.stdout[out.stdout.index("{"):])
+    out = subprocess.run(
+        [need("fio"), "--output-format=json", "--direct=1", "--ioengine=libaio", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(out.stdout[out.stdout.index("{") :])
 
 
 def test_direct_io_is_counted_and_deep_queues_raise_block_io_p99(blockio, tmp_path):
@@ -265,11 +279,27 @@ def test_direct_io_is_counted_and_deep_queues_raise_block_io_p99(blockio, tmp_pa
     fio("--name=layout", f"--filename={data}", "--size=64M", "--rw=write", "--bs=1M")
     blockio.read()
 
-    light = fio("--name=light", f"--filename={data}", "--size=64M", "--rw=randread", "--bs=4k",
-                "--iodepth=1", "--number_ios=1000", "--runtime=20")
+    light = fio(
+        "--name=light",
+        f"--filename={data}",
+        "--size=64M",
+        "--rw=randread",
+        "--bs=4k",
+        "--iodepth=1",
+        "--number_ios=1000",
+        "--runtime=20",
+    )
     r_light = blockio.read()
-    heavy = fio("--name=heavy", f"--filename={data}", "--size=64M", "--rw=randwrite", "--bs=1M",
-                "--iodepth=32", "--runtime=2", "--time_based")
+    heavy = fio(
+        "--name=heavy",
+        f"--filename={data}",
+        "--size=64M",
+        "--rw=randwrite",
+        "--bs=1M",
+        "--iodepth=32",
+        "--runtime=2",
+        "--time_based",
+    )
     r_heavy = blockio.read()
 
     light_ios = light["jobs"][0]["read"]["total_ios"]
@@ -309,8 +339,14 @@ def test_collectors_take_over_the_pending_metrics_in_a_node_vector(runqueue, blo
 
 
 def test_ebpf_flag_prints_the_program_with_its_cflags():
-    out = subprocess.run([sys.executable, "-m", "agent.collectors.ebpf_runqueue", "--ebpf"], cwd=REPO,
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.collectors.ebpf_runqueue", "--ebpf"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     first = out.splitlines()[0]
     assert first.startswith("// cflags: -I") and "-DMAX_CGROUPS=1024" in first and "-DKA_TASK_STATE_MASK=" in first
     assert "int ka_rq_switch(struct tracepoint__sched__sched_switch *args)" in out

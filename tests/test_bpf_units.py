@@ -10,14 +10,23 @@ import re
 from pathlib import Path
 
 import pytest
+from doubles import FakeClock
 
-from agent.ebpf import loader as bpfload
-from agent.ebpf.loader import HIST_SLOTS, BpfUnavailable, Log2Histogram, TracepointFormat
 from agent.collectors import ebpf_biolatency, ebpf_runqueue
 from agent.collectors.ebpf_biolatency import NO_IO, BlockIoCollector, BlockIoTotals
-from agent.collectors.ebpf_runqueue import (NO_CPU_HIERARCHY, NO_SWITCHES, NO_WAITS, V1_SOURCE, CgroupRunqueue,
-                                            RunqueueCollector, RunqueueTotals, TaskCgroups, task_state_mask)
-from doubles import FakeClock
+from agent.collectors.ebpf_runqueue import (
+    NO_CPU_HIERARCHY,
+    NO_SWITCHES,
+    NO_WAITS,
+    V1_SOURCE,
+    CgroupRunqueue,
+    RunqueueCollector,
+    RunqueueTotals,
+    TaskCgroups,
+    task_state_mask,
+)
+from agent.ebpf import loader as bpfload
+from agent.ebpf.loader import HIST_SLOTS, BpfUnavailable, Log2Histogram, TracepointFormat
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"  # the checkout's sources, which bpf.source_dir() must be
 
@@ -33,8 +42,10 @@ def hist(**slots: int) -> Log2Histogram:
 # ------------------------------------------------------------------ log2 histogram
 
 
-@pytest.mark.parametrize("value, slot", [(0, 0), (1, 1), (2, 2), (3, 2), (4, 3), (1023, 10), (1024, 11),
-                                         (2 ** 29, 30), (2 ** 30, 31), (2 ** 40, 31)])
+@pytest.mark.parametrize(
+    "value, slot",
+    [(0, 0), (1, 1), (2, 2), (3, 2), (4, 3), (1023, 10), (1024, 11), (2**29, 30), (2**30, 31), (2**40, 31)],
+)
 def test_slot_of_matches_the_kernel_layout(value, slot):
     assert Log2Histogram.slot_of(value) == slot
     lo, hi = Log2Histogram.bounds(slot)
@@ -58,7 +69,7 @@ def test_quantile_edges():
     assert hist(s5=1).quantile(0.0) == pytest.approx(16.0)
     assert hist(s5=1).quantile(1.0) == pytest.approx(32.0)
     # the open-ended last slot gives its lower bound: a known minimum, not an invented maximum
-    assert hist(s31=3).quantile(0.99) == float(2 ** 30)
+    assert hist(s31=3).quantile(0.99) == float(2**30)
     with pytest.raises(ValueError, match="q: must be within"):
         hist(s1=1).quantile(99)
 
@@ -89,17 +100,19 @@ def test_sum_percpu_adds_every_u64():
 
 
 def c_enum(source: str, name: str) -> list[str]:
-    body = re.search(r"enum %s \{(.*?)\};" % name, (BPF_DIR / source).read_text(), re.S).group(1)
+    body = re.search(r"enum " + name + r" \{(.*?)\};", (BPF_DIR / source).read_text(), re.S).group(1)
     names = [m.group(1) for m in re.finditer(r"^\s*(\w+),", body, re.M)]
     assert names[-1].endswith("NCOUNTERS")
     return names[:-1]
 
 
 def test_counter_order_matches_the_c_enums():
-    assert [n.lower() for n in c_enum("runqlat.bpf.c", "ka_rq_counter")] == \
-        ["rq_" + n for n in ebpf_runqueue.RQ_COUNTERS]
-    assert [n.lower() for n in c_enum("biolatency.bpf.c", "ka_bio_counter")] == \
-        ["bio_" + n for n in ebpf_biolatency.BIO_COUNTERS]
+    assert [n.lower() for n in c_enum("runqlat.bpf.c", "ka_rq_counter")] == [
+        "rq_" + n for n in ebpf_runqueue.RQ_COUNTERS
+    ]
+    assert [n.lower() for n in c_enum("biolatency.bpf.c", "ka_bio_counter")] == [
+        "bio_" + n for n in ebpf_biolatency.BIO_COUNTERS
+    ]
 
 
 def test_struct_sizes_and_cflags():
@@ -153,8 +166,10 @@ def test_tracepoint_format_and_task_state_mask():
 def test_missing_tracefs_and_tracepoint(tmp_path):
     with pytest.raises(BpfUnavailable) as err:
         bpfload.find_tracefs(tmp_path)
-    assert err.value.reason == (f"tracefs not mounted (looked at {tmp_path}/kernel/tracing, "
-                                f"{tmp_path}/kernel/debug/tracing): mount -t tracefs nodev {tmp_path}/kernel/tracing")
+    assert err.value.reason == (
+        f"tracefs not mounted (looked at {tmp_path}/kernel/tracing, "
+        f"{tmp_path}/kernel/debug/tracing): mount -t tracefs nodev {tmp_path}/kernel/tracing"
+    )
     (tmp_path / "kernel/debug/tracing/events").mkdir(parents=True)
     tracefs = bpfload.find_tracefs(tmp_path)
     assert tracefs == tmp_path / "kernel/debug/tracing"  # the fallback location
@@ -168,29 +183,40 @@ def test_privileges_headers_and_bcc_reasons(tmp_path):
     assert bpfload.privilege_problem(1000, (1 << bpfload.CAP_BPF) | (1 << bpfload.CAP_PERFMON)) is None
     assert bpfload.privilege_problem(1000, 1 << bpfload.CAP_BPF) == (
         "needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, or root) to load eBPF tracing programs; "
-        "running as uid 1000 with CapEff=0x8000000000")
+        "running as uid 1000 with CapEff=0x8000000000"
+    )
     with pytest.raises(BpfUnavailable) as err:
         bpfload.find_kernel_headers("9.9.9-test", environ={}, modules_root=tmp_path, sys_root=tmp_path)
-    assert err.value.reason.startswith(f"kernel headers not found at {tmp_path}/9.9.9-test/build: "
-                                       "apt-get install linux-headers-9.9.9-test")
+    assert err.value.reason.startswith(
+        f"kernel headers not found at {tmp_path}/9.9.9-test/build: apt-get install linux-headers-9.9.9-test"
+    )
     (tmp_path / "kernel").mkdir()
     (tmp_path / "kernel/kheaders.tar.xz").write_bytes(b"")
     assert bpfload.find_kernel_headers("9.9.9-test", {}, tmp_path, tmp_path) == tmp_path / "kernel/kheaders.tar.xz"
     assert bpfload.find_kernel_headers("9.9.9-test", {"BCC_KERNEL_SOURCE": "/src"}, tmp_path) == Path("/src")
     with pytest.raises(BpfUnavailable) as err:
         bpfload.bcc_python(spec_finder=lambda name: None, debian_python=tmp_path / "py", debian_bcc=tmp_path / "b")
-    assert err.value.reason == "bcc not installed: apt-get install python3-bpfcc (then `make venv-bcc` links it " \
-                               "into the venv)"
+    assert (
+        err.value.reason == "bcc not installed: apt-get install python3-bpfcc (then `make venv-bcc` links it "
+        "into the venv)"
+    )
 
 
 def test_compile_and_attach_failures_are_explained():
-    assert bpfload.explain_failure("x.bpf.c", "Exception: Failed to compile BPF module b'x'",
-                                   "/virtual/main.c:3:5: error: use of undeclared identifier 'foo'\n1 error") == \
-        "compiling bpf/x.bpf.c failed: /virtual/main.c:3:5: error: use of undeclared identifier 'foo'"
-    assert "needs CAP_BPF/root" in bpfload.explain_failure("x.bpf.c", "Exception: Failed to load BPF program "
-                                                           "b'ka': Operation not permitted", "")
+    assert (
+        bpfload.explain_failure(
+            "x.bpf.c",
+            "Exception: Failed to compile BPF module b'x'",
+            "/virtual/main.c:3:5: error: use of undeclared identifier 'foo'\n1 error",
+        )
+        == "compiling bpf/x.bpf.c failed: /virtual/main.c:3:5: error: use of undeclared identifier 'foo'"
+    )
+    assert "needs CAP_BPF/root" in bpfload.explain_failure(
+        "x.bpf.c", "Exception: Failed to load BPF program b'ka': Operation not permitted", ""
+    )
     assert bpfload.explain_failure("x.bpf.c", "", "Unable to find kernel headers. Try ...").startswith(
-        "kernel headers not found at /lib/modules/")
+        "kernel headers not found at /lib/modules/"
+    )
     assert bpfload.explain_failure("x.bpf.c", "ModuleNotFoundError: No module named 'bcc'", "") == bpfload.INSTALL_BCC
 
 
@@ -239,8 +265,14 @@ def v2_root(tmp_path: Path, layout: str) -> Path:
 def test_runqueue_deltas_rates_and_per_cgroup_figures(tmp_path):
     clock = FakeClock(50.0)
     t0 = RunqueueTotals(switches=1000, preemptions=100, cross_cgroup=40, delay=hist(s4=500), delay_sum_ns=9_000_000)
-    t1 = RunqueueTotals(switches=3000, preemptions=900, cross_cgroup=440, unknown_cgroup=3,
-                        delay=hist(s4=500, s5=98, s13=2), delay_sum_ns=29_000_000)
+    t1 = RunqueueTotals(
+        switches=3000,
+        preemptions=900,
+        cross_cgroup=440,
+        unknown_cgroup=3,
+        delay=hist(s4=500, s5=98, s13=2),
+        delay_sum_ns=29_000_000,
+    )
     cg = CgroupRunqueue(77, 100, 20_000_000, hist(s5=98, s13=2), preemptions_caused=0, preemptions_suffered=400)
     source = ScriptedRunqueue([t0, t1], [({}, {}), ({77: cg}, {(1, 77): 400})])
     c = RunqueueCollector(v2_root(tmp_path, "v2"), clock, source=source)
@@ -300,8 +332,9 @@ def test_cross_cgroup_on_cgroup_v1_compares_the_processes_cpu_paths(tmp_path, la
     # tgid pairs (preemptor, victim): 20 preempted 10 (cross) 30 times, 11 preempted 10
     # (same cgroup) 50 times, 99 (already exited) preempted 10 four times
     pairs = {(20, 10): 30, (11, 10): 50, (99, 10): 4}
-    source = ScriptedRunqueue([RunqueueTotals(switches=1), RunqueueTotals(switches=500, preemptions=84)],
-                              [({}, {}), ({}, pairs)])
+    source = ScriptedRunqueue(
+        [RunqueueTotals(switches=1), RunqueueTotals(switches=500, preemptions=84)], [({}, {}), ({}, pairs)]
+    )
     c = RunqueueCollector(v2_root(tmp_path, layout), clock, source=source, proc_root=proc)
     assert c.by_tgid
     clock.advance(2.0)
@@ -316,8 +349,9 @@ def test_cross_cgroup_on_cgroup_v1_compares_the_processes_cpu_paths(tmp_path, la
 def test_cross_cgroup_on_cgroup_v1_without_a_cpu_hierarchy_is_missing(tmp_path):
     clock = FakeClock(50.0)
     sys_root = v2_root(tmp_path, "v1-no-cpu")
-    source = ScriptedRunqueue([RunqueueTotals(switches=1), RunqueueTotals(switches=2, preemptions=1)],
-                              [({}, {}), ({}, {(1, 2): 1})])
+    source = ScriptedRunqueue(
+        [RunqueueTotals(switches=1), RunqueueTotals(switches=2, preemptions=1)], [({}, {}), ({}, {(1, 2): 1})]
+    )
     c = RunqueueCollector(sys_root, clock, source=source, proc_root=fake_proc(tmp_path, {}))
     clock.advance(1.0)
     got = c.read().get("cross_cgroup_preemptions_per_s")
@@ -360,8 +394,10 @@ def test_runqueue_counters_backwards_and_read_errors(tmp_path):
     assert "went backwards" in c.read().get("runqueue_latency_p99_us").reason
     clock.advance(1.0)
     r = c.read()
-    assert r.get("cross_cgroup_preemptions_per_s").reason == \
-        "reading the eBPF maps of bpf/runqlat.bpf.c failed: Bad file descriptor"
+    assert (
+        r.get("cross_cgroup_preemptions_per_s").reason
+        == "reading the eBPF maps of bpf/runqlat.bpf.c failed: Bad file descriptor"
+    )
     clock.advance(1.0)
     assert c.read().get("cross_cgroup_preemptions_per_s").value == pytest.approx(0.0)  # rebased on `small`
     c.close()
@@ -414,5 +450,3 @@ def test_block_io_p99_in_ms_per_device_and_no_io_is_missing(tmp_path):
     clock.advance(1.0)
     m = c.read().get("disk_io_latency_p99_ms")
     assert m.value is None and m.reason == NO_IO == "no block IO completed in the interval"
-
-

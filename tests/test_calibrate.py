@@ -19,27 +19,51 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from procs import REPO
 
 from contention_lab import antagonists, cgroups, drivers
 from scorer.calibration.rows import CalibrationError, load_rows
-from procs import REPO
 
 KA = [sys.executable, "-m", "kubeattention.cli"]
-TINY = ["--victims", "batch", "--antagonists", "cpu-q200", "--repeats", "1", "--run-seconds", "1",
-        "--warmup-seconds", "1", "--state-seconds", "1", "--no-quiet-wait", "--no-progress"]
+TINY = [
+    "--victims",
+    "batch",
+    "--antagonists",
+    "cpu-q200",
+    "--repeats",
+    "1",
+    "--run-seconds",
+    "1",
+    "--warmup-seconds",
+    "1",
+    "--state-seconds",
+    "1",
+    "--no-quiet-wait",
+    "--no-progress",
+]
 
 
 def calibrate(out, *extra, env=None, timeout=120):
-    return subprocess.run([*KA, "calibrate", "--out", str(out), *TINY, *extra], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [*KA, "calibrate", "--out", str(out), *TINY, *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_missing_binaries_are_named_with_their_debian_package():
     with pytest.raises(drivers.MissingBinary) as err:
         drivers.require(["redis-server", "redis-benchmark", "fio", "stress-ng"], which=lambda _b: None)
     msg = str(err.value)
-    for text in ("redis-benchmark (Debian package redis-tools)", "fio (Debian package fio)",
-                 "stress-ng (Debian package stress-ng)", "apt-get install fio redis-server redis-tools stress-ng"):
+    for text in (
+        "redis-benchmark (Debian package redis-tools)",
+        "fio (Debian package fio)",
+        "stress-ng (Debian package stress-ng)",
+        "apt-get install fio redis-server redis-tools stress-ng",
+    ):
         assert text in msg
     drivers.require(["sh"])  # present: no error
 
@@ -60,15 +84,30 @@ def test_a_hung_victim_is_killed_at_its_bound():
 
 
 def test_unknown_victim_or_antagonist_is_refused(tmp_path):
-    proc = subprocess.run([*KA, "calibrate", "--out", str(tmp_path), "--antagonists", "cpu-q25,disk-99"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*KA, "calibrate", "--out", str(tmp_path), "--antagonists", "cpu-q25,disk-99"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "--antagonists: unknown 'disk-99'" in proc.stderr
 
 
 def _row(key, status="ok"):
-    return {"kind": "kubeattention.calibration", "schema_version": 1, "key": key, "rep": 1, "config": "none",
-            "antagonist": {}, "profile": "batch", "values": [None] * 15, "mask": [False] * 15, "status": status}
+    return {
+        "kind": "kubeattention.calibration",
+        "schema_version": 1,
+        "key": key,
+        "rep": 1,
+        "config": "none",
+        "antagonist": {},
+        "profile": "batch",
+        "values": [None] * 15,
+        "mask": [False] * 15,
+        "status": status,
+    }
 
 
 def test_half_written_last_line_is_dropped_and_other_damage_is_an_error(tmp_path):
@@ -98,8 +137,10 @@ def test_tiny_real_calibration_is_measured_and_resumable(tmp_path):
     assert hog["alone_key"] == "r1/none/batch" and again_alone["alone_key"] == "r1/none.1/batch"
     assert hog["antagonist"]["command"] == "stress-ng --cpu 2 (cgroup CPU quota 200 % of one core)"
     assert hog["antagonist"]["quota_pct"] == 200
-    assert hog["antagonist"]["cgroup_limit"] in ("cpu.cfs_quota_us=200000 cpu.cfs_period_us=100000 cpu.shares=2048",
-                                                 "cpu.max=200000 100000 cpu.weight=79")
+    assert hog["antagonist"]["cgroup_limit"] in (
+        "cpu.cfs_quota_us=200000 cpu.cfs_period_us=100000 cpu.shares=2048",
+        "cpu.max=200000 100000 cpu.weight=79",
+    )
     assert hog["antagonist"]["intensity"]["cpu"] == pytest.approx(min(1.0, 2 / os.cpu_count()))
     # The agent's own collectors measured the node state: two CPU hogs on this machine's
     # cores keep it busy, and the victim beside them was slower than alone (by 5-40 % in
@@ -175,8 +216,10 @@ def test_antagonist_runs_under_its_quota_and_its_cgroup_is_removed(tmp_path):
         throttled = after["nr_throttled"] - before["nr_throttled"]
         # Two CPU hogs against 20 ms per 100 ms: throttled in (nearly) every period.
         assert periods >= 10 and throttled >= 0.8 * periods, (before, after)
-        assert running.limit in ("cpu.cfs_quota_us=20000 cpu.cfs_period_us=100000 cpu.shares=205",
-                                 "cpu.max=20000 100000 cpu.weight=8")
+        assert running.limit in (
+            "cpu.cfs_quota_us=20000 cpu.cfs_period_us=100000 cpu.shares=205",
+            "cpu.max=20000 100000 cpu.weight=8",
+        )
     finally:
         running.stop()
     assert not group.exists() and running.proc.poll() is not None
@@ -204,19 +247,29 @@ def test_a_bad_quota_is_refused():
 
 
 def _measured(key, config, profile, rep, p99, kind="cpu"):
-    row = {**_row(key), "config": config, "profile": profile, "rep": rep, "values": [0.5] + [None] * 14,
-           "mask": [True] + [False] * 14, "antagonist": {"kind": kind, "intensity": {"cpu": 0.5}},
-           "victim": {"p99_ms": p99, "p50_ms": p99 / 2}, "slowdown_p99": 1.0}
+    row = {
+        **_row(key),
+        "config": config,
+        "profile": profile,
+        "rep": rep,
+        "values": [0.5] + [None] * 14,
+        "mask": [True] + [False] * 14,
+        "antagonist": {"kind": kind, "intensity": {"cpu": 0.5}},
+        "victim": {"p99_ms": p99, "p50_ms": p99 / 2},
+        "slowdown_p99": 1.0,
+    }
     return row
 
 
 def test_labels_are_the_configuration_median_or_the_run():
     from scorer.calibration.data import from_rows
 
-    rows = [_measured("r1/none/batch", "none", "batch", 1, 10.0, "none"),
-            _measured("r1/none.1/batch", "none", "batch", 1, 12.0, "none"),
-            _measured("r2/none/batch", "none", "batch", 2, 11.0, "none"),
-            *(_measured(f"r{r}/cpu-q50/batch", "cpu-q50", "batch", r, p) for r, p in ((1, 22.0), (2, 33.0), (3, 66.0)))]
+    rows = [
+        _measured("r1/none/batch", "none", "batch", 1, 10.0, "none"),
+        _measured("r1/none.1/batch", "none", "batch", 1, 12.0, "none"),
+        _measured("r2/none/batch", "none", "batch", 2, 11.0, "none"),
+        *(_measured(f"r{r}/cpu-q50/batch", "cpu-q50", "batch", r, p) for r, p in ((1, 22.0), (2, 33.0), (3, 66.0))),
+    ]
     run = from_rows(rows, label="run")
     # every run against the median of the three alone runs (11 ms)
     assert run.slowdown.tolist() == pytest.approx([10 / 11, 12 / 11, 1.0, 2.0, 3.0, 6.0])

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from procs import REPO
+
 from scorer.calibration import noise
 from scorer.calibration.rows import load_rows
 
@@ -40,9 +40,19 @@ def test_pairs_compare_each_configuration_with_its_own_repeat(tmp_path):
     assert s["retest_spearman"] > 0.9  # the repeat is a monotone copy (clamping at 1 adds ties)
     path = tmp_path / "calibration.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows + second))
-    out = subprocess.run([sys.executable, "-m", "scorer.calibration.noise", str(tmp_path), "--repeats", "1"], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "scorer.calibration.noise", str(tmp_path), "--repeats", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and "| all rows | | | nan | | 0 |" in out.stdout, out.stderr
-    bad = subprocess.run([sys.executable, "-m", "scorer.calibration.noise", str(tmp_path), "--repeats", "0"], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "scorer.calibration.noise", str(tmp_path), "--repeats", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "--repeats: must be >= 1, got 0" in bad.stderr

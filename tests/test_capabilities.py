@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.capabilities import (FALLBACK, MEASURED, MISSING, SOURCES, assess, check_capabilities,
-                                effective_capabilities)
+from agent.capabilities import FALLBACK, MEASURED, MISSING, SOURCES, assess, check_capabilities, effective_capabilities
 from agent.collectors.memory_bandwidth import MemoryBandwidthCollector
 from agent.collectors.perf_counters import PerfCounters, PerfCountersCollector, PmuStatus
 from wire.schema import METRIC_NAMES
@@ -41,8 +40,14 @@ def full_node(tmp_path: Path) -> dict:
     (sys_root / "fs/cgroup/kubepods.slice").mkdir()
     shutil.copytree(RESCTRL_TREE / "fs/resctrl", sys_root / "fs/resctrl")
     write(tmp_path / "tetragon/tetragon.log", "")
-    return dict(proc_root=proc, sys_root=sys_root, modules_root=modules,
-                tetragon_paths=(tmp_path / "tetragon/tetragon.log",), import_bcc=lambda: None, pmu=lambda: PMU_OK)
+    return dict(
+        proc_root=proc,
+        sys_root=sys_root,
+        modules_root=modules,
+        tetragon_paths=(tmp_path / "tetragon/tetragon.log",),
+        import_bcc=lambda: None,
+        pmu=lambda: PMU_OK,
+    )
 
 
 def test_sources_follow_the_schema():
@@ -74,9 +79,14 @@ def test_fallbacks_and_their_reasons(tmp_path):
 def test_a_bare_node_says_what_each_metric_lacks(tmp_path):
     (tmp_path / "proc").mkdir()
     write(tmp_path / "proc/self/status", "CapEff:\t0000000000000000\n")
-    report = check_capabilities(tmp_path / "proc", tmp_path / "sys", modules_root=tmp_path / "modules",
-                                tetragon_paths=(tmp_path / "none",), import_bcc=lambda: "ModuleNotFoundError: bcc",
-                                pmu=lambda: NO_PMU)
+    report = check_capabilities(
+        tmp_path / "proc",
+        tmp_path / "sys",
+        modules_root=tmp_path / "modules",
+        tetragon_paths=(tmp_path / "none",),
+        import_bcc=lambda: "ModuleNotFoundError: bcc",
+        pmu=lambda: NO_PMU,
+    )
     assert all(m.status == MISSING and m.missing and m.source is None for m in report.metrics)
     rq = report.get("runqueue_latency_p99_us")
     assert rq.blocked_by == ("bpf_privileges", "bcc", "kernel_headers", "tracefs")
@@ -84,7 +94,8 @@ def test_a_bare_node_says_what_each_metric_lacks(tmp_path):
     assert any("install python3-bpfcc" in line for line in rq.missing)
     assert report.get("cpu_psi_some").missing == (
         f"/proc/pressure/cpu avg10: psi_cpu: {tmp_path}/proc/pressure/cpu does not exist "
-        "(kernel without CONFIG_PSI, or booted without psi=1)",)
+        "(kernel without CONFIG_PSI, or booted without psi=1)",
+    )
     assert report.get("memory_bandwidth_gbps").blocked_by == ("resctrl", "pmu")
     assert report.get("cross_cgroup_preemptions_per_s").blocked_by[-1] == "cgroups"
     assert "without a cpu controller hierarchy" in report.probe("cgroups").detail

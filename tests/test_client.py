@@ -17,14 +17,25 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 import client.batchscore as client_module
 from client.batchscore import (
-    CircuitState, ClientClosed, ClientConfigError, ClientError, InvalidRequest, ScoringClient, Status,
+    CircuitState,
+    ClientClosed,
+    ClientConfigError,
+    ClientError,
+    InvalidRequest,
+    ScoringClient,
+    Status,
     build_request,
 )
-from wire.v1 import scoring_pb2
 from wire.schema import PodContext, Profile, QoS
+from wire.v1 import scoring_pb2
 
-POD = PodContext(cpu_request_cores=0.5, memory_request_bytes=512 * 2**20, profile=Profile.LATENCY_CRITICAL,
-                 namespace="shop", name="checkout-0")
+POD = PodContext(
+    cpu_request_cores=0.5,
+    memory_request_bytes=512 * 2**20,
+    profile=Profile.LATENCY_CRITICAL,
+    namespace="shop",
+    name="checkout-0",
+)
 NODES = ["n1", "n2", "n3"]
 
 
@@ -56,9 +67,15 @@ def answer(request: scoring_pb2.BatchScoreRequest, scores=None) -> scoring_pb2.B
     resp = scoring_pb2.BatchScoreResponse(model_version="mlp-test", elapsed_us=250, profile=request.pod.profile)
     for i, name in enumerate(request.node_names):
         score = scores[i] if scores else 90.0 - 10 * i
-        resp.scores.add(node_name=name, score=score, confidence=0.4, reason=f"reason {name}",
-                        status=scoring_pb2.SCORE_STATUS_SCORED, predicted_slowdown=100.0 / score,
-                        telemetry_age_ms=120)
+        resp.scores.add(
+            node_name=name,
+            score=score,
+            confidence=0.4,
+            reason=f"reason {name}",
+            status=scoring_pb2.SCORE_STATUS_SCORED,
+            predicted_slowdown=100.0 / score,
+            telemetry_age_ms=120,
+        )
     return resp
 
 
@@ -127,8 +144,13 @@ def test_an_answer_becomes_a_score_result_in_request_order():
     assert r.answered and not r.fallback and r.fallback_reason == ""
     assert r.model_version == "mlp-test" and r.profile is Profile.LATENCY_CRITICAL and r.server_elapsed_us == 250
     s = r.scores[0]
-    assert (s.score, s.status, s.confidence, s.reason, s.telemetry_age_ms) == (90.0, Status.SCORED, 0.4,
-                                                                               "reason b", 120)
+    assert (s.score, s.status, s.confidence, s.reason, s.telemetry_age_ms) == (
+        90.0,
+        Status.SCORED,
+        0.4,
+        "reason b",
+        120,
+    )
     assert s.predicted_slowdown == pytest.approx(100 / 90)
     assert r.best().name == "b" and [x.name for x in r.ranked()] == ["b", "a", "c"]
     assert r.by_name()["c"].score == 70.0
@@ -139,9 +161,16 @@ def test_an_answer_becomes_a_score_result_in_request_order():
 def test_nan_slowdown_and_negative_age_become_none():
     def unknown(request):
         resp = scoring_pb2.BatchScoreResponse(model_version="m", profile=1)
-        resp.scores.add(node_name="ghost", score=50, status=scoring_pb2.SCORE_STATUS_UNKNOWN_NODE,
-                        predicted_slowdown=math.nan, telemetry_age_ms=-1, reason="no telemetry")
+        resp.scores.add(
+            node_name="ghost",
+            score=50,
+            status=scoring_pb2.SCORE_STATUS_UNKNOWN_NODE,
+            predicted_slowdown=math.nan,
+            telemetry_age_ms=-1,
+            reason="no telemetry",
+        )
         return resp
+
     c, *_ = make(unknown)
     s = c.score(POD, ["ghost"]).scores[0]
     assert s.status is Status.UNKNOWN_NODE and s.predicted_slowdown is None and s.telemetry_age_ms is None
@@ -158,9 +187,15 @@ def test_an_aggregator_side_fallback_is_reported_as_fallback_but_answered():
     def budget(request):
         resp = scoring_pb2.BatchScoreResponse(model_version="m", profile=1)
         for n in request.node_names:
-            resp.scores.add(node_name=n, score=50, status=scoring_pb2.SCORE_STATUS_FALLBACK,
-                            predicted_slowdown=math.nan, reason="scoring overran the 45 ms budget")
+            resp.scores.add(
+                node_name=n,
+                score=50,
+                status=scoring_pb2.SCORE_STATUS_FALLBACK,
+                predicted_slowdown=math.nan,
+                reason="scoring overran the 45 ms budget",
+            )
         return resp
+
     c, _, _, registry = make(budget)
     r = c.score(POD, NODES)
     assert r.fallback and r.answered and c.state is CircuitState.CLOSED
@@ -170,22 +205,26 @@ def test_an_aggregator_side_fallback_is_reported_as_fallback_but_answered():
 # --------------------------------------------------------------------------- fallback on failure
 
 
-@pytest.mark.parametrize("error,label", [
-    (SLOW, "DEADLINE_EXCEEDED"),
-    (DOWN, "UNAVAILABLE"),
-    (FakeRpcError(grpc.StatusCode.INTERNAL, "boom"), "INTERNAL"),
-    (FakeRpcError(grpc.StatusCode.UNKNOWN, "Exception calling application"), "UNKNOWN"),
-    (FakeRpcError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"), "UNIMPLEMENTED"),
-    (ConnectionResetError(104, "Connection reset by peer"), "CONNECTION_ERROR"),
-    (OSError("network is unreachable"), "CONNECTION_ERROR"),
-    (ValueError("Cannot invoke RPC on closed channel!"), "CONNECTION_ERROR"),
-])
+@pytest.mark.parametrize(
+    "error,label",
+    [
+        (SLOW, "DEADLINE_EXCEEDED"),
+        (DOWN, "UNAVAILABLE"),
+        (FakeRpcError(grpc.StatusCode.INTERNAL, "boom"), "INTERNAL"),
+        (FakeRpcError(grpc.StatusCode.UNKNOWN, "Exception calling application"), "UNKNOWN"),
+        (FakeRpcError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"), "UNIMPLEMENTED"),
+        (ConnectionResetError(104, "Connection reset by peer"), "CONNECTION_ERROR"),
+        (OSError("network is unreachable"), "CONNECTION_ERROR"),
+        (ValueError("Cannot invoke RPC on closed channel!"), "CONNECTION_ERROR"),
+    ],
+)
 def test_any_transport_failure_answers_the_neutral_fallback_and_counts(error, label):
     c, _, _, registry = make(error)
     r = c.score(POD, NODES)
     assert r.fallback and not r.answered and r.model_version == ""
-    assert [(s.name, s.score, s.status, s.confidence, s.predicted_slowdown) for s in r.scores] == \
-        [(n, 50.0, Status.FALLBACK, 0.0, None) for n in NODES]
+    assert [(s.name, s.score, s.status, s.confidence, s.predicted_slowdown) for s in r.scores] == [
+        (n, 50.0, Status.FALLBACK, 0.0, None) for n in NODES
+    ]
     assert r.profile is Profile.LATENCY_CRITICAL  # the pod's own, resolved
     assert r.fallback_reason.startswith(f"KubeAttention unavailable: BatchScore failed with {label}")
     assert "1 of 3 consecutive failures before the circuit opens" in r.fallback_reason
@@ -207,11 +246,14 @@ def test_an_invalid_argument_in_another_wording_keeps_the_whole_message():
     assert e.value.field == "request" and "something odd happened" in str(e.value)
 
 
-@pytest.mark.parametrize("bad", [
-    lambda req: _shorter(req),
-    lambda req: _with_status(req, 9),
-    lambda req: _renamed(req),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda req: _shorter(req),
+        lambda req: _with_status(req, 9),
+        lambda req: _renamed(req),
+    ],
+)
 def test_an_answer_that_does_not_fit_the_request_is_a_failure(bad):
     c, _, _, registry = make(bad)
     r = c.score(POD, NODES)
@@ -247,14 +289,16 @@ def test_threshold_consecutive_failures_open_the_circuit_and_open_answers_withou
     assert c.state is CircuitState.CLOSED
     third = c.score(POD, NODES)
     assert c.state is CircuitState.OPEN and transport.calls == 3
-    assert third.fallback_reason.endswith("circuit open after 3 consecutive failures (last: UNAVAILABLE); "
-                                          "retrying in 10.0 s")
+    assert third.fallback_reason.endswith(
+        "circuit open after 3 consecutive failures (last: UNAVAILABLE); retrying in 10.0 s"
+    )
     clock.advance(2.8)
     for _ in range(100):
         r = c.score(POD, NODES)
     assert transport.calls == 3
-    assert r.fallback and r.fallback_reason == ("KubeAttention unavailable: circuit open after 3 consecutive "
-                                                "failures (last: UNAVAILABLE); retrying in 7.2 s")
+    assert r.fallback and r.fallback_reason == (
+        "KubeAttention unavailable: circuit open after 3 consecutive failures (last: UNAVAILABLE); retrying in 7.2 s"
+    )
     assert sample(registry, "kubeattention_client_circuit_state") == 2
     assert sample(registry, "kubeattention_client_circuit_opens_total") == 1
     assert sample(registry, "kubeattention_client_calls_total", result="fallback") == 103
@@ -303,8 +347,9 @@ def test_a_failed_trial_reopens_with_a_fresh_cooldown():
     transport.outcome = SLOW
     r = c.score(POD, NODES)
     assert transport.calls == 4 and c.state is CircuitState.OPEN
-    assert r.fallback_reason.endswith("circuit open after 4 consecutive failures (last: DEADLINE_EXCEEDED); "
-                                      "retrying in 10.0 s")
+    assert r.fallback_reason.endswith(
+        "circuit open after 4 consecutive failures (last: DEADLINE_EXCEEDED); retrying in 10.0 s"
+    )
     clock.advance(9.5)
     assert c.score(POD, NODES).fallback_reason.endswith("retrying in 0.5 s") and transport.calls == 4
     clock.advance(0.5)
@@ -330,8 +375,10 @@ def test_callers_arriving_during_the_trial_get_the_fallback_without_calling():
     assert transport.calls == 4
     r, gauge = during
     assert r.fallback and gauge == 1
-    assert r.fallback_reason == ("KubeAttention unavailable: circuit half-open after 3 consecutive failures "
-                                 "(last: UNAVAILABLE); a trial call is in flight")
+    assert r.fallback_reason == (
+        "KubeAttention unavailable: circuit half-open after 3 consecutive failures "
+        "(last: UNAVAILABLE); a trial call is in flight"
+    )
 
 
 def test_concurrent_callers_let_exactly_one_trial_through():
@@ -442,18 +489,21 @@ def test_an_invalid_trial_frees_the_slot_for_the_next_caller():
     assert c.score(POD, NODES).answered and c.state is CircuitState.CLOSED
 
 
-@pytest.mark.parametrize("pod,nodes,field", [
-    (None, NODES, "pod"),
-    ({"cpu_request_cores": 0.5}, NODES, "pod"),
-    (POD, "n1", "nodes"),
-    (POD, None, "nodes"),
-    (POD, ["n1", 7], "nodes[1]"),
-    (PodContext(memory_request_bytes=1.5), NODES, "pod.memory_request_bytes"),
-    (PodContext(memory_request_bytes=2**70), NODES, "pod.memory_request_bytes"),
-    (PodContext(cpu_request_cores="500m"), NODES, "pod.cpu_request_cores"),
-    (PodContext(profile=9), NODES, "pod.profile"),
-    (PodContext(qos="guaranteed"), NODES, "pod.qos"),
-])
+@pytest.mark.parametrize(
+    "pod,nodes,field",
+    [
+        (None, NODES, "pod"),
+        ({"cpu_request_cores": 0.5}, NODES, "pod"),
+        (POD, "n1", "nodes"),
+        (POD, None, "nodes"),
+        (POD, ["n1", 7], "nodes[1]"),
+        (PodContext(memory_request_bytes=1.5), NODES, "pod.memory_request_bytes"),
+        (PodContext(memory_request_bytes=2**70), NODES, "pod.memory_request_bytes"),
+        (PodContext(cpu_request_cores="500m"), NODES, "pod.cpu_request_cores"),
+        (PodContext(profile=9), NODES, "pod.profile"),
+        (PodContext(qos="guaranteed"), NODES, "pod.qos"),
+    ],
+)
 def test_a_request_that_cannot_be_sent_raises_naming_the_field_without_calling(pod, nodes, field):
     c, transport, _, registry = make()
     with pytest.raises(InvalidRequest) as e:
@@ -464,14 +514,29 @@ def test_a_request_that_cannot_be_sent_raises_naming_the_field_without_calling(p
 
 
 def test_build_request_carries_the_pod_context():
-    req = build_request(PodContext(cpu_request_cores=2.0, memory_request_bytes=2**30, qos=QoS.GUARANTEED,
-                                   profile=Profile.IO_BOUND, priority=1000, namespace="ns", name="p"),
-                        ("a", "b"))
+    req = build_request(
+        PodContext(
+            cpu_request_cores=2.0,
+            memory_request_bytes=2**30,
+            qos=QoS.GUARANTEED,
+            profile=Profile.IO_BOUND,
+            priority=1000,
+            namespace="ns",
+            name="p",
+        ),
+        ("a", "b"),
+    )
     assert list(req.node_names) == ["a", "b"]
     p = req.pod
-    assert (p.cpu_request_cores, p.memory_request_bytes, p.qos_class, p.profile, p.priority, p.namespace,
-            p.name) == (2.0, 2**30, scoring_pb2.QOS_CLASS_GUARANTEED, scoring_pb2.WORKLOAD_PROFILE_IO_BOUND,
-                        1000, "ns", "p")
+    assert (p.cpu_request_cores, p.memory_request_bytes, p.qos_class, p.profile, p.priority, p.namespace, p.name) == (
+        2.0,
+        2**30,
+        scoring_pb2.QOS_CLASS_GUARANTEED,
+        scoring_pb2.WORKLOAD_PROFILE_IO_BOUND,
+        1000,
+        "ns",
+        "p",
+    )
     unset = build_request(PodContext(), ["a"]).pod
     assert unset.qos_class == scoring_pb2.QOS_CLASS_UNSPECIFIED  # the aggregator derives it
     assert unset.profile == scoring_pb2.WORKLOAD_PROFILE_UNSPECIFIED
@@ -529,12 +594,29 @@ def test_clients_without_a_registry_do_not_collide():
 
 def test_the_public_api_is_pinned():
     assert sorted(client_module.__all__) == [
-        "CircuitBreaker", "CircuitState", "ClientClosed", "ClientConfigError", "ClientError", "ClientMetrics",
-        "DEFAULT_COOLDOWN_S", "DEFAULT_DEADLINE_S", "DEFAULT_FAILURE_THRESHOLD", "GrpcTransport",
-        "InvalidRequest", "NodeScore", "ScoreResult", "ScoringClient", "Status", "Ticket", "Transport",
+        "CircuitBreaker",
+        "CircuitState",
+        "ClientClosed",
+        "ClientConfigError",
+        "ClientError",
+        "ClientMetrics",
+        "DEFAULT_COOLDOWN_S",
+        "DEFAULT_DEADLINE_S",
+        "DEFAULT_FAILURE_THRESHOLD",
+        "GrpcTransport",
+        "InvalidRequest",
+        "NodeScore",
+        "ScoreResult",
+        "ScoringClient",
+        "Status",
+        "Ticket",
+        "Transport",
         "build_request",
     ]
-    assert (client_module.DEFAULT_DEADLINE_S, client_module.DEFAULT_FAILURE_THRESHOLD,
-            client_module.DEFAULT_COOLDOWN_S) == (0.045, 5, 10.0)
+    assert (
+        client_module.DEFAULT_DEADLINE_S,
+        client_module.DEFAULT_FAILURE_THRESHOLD,
+        client_module.DEFAULT_COOLDOWN_S,
+    ) == (0.045, 5, 10.0)
     assert [(s.name, int(s)) for s in CircuitState] == [("CLOSED", 0), ("HALF_OPEN", 1), ("OPEN", 2)]
     assert issubclass(InvalidRequest, ClientError) and issubclass(ClientClosed, ClientError)

@@ -14,19 +14,24 @@ import urllib.request
 
 import grpc
 import pytest
+from procs import Kubeattention, RedisServer, free_ports, wait_for_port
 from prometheus_client import CollectorRegistry, generate_latest
+from telemetry_factory import telemetry
 
 from client.batchscore import CircuitState, GrpcTransport, InvalidRequest, ScoringClient, Status
 from wire.client_security import ClientSecurity
-from wire.v1 import telemetry_pb2_grpc
-from procs import Kubeattention, RedisServer, free_ports, wait_for_port
 from wire.schema import PodContext, Profile
-from telemetry_factory import telemetry
+from wire.v1 import telemetry_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-POD = PodContext(cpu_request_cores=0.5, memory_request_bytes=512 * 2**20, profile=Profile.LATENCY_CRITICAL,
-                 namespace="shop", name="checkout-0")
+POD = PodContext(
+    cpu_request_cores=0.5,
+    memory_request_bytes=512 * 2**20,
+    profile=Profile.LATENCY_CRITICAL,
+    namespace="shop",
+    name="checkout-0",
+)
 #: Generous for a loaded CI machine; the default 45 ms deadline is exercised on its own.
 RELAXED_DEADLINE_S = 2.0
 #: The aggregators here run --insecure (transport security is tests/test_security*.py's subject).
@@ -45,10 +50,19 @@ class Aggregator:
     def address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def start(self) -> "Aggregator":
-        self.proc = Kubeattention("aggregator", "--redis-url", self.redis_url,
-                                  "--grpc-listen", self.address, "--http-listen", f"127.0.0.1:{self.http_port}",
-                                  "--resync-interval-s", "0.3", "--insecure").start()
+    def start(self) -> Aggregator:
+        self.proc = Kubeattention(
+            "aggregator",
+            "--redis-url",
+            self.redis_url,
+            "--grpc-listen",
+            self.address,
+            "--http-listen",
+            f"127.0.0.1:{self.http_port}",
+            "--resync-interval-s",
+            "0.3",
+            "--insecure",
+        ).start()
         wait_for_port(self.grpc_port, proc=self.proc.proc, timeout=30)
         deadline = time.monotonic() + 15
         while self._get("/readyz") != 200:
@@ -72,8 +86,11 @@ class Aggregator:
         """BatchScore calls this aggregator process has received (its own /metrics)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5) as r:
             text = r.read().decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("kubeattention_aggregator_batchscore_requests_total{"))
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("kubeattention_aggregator_batchscore_requests_total{")
+        )
 
     def push(self, *messages) -> None:
         with grpc.insecure_channel(self.address) as ch:
@@ -113,9 +130,17 @@ def now_ms() -> int:
 
 
 def push_fleet(agg: Aggregator) -> None:
-    agg.push(telemetry("quiet", collected_ms=now_ms()),
-             telemetry("busy", collected_ms=now_ms(), cpu_utilization=1.0, cpu_psi_some=0.6,
-                       cpu_throttled_ratio=0.3, process_churn_per_s=800.0))
+    agg.push(
+        telemetry("quiet", collected_ms=now_ms()),
+        telemetry(
+            "busy",
+            collected_ms=now_ms(),
+            cpu_utilization=1.0,
+            cpu_psi_some=0.6,
+            cpu_throttled_ratio=0.3,
+            process_churn_per_s=800.0,
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +164,9 @@ def sample(registry, name, **labels):
 
 def test_scores_come_back_from_the_real_model(aggregator):
     registry = CollectorRegistry()
-    with ScoringClient(aggregator.address, security=PLAINTEXT, deadline_s=RELAXED_DEADLINE_S, registry=registry) as client:
+    with ScoringClient(
+        aggregator.address, security=PLAINTEXT, deadline_s=RELAXED_DEADLINE_S, registry=registry
+    ) as client:
         push_fleet(aggregator)  # fresh, whatever ran before
         r = client.score(POD, ["busy", "ghost", "quiet"])
     assert r.answered and not r.fallback and r.model_version.startswith("mlp-")
@@ -169,23 +196,27 @@ MANY = [f"node-{i}" for i in range(5000)]
 
 def test_a_tiny_deadline_is_deadline_exceeded_and_counts_as_a_failure(aggregator):
     registry = CollectorRegistry()
-    with ScoringClient(aggregator.address, security=PLAINTEXT, deadline_s=0.000001, failure_threshold=2, registry=registry) as client:
+    with ScoringClient(
+        aggregator.address, security=PLAINTEXT, deadline_s=0.000001, failure_threshold=2, registry=registry
+    ) as client:
         first = client.score(POD, MANY)
         assert first.fallback and not first.answered and len(first.scores) == 5000
         assert "BatchScore failed with DEADLINE_EXCEEDED" in first.fallback_reason
         assert client.state is CircuitState.CLOSED and client.breaker.consecutive_failures == 1
         second = client.score(POD, MANY)
         assert client.state is CircuitState.OPEN
-        assert second.fallback_reason.endswith("circuit open after 2 consecutive failures (last: DEADLINE_EXCEEDED); "
-                                               "retrying in 10.0 s")
+        assert second.fallback_reason.endswith(
+            "circuit open after 2 consecutive failures (last: DEADLINE_EXCEEDED); retrying in 10.0 s"
+        )
     assert sample(registry, "kubeattention_client_failures_total", code="DEADLINE_EXCEEDED") == 2
     assert sample(registry, "kubeattention_client_circuit_opens_total") == 1
 
 
 def test_invalid_argument_raises_and_does_not_open_the_circuit(aggregator):
     registry = CollectorRegistry()
-    with ScoringClient(aggregator.address, security=PLAINTEXT, deadline_s=RELAXED_DEADLINE_S, failure_threshold=2,
-                       registry=registry) as client:
+    with ScoringClient(
+        aggregator.address, security=PLAINTEXT, deadline_s=RELAXED_DEADLINE_S, failure_threshold=2, registry=registry
+    ) as client:
         for _ in range(5):
             with pytest.raises(InvalidRequest) as e:
                 client.score(POD, ["quiet", "quiet"])
@@ -205,13 +236,21 @@ def test_outage_opens_the_circuit_stops_calling_and_a_restart_closes_it(redis_ur
     clock = ManualClock()
     registry = CollectorRegistry()
     transport = CountingTransport(agg.address)
-    client = ScoringClient(agg.address, security=PLAINTEXT, deadline_s=RELAXED_DEADLINE_S, failure_threshold=3, cooldown_s=10,
-                           registry=registry, clock=clock, transport=transport)
+    client = ScoringClient(
+        agg.address,
+        security=PLAINTEXT,
+        deadline_s=RELAXED_DEADLINE_S,
+        failure_threshold=3,
+        cooldown_s=10,
+        registry=registry,
+        clock=clock,
+        transport=transport,
+    )
     try:
         assert client.score(POD, ["quiet"]).answered
 
         agg.stop(signal.SIGKILL)
-        for i in range(3):
+        for _ in range(3):
             t0 = time.monotonic()
             r = client.score(POD, ["quiet", "busy"])
             took = time.monotonic() - t0
@@ -219,8 +258,9 @@ def test_outage_opens_the_circuit_stops_calling_and_a_restart_closes_it(redis_ur
             assert "BatchScore failed with UNAVAILABLE" in r.fallback_reason
             assert took < 1.0, f"a refused connection should fail fast, took {took:.3f} s"
         assert client.state is CircuitState.OPEN and transport.calls == 4
-        assert r.fallback_reason.endswith("circuit open after 3 consecutive failures (last: UNAVAILABLE); "
-                                          "retrying in 10.0 s")
+        assert r.fallback_reason.endswith(
+            "circuit open after 3 consecutive failures (last: UNAVAILABLE); retrying in 10.0 s"
+        )
 
         # Open: answered at once, nothing reaches the network.
         t0 = time.perf_counter()

@@ -15,14 +15,14 @@ import time
 
 import grpc
 import pytest
-
-from aggregator.store import Keys, RedisStore, cluster_nodes
-from aggregator.validate import validate_telemetry
-from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 from procs import REPO
 from redis_cluster import NODE_TIMEOUT_MS, RedisClusterProcs
 from telemetry_factory import batch, telemetry
 from test_aggregator_integration import Aggregator
+
+from aggregator.store import Keys, RedisStore, cluster_nodes
+from aggregator.validate import validate_telemetry
+from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -60,14 +60,17 @@ def test_node_keys_share_a_slot_and_updates_reach_every_node(cluster):
     try:
         assert store.where.startswith("cluster 127.0.0.1:")
         for name in ("n1", "node-b", "ip-10-0-0-7.ec2.internal"):
-            slots = {cluster.cli(cluster.ports[0], "cluster", "keyslot", k).strip()
-                     for k in (store.keys.node(name), store.keys.history(name))}
+            slots = {
+                cluster.cli(cluster.ports[0], "cluster", "keyslot", k).strip()
+                for k in (store.keys.node(name), store.keys.history(name))
+            }
             assert len(slots) == 1, f"{name}: node hash and history on different slots {slots}"
         # a subscriber on a master that holds none of the keys still sees the update
         owner = cluster.master_for_key(store.keys.node("n1"))
         other = next(p for p in cluster.ports if p != owner and cluster.role(p) == "master")
-        sub = subprocess.Popen(["redis-cli", "-p", str(other), "subscribe", store.keys.updates],
-                               stdout=subprocess.PIPE, text=True)
+        sub = subprocess.Popen(
+            ["redis-cli", "-p", str(other), "subscribe", store.keys.updates], stdout=subprocess.PIPE, text=True
+        )
         time.sleep(0.3)
         rec = validate_telemetry(telemetry("n1", collected_ms=now_ms()), now_ms())
         store.write(rec)
@@ -78,8 +81,13 @@ def test_node_keys_share_a_slot_and_updates_reach_every_node(cluster):
         assert problems == [] and "n1" in {r.node_name for r in records}
         assert store.read_node("n1").received_at_ms == rec.received_at_ms
         # the operator's view reads the cluster too
-        out = subprocess.run([sys.executable, "-m", "kubeattention.cli", "inspect", "--redis-url", cluster.url,
-                              "--json", "n1"], capture_output=True, text=True, cwd=REPO, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "kubeattention.cli", "inspect", "--redis-url", cluster.url, "--json", "n1"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         doc = json.loads(out.stdout)
         assert doc["redis"].startswith("cluster ") and doc["nodes"][0]["node"] == "n1"
@@ -88,9 +96,21 @@ def test_node_keys_share_a_slot_and_updates_reach_every_node(cluster):
 
 
 def test_cluster_url_that_reaches_no_node_refuses_to_start_with_the_nodes_named():
-    out = subprocess.run([sys.executable, "-m", "kubeattention.cli", "aggregator", "--redis-url",
-                          "redis+cluster://127.0.0.1:1,127.0.0.1:2", "--insecure"], capture_output=True, text=True, cwd=REPO,
-                         timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubeattention.cli",
+            "aggregator",
+            "--redis-url",
+            "redis+cluster://127.0.0.1:1,127.0.0.1:2",
+            "--insecure",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "cannot start" in out.stderr and "127.0.0.1:1" in out.stderr
 
@@ -161,8 +181,10 @@ def test_aggregator_keeps_pushing_and_scoring_through_a_master_failover(cluster)
             assert problems == [] and set(names) <= {r.node_name for r in records}
         finally:
             store.close()
-        print(f"\nfailover: replica promoted {promoted_after:.2f} s after SIGKILL of the master on port {victim}; "
-              f"pushes failed for {last_failure:.2f} s ({len(failures)} UNAVAILABLE answers)")
+        print(
+            f"\nfailover: replica promoted {promoted_after:.2f} s after SIGKILL of the master on port {victim}; "
+            f"pushes failed for {last_failure:.2f} s ({len(failures)} UNAVAILABLE answers)"
+        )
     finally:
         stop.set()
         agg.proc.stop()
@@ -184,8 +206,7 @@ def test_two_aggregators_on_one_redis_give_identical_scores(where, cluster, redi
         with grpc.insecure_channel(a.address) as ca, grpc.insecure_channel(b.address) as cb:
             push = telemetry_pb2_grpc.TelemetryServiceStub(ca).Push
             for i, n in enumerate(names):
-                push(telemetry(n, collected_ms=now_ms(), cpu_psi_some=i / 20, cpu_utilization=0.1 + i / 15),
-                     timeout=5)
+                push(telemetry(n, collected_ms=now_ms(), cpu_psi_some=i / 20, cpu_utilization=0.1 + i / 15), timeout=5)
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and _scores(ca, names) != _scores(cb, names):
                 time.sleep(0.05)

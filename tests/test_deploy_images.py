@@ -16,7 +16,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from deploy_render import REPO, subcommands
 
 IMAGES = REPO / "deploy" / "images"
@@ -104,8 +103,9 @@ def test_base_images_are_pinned(dockerfile):
     froms = [args.split()[0] for word, args in instructions(dockerfile) if word == "FROM"]
     assert len(froms) >= 2, "multi-stage: build and runtime"
     for image in froms:
-        assert "@sha256:" in image or re.search(r":\d+\.\d+\.\d+[-\w.]*$", image), \
+        assert "@sha256:" in image or re.search(r":\d+\.\d+\.\d+[-\w.]*$", image), (
             f"{dockerfile.name}: {image} is not pinned to a full version"
+        )
         assert ":latest" not in image
     assert len(set(froms)) == 1, "build and runtime stages use the same base (the venv's interpreter must match)"
 
@@ -125,7 +125,7 @@ def test_entrypoint_is_the_console_script_and_cmd_a_real_subcommand(dockerfile):
 
 def test_aggregator_image_runs_as_non_root():
     users = [a for w, a in stages(IMAGES / "aggregator.Dockerfile")[-1] if w == "USER"]
-    assert users and not users[-1].split(":")[0] in ("0", "root")
+    assert users and users[-1].split(":")[0] not in ("0", "root")
 
 
 def test_agent_image_puts_bpf_where_the_agent_looks():

@@ -18,9 +18,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from deploy_render import (COMPONENTS, DEPLOY, K8S_VERSIONS, REPO, cli_help, containers, find, help_flags, kubectl,
-                           pod_labels, pod_spec, render_with_components, rendered, subcommands)
+from deploy_render import (
+    DEPLOY,
+    K8S_VERSIONS,
+    REPO,
+    cli_help,
+    containers,
+    find,
+    help_flags,
+    kubectl,
+    pod_labels,
+    pod_spec,
+    render_with_components,
+    rendered,
+    subcommands,
+)
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -e '.[dev]' brings it")
 
@@ -90,7 +102,9 @@ def test_everything_lands_in_one_namespace():
             ns = d["metadata"].get("namespace")
             if d["kind"] in ("Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding"):
                 assert ns is None, f"{name}: cluster-scoped {d['kind']}/{d['metadata']['name']} has a namespace"
-            elif d["kind"] == "RoleBinding" and d["metadata"]["name"].endswith("extension-apiserver-authentication-reader"):
+            elif d["kind"] == "RoleBinding" and d["metadata"]["name"].endswith(
+                "extension-apiserver-authentication-reader"
+            ):
                 assert ns == "kube-system"
             else:
                 assert ns == NS, f"{name}: {d['kind']}/{d['metadata']['name']} in namespace {ns!r}"
@@ -115,8 +129,15 @@ def test_every_container_has_requests_limits_and_probes(overlay):
             continue
         assert c.get("readinessProbe"), f"{name}: no readinessProbe"
         assert c.get("livenessProbe"), f"{name}: no livenessProbe"
-    assert {"kubeattention-agent", "kubeattention-aggregator", "kubeattention-extender", "kubeattention-redis",
-            "kubeattention-collector", "kubeattention-rebalancer", "kubeattention-scheduler"} <= seen
+    assert {
+        "kubeattention-agent",
+        "kubeattention-aggregator",
+        "kubeattention-extender",
+        "kubeattention-redis",
+        "kubeattention-collector",
+        "kubeattention-rebalancer",
+        "kubeattention-scheduler",
+    } <= seen
 
 
 def test_nothing_is_privileged_and_only_the_agent_adds_capabilities(all_components):
@@ -143,14 +164,16 @@ def test_agent_capabilities_are_exactly_the_documented_ones(overlay):
     assert c["securityContext"]["capabilities"]["add"] == AGENT_CAPABILITIES
     readme = (DEPLOY / "README.md").read_text()
     documented = re.search(r"capabilities:?\s*`([A-Z_]+)`, `([A-Z_]+)` and `([A-Z_]+)`", readme)
-    assert documented and list(documented.groups()) == AGENT_CAPABILITIES, \
+    assert documented and list(documented.groups()) == AGENT_CAPABILITIES, (
         "deploy/README.md must name the agent's capabilities as `BPF`, `PERFMON` and `SYS_RESOURCE`"
+    )
 
 
 def test_sys_admin_only_through_its_component(all_components):
     ds = find(all_components, "DaemonSet", "kubeattention-agent")
-    assert ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] == \
-        AGENT_CAPABILITIES + ["SYS_ADMIN"]
+    assert ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"][
+        "add"
+    ] == AGENT_CAPABILITIES + ["SYS_ADMIN"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -172,8 +195,9 @@ def test_agent_daemonset_runs_everywhere_and_sees_the_host(overlay):
 
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    host = {path: volumes[m["name"]]["hostPath"]["path"] for path, m in mounts.items()
-            if "hostPath" in volumes[m["name"]]}
+    host = {
+        path: volumes[m["name"]]["hostPath"]["path"] for path, m in mounts.items() if "hostPath" in volumes[m["name"]]
+    }
     for needed in ("/proc", "/sys", "/sys/kernel/tracing", "/sys/fs/cgroup", "/lib/modules", "/usr/src"):
         assert needed in host.values(), f"host {needed} not mounted"
     assert all(mounts[p].get("readOnly") for p in host), "every host mount is read-only"
@@ -189,8 +213,9 @@ def test_agent_daemonset_runs_everywhere_and_sees_the_host(overlay):
     export = Path(flag("--tetragon-export"))
     assert host[str(export.parent)] == str(export.parent)
     values = yaml.safe_load((DEPLOY / "tetragon" / "values.yaml").read_text())
-    assert export == Path(values["exportDirectory"]) / values["tetragon"]["exportFilename"], \
+    assert export == Path(values["exportDirectory"]) / values["tetragon"]["exportFilename"], (
         "the agent reads the file Tetragon's Helm values make it write"
+    )
     token = Path(flag("--token-file"))
     projected = volumes[mounts[str(token.parent)]["name"]]["projected"]["sources"][0]["serviceAccountToken"]
     assert projected["audience"] == "kubeattention" and projected["path"] == token.name
@@ -209,7 +234,8 @@ def test_aggregators_roll_out_safely(overlay):
         assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
         labels = pod_labels(dep)
         term = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
-            "preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+            "preferredDuringSchedulingIgnoredDuringExecution"
+        ][0]["podAffinityTerm"]
         assert term["topologyKey"] == "kubernetes.io/hostname"
         assert term["labelSelector"]["matchLabels"].items() <= labels.items()
         pdb = find(docs, "PodDisruptionBudget", name)
@@ -296,8 +322,12 @@ def test_active_component_removes_exactly_shadow(all_components):
 
 def test_rebalancer_evicts_only_with_its_component(all_components):
     def rules(docs):
-        return [r for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].startswith("kubeattention-rebalancer")
-                for r in d["rules"]]
+        return [
+            r
+            for d in docs
+            if d["kind"] == "ClusterRole" and d["metadata"]["name"].startswith("kubeattention-rebalancer")
+            for r in d["rules"]
+        ]
 
     def args(docs):
         return pod_spec(find(docs, "CronJob", "kubeattention-rebalancer"))["containers"][0]["args"]
@@ -313,21 +343,31 @@ def test_rebalancer_evicts_only_with_its_component(all_components):
 
 #: Every rule each component gets, in full. A new permission must be added here on purpose.
 EXPECTED_RULES = {
-    "kubeattention-aggregator": [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
-                                  "verbs": ["create"]}],
+    "kubeattention-aggregator": [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ],
     "kubeattention-collector": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
-    "kubeattention-rebalancer": [{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list"]},
-                                 {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
+    "kubeattention-rebalancer": [
+        {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ],
     "kubeattention-rebalancer-evict": [{"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]}],
     "kubeattention-scheduler-leader-election": [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["kubeattention-scheduler"],
-         "verbs": ["get", "update"]}],
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["kubeattention-scheduler"],
+            "verbs": ["get", "update"],
+        },
+    ],
 }
 #: Roles of Kubernetes' own that we bind, and to whom.
-BOOTSTRAP_ROLES = {"system:kube-scheduler": "kubeattention-scheduler",
-                   "system:volume-scheduler": "kubeattention-scheduler",
-                   "extension-apiserver-authentication-reader": "kubeattention-scheduler"}
+BOOTSTRAP_ROLES = {
+    "system:kube-scheduler": "kubeattention-scheduler",
+    "system:volume-scheduler": "kubeattention-scheduler",
+    "extension-apiserver-authentication-reader": "kubeattention-scheduler",
+}
 
 
 def test_rbac_is_least_privilege(all_components):
@@ -357,9 +397,11 @@ def test_secrets_are_rendered_or_made_by_the_operator(overlay):
     docs = rendered(overlay) + rendered("monitoring")
     rendered_secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
     text = json.dumps(docs)
-    referenced = set(re.findall(r'"secretName": "([^"]+)"', text)) | \
-        {m for m in re.findall(r'"secretKeyRef": \{[^}]*"name": "([^"]+)"', text)} | \
-        set(re.findall(r'"secret": \{"name": "([^"]+)"', text))
+    referenced = (
+        set(re.findall(r'"secretName": "([^"]+)"', text))
+        | {m for m in re.findall(r'"secretKeyRef": \{[^}]*"name": "([^"]+)"', text)}
+        | set(re.findall(r'"secret": \{"name": "([^"]+)"', text))
+    )
     assert referenced, "nothing references a Secret?"
     from_operator = referenced - rendered_secrets
     assert from_operator <= OPERATOR_SECRETS, f"unknown secrets: {from_operator - OPERATOR_SECRETS}"
@@ -390,18 +432,22 @@ def test_network_policies_admit_only_the_intended_peers(overlay):
                             assert selected(peer["podSelector"]), f"{p['metadata']['name']}: selects no pod"
                             peers |= selected(peer["podSelector"])
                         else:
-                            peers.add("namespace:" + peer["namespaceSelector"]["matchLabels"][
-                                "kubernetes.io/metadata.name"])
+                            peers.add(
+                                "namespace:" + peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                            )
     assert admitted == {
         ("kubeattention-aggregator", "grpc"): {"kubeattention-agent", "kubeattention-rebalancer"},
         ("kubeattention-aggregator", "http"): {"namespace:monitoring"},
         ("kubeattention-extender", "http"): {"kubeattention-scheduler", "namespace:monitoring"},
-        ("kubeattention-redis", "redis"): {"kubeattention-aggregator", "kubeattention-extender",
-                                           "kubeattention-collector"},
+        ("kubeattention-redis", "redis"): {
+            "kubeattention-aggregator",
+            "kubeattention-extender",
+            "kubeattention-collector",
+        },
         ("kubeattention-agent", "http"): {"namespace:monitoring"},
     }
     # Named ports exist on the pods they protect.
-    for (target, port) in admitted:
+    for target, port in admitted:
         obj = next(o for o in docs if o["metadata"]["name"] == target and pod_spec(o) is not None)
         assert port in {p["name"] for c in pod_spec(obj)["containers"] for p in c.get("ports", [])}
 
@@ -446,8 +492,11 @@ def test_second_scheduler_runs_the_checked_in_configuration(overlay):
 def test_monitors_select_real_targets():
     mon, prod = rendered("monitoring"), rendered("production")
     sm = find(mon, "ServiceMonitor", "kubeattention-aggregator")
-    services = [s for s in prod if s["kind"] == "Service"
-                and sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    services = [
+        s
+        for s in prod
+        if s["kind"] == "Service" and sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
     assert {s["metadata"]["name"] for s in services} == {"kubeattention-aggregator", "kubeattention-extender"}
     for s in services:
         assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in s["spec"]["ports"]}
@@ -476,8 +525,12 @@ def test_alert_rules_have_the_shape_prometheus_operator_wants():
             if "for" in r:
                 assert re.fullmatch(r"\d+[smh]", r["for"])
     assert len(names) == len(set(names))
-    for wanted in ("KubeAttentionAgentDown", "KubeAttentionTelemetryStale", "KubeAttentionBatchScoreFallbacks",
-                   "KubeAttentionBatchScoreSlow"):
+    for wanted in (
+        "KubeAttentionAgentDown",
+        "KubeAttentionTelemetryStale",
+        "KubeAttentionBatchScoreFallbacks",
+        "KubeAttentionBatchScoreSlow",
+    ):
         assert wanted in names
 
 

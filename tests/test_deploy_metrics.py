@@ -18,13 +18,13 @@ import urllib.request
 import grpc
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
-
 from deploy_render import DEPLOY, cli_help, help_flags
-from wire.v1 import scoring_pb2_grpc
 from procs import Kubeattention, free_ports, wait_for_port
-from wire.schema import METRICS
+from prometheus_client.parser import text_string_to_metric_families
 from telemetry_factory import batch
+
+from wire.schema import METRICS
+from wire.v1 import scoring_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,28 @@ PROMETHEUS_BUILTINS = {"up", "scrape_duration_seconds", "scrape_samples_scraped"
 #: Labels the ServiceMonitor/PodMonitor and Prometheus attach at scrape time (target labels).
 TARGET_LABELS = {"node", "job", "instance", "namespace", "pod", "container", "service", "endpoint", "le"}
 #: PromQL words that look like identifiers but are functions, keywords or aggregations.
-PROMQL_WORDS = {"sum", "rate", "by", "and", "or", "unless", "max", "min", "count", "histogram_quantile", "time",
-                "increase", "clamp_min", "label_values", "without", "on", "ignoring", "avg", "bool", "offset"}
+PROMQL_WORDS = {
+    "sum",
+    "rate",
+    "by",
+    "and",
+    "or",
+    "unless",
+    "max",
+    "min",
+    "count",
+    "histogram_quantile",
+    "time",
+    "increase",
+    "clamp_min",
+    "label_values",
+    "without",
+    "on",
+    "ignoring",
+    "avg",
+    "bool",
+    "offset",
+}
 
 
 def plaintext_flag(sub: str) -> list[str]:
@@ -72,15 +92,32 @@ def scraped():
 
     redis = RedisServer().start()
     grpc_port, http_port, agent_port = free_ports(3)
-    agg = Kubeattention("aggregator", "--redis-url", redis.url, "--grpc-listen", f"127.0.0.1:{grpc_port}",
-                        "--http-listen", f"127.0.0.1:{http_port}", *plaintext_flag("aggregator")).start()
+    agg = Kubeattention(
+        "aggregator",
+        "--redis-url",
+        redis.url,
+        "--grpc-listen",
+        f"127.0.0.1:{grpc_port}",
+        "--http-listen",
+        f"127.0.0.1:{http_port}",
+        *plaintext_flag("aggregator"),
+    ).start()
     agent = None
     try:
         wait_for_port(http_port, proc=agg.proc, timeout=30)
         wait_for_port(grpc_port, proc=agg.proc, timeout=30)
-        agent = Kubeattention("agent", "--aggregator", f"127.0.0.1:{grpc_port}", "--node-name", "deploy-test",
-                              "--interval", "0.5", "--http-listen", f"127.0.0.1:{agent_port}",
-                              *plaintext_flag("agent")).start()
+        agent = Kubeattention(
+            "agent",
+            "--aggregator",
+            f"127.0.0.1:{grpc_port}",
+            "--node-name",
+            "deploy-test",
+            "--interval",
+            "0.5",
+            "--http-listen",
+            f"127.0.0.1:{agent_port}",
+            *plaintext_flag("agent"),
+        ).start()
         wait_for_port(agent_port, proc=agent.proc, timeout=60)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -92,11 +129,20 @@ def scraped():
             pytest.fail(f"the agent never got ready and pushed:\n{agent.output()[-2000:]}")
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
             scoring_pb2_grpc.ScoringServiceStub(ch).BatchScore(batch("deploy-test"), timeout=5)
-        body = json.dumps({"Pod": {"metadata": {"name": "p", "namespace": "default", "uid": "u1"},
-                                   "spec": {"containers": [{"name": "c"}]}},
-                           "NodeNames": ["deploy-test"]}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{http_port}/scheduler/prioritize", data=body,
-                                     headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            {
+                "Pod": {
+                    "metadata": {"name": "p", "namespace": "default", "uid": "u1"},
+                    "spec": {"containers": [{"name": "c"}]},
+                },
+                "NodeNames": ["deploy-test"],
+            }
+        ).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/scheduler/prioritize",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 200
         # One more collection interval so the agent's push counter has moved.
@@ -135,7 +181,7 @@ def selectors(expr: str):
     expr = re.sub(r"\[[^\]]*\]", "", expr)  # range durations
     for m in re.finditer(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b\s*(\{[^}]*\})?", expr):
         name, matchers = m.group(1), m.group(2) or ""
-        if name in PROMQL_WORDS or name.startswith("$") or expr[m.end():m.end() + 1] == "(":
+        if name in PROMQL_WORDS or name.startswith("$") or expr[m.end() : m.end() + 1] == "(":
             continue
         if not (name.startswith("kubeattention_") or name in PROMETHEUS_BUILTINS):
             continue
@@ -143,10 +189,13 @@ def selectors(expr: str):
 
 
 def test_the_expression_parser_finds_names_and_labels():
-    found = list(selectors('sum by (le) (rate(kubeattention_x_bucket{node=~"$node", result="error"}[5m])) '
-                           '/ clamp_min(kubeattention_y_total, 1) and up{job="a/b"} == 0'))
-    assert found == [("kubeattention_x_bucket", {"node", "result"}), ("kubeattention_y_total", set()),
-                     ("up", {"job"})]
+    found = list(
+        selectors(
+            'sum by (le) (rate(kubeattention_x_bucket{node=~"$node", result="error"}[5m])) '
+            '/ clamp_min(kubeattention_y_total, 1) and up{job="a/b"} == 0'
+        )
+    )
+    assert found == [("kubeattention_x_bucket", {"node", "result"}), ("kubeattention_y_total", set()), ("up", {"job"})]
 
 
 def test_every_monitored_metric_exists_on_the_real_endpoints(scraped):
@@ -167,12 +216,18 @@ def test_every_monitored_metric_exists_on_the_real_endpoints(scraped):
                 continue
             unknown = labels - TARGET_LABELS - exposed[name]["labels"]
             if unknown and exposed[name]["labels"]:
-                problems.append(f"{where}: {name} has no label {sorted(unknown)} (it has {sorted(exposed[name]['labels'])})")
+                problems.append(
+                    f"{where}: {name} has no label {sorted(unknown)} (it has {sorted(exposed[name]['labels'])})"
+                )
     assert not problems, "\n".join(problems)
     # The dashboard covers the scoring path and every node metric, measured here or not.
-    for needed in ("kubeattention_aggregator_batchscore_duration_seconds_bucket",
-                   "kubeattention_aggregator_fallbacks_total", "kubeattention_aggregator_nodes",
-                   "kubeattention_extender_requests_total", "kubeattention_agent_pushes_total"):
+    for needed in (
+        "kubeattention_aggregator_batchscore_duration_seconds_bucket",
+        "kubeattention_aggregator_fallbacks_total",
+        "kubeattention_aggregator_nodes",
+        "kubeattention_extender_requests_total",
+        "kubeattention_agent_pushes_total",
+    ):
         assert needed in used
     assert set(prom_names) <= used, f"node metrics without a panel: {sorted(set(prom_names) - used)}"
 

@@ -34,15 +34,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from aggregator.security import auth
 from deploy_render import find, kubectl, pod_spec, rendered
 from fixtures.k8s.apiserver import FakeApiServer, IssuedToken, pod
-from kubeattention import certs
 from procs import Kubeattention, RedisServer, free_ports, wait_for_port
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(kubectl() is None, reason="kubectl not on PATH (renders the manifests)")]
+from aggregator.security import auth
+from kubeattention import certs
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(kubectl() is None, reason="kubectl not on PATH (renders the manifests)"),
+]
 
 NODE = "worker-1"
 AGENT_TOKEN = "projected-agent-token-0123456789abcdef"
@@ -74,11 +76,28 @@ REDIS_PASSWORD = "0123456789abcdef0123456789abcdef"
 class PasswordRedis(RedisServer):
     """A real redis-server with requirepass, as the StatefulSet runs it (the Secret's password)."""
 
-    def start(self) -> "PasswordRedis":
+    def start(self) -> PasswordRedis:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--requirepass", REDIS_PASSWORD, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--requirepass",
+                REDIS_PASSWORD,
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_port(self.port, proc=self.proc)
         return self
 
@@ -86,16 +105,21 @@ class PasswordRedis(RedisServer):
 def redis_url_for(manifest_url: str, port: int) -> str:
     """The manifest's URL as the kubelet expands $(REDIS_PASSWORD), pointed at the test's Redis."""
     assert "$(REDIS_PASSWORD)@kubeattention-redis:6379" in manifest_url, manifest_url
-    return manifest_url.replace("$(REDIS_PASSWORD)", REDIS_PASSWORD).replace("kubeattention-redis:6379",
-                                                                            f"127.0.0.1:{port}")
+    return manifest_url.replace("$(REDIS_PASSWORD)", REDIS_PASSWORD).replace(
+        "kubeattention-redis:6379", f"127.0.0.1:{port}"
+    )
 
 
 def https(port: int, ca: Path, path: str, body: bytes | None = None, client: certs.Issued | None = None):
     ctx = ssl.create_default_context(cafile=str(ca))
     if client is not None:
         ctx.load_cert_chain(str(client.cert), str(client.key))
-    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data=body, method="POST" if body else "GET",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{port}{path}",
+        data=body,
+        method="POST" if body else "GET",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
             return r.status, r.read().decode()
@@ -117,24 +141,41 @@ def wait_ready(port: int, ca: Path, proc: Kubeattention, timeout: float = 30.0) 
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wiring")
     scheduler_name = yaml.safe_load(
-        find(rendered("production"), "ConfigMap", next(
-            v["configMap"]["name"] for v in pod_spec(find(rendered("production"), "Deployment",
-                                                             "kubeattention-scheduler"))["volumes"]
-            if "configMap" in v))["data"]["config.yaml"])["profiles"][0]["schedulerName"]
-    pki = certs.create(tmp / "pki", [], [scheduler_name], hosts=["kubeattention-extender",
-                                                                 "kubeattention-extender.kubeattention-system.svc"])
+        find(
+            rendered("production"),
+            "ConfigMap",
+            next(
+                v["configMap"]["name"]
+                for v in pod_spec(find(rendered("production"), "Deployment", "kubeattention-scheduler"))["volumes"]
+                if "configMap" in v
+            ),
+        )["data"]["config.yaml"]
+    )["profiles"][0]["schedulerName"]
+    pki = certs.create(
+        tmp / "pki",
+        [],
+        [scheduler_name],
+        hosts=["kubeattention-extender", "kubeattention-extender.kubeattention-system.svc"],
+    )
     token = tmp / "token"
     token.write_text(AGENT_TOKEN)
     (tmp / "tetragon").mkdir()
-    files = {"/etc/kubeattention/tls/tls.crt": str(pki.server.cert),
-             "/etc/kubeattention/tls/tls.key": str(pki.server.key),
-             "/etc/kubeattention/tls/ca.crt": str(pki.ca),
-             "/var/run/secrets/kubeattention/token": str(token),
-             "/var/run/cilium/tetragon/tetragon.log": str(tmp / "tetragon" / "tetragon.log")}
+    files = {
+        "/etc/kubeattention/tls/tls.crt": str(pki.server.cert),
+        "/etc/kubeattention/tls/tls.key": str(pki.server.key),
+        "/etc/kubeattention/tls/ca.crt": str(pki.ca),
+        "/var/run/secrets/kubeattention/token": str(token),
+        "/var/run/cilium/tetragon/tetragon.log": str(tmp / "tetragon" / "tetragon.log"),
+    }
 
     api = FakeApiServer().start()
-    api.tokens[AGENT_TOKEN] = IssuedToken(auth.DEFAULT_AGENT_SERVICEACCOUNT, ["kubeattention"], time.time() + 3600,
-                                          node_name=NODE, pod_name="kubeattention-agent-x7k2p")
+    api.tokens[AGENT_TOKEN] = IssuedToken(
+        auth.DEFAULT_AGENT_SERVICEACCOUNT,
+        ["kubeattention"],
+        time.time() + 3600,
+        node_name=NODE,
+        pod_name="kubeattention-agent-x7k2p",
+    )
     kubeconfig = api.write_kubeconfig(tmp / "kubeconfig")
     redis = PasswordRedis().start()
     names = ("agg_grpc", "agg_http", "ext_grpc", "ext_http", "agent_http")
@@ -142,27 +183,54 @@ def stack(tmp_path_factory):
     procs = []
     try:
         manifest = args_of("kubeattention-aggregator")
-        agg_args = substitute(manifest, files, {
-            "--redis-url": redis_url_for(manifest[manifest.index("--redis-url") + 1], redis.port), "--grpc-listen": f"127.0.0.1:{ports['agg_grpc']}",
-            "--http-listen": f"127.0.0.1:{ports['agg_http']}"})
+        agg_args = substitute(
+            manifest,
+            files,
+            {
+                "--redis-url": redis_url_for(manifest[manifest.index("--redis-url") + 1], redis.port),
+                "--grpc-listen": f"127.0.0.1:{ports['agg_grpc']}",
+                "--http-listen": f"127.0.0.1:{ports['agg_http']}",
+            },
+        )
         agg = Kubeattention(*agg_args, "--kubeconfig", str(kubeconfig), "--resync-interval-s", "0.3").start()
         procs.append(agg)
         manifest = args_of("kubeattention-extender")
-        ext_args = substitute(manifest, files, {
-            "--redis-url": redis_url_for(manifest[manifest.index("--redis-url") + 1], redis.port), "--grpc-listen": f"127.0.0.1:{ports['ext_grpc']}",
-            "--http-listen": f"127.0.0.1:{ports['ext_http']}"})
+        ext_args = substitute(
+            manifest,
+            files,
+            {
+                "--redis-url": redis_url_for(manifest[manifest.index("--redis-url") + 1], redis.port),
+                "--grpc-listen": f"127.0.0.1:{ports['ext_grpc']}",
+                "--http-listen": f"127.0.0.1:{ports['ext_http']}",
+            },
+        )
         ext = Kubeattention(*ext_args, "--resync-interval-s", "0.3").start()
         procs.append(ext)
         wait_ready(ports["agg_http"], pki.ca, agg)
         wait_ready(ports["ext_http"], pki.ca, ext)
-        agent_args = substitute(args_of("kubeattention-agent", "DaemonSet"), files, {
-            "--aggregator": f"127.0.0.1:{ports['agg_grpc']}", "--http-listen": f"127.0.0.1:{ports['agent_http']}",
-            "--proc-root": "/proc", "--sys-root": "/sys"})
+        agent_args = substitute(
+            args_of("kubeattention-agent", "DaemonSet"),
+            files,
+            {
+                "--aggregator": f"127.0.0.1:{ports['agg_grpc']}",
+                "--http-listen": f"127.0.0.1:{ports['agent_http']}",
+                "--proc-root": "/proc",
+                "--sys-root": "/sys",
+            },
+        )
         agent = Kubeattention(*agent_args).start()
         procs.append(agent)
         wait_for_port(ports["agent_http"], proc=agent.proc, timeout=60)
-        yield {"pki": pki, "ports": ports, "api": api, "agg": agg, "ext": ext, "agent": agent,
-               "scheduler": pki.schedulers[scheduler_name], "args": (agg_args, ext_args, agent_args)}
+        yield {
+            "pki": pki,
+            "ports": ports,
+            "api": api,
+            "agg": agg,
+            "ext": ext,
+            "agent": agent,
+            "scheduler": pki.schedulers[scheduler_name],
+            "args": (agg_args, ext_args, agent_args),
+        }
     finally:
         for p in reversed(procs):
             p.stop()
@@ -180,12 +248,15 @@ def test_agent_pushes_with_its_projected_token_and_the_extender_sees_it(stack):
     deadline = time.monotonic() + 60
     while not (node_seen(ports["agg_http"], pki.ca) and node_seen(ports["ext_http"], pki.ca)):
         if time.monotonic() > deadline:
-            pytest.fail("the node never reached both aggregators:\n"
-                        f"agent:\n{stack['agent'].output()[-2000:]}\naggregator:\n{stack['agg'].output()[-2000:]}")
+            pytest.fail(
+                "the node never reached both aggregators:\n"
+                f"agent:\n{stack['agent'].output()[-2000:]}\naggregator:\n{stack['agg'].output()[-2000:]}"
+            )
         time.sleep(0.3)
     reviews = stack["api"].seen("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
-    assert any(r.body["spec"]["token"] == AGENT_TOKEN and r.body["spec"]["audiences"] == ["kubeattention"]
-               for r in reviews), "the aggregator verified the agent's token through TokenReview"
+    assert any(
+        r.body["spec"]["token"] == AGENT_TOKEN and r.body["spec"]["audiences"] == ["kubeattention"] for r in reviews
+    ), "the aggregator verified the agent's token through TokenReview"
 
 
 def test_extender_scores_for_the_scheduler_certificate_only(stack):
@@ -193,8 +264,15 @@ def test_extender_scores_for_the_scheduler_certificate_only(stack):
     deadline = time.monotonic() + 60
     while not node_seen(port, pki.ca) and time.monotonic() < deadline:
         time.sleep(0.3)
-    body = json.dumps({"Pod": {"metadata": {"name": "web-1", "namespace": "default", "uid": "uid-web-1"},
-                               "spec": {"containers": [{"name": "c"}]}}, "NodeNames": [NODE]}).encode()
+    body = json.dumps(
+        {
+            "Pod": {
+                "metadata": {"name": "web-1", "namespace": "default", "uid": "uid-web-1"},
+                "spec": {"containers": [{"name": "c"}]},
+            },
+            "NodeNames": [NODE],
+        }
+    ).encode()
     status, out = https(port, pki.ca, "/scheduler/prioritize", body, client=stack["scheduler"])
     assert status == 200, out
     assert json.loads(out)[0]["Host"] == NODE
@@ -217,14 +295,20 @@ def test_rebalancer_cronjob_args_score_with_its_token(stack, tmp_path):
     """The CronJob's command line, against the aggregator with --auth-tokenreview: its
     projected token is accepted as a scoring client (not refused, not a node)."""
     api, pki, ports = stack["api"], stack["pki"], stack["ports"]
-    api.tokens[REBALANCER_TOKEN] = IssuedToken("system:serviceaccount:kubeattention-system:kubeattention-rebalancer",
-                                               ["kubeattention"], time.time() + 3600, pod_name="rebalancer-1")
+    api.tokens[REBALANCER_TOKEN] = IssuedToken(
+        "system:serviceaccount:kubeattention-system:kubeattention-rebalancer",
+        ["kubeattention"],
+        time.time() + 3600,
+        pod_name="rebalancer-1",
+    )
     api.pods = [pod("pod-deployment-running.json", name="web-1", uid="uid-web-1", node="node-a")]
     token = tmp_path / "token"
     token.write_text(REBALANCER_TOKEN)
-    args = substitute(args_of("kubeattention-rebalancer", "CronJob"),
-                      {"/etc/kubeattention/tls/ca.crt": str(pki.ca), "/var/run/secrets/kubeattention/token": str(token)},
-                      {"--aggregator": f"127.0.0.1:{ports['agg_grpc']}"})
+    args = substitute(
+        args_of("kubeattention-rebalancer", "CronJob"),
+        {"/etc/kubeattention/tls/ca.crt": str(pki.ca), "/var/run/secrets/kubeattention/token": str(token)},
+        {"--aggregator": f"127.0.0.1:{ports['agg_grpc']}"},
+    )
     assert "--evict" not in args and "--insecure" not in args
     proc = Kubeattention(*args, "--kubeconfig", str(api.write_kubeconfig(tmp_path / "kubeconfig")), "--json").start()
     try:
@@ -238,6 +322,9 @@ def test_rebalancer_cronjob_args_score_with_its_token(stack, tmp_path):
     assert any(r.body["spec"]["token"] == REBALANCER_TOKEN for r in reviews), proc.output()[-2000:]
     status, metrics = https(ports["agg_http"], pki.ca, "/metrics")
     assert status == 200
-    refusals = [ln for ln in metrics.splitlines()
-                if ln.startswith("kubeattention_aggregator_auth_refusals_total{") and not ln.endswith(" 0.0")]
+    refusals = [
+        ln
+        for ln in metrics.splitlines()
+        if ln.startswith("kubeattention_aggregator_auth_refusals_total{") and not ln.endswith(" 0.0")
+    ]
     assert not refusals, refusals

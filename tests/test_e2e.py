@@ -15,10 +15,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from procs import REPO, Kubeattention, free_ports, wait_for_port
+from telemetry_factory import batch
 
 from wire.v1 import scoring_pb2, scoring_pb2_grpc
-from procs import Kubeattention, REPO, free_ports, wait_for_port
-from telemetry_factory import batch
 
 pytestmark = pytest.mark.integration
 INTERVAL = 0.5
@@ -49,16 +49,48 @@ class Stack:
         self.redis = redis_server
         self.grpc_port, self.http_port, self.agent_port, self.replay_port = free_ports(4)
         self.aggregator = self._aggregator()
-        self.agent = Kubeattention("agent", "--aggregator", f"127.0.0.1:{self.grpc_port}", "--insecure", "--node-name", "live-node",
-                                   "--interval", str(INTERVAL), "--http-listen", f"127.0.0.1:{self.agent_port}")
-        self.replay = Kubeattention("agent", "--aggregator", f"127.0.0.1:{self.grpc_port}", "--insecure", "--node-name",
-                                    "replayed-node", "--replay", str(RECORDING), "--interval", str(INTERVAL),
-                                    "--http-listen", f"127.0.0.1:{self.replay_port}")
+        self.agent = Kubeattention(
+            "agent",
+            "--aggregator",
+            f"127.0.0.1:{self.grpc_port}",
+            "--insecure",
+            "--node-name",
+            "live-node",
+            "--interval",
+            str(INTERVAL),
+            "--http-listen",
+            f"127.0.0.1:{self.agent_port}",
+        )
+        self.replay = Kubeattention(
+            "agent",
+            "--aggregator",
+            f"127.0.0.1:{self.grpc_port}",
+            "--insecure",
+            "--node-name",
+            "replayed-node",
+            "--replay",
+            str(RECORDING),
+            "--interval",
+            str(INTERVAL),
+            "--http-listen",
+            f"127.0.0.1:{self.replay_port}",
+        )
 
     def _aggregator(self) -> Kubeattention:
-        return Kubeattention("aggregator", "--redis-url", self.redis.url, "--grpc-listen",
-                             f"127.0.0.1:{self.grpc_port}", "--http-listen", f"127.0.0.1:{self.http_port}",
-                             "--max-staleness-ms", "3000", "--resync-interval-s", "0.5", "--insecure")
+        return Kubeattention(
+            "aggregator",
+            "--redis-url",
+            self.redis.url,
+            "--grpc-listen",
+            f"127.0.0.1:{self.grpc_port}",
+            "--http-listen",
+            f"127.0.0.1:{self.http_port}",
+            "--max-staleness-ms",
+            "3000",
+            "--resync-interval-s",
+            "0.5",
+            "--insecure",
+        )
 
     def start_aggregator(self):
         self.aggregator.start()
@@ -85,9 +117,13 @@ def stack(redis_server):
     s.agent.start()
     s.replay.start()
     try:
-        wait_for("both agents scored", lambda: all(
-            v.status == scoring_pb2.SCORE_STATUS_SCORED
-            for v in s.score("live-node", "replayed-node").values()), timeout=30)
+        wait_for(
+            "both agents scored",
+            lambda: all(
+                v.status == scoring_pb2.SCORE_STATUS_SCORED for v in s.score("live-node", "replayed-node").values()
+            ),
+            timeout=30,
+        )
         yield s
     finally:
         s.stop()
@@ -108,16 +144,26 @@ def test_live_and_replayed_nodes_are_scored_with_missing_metrics_said(stack):
 
 def test_redis_outage_agents_retry_and_recover(stack):
     stack.redis.stop()
-    wait_for("agent counts failed pushes", lambda: re.search(
-        r'kubeattention_agent_pushes_total\{result="error"\} [1-9]',
-        get(f"http://127.0.0.1:{stack.agent_port}/metrics")))
+    wait_for(
+        "agent counts failed pushes",
+        lambda: re.search(
+            r'kubeattention_agent_pushes_total\{result="error"\} [1-9]',
+            get(f"http://127.0.0.1:{stack.agent_port}/metrics"),
+        ),
+    )
     # still answering, from the snapshot, then stale
-    wait_for("node turns stale", lambda: stack.score("live-node")["live-node"].status
-             == scoring_pb2.SCORE_STATUS_STALE, timeout=10)
+    wait_for(
+        "node turns stale",
+        lambda: stack.score("live-node")["live-node"].status == scoring_pb2.SCORE_STATUS_STALE,
+        timeout=10,
+    )
     assert get(f"http://127.0.0.1:{stack.agent_port}/readyz")  # the agent keeps collecting
     stack.redis.start()
-    wait_for("node fresh again after Redis returns", lambda: stack.score("live-node")["live-node"].status
-             == scoring_pb2.SCORE_STATUS_SCORED, timeout=20)
+    wait_for(
+        "node fresh again after Redis returns",
+        lambda: stack.score("live-node")["live-node"].status == scoring_pb2.SCORE_STATUS_SCORED,
+        timeout=20,
+    )
 
 
 def test_aggregator_restart_under_running_agents(stack):
@@ -133,8 +179,13 @@ def test_aggregator_restart_under_running_agents(stack):
     reconnect_s = time.monotonic() - t0
     assert reconnect_s < 10, f"agent took {reconnect_s:.1f}s to reach the restarted aggregator"
     # the replay agent reconnects on its own backoff schedule (capped at 5 s)
-    wait_for("both agents scored again", lambda: {s.status for s in stack.score("live-node", "replayed-node").values()}
-             == {scoring_pb2.SCORE_STATUS_SCORED}, timeout=15)
+    wait_for(
+        "both agents scored again",
+        lambda: (
+            {s.status for s in stack.score("live-node", "replayed-node").values()} == {scoring_pb2.SCORE_STATUS_SCORED}
+        ),
+        timeout=15,
+    )
     log = stack.agent.output()
     assert "unreachable" in log and "still collecting" in log
     assert "reconnected to aggregator" in log and "sent latest vector" in log

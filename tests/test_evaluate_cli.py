@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from procs import REPO
+
 from scorer import placement
 from scorer.calibration.data import load
 from scorer.evaluate import spearman
@@ -26,9 +26,28 @@ FIXTURE = Path(__file__).parent / "fixtures" / "calibration-small.jsonl"
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    proc = subprocess.run([sys.executable, "-m", "kubeattention.cli", "evaluate", "--data", str(FIXTURE),
-                           "--folds", "3", "--rows", "500", "--trials", "300", "--report", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubeattention.cli",
+            "evaluate",
+            "--data",
+            str(FIXTURE),
+            "--folds",
+            "3",
+            "--rows",
+            "500",
+            "--trials",
+            "300",
+            "--report",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc.stdout
 
@@ -54,8 +73,9 @@ def test_figures_are_consistent_with_an_independent_computation(report):
     oracle = f["oracle"]
     assert oracle["mean_regret"] == 0.0 and oracle["spearman"] == pytest.approx(1.0)
     assert all(v["slo_breach_share"] >= oracle["slo_breach_share"] for v in f.values())
-    assert j["figures"]["requests-only (LeastAllocated)"]["spearman"] is None or \
-        np.isnan(j["figures"]["requests-only (LeastAllocated)"]["spearman"])
+    assert j["figures"]["requests-only (LeastAllocated)"]["spearman"] is None or np.isnan(
+        j["figures"]["requests-only (LeastAllocated)"]["spearman"]
+    )
     # Recompute the Trimaran baseline's figures from the rows with the same seeded sets.
     cal = load(FIXTURE)
     trials = placement.draw_trials(cal.profile, 300, seed=0)
@@ -67,7 +87,7 @@ def test_figures_are_consistent_with_an_independent_computation(report):
         fits = j["info"]["models"][kind]["fold_fits"]
         assert j["info"]["rows"] == len(cal) and len(fits) == 3
         held = [g for fit in fits for g in fit["held_out"]]
-        assert sorted(held) == sorted(set(cal.groups.tolist()))          # every group held out exactly once
+        assert sorted(held) == sorted(set(cal.groups.tolist()))  # every group held out exactly once
         checks = j["targets"][f"KubeAttention {kind} (held-out)"]
         assert len(checks) == 4 and all(isinstance(t["met"], bool) for t in checks)
 
@@ -82,7 +102,7 @@ def test_references_say_how_predictable_the_slowdown_is(report):
     for c, p, sd in zip(cal.config, cal.profile, np.maximum(cal.run_slowdown, 1.0)):
         if c != "none":
             cells.setdefault((c, p), []).append(sd)
-    pairs = [(v[i], np.median(v[:i] + v[i + 1:])) for v in cells.values() if len(v) >= 2 for i in range(len(v))]
+    pairs = [(v[i], np.median(v[:i] + v[i + 1 :])) for v in cells.values() if len(v) >= 2 for i in range(len(v))]
     assert ref["retest_runs"] == len(pairs)
     if pairs:
         a, b = map(np.array, zip(*pairs))
@@ -111,8 +131,13 @@ def test_second_evaluation_holds_out_whole_kinds_of_neighbour(report):
 
 def test_bad_arguments_are_refused(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "kubeattention.cli", "evaluate", *args,
-                               "--report", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "kubeattention.cli", "evaluate", *args, "--report", str(tmp_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     groups = len(set(load(FIXTURE).groups.tolist()))
     p = run("--data", str(FIXTURE), "--folds", "99")
@@ -124,7 +149,9 @@ def test_bad_arguments_are_refused(tmp_path):
     p = run("--data", str(FIXTURE), "--repeats", "0")
     assert p.returncode == 2 and "--repeats: must be >= 1, got 0" in p.stderr
     p = run("--data", str(FIXTURE), "--model", "mlp,forest")
-    assert p.returncode == 2 and "--model: expected a comma-separated list of mlp, xgboost, got 'mlp,forest'" in p.stderr
+    assert (
+        p.returncode == 2 and "--model: expected a comma-separated list of mlp, xgboost, got 'mlp,forest'" in p.stderr
+    )
 
 
 def test_retest_pairs_each_run_with_the_median_of_its_other_repetitions():
@@ -133,14 +160,17 @@ def test_retest_pairs_each_run_with_the_median_of_its_other_repetitions():
     from scorer.evaluate_cli import retest_spearman
 
     # Two configurations x one profile, three repetitions each, plus alone runs (left out).
-    cal = SimpleNamespace(config=np.array(["a", "a", "a", "b", "b", "b", "none", "none"]),
-                          profile=np.array([1] * 8),
-                          run_slowdown=np.array([1.2, 1.4, 0.9, 3.0, 2.0, 5.0, 0.8, 1.3]))
+    cal = SimpleNamespace(
+        config=np.array(["a", "a", "a", "b", "b", "b", "none", "none"]),
+        profile=np.array([1] * 8),
+        run_slowdown=np.array([1.2, 1.4, 0.9, 3.0, 2.0, 5.0, 0.8, 1.3]),
+    )
     rho, runs = retest_spearman(cal)
     # a: runs 1.2, 1.4, 1.0 (0.9 counts as 1) against medians 1.2, 1.1, 1.3; b: 3, 2, 5 against 3.5, 4, 2.5.
     assert runs == 6
-    assert rho == pytest.approx(spearman(np.array([1.2, 1.4, 1.0, 3.0, 2.0, 5.0]),
-                                         np.array([1.2, 1.1, 1.3, 3.5, 4.0, 2.5])))
+    assert rho == pytest.approx(
+        spearman(np.array([1.2, 1.4, 1.0, 3.0, 2.0, 5.0]), np.array([1.2, 1.1, 1.3, 3.5, 4.0, 2.5]))
+    )
     one = SimpleNamespace(config=np.array(["a", "b"]), profile=np.array([1, 1]), run_slowdown=np.array([1.0, 2.0]))
     rho, runs = retest_spearman(one)
     assert runs == 0 and np.isnan(rho)  # nothing measured twice: no figure, not a made-up one

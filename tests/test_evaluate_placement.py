@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from scorer import placement
-from wire import schema
 from scorer.evaluate_cli import EvaluateError, config_folds
+from wire import schema
 
 SLOWDOWN = np.array([1.0, 2.0, 4.0, 1.2])
 
@@ -28,7 +28,7 @@ def test_perfect_scorer_has_no_regret_and_no_breach():
 
 def test_inverted_scorer_picks_the_worst_node():
     f = placement.placement_figures(SLOWDOWN, SLOWDOWN, one_set())
-    assert f["mean_regret"] == pytest.approx(3.0)          # 4.0 / 1.0 - 1
+    assert f["mean_regret"] == pytest.approx(3.0)  # 4.0 / 1.0 - 1
     assert f["slo_breach_share"] == 1.0
     assert f["spearman"] == pytest.approx(-1.0)
 
@@ -43,8 +43,9 @@ def test_constant_scorer_is_a_random_pick_and_has_no_rank_correlation():
 
 
 def test_slowdowns_below_one_count_as_alone():
-    f = placement.placement_figures(np.array([1.0, 0.0]), np.array([0.8, 1.0]),
-                                    placement.Trials([np.array([0, 1])], [np.array([0.1, 0.2])]))
+    f = placement.placement_figures(
+        np.array([1.0, 0.0]), np.array([0.8, 1.0]), placement.Trials([np.array([0, 1])], [np.array([0.1, 0.2])])
+    )
     assert f["mean_regret"] == 0.0
 
 
@@ -67,7 +68,7 @@ def test_naive_formula_renormalises_over_measured_terms():
     mask[:, [cpu, mem]] = True
     values[1, llc], mask[1, llc] = 0.1, True
     got = placement.naive_score(values, mask)
-    assert got[0] == pytest.approx(0.5 * 0.8 + 0.5 * 0.6)              # llc missing: not read as 0
+    assert got[0] == pytest.approx(0.5 * 0.8 + 0.5 * 0.6)  # llc missing: not read as 0
     assert got[1] == pytest.approx(0.4 * 0.8 + 0.4 * 0.6 + 0.2 * 0.9)
 
 
@@ -88,12 +89,15 @@ def test_config_folds_hold_out_whole_configurations():
 
 
 def test_alone_rows_are_held_out_by_repetition_so_every_fold_trains_on_quiet_rows():
-    from scorer.calibration.data import from_rows
     import json
     from pathlib import Path
 
-    rows = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "calibration-small.jsonl")
-            .read_text().splitlines()]
+    from scorer.calibration.data import from_rows
+
+    rows = [
+        json.loads(line)
+        for line in (Path(__file__).parent / "fixtures" / "calibration-small.jsonl").read_text().splitlines()
+    ]
     alone = [r for r in rows if r["config"] == "none"]
     more = [{**r, "rep": rep, "key": r["key"].replace("r1/", f"r{rep}/")} for rep in (2, 3) for r in alone]
     cal = from_rows(rows + more)

@@ -17,16 +17,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from doubles import ManualClock
+from telemetry_factory import telemetry
 
 from aggregator.batch import BatchScorer
 from aggregator.errors import InvalidInput
-from scheduling.extender import SHADOW_SCORE, Extender, parse_args
-from kubeapi.objects import pod_context
 from aggregator.snapshot import Snapshot
 from aggregator.validate import validate_telemetry
-from doubles import ManualClock
 from inference.model import InterferenceModel
-from telemetry_factory import telemetry
+from kubeapi.objects import pod_context
+from scheduling.extender import SHADOW_SCORE, Extender, parse_args
 
 FIXTURES = Path(__file__).parent / "fixtures" / "extender"
 MODEL = InterferenceModel.load()
@@ -39,8 +39,7 @@ def body(name: str) -> dict:
 def make_extender(shadow=False, record=None, nodes=("node-quiet", "node-busy", "node-stale")):
     clock = ManualClock()
     snap = Snapshot()
-    states = {"node-quiet": {}, "node-busy": {"cpu_utilization": 1.0, "cpu_psi_some": 0.9},
-              "node-stale": {}}
+    states = {"node-quiet": {}, "node-busy": {"cpu_utilization": 1.0, "cpu_psi_some": 0.9}, "node-stale": {}}
     for name in nodes:
         collected = clock() - (60_000 if name == "node-stale" else 0)
         snap.upsert(validate_telemetry(telemetry(name, collected_ms=collected, **states.get(name, {})), clock()))
@@ -111,15 +110,20 @@ def test_5000_nodes():
     assert len(out) == 5000 and out[-3]["Score"] > out[-2]["Score"]
 
 
-@pytest.mark.parametrize("mutate,field", [
-    (lambda b: b.pop("Pod"), "Pod"),
-    (lambda b: b.update(NodeNames=None), "NodeNames"),
-    (lambda b: b.update(NodeNames="node-a"), "NodeNames"),
-    (lambda b: b.update(NodeNames=["a", ""]), "NodeNames"),
-    (lambda b: b.update(NodeNames=[f"n{i}" for i in range(5001)]), "NodeNames"),
-    (lambda b: b["Pod"]["metadata"]["annotations"].update({"kubeattention.io/max-slowdown": "fast"}),
-     "metadata.annotations[kubeattention.io/max-slowdown]"),
-])
+@pytest.mark.parametrize(
+    "mutate,field",
+    [
+        (lambda b: b.pop("Pod"), "Pod"),
+        (lambda b: b.update(NodeNames=None), "NodeNames"),
+        (lambda b: b.update(NodeNames="node-a"), "NodeNames"),
+        (lambda b: b.update(NodeNames=["a", ""]), "NodeNames"),
+        (lambda b: b.update(NodeNames=[f"n{i}" for i in range(5001)]), "NodeNames"),
+        (
+            lambda b: b["Pod"]["metadata"]["annotations"].update({"kubeattention.io/max-slowdown": "fast"}),
+            "metadata.annotations[kubeattention.io/max-slowdown]",
+        ),
+    ],
+)
 def test_bad_args_name_the_field(mutate, field):
     args = body("args_nodenames.json")
     mutate(args)
@@ -147,9 +151,11 @@ def test_parse_args_reads_nodelist_names():
 
 # ---------------------------------------------------------------- over HTTP, real processes
 
+
 def post(port: int, path: str, data: bytes):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, headers={"Content-Type": "application/json"}, method="POST"
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -160,8 +166,8 @@ def post(port: int, path: str, data: bytes):
 @pytest.mark.integration
 @pytest.mark.parametrize("shadow", [False, True])
 def test_extender_over_http_records_decisions_in_redis(redis_server, shadow):
-    from test_aggregator_integration import Aggregator, now_ms, push
     import grpc
+    from test_aggregator_integration import Aggregator, now_ms, push
 
     agg = Aggregator(redis_server.url, None, None, *(["--shadow"] if shadow else [])).start()
     try:
@@ -185,9 +191,14 @@ def test_extender_over_http_records_decisions_in_redis(redis_server, shadow):
         deadline = time.monotonic() + 5
         entries = []
         while time.monotonic() < deadline and not entries:
-            entries = json.loads(subprocess.run(
-                ["redis-cli", "-p", str(redis_server.port), "--json", "xrange", "ka:decisions", "-", "+"],
-                capture_output=True, text=True).stdout or "[]")
+            entries = json.loads(
+                subprocess.run(
+                    ["redis-cli", "-p", str(redis_server.port), "--json", "xrange", "ka:decisions", "-", "+"],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                or "[]"
+            )
             time.sleep(0.1)
         assert entries, "no decision recorded in ka:decisions"
         metrics = agg.http("/metrics")
@@ -199,15 +210,20 @@ def test_extender_over_http_records_decisions_in_redis(redis_server, shadow):
 def test_shadow_annotations_are_written_on_the_pod_through_the_api(tmp_path):
     """The Kubernetes API server is simulated (no control plane here): the real kubernetes
     client sends the patch over real HTTP to tests/fixtures/k8s/apiserver.py."""
+    from fixtures.k8s.apiserver import FakeApiServer, pod
+
     from aggregator.config import AggregatorConfig
     from kubeattention.aggregator_process import pod_annotator
-    from fixtures.k8s.apiserver import FakeApiServer, pod
 
     api = FakeApiServer().start()
     try:
         api.pods = [pod(name="checkout-7d9f8b6c5-x2x9z", namespace="shop", uid="u1", node=None)]
-        cfg = AggregatorConfig(shadow=True, annotate_pods=True, insecure=True,
-                               kubeconfig=str(api.write_kubeconfig(tmp_path / "kubeconfig")))
+        cfg = AggregatorConfig(
+            shadow=True,
+            annotate_pods=True,
+            insecure=True,
+            kubeconfig=str(api.write_kubeconfig(tmp_path / "kubeconfig")),
+        )
         recorded = []
         make_extender(shadow=True, record=recorded.append).prioritize(body("args_nodenames.json"))
         pod_annotator(cfg)(recorded[0])

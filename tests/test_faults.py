@@ -21,11 +21,11 @@ import time
 import grpc
 import pytest
 import redis
-
-from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
-from procs import Kubeattention, REPO, RedisServer, free_port, free_ports, wait_for_port
+from procs import REPO, Kubeattention, RedisServer, free_port, free_ports, wait_for_port
 from telemetry_factory import batch, telemetry
 from test_aggregator_integration import STALENESS_MS, Aggregator
+
+from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +38,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def start_aggregator(url: str, grpc_port: int | None = None, http_port: int | None = None,
-                     *extra: str) -> Aggregator:
+def start_aggregator(url: str, grpc_port: int | None = None, http_port: int | None = None, *extra: str) -> Aggregator:
     return Aggregator(url, grpc_port, http_port, "--insecure", *extra).start()
 
 
@@ -49,7 +48,7 @@ class DurableRedis(RedisServer):
     def _args(self) -> list[str]:
         args = super()._args()
         i = args.index("--appendonly")
-        return args[:i] + ["--appendonly", "yes", "--appendfsync", "always"] + args[i + 2:]
+        return args[:i] + ["--appendonly", "yes", "--appendfsync", "always"] + args[i + 2 :]
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -71,10 +70,12 @@ class Load:
         self.pushing = threading.Event()
         self.pushing.set()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._push_loop, daemon=True),
-                         threading.Thread(target=self._score_loop, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._push_loop, daemon=True),
+            threading.Thread(target=self._score_loop, daemon=True),
+        ]
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for n in self.names:  # every node known before the first BatchScore
             collected = now_ms()
             ack = self.push(telemetry(n, collected_ms=collected), timeout=5)
@@ -172,16 +173,34 @@ def test_redis_killed_and_restarted_under_load_loses_nothing_acknowledged(tmp_pa
         shutil.rmtree(check.dir)
         shutil.copytree(copy, check.dir)
         check.proc = subprocess.Popen(
-            [check.binary, "--port", str(check.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--dir", check.dir, "--daemonize", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                check.binary,
+                "--port",
+                str(check.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--dir",
+                check.dir,
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_port(check.port, proc=check.proc)
         r = redis.Redis(port=check.port, decode_responses=True)
         lost = []
         total = 0
         for n in names:
-            stored = {(int(f["collected_at_ms"]), int(f["received_at_ms"]))
-                      for _id, f in r.xrange(f"ka:history:{{{n}}}")}
+            stored = {
+                (int(f["collected_at_ms"]), int(f["received_at_ms"])) for _id, f in r.xrange(f"ka:history:{{{n}}}")
+            }
             total += len(killed_acks[n])
             lost += [(n, a) for a in killed_acks[n] if a not in stored]
             # the node's hash holds the last acknowledged push, or one Redis wrote and fsynced
@@ -225,8 +244,12 @@ def test_slow_redis_batchscore_answers_within_budget_from_the_snapshot(debug_red
                 redis_server.proc.send_signal(signal.SIGSTOP)
                 sleeper = None
             else:
-                sleeper = subprocess.Popen(["redis-cli", "-p", str(redis_server.port), "debug", "sleep", "4"],
-                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                sleeper = subprocess.Popen(
+                    ["redis-cli", "-p", str(redis_server.port), "debug", "sleep", "4"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
             time.sleep(0.5)  # every agent is now stuck on, or refused by, the slow Redis
             server_us, client_ms, statuses = [], [], set()
             t_end = time.monotonic() + 3.0
@@ -268,9 +291,23 @@ def test_aggregator_killed_and_restarted_agents_reconnect_without_duplicates(red
     agg = start_aggregator(redis_server.url, grpc_port, http_port)
     recording = sorted((REPO / "agent" / "recordings").glob("*.jsonl"))[0]
     nodes = [f"replay-{i}" for i in range(4)]
-    agents = [Kubeattention("agent", "--aggregator", agg.address, "--insecure", "--node-name", n, "--replay",
-                            str(recording), "--interval", str(interval), "--http-listen", f"127.0.0.1:{free_port()}")
-              .start() for n in nodes]
+    agents = [
+        Kubeattention(
+            "agent",
+            "--aggregator",
+            agg.address,
+            "--insecure",
+            "--node-name",
+            n,
+            "--replay",
+            str(recording),
+            "--interval",
+            str(interval),
+            "--http-listen",
+            f"127.0.0.1:{free_port()}",
+        ).start()
+        for n in nodes
+    ]
     r = redis.Redis(port=redis_server.port, decode_responses=True)
 
     def received() -> dict[str, int]:
@@ -340,8 +377,11 @@ def test_clock_skew_is_judged_on_both_clocks_and_reported(redis_server):
             assert abs(view["ntp"]["clock_skew_ms"]) < 1000
             metrics = agg.http("/metrics")
             assert "kubeattention_aggregator_clock_skewed_nodes 2.0" in metrics
-            worst = next(float(ln.split()[1]) for ln in metrics.splitlines()
-                         if ln.startswith("kubeattention_aggregator_clock_skew_max_seconds "))
+            worst = next(
+                float(ln.split()[1])
+                for ln in metrics.splitlines()
+                if ln.startswith("kubeattention_aggregator_clock_skew_max_seconds ")
+            )
             assert 59 < worst < 61
             # without new pushes the fast-clock node still turns stale, on the aggregator's clock
             time.sleep(STALENESS_MS / 1000 + 0.5)
@@ -359,6 +399,7 @@ def test_clock_skew_is_judged_on_both_clocks_and_reported(redis_server):
 
 
 # --- the pieces, in process ---------------------------------------------------------------
+
 
 def test_skew_is_warned_once_as_a_node_crosses_and_once_as_it_recovers(caplog):
     from aggregator.snapshot import CLOCK_SKEW_WARN_MS, Snapshot
@@ -420,6 +461,7 @@ def test_a_paused_redis_refuses_writes_beyond_the_pending_limit_at_once(redis_se
     rec = validate_telemetry(telemetry("n", collected_ms=now_ms()), now_ms())
     store.write(rec)  # connections made while Redis answers
     redis_server.proc.send_signal(signal.SIGSTOP)
+
     def stuck_write() -> None:  # waits on the paused Redis: goes through on SIGCONT, or times out
         try:
             store.write(rec)
@@ -523,6 +565,7 @@ def test_group_commit_from_an_event_loop_batches_awaiting_pushes_and_hands_each_
 
     async def late():
         gc.submit_async("late")
+
     with pytest.raises(StoreUnavailable, match="shut down"):
         asyncio.run(late())
 

@@ -13,11 +13,11 @@ import logging
 from decimal import Decimal
 
 import pytest
+from fixtures.k8s.apiserver import HERE, FakeApiServer, Reply, load, pod, pod_list
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from kubeapi import objects as k8s
-from fixtures.k8s.apiserver import HERE, FakeApiServer, Reply, load, pod, pod_list
 from wire.schema import PodContext, Profile, QoS
 
 MI, GI = 2**20, 2**30
@@ -33,12 +33,19 @@ def apiserver():
 # ------------------------------------------------------------------ the fixtures are real shapes
 
 
-@pytest.mark.parametrize("name, model", [
-    *[(p.name, "V1Pod") for p in sorted(HERE.glob("pod-*.json"))],
-    ("nodelist.json", "V1NodeList"),
-    ("status-500.json", "V1Status"), ("status-429-pdb.json", "V1Status"), ("status-404-pod.json", "V1Status"),
-    ("status-410-continue.json", "V1Status"), ("eviction-201.json", "V1Status"), ("event-201.json", "CoreV1Event"),
-])
+@pytest.mark.parametrize(
+    "name, model",
+    [
+        *[(p.name, "V1Pod") for p in sorted(HERE.glob("pod-*.json"))],
+        ("nodelist.json", "V1NodeList"),
+        ("status-500.json", "V1Status"),
+        ("status-429-pdb.json", "V1Status"),
+        ("status-404-pod.json", "V1Status"),
+        ("status-410-continue.json", "V1Status"),
+        ("eviction-201.json", "V1Status"),
+        ("event-201.json", "CoreV1Event"),
+    ],
+)
 def test_recorded_objects_decode_with_the_real_client(name, model):
     """Every fixture decodes through the kubernetes client's own models, and keeps its content."""
     obj = client.ApiClient().deserialize(json.dumps(load(name)), model, "application/json")
@@ -62,15 +69,29 @@ def test_watch_event_fixtures_are_watch_events():
 CASES = [
     # fixture, cpu cores, memory bytes, qos, annotated profile, resolved profile, priority
     ("pod-deployment-running.json", 0.25, 256 * MI, QoS.BURSTABLE, None, Profile.LATENCY_CRITICAL, 0),
-    ("pod-statefulset-guaranteed.json", 2.1, 4 * GI + 64 * MI, QoS.GUARANTEED, Profile.CACHE_SENSITIVE,
-     Profile.CACHE_SENSITIVE, 1_000_000),
+    (
+        "pod-statefulset-guaranteed.json",
+        2.1,
+        4 * GI + 64 * MI,
+        QoS.GUARANTEED,
+        Profile.CACHE_SENSITIVE,
+        Profile.CACHE_SENSITIVE,
+        1_000_000,
+    ),
     ("pod-job-besteffort.json", 0.0, 0, QoS.BEST_EFFORT, None, Profile.BATCH, 0),
     # init containers: max(sum of containers 0.75 / 896Mi, largest init 2 / 2Gi) per resource
     ("pod-init-containers.json", 2.0, 2 * GI, QoS.BURSTABLE, None, Profile.LATENCY_CRITICAL, 0),
     # sidecar 100m/128Mi runs beside the app 500m/256Mi -> 600m/384Mi; init "migrate" needs
     # 1 + the sidecar's 100m = 1.1 cores, 64+128 = 192Mi -> max 1.1 / 384Mi; + overhead 250m/120Mi
-    ("pod-sidecar-overhead.json", 1.35, 504 * MI, QoS.BURSTABLE, Profile.LATENCY_CRITICAL,
-     Profile.LATENCY_CRITICAL, 100_000),
+    (
+        "pod-sidecar-overhead.json",
+        1.35,
+        504 * MI,
+        QoS.BURSTABLE,
+        Profile.LATENCY_CRITICAL,
+        Profile.LATENCY_CRITICAL,
+        100_000,
+    ),
     ("pod-daemonset.json", 0.1, 180 * MI, QoS.BURSTABLE, None, Profile.LATENCY_CRITICAL, 2_000_001_000),
     ("pod-oomkilled.json", 1.0, GI, QoS.GUARANTEED, Profile.MEMORY_BANDWIDTH_BOUND, Profile.MEMORY_BANDWIDTH_BOUND, 0),
     ("pod-bare.json", 0.05, 32 * MI, QoS.BURSTABLE, None, Profile.LATENCY_CRITICAL, 0),
@@ -107,26 +128,43 @@ def _one_container(container_resources: dict, spec_extra: dict | None = None) ->
     return p
 
 
-@pytest.mark.parametrize("resources, extra, qos, cpu, mem", [
-    # limits only: the API defaults requests to the limits -> Guaranteed
-    ({"limits": {"cpu": "1", "memory": "1Gi"}}, {}, QoS.GUARANTEED, 1.0, GI),
-    ({"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}, {}, QoS.BURSTABLE, 0.5, GI),
-    ({"limits": {"cpu": "1"}}, {}, QoS.BURSTABLE, 1.0, 0),
-    ({}, {}, QoS.BEST_EFFORT, 0.0, 0),
-    ({"requests": {"cpu": "0", "memory": "0"}}, {}, QoS.BEST_EFFORT, 0.0, 0),
-    # only extended resources: not compute resources for QoS
-    ({"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}, {}, QoS.BEST_EFFORT, 0.0, 0),
-    # an init container without limits spoils Guaranteed
-    ({"limits": {"cpu": "1", "memory": "1Gi"}},
-     {"initContainers": [{"name": "init", "image": "x", "resources": {"requests": {"cpu": "100m"}}}]},
-     QoS.BURSTABLE, 1.0, GI),
-    # pod-level resources (Kubernetes 1.32+) replace the container sums
-    ({"requests": {"cpu": "100m"}}, {"resources": {"requests": {"cpu": "2", "memory": "2Gi"},
-                                                   "limits": {"cpu": "2", "memory": "2Gi"}}},
-     QoS.GUARANTEED, 2.0, 2 * GI),
-    # decimal and binary suffixes, milli-cores and a memory quantity with a fraction
-    ({"requests": {"cpu": "1500m", "memory": "1.5G"}}, {}, QoS.BURSTABLE, 1.5, 1_500_000_000),
-])
+@pytest.mark.parametrize(
+    "resources, extra, qos, cpu, mem",
+    [
+        # limits only: the API defaults requests to the limits -> Guaranteed
+        ({"limits": {"cpu": "1", "memory": "1Gi"}}, {}, QoS.GUARANTEED, 1.0, GI),
+        (
+            {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+            {},
+            QoS.BURSTABLE,
+            0.5,
+            GI,
+        ),
+        ({"limits": {"cpu": "1"}}, {}, QoS.BURSTABLE, 1.0, 0),
+        ({}, {}, QoS.BEST_EFFORT, 0.0, 0),
+        ({"requests": {"cpu": "0", "memory": "0"}}, {}, QoS.BEST_EFFORT, 0.0, 0),
+        # only extended resources: not compute resources for QoS
+        ({"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}, {}, QoS.BEST_EFFORT, 0.0, 0),
+        # an init container without limits spoils Guaranteed
+        (
+            {"limits": {"cpu": "1", "memory": "1Gi"}},
+            {"initContainers": [{"name": "init", "image": "x", "resources": {"requests": {"cpu": "100m"}}}]},
+            QoS.BURSTABLE,
+            1.0,
+            GI,
+        ),
+        # pod-level resources (Kubernetes 1.32+) replace the container sums
+        (
+            {"requests": {"cpu": "100m"}},
+            {"resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}},
+            QoS.GUARANTEED,
+            2.0,
+            2 * GI,
+        ),
+        # decimal and binary suffixes, milli-cores and a memory quantity with a fraction
+        ({"requests": {"cpu": "1500m", "memory": "1.5G"}}, {}, QoS.BURSTABLE, 1.5, 1_500_000_000),
+    ],
+)
 def test_requests_and_qos_for_container_shapes(resources, extra, qos, cpu, mem):
     ctx = k8s.pod_context(_one_container(resources, extra))
     assert ctx.qos is qos
@@ -189,22 +227,40 @@ def test_workloads_and_pod_kinds():
 # ------------------------------------------------------------------ nodes, taints, affinity
 
 
-@pytest.mark.parametrize("toleration, taint, ok", [
-    ({"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"},
-     {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}, True),
-    ({"key": "nvidia.com/gpu", "value": "present"}, {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
-     True),  # empty operator means Equal, empty effect matches every effect
-    ({"key": "nvidia.com/gpu", "operator": "Equal", "value": "absent"},
-     {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}, False),
-    ({"key": "nvidia.com/gpu", "operator": "Exists"}, {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
-     True),
-    ({"operator": "Exists"}, {"key": "anything", "effect": "NoExecute"}, True),  # tolerates everything
-    ({"operator": "Exists", "effect": "NoExecute"}, {"key": "anything", "effect": "NoSchedule"}, False),
-    ({"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
-     {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}, True),
-    ({"key": "a", "operator": "Equal"}, {"key": "a", "effect": "NoSchedule"}, True),  # both values empty
-    ({"key": "a", "operator": "Lt", "value": "5"}, {"key": "a", "value": "3", "effect": "NoSchedule"}, False),
-])
+@pytest.mark.parametrize(
+    "toleration, taint, ok",
+    [
+        (
+            {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"},
+            {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+            True,
+        ),
+        (
+            {"key": "nvidia.com/gpu", "value": "present"},
+            {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+            True,
+        ),  # empty operator means Equal, empty effect matches every effect
+        (
+            {"key": "nvidia.com/gpu", "operator": "Equal", "value": "absent"},
+            {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+            False,
+        ),
+        (
+            {"key": "nvidia.com/gpu", "operator": "Exists"},
+            {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+            True,
+        ),
+        ({"operator": "Exists"}, {"key": "anything", "effect": "NoExecute"}, True),  # tolerates everything
+        ({"operator": "Exists", "effect": "NoExecute"}, {"key": "anything", "effect": "NoSchedule"}, False),
+        (
+            {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
+            True,
+        ),
+        ({"key": "a", "operator": "Equal"}, {"key": "a", "effect": "NoSchedule"}, True),  # both values empty
+        ({"key": "a", "operator": "Lt", "value": "5"}, {"key": "a", "value": "3", "effect": "NoSchedule"}, False),
+    ],
+)
 def test_tolerates(toleration, taint, ok):
     assert k8s.tolerates(toleration, taint) is ok
 
@@ -219,14 +275,18 @@ def test_placement_problems_on_recorded_nodes():
     problems = {name: k8s.placement_problem(p, n) for name, n in nodes.items()}
     assert problems == {
         "cp-1": "taint node-role.kubernetes.io/control-plane:NoSchedule not tolerated",
-        "node-a": None, "node-b": None,
+        "node-a": None,
+        "node-b": None,
         "node-c": "cordoned",
         "node-d": "not Ready",
         "node-e": None,  # PreferNoSchedule does not keep a pod off
         "node-gpu": "taint nvidia.com/gpu=present:NoSchedule not tolerated",
     }
-    gpu = pod(edit=lambda d: d["spec"]["tolerations"].append(
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}))
+    gpu = pod(
+        edit=lambda d: d["spec"]["tolerations"].append(
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        )
+    )
     assert k8s.placement_problem(gpu, nodes["node-gpu"]) is None
 
 
@@ -234,11 +294,21 @@ def test_node_selector_and_required_affinity():
     nodes = _nodes()
     ssd = pod(edit=lambda d: d["spec"].update(nodeSelector={"disktype": "ssd"}))
     assert k8s.node_affinity_matches(ssd, nodes["node-a"]) and not k8s.node_affinity_matches(ssd, nodes["node-b"])
-    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["eu-west-1b"]},
-                              {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"}]},
-        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-e"]}]},
-    ]}}}
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["eu-west-1b"]},
+                            {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"},
+                        ]
+                    },
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-e"]}]},
+                ]
+            }
+        }
+    }
     zoned = pod(edit=lambda d: d["spec"].update(affinity=affinity))
     matched = sorted(n for n, node in nodes.items() if k8s.node_affinity_matches(zoned, node))
     assert matched == ["node-b", "node-c", "node-e"]
@@ -279,7 +349,9 @@ def test_list_all_follows_continue_tokens(apiserver):
 
 
 def test_list_all_raises_the_api_status(apiserver):
-    apiserver.script("pods", Reply(200, pod_list([pod()], continue_token="tok")), Reply(410, load("status-410-continue.json")))
+    apiserver.script(
+        "pods", Reply(200, pod_list([pod()], continue_token="tok")), Reply(410, load("status-410-continue.json"))
+    )
     with pytest.raises(ApiException) as info:
         k8s.list_all(client.CoreV1Api(apiserver.api_client()).list_pod_for_all_namespaces)
     assert info.value.status == 410

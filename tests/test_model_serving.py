@@ -23,13 +23,13 @@ import urllib.request
 import grpc
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
-
-from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 from model_files import default_with, linear_model, trained_model
-from procs import Kubeattention, REPO, free_ports, wait_for_port
-from inference.model import DEFAULT_MODEL_PATH, InterferenceModel
+from procs import REPO, Kubeattention, free_ports, wait_for_port
+from prometheus_client.parser import text_string_to_metric_families
 from telemetry_factory import batch, telemetry
+
+from inference.model import DEFAULT_MODEL_PATH, InterferenceModel
+from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -55,14 +55,26 @@ def second_model(tmp_path_factory):
 class Aggregator:
     def __init__(self, redis_url: str, *extra: str):
         self.grpc_port, self.http_port = free_ports(2)
-        self.proc = Kubeattention("aggregator", "--insecure", "--redis-url", redis_url,
-                                  "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
-                                  "--http-listen", f"127.0.0.1:{self.http_port}",
-                                  "--max-staleness-ms", "120000", "--resync-interval-s", "0.3",
-                                  "--budget-ms", "1000", *extra)
+        self.proc = Kubeattention(
+            "aggregator",
+            "--insecure",
+            "--redis-url",
+            redis_url,
+            "--grpc-listen",
+            f"127.0.0.1:{self.grpc_port}",
+            "--http-listen",
+            f"127.0.0.1:{self.http_port}",
+            "--max-staleness-ms",
+            "120000",
+            "--resync-interval-s",
+            "0.3",
+            "--budget-ms",
+            "1000",
+            *extra,
+        )
         self.channel = None
 
-    def start(self) -> "Aggregator":
+    def start(self) -> Aggregator:
         self.proc.start()
         wait_for_port(self.http_port, proc=self.proc.proc, timeout=30)
         wait_for_port(self.grpc_port, proc=self.proc.proc, timeout=30)
@@ -92,8 +104,10 @@ class Aggregator:
     def push_nodes(self) -> None:
         stub = telemetry_pb2_grpc.TelemetryServiceStub(self.channel)
         stub.Push(telemetry("quiet", collected_ms=now_ms()), timeout=5)
-        stub.Push(telemetry("busy", collected_ms=now_ms(), cpu_utilization=1.0, cpu_psi_some=0.6,
-                            process_churn_per_s=800.0), timeout=5)
+        stub.Push(
+            telemetry("busy", collected_ms=now_ms(), cpu_utilization=1.0, cpu_psi_some=0.6, process_churn_per_s=800.0),
+            timeout=5,
+        )
 
     def metrics(self) -> dict[tuple, float]:
         out = {}
@@ -103,8 +117,11 @@ class Aggregator:
         return out
 
     def model_info(self) -> dict[str, str]:
-        infos = [dict(labels) for (name, labels), v in self.metrics().items()
-                 if name == "kubeattention_aggregator_model_info" and v == 1]
+        infos = [
+            dict(labels)
+            for (name, labels), v in self.metrics().items()
+            if name == "kubeattention_aggregator_model_info" and v == 1
+        ]
         assert len(infos) == 1, infos
         return infos[0]
 
@@ -123,18 +140,32 @@ def wait_until(check, timeout: float, what: str):
 
 
 def model_cli(redis_url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kubeattention.cli", "model", *args, "--redis-url", redis_url],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "kubeattention.cli", "model", *args, "--redis-url", redis_url],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
 
 
 def write_active_directly(redis_url: str, data: bytes, version: str, announce: bool) -> None:
     """Write ka:model:{active} as the README documents it, bypassing the CLI's checks."""
     sha = hashlib.sha256(data).hexdigest()
     with redis.Redis.from_url(redis_url, decode_responses=True) as r:
-        r.hset("ka:model:{active}", mapping={
-            "version": version, "sha256": sha, "size_bytes": str(len(data)),
-            "onnx_base64": base64.b64encode(data).decode(), "published_at_ms": str(now_ms()),
-            "published_by": "test@bypass", "source": "direct", "previous": ""})
+        r.hset(
+            "ka:model:{active}",
+            mapping={
+                "version": version,
+                "sha256": sha,
+                "size_bytes": str(len(data)),
+                "onnx_base64": base64.b64encode(data).decode(),
+                "published_at_ms": str(now_ms()),
+                "published_by": "test@bypass",
+                "source": "direct",
+                "previous": "",
+            },
+        )
         if announce:
             r.publish("ka:model:updates", f"{version} {sha}")
 
@@ -158,8 +189,15 @@ class Caller(threading.Thread):
                 except grpc.RpcError as e:
                     self.errors.append(f"aggregator {i}: {e.code().name}: {e.details()}")
                     continue
-                self.answers.append((i, time.time(), resp.model_version, [s.status for s in resp.scores],
-                                     resp.scores[1].predicted_slowdown))
+                self.answers.append(
+                    (
+                        i,
+                        time.time(),
+                        resp.model_version,
+                        [s.status for s in resp.scores],
+                        resp.scores[1].predicted_slowdown,
+                    )
+                )
 
     def latest_versions(self) -> set[str]:
         latest = {}
@@ -175,19 +213,26 @@ def test_a_published_model_reaches_two_running_aggregators_without_a_failed_requ
     caller = Caller(aggs)
     try:
         aggs[0].push_nodes()
-        wait_until(lambda: all(s.status == scoring_pb2.SCORE_STATUS_SCORED for s in aggs[1].score().scores), 10,
-                   "the second aggregator has the nodes pushed to the first")
+        wait_until(
+            lambda: all(s.status == scoring_pb2.SCORE_STATUS_SCORED for s in aggs[1].score().scores),
+            10,
+            "the second aggregator has the nodes pushed to the first",
+        )
         for agg in aggs:
-            assert agg.model_info() == {"version": DEFAULT_VERSION, "source": "file",
-                                        "sha256": hashlib.sha256(DEFAULT_MODEL_PATH.read_bytes()).hexdigest()[:12]}
+            assert agg.model_info() == {
+                "version": DEFAULT_VERSION,
+                "source": "file",
+                "sha256": hashlib.sha256(DEFAULT_MODEL_PATH.read_bytes()).hexdigest()[:12],
+            }
         caller.start()
         wait_until(lambda: len(caller.answers) >= 20, 10, "baseline answers")
 
         done = model_cli(redis_server.url, "publish", str(path))
         assert done.returncode == 0, done.stderr
-        assert f"published model {version}" in done.stdout and f"replacing no model" in done.stdout
-        wait_until(lambda: caller.latest_versions() == {version}, PICKUP_BOUND_S,
-                   f"both aggregators answer with {version}")
+        assert f"published model {version}" in done.stdout and "replacing no model" in done.stdout
+        wait_until(
+            lambda: caller.latest_versions() == {version}, PICKUP_BOUND_S, f"both aggregators answer with {version}"
+        )
         n = len(caller.answers)
         wait_until(lambda: len(caller.answers) >= n + 20, 10, "answers after the swap")
     finally:
@@ -216,9 +261,11 @@ def test_a_published_model_reaches_two_running_aggregators_without_a_failed_requ
             written = int(r.hget("ka:model:{active}", "published_at_ms")) / 1000
         pickup = [min(t for a, t, v, _, _ in answers if a == i and v == version) - written for i in range(2)]
         assert max(pickup) < PICKUP_BOUND_S
-        print(f"\npublished model served by both aggregators {max(pickup) * 1000:.0f} ms after it was written "
-              f"(per aggregator: {', '.join(f'{p * 1000:.0f} ms' for p in pickup)}); "
-              f"{len(answers)} BatchScore calls, 0 failed")
+        print(
+            f"\npublished model served by both aggregators {max(pickup) * 1000:.0f} ms after it was written "
+            f"(per aggregator: {', '.join(f'{p * 1000:.0f} ms' for p in pickup)}); "
+            f"{len(answers)} BatchScore calls, 0 failed"
+        )
     finally:
         for agg in aggs:
             agg.stop()
@@ -228,17 +275,29 @@ def test_bad_models_are_refused_at_publish_and_by_a_running_aggregator(redis_ser
     path, version = second_model
     agg = Aggregator(redis_server.url, "--model-check-interval-s", "0.5").start()
     try:
-        assert "no model published in Redis yet (ka:model:{active} absent): serving " + DEFAULT_VERSION \
+        assert (
+            "no model published in Redis yet (ka:model:{active} absent): serving " + DEFAULT_VERSION
             in agg.proc.output()
+        )
         agg.push_nodes()
 
         # --- refused by the CLI: nothing reaches Redis
         bad_files = {
-            "truncated.onnx": (DEFAULT_MODEL_PATH.read_bytes()[:5000], "refused (corrupt)", "not a loadable ONNX model"),
-            "schema2.onnx": (default_with(schema_version="2", model_version="mlp-schema2"), "refused (mismatch)",
-                             "schema_version is 2, this code speaks 1"),
-            "narrow.onnx": (linear_model("lin-25", width=25), "refused (mismatch)",
-                            "has shape [None, 25], expected [None, 26]"),
+            "truncated.onnx": (
+                DEFAULT_MODEL_PATH.read_bytes()[:5000],
+                "refused (corrupt)",
+                "not a loadable ONNX model",
+            ),
+            "schema2.onnx": (
+                default_with(schema_version="2", model_version="mlp-schema2"),
+                "refused (mismatch)",
+                "schema_version is 2, this code speaks 1",
+            ),
+            "narrow.onnx": (
+                linear_model("lin-25", width=25),
+                "refused (mismatch)",
+                "has shape [None, 25], expected [None, 26]",
+            ),
         }
         for name, (data, first, second) in bad_files.items():
             (tmp_path / name).write_bytes(data)
@@ -256,12 +315,18 @@ def test_bad_models_are_refused_at_publish_and_by_a_running_aggregator(redis_ser
         # --- written into Redis directly, bypassing the CLI: the aggregator refuses, the model keeps serving
         broken = DEFAULT_MODEL_PATH.read_bytes()[:5000]
         write_active_directly(redis_server.url, broken, "broken-1", announce=True)
-        wait_until(lambda: agg.metric("kubeattention_aggregator_model_refused_total", reason="corrupt") == 1,
-                   PICKUP_BOUND_S, "the corrupt model is refused")
+        wait_until(
+            lambda: agg.metric("kubeattention_aggregator_model_refused_total", reason="corrupt") == 1,
+            PICKUP_BOUND_S,
+            "the corrupt model is refused",
+        )
         mismatched = default_with(schema_version="2", model_version="mlp-schema2")
         write_active_directly(redis_server.url, mismatched, "mlp-schema2", announce=True)
-        wait_until(lambda: agg.metric("kubeattention_aggregator_model_refused_total", reason="mismatch") == 1,
-                   PICKUP_BOUND_S, "the mismatched model is refused")
+        wait_until(
+            lambda: agg.metric("kubeattention_aggregator_model_refused_total", reason="mismatch") == 1,
+            PICKUP_BOUND_S,
+            "the mismatched model is refused",
+        )
         time.sleep(1.2)  # two more periodic checks: refused models are not reloaded or counted again
         assert agg.metric("kubeattention_aggregator_model_refused_total", reason="mismatch") == 1
         resp = agg.score()
@@ -277,8 +342,11 @@ def test_bad_models_are_refused_at_publish_and_by_a_running_aggregator(redis_ser
 
         # --- a good model written without an announcement: the periodic check still finds it
         write_active_directly(redis_server.url, DEFAULT_MODEL_PATH.read_bytes(), DEFAULT_VERSION, announce=False)
-        wait_until(lambda: agg.score().model_version == DEFAULT_VERSION, PICKUP_BOUND_S,
-                   "the periodic check picks up an unannounced model")
+        wait_until(
+            lambda: agg.score().model_version == DEFAULT_VERSION,
+            PICKUP_BOUND_S,
+            "the periodic check picks up an unannounced model",
+        )
         assert agg.metric("kubeattention_aggregator_model_reloads_total") == 2
         assert agg.proc.proc.poll() is None
     finally:

@@ -15,21 +15,20 @@ import time
 import numpy as np
 import pytest
 import redis
+from doubles import FormulaModel, ManualClock
+from model_files import default_with, linear_model
+from telemetry_factory import telemetry
 
 from aggregator.batch import BatchScorer
 from aggregator.metrics import AggregatorMetrics
 from aggregator.model_reload import ModelReloader, ServingModel, serving_model_from_file
-from aggregator.model_store import (KEEP_VERSIONS, ModelConflict, ModelRefused, ModelStore, check_model,
-                                    sha256_hex)
+from aggregator.model_store import KEEP_VERSIONS, ModelConflict, ModelRefused, ModelStore, check_model, sha256_hex
 from aggregator.snapshot import Snapshot
 from aggregator.store import RedisStore
 from aggregator.validate import validate_telemetry
-from doubles import FormulaModel, ManualClock
-from model_files import default_with, linear_model
-from wire import schema
 from inference.model import DEFAULT_MODEL_PATH, InterferenceModel
+from wire import schema
 from wire.schema import PodContext, Profile
-from telemetry_factory import telemetry
 
 DEFAULT_BYTES = DEFAULT_MODEL_PATH.read_bytes()
 
@@ -52,18 +51,28 @@ def test_the_shipped_model_and_a_linear_model_pass_the_checks():
     np.testing.assert_allclose(m.predict_slowdown(x), 2.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("data, reason, words", [
-    (b"", "corrupt", "empty (0 bytes)"),
-    (b"this is not protobuf at all", "corrupt", "not a loadable ONNX model"),
-    (DEFAULT_BYTES[: len(DEFAULT_BYTES) // 2], "corrupt", "not a loadable ONNX model"),
-    (default_with(schema_version="2", model_version="mlp-schema2"), "mismatch", "schema_version is 2, this code speaks 1"),
-    (default_with(feature_names=json.dumps(list(reversed(schema.FEATURE_NAMES)))), "mismatch",
-     "feature_names differ from schema.FEATURE_NAMES at column 0: 'priority' != 'cpu_utilization'"),
-    (linear_model("lin-25", width=25), "mismatch", "has shape [None, 25], expected [None, 26]"),
-    (linear_model("lin-out", output="probability"), "mismatch", "output is 'probability'"),
-    (linear_model("bad version/with slash"), "mismatch", "model_version 'bad version/with slash' is not"),
-    (linear_model("lin-nan", weight=float("nan")), "warmup", "predicted NaN or infinite slowdowns"),
-])
+@pytest.mark.parametrize(
+    "data, reason, words",
+    [
+        (b"", "corrupt", "empty (0 bytes)"),
+        (b"this is not protobuf at all", "corrupt", "not a loadable ONNX model"),
+        (DEFAULT_BYTES[: len(DEFAULT_BYTES) // 2], "corrupt", "not a loadable ONNX model"),
+        (
+            default_with(schema_version="2", model_version="mlp-schema2"),
+            "mismatch",
+            "schema_version is 2, this code speaks 1",
+        ),
+        (
+            default_with(feature_names=json.dumps(list(reversed(schema.FEATURE_NAMES)))),
+            "mismatch",
+            "feature_names differ from schema.FEATURE_NAMES at column 0: 'priority' != 'cpu_utilization'",
+        ),
+        (linear_model("lin-25", width=25), "mismatch", "has shape [None, 25], expected [None, 26]"),
+        (linear_model("lin-out", output="probability"), "mismatch", "output is 'probability'"),
+        (linear_model("bad version/with slash"), "mismatch", "model_version 'bad version/with slash' is not"),
+        (linear_model("lin-nan", weight=float("nan")), "warmup", "predicted NaN or infinite slowdowns"),
+    ],
+)
 def test_bad_models_are_refused_with_the_reason(data, reason, words):
     e = refusal(data)
     assert e.reason == reason
@@ -104,8 +113,16 @@ def test_publish_writes_the_documented_keys_and_announces_it(models, raw):
     published, changed = models.publish(data, "lin-1", "lin.onnx", by="alice@laptop", now_ms=1_700_000_000_000)
     assert changed and published.version == "lin-1" and published.previous == ""
     active = raw.hgetall("ka:model:{active}")
-    assert set(active) == {"version", "sha256", "size_bytes", "onnx_base64", "published_at_ms", "published_by",
-                           "source", "previous"}
+    assert set(active) == {
+        "version",
+        "sha256",
+        "size_bytes",
+        "onnx_base64",
+        "published_at_ms",
+        "published_by",
+        "source",
+        "previous",
+    }
     assert base64.b64decode(active["onnx_base64"]) == data
     assert active["sha256"] == hashlib.sha256(data).hexdigest() and active["size_bytes"] == str(len(data))
     assert active["published_by"] == "alice@laptop" and active["source"] == "lin.onnx"
@@ -194,14 +211,29 @@ def test_reloader_swaps_valid_models_and_refuses_bad_ones_once(models, raw, redi
     models.publish(linear_model("lin-1"), "lin-1", "lin.onnx")
     assert reloader.check_once() == "swapped"
     assert installed[-1].version == "lin-1" and installed[-1].origin == "redis"
-    assert _sample(metrics, "kubeattention_aggregator_model_info",
-                   version="lin-1", source="redis", sha256=installed[-1].sha256[:12]) == 1
+    assert (
+        _sample(
+            metrics,
+            "kubeattention_aggregator_model_info",
+            version="lin-1",
+            source="redis",
+            sha256=installed[-1].sha256[:12],
+        )
+        == 1
+    )
     assert _sample(metrics, "kubeattention_aggregator_model_reloads_total") == 1
 
     # a mismatched model written straight into Redis (bypassing publish's checks)
     bad = default_with(schema_version="2", model_version="mlp-schema2")
-    raw.hset("ka:model:{active}", mapping={"version": "mlp-schema2", "sha256": sha256_hex(bad),
-                                           "onnx_base64": base64.b64encode(bad).decode(), "published_at_ms": "5"})
+    raw.hset(
+        "ka:model:{active}",
+        mapping={
+            "version": "mlp-schema2",
+            "sha256": sha256_hex(bad),
+            "onnx_base64": base64.b64encode(bad).decode(),
+            "published_at_ms": "5",
+        },
+    )
     with caplog.at_level(logging.ERROR, logger="aggregator.model_reload"):
         assert reloader.check_once() == "refused"
         assert reloader.check_once() == "refused"  # remembered: not reloaded, not logged again
@@ -288,7 +320,7 @@ def test_a_call_in_flight_finishes_on_and_names_the_model_it_started_with():
     t = threading.Thread(target=lambda: results.append(scorer.score(pod, ["a"])))
     t.start()
     assert old.entered.wait(5)
-    inference.model = new  # what the reloader's install does
+    scorer.model = new  # what the reloader's install does
     old.release.set()
     t.join(5)
     assert results[0].model_version == "old-1" and results[0].status.tolist() == [1]
@@ -312,8 +344,9 @@ def test_publish_rollback_and_reload_work_on_a_redis_cluster():
             installed.append(serving)
             swapped.set()
 
-        reloader = ModelReloader(models, store.pubsub, serving_model_from_file(InterferenceModel.load()), install,
-                                 interval_s=60)
+        reloader = ModelReloader(
+            models, store.pubsub, serving_model_from_file(InterferenceModel.load()), install, interval_s=60
+        )
         assert reloader.check_once() == "none-published"
         reloader.start()
         try:
@@ -339,4 +372,8 @@ def test_keys_follow_the_configured_prefix():
 
     k = ModelKeys("prod:")
     assert (k.active, k.version("mlp-1"), k.history, k.updates) == (
-        "prod:model:{active}", "prod:model:{active}:version:mlp-1", "prod:model:{active}:history", "prod:model:updates")
+        "prod:model:{active}",
+        "prod:model:{active}:version:mlp-1",
+        "prod:model:{active}:history",
+        "prod:model:updates",
+    )

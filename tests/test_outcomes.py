@@ -14,19 +14,19 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from fixtures.k8s.apiserver import FakeApiServer, Reply, Stream, event, load, pod, pod_list, wait_until
 from kubernetes import client
+from procs import REPO
 
-from kubeapi import objects as k8s
-from controllers import outcome_collector as outcomes
-from scheduling.decisions import Decision, DecisionLog
 from aggregator.node_record import NodeRecord, empty_values
 from aggregator.store import RedisStore, encode_record
-from fixtures.k8s.apiserver import FakeApiServer, Reply, Stream, event, load, pod, pod_list, wait_until
-from procs import REPO
+from controllers import outcome_collector as outcomes
+from kubeapi import objects as k8s
+from scheduling.decisions import Decision, DecisionLog
 from wire.schema import METRIC_BY_NAME, NUM_METRICS
 
 pytestmark = pytest.mark.integration
@@ -58,15 +58,36 @@ def store(redis_server):
     s.close()
 
 
-def record_decision(store, p: dict, ts_ms: int, candidates=("node-a", "node-b", "node-e"),
-                    scores=(62.0, 48.0, 30.0), recommended="node-a", uid: bool = True) -> Decision:
+def record_decision(
+    store,
+    p: dict,
+    ts_ms: int,
+    candidates=("node-a", "node-b", "node-e"),
+    scores=(62.0, 48.0, 30.0),
+    recommended="node-a",
+    uid: bool = True,
+) -> Decision:
     m = p["metadata"]
-    d = Decision(ts_ms=ts_ms, pod_uid=m["uid"] if uid else "", pod_namespace=m["namespace"], pod_name=m["name"],
-                 pod={"cpu_request_cores": 0.25, "memory_request_bytes": 268435456, "qos": "BURSTABLE",
-                      "profile": "latency-critical", "priority": 0},
-                 candidates=list(candidates), scores=list(scores), statuses=["SCORED"] * len(candidates),
-                 slowdowns=[round(100 / s, 4) for s in scores], recommended=recommended,
-                 model_version="mlp-test", mode="shadow")
+    d = Decision(
+        ts_ms=ts_ms,
+        pod_uid=m["uid"] if uid else "",
+        pod_namespace=m["namespace"],
+        pod_name=m["name"],
+        pod={
+            "cpu_request_cores": 0.25,
+            "memory_request_bytes": 268435456,
+            "qos": "BURSTABLE",
+            "profile": "latency-critical",
+            "priority": 0,
+        },
+        candidates=list(candidates),
+        scores=list(scores),
+        statuses=["SCORED"] * len(candidates),
+        slowdowns=[round(100 / s, 4) for s in scores],
+        recommended=recommended,
+        model_version="mlp-test",
+        mode="shadow",
+    )
     DecisionLog(store.client, "ka:").append(d)
     return d
 
@@ -77,14 +98,25 @@ def push_history(store, node: str, ms: int, **metrics) -> None:
     for name, v in {"cpu_utilization": 0.3, "cpu_psi_some": 0.05, "memory_utilization": 0.4, **metrics}.items():
         values[METRIC_BY_NAME[name].index] = v
         mask[METRIC_BY_NAME[name].index] = True
-    rec = NodeRecord(node_name=node, values=values, mask=mask, collected_at_ms=ms - 40, received_at_ms=ms,
-                     schema_version=1, agent_version="test")
+    rec = NodeRecord(
+        node_name=node,
+        values=values,
+        mask=mask,
+        collected_at_ms=ms - 40,
+        received_at_ms=ms,
+        schema_version=1,
+        agent_version="test",
+    )
     store.client.xadd(store.keys.history(node), encode_record(rec), id=f"{ms}-0")
 
 
 def watcher_for(server: FakeApiServer) -> outcomes.PodWatcher:
-    return outcomes.PodWatcher(client.CoreV1Api(server.api_client()), watch_timeout_s=5, request_timeout_s=5,
-                               backoff=k8s.Backoff(0.05, 0.2, rng=lambda: 0.0))
+    return outcomes.PodWatcher(
+        client.CoreV1Api(server.api_client()),
+        watch_timeout_s=5,
+        request_timeout_s=5,
+        backoff=k8s.Backoff(0.05, 0.2, rng=lambda: 0.0),
+    )
 
 
 class Running:
@@ -92,8 +124,9 @@ class Running:
 
     def __init__(self, collector, watcher):
         self.collector, self.watcher, self.stop = collector, watcher, threading.Event()
-        self.thread = threading.Thread(target=outcomes.serve, args=(collector, watcher, self.stop),
-                                       kwargs={"tick_s": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=outcomes.serve, args=(collector, watcher, self.stop), kwargs={"tick_s": 0.05}, daemon=True
+        )
 
     def __enter__(self):
         self.thread.start()
@@ -130,19 +163,30 @@ def test_bound_pod_recorded_once_after_settle(apiserver, store, tmp_path):
         assert "a6b7c8d9-e0f1-4a2b-8c3d-4e5f6a7b8c9d" not in collector.tracked  # unbound: not tracked
         assert store.client.xlen("ka:outcomes") == 0  # not settled yet
         clock.t = BIND_S + 301
-        assert wait_until(lambda: store.client.xlen("ka:outcomes") == 1
-                          and collector.stats["skipped_no_decision"] == 1)
+        assert wait_until(lambda: store.client.xlen("ka:outcomes") == 1 and collector.stats["skipped_no_decision"] == 1)
 
     [rec] = stream_records(store)
     assert rec["kind"] == "kubeattention.io/outcome" and rec["version"] == 1
     assert (rec["pod_uid"], rec["pod_namespace"], rec["pod_name"], rec["node"]) == (
-        WEB_UID, "shop", "web-7d4b9c8f6d-x2x9k", "node-a")
+        WEB_UID,
+        "shop",
+        "web-7d4b9c8f6d-x2x9k",
+        "node-a",
+    )
     assert rec["outcome"] == "running" and rec["weight"] == 1.0
     assert rec["workload"] == "Deployment shop/web"
     assert rec["observed_after_s"] == pytest.approx(301)
-    assert rec["decision"] == {"ts_ms": ts, "mode": "shadow", "model_version": "mlp-test", "recommended": "node-a",
-                               "followed": True, "node_was_candidate": True, "score_on_node": 62.0,
-                               "status_on_node": "SCORED", "predicted_slowdown_on_node": pytest.approx(1.6129)}
+    assert rec["decision"] == {
+        "ts_ms": ts,
+        "mode": "shadow",
+        "model_version": "mlp-test",
+        "recommended": "node-a",
+        "followed": True,
+        "node_was_candidate": True,
+        "score_on_node": 62.0,
+        "status_on_node": "SCORED",
+        "predicted_slowdown_on_node": pytest.approx(1.6129),
+    }
     assert rec["pod"]["profile"] == "latency-critical" and rec["pod"]["qos"] == "BURSTABLE"
     tel = rec["telemetry"]
     assert tel["entry_id"] == f"{ts - 1000}-0"
@@ -212,11 +256,14 @@ def test_watch_410_gone_relists_and_resumes_from_the_right_resource_version(apis
     web = load("pod-deployment-running.json")
     record_decision(store, web, BIND_MS - 100)
     moved = pod(rv="483392", edit=lambda d: d["status"]["containerStatuses"][0].update(restartCount=0))
-    apiserver.script("pods", Reply(200, pod_list([web], "483391")),
-                     Reply(200, pod_list([], "483600")))  # the relist: the pod was deleted during the gap
-    apiserver.script("pods-watch",
-                     Stream([event("MODIFIED", moved), load("watch-bookmark.json")]),  # ends; resume from 483500
-                     Stream([load("watch-error-410.json")]))  # expired -> relist
+    apiserver.script(
+        "pods", Reply(200, pod_list([web], "483391")), Reply(200, pod_list([], "483600"))
+    )  # the relist: the pod was deleted during the gap
+    apiserver.script(
+        "pods-watch",
+        Stream([event("MODIFIED", moved), load("watch-bookmark.json")]),  # ends; resume from 483500
+        Stream([load("watch-error-410.json")]),
+    )  # expired -> relist
     clock = Clock(BIND_S + 5)
     collector = outcomes.OutcomeCollector(store, settle_s=300, clock=clock)
     watcher = watcher_for(apiserver)
@@ -282,13 +329,16 @@ def test_oomkilled_and_evicted_recorded_at_once_deleted_on_the_event(apiserver, 
     assert "ka:history:{node-b}" in by_pod["thumbnails-5d6e7f809-kk4lm"]["telemetry_problem"]
 
 
-@pytest.mark.parametrize("fixture, expected", [
-    ("pod-deployment-running.json", "running"),
-    ("pod-oomkilled.json", "oom_killed"),
-    ("pod-evicted.json", "evicted"),
-    ("pod-job-besteffort.json", "running"),
-    ("pod-unbound-pending.json", "pending"),
-])
+@pytest.mark.parametrize(
+    "fixture, expected",
+    [
+        ("pod-deployment-running.json", "running"),
+        ("pod-oomkilled.json", "oom_killed"),
+        ("pod-evicted.json", "evicted"),
+        ("pod-job-besteffort.json", "running"),
+        ("pod-unbound-pending.json", "pending"),
+    ],
+)
 def test_classification_of_recorded_pods(fixture, expected):
     obs = outcomes.Observed()
     obs.update(load(fixture))
@@ -304,15 +354,18 @@ def test_classification_rules():
 
     def restarted(d):
         d["status"]["containerStatuses"][0].update(
-            restartCount=1, lastState={"terminated": {"exitCode": 1, "reason": "Error"}})
+            restartCount=1, lastState={"terminated": {"exitCode": 1, "reason": "Error"}}
+        )
 
     def oom(d):
         d["status"]["containerStatuses"][0].update(
-            restartCount=1, lastState={"terminated": {"exitCode": 137, "reason": "OOMKilled"}})
+            restartCount=1, lastState={"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
+        )
 
     def crashed_again(d):
         d["status"]["containerStatuses"][0].update(
-            restartCount=2, lastState={"terminated": {"exitCode": 1, "reason": "Error"}})
+            restartCount=2, lastState={"terminated": {"exitCode": 1, "reason": "Error"}}
+        )
 
     def failed(d):
         d["status"]["phase"] = "Failed"
@@ -330,8 +383,16 @@ def test_classification_rules():
     gone_after_restart = observed(restarted)
     gone_after_restart.deleted = True
     assert gone_after_restart.outcome() == "restarted"
-    assert set(outcomes.OUTCOME_WEIGHTS) == {"running", "succeeded", "restarted", "failed", "oom_killed", "evicted",
-                                             "deleted", "pending"}
+    assert set(outcomes.OUTCOME_WEIGHTS) == {
+        "running",
+        "succeeded",
+        "restarted",
+        "failed",
+        "oom_killed",
+        "evicted",
+        "deleted",
+        "pending",
+    }
 
 
 def test_decision_by_namespace_and_name_when_it_has_no_uid(store):
@@ -374,12 +435,14 @@ def test_redis_outage_keeps_outcomes_pending_until_it_returns(redis_server, tmp_
 # ---------------------------------------------------------------------- the command
 
 
-COLLECTOR = ("import argparse, sys; from aggregator import outcomes; p = argparse.ArgumentParser(); "
-             "outcomes.configure_parser(p); sys.exit(outcomes.run(p.parse_args(sys.argv[1:])))")
+COLLECTOR = (
+    "import argparse, sys; from aggregator import outcomes; p = argparse.ArgumentParser(); "
+    "outcomes.configure_parser(p); sys.exit(outcomes.run(p.parse_args(sys.argv[1:])))"
+)
 
 
 def test_collector_command_records_exports_dumps_and_stops_on_sigterm(apiserver, redis_server, store, tmp_path):
-    bound = datetime.now(timezone.utc) - timedelta(seconds=1)
+    bound = datetime.now(UTC) - timedelta(seconds=1)
 
     def bound_now(d):
         for c in d["status"]["conditions"]:
@@ -391,22 +454,45 @@ def test_collector_command_records_exports_dumps_and_stops_on_sigterm(apiserver,
     record_decision(store, web, int(bound.timestamp() * 1000) - 100)
     kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
     export, dump, log = tmp_path / "export.jsonl", tmp_path / "dump.jsonl", tmp_path / "collector.log"
-    args = ["--redis-url", redis_server.url, "--kubeconfig", str(kubeconfig), "--settle-s", "2", "--export", str(export)]
+    args = [
+        "--redis-url",
+        redis_server.url,
+        "--kubeconfig",
+        str(kubeconfig),
+        "--settle-s",
+        "2",
+        "--export",
+        str(export),
+    ]
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", COLLECTOR, *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", COLLECTOR, *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
         try:
             assert wait_until(lambda: store.client.xlen("ka:outcomes") == 1, timeout=20), log.read_text()
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0, log.read_text()
     assert [json.loads(line)["outcome"] for line in export.read_text().splitlines()] == ["running"]
-    assert apiserver.watches() and all(w.headers.get("authorization") == "Bearer test-token" for w in apiserver.watches())
+    assert apiserver.watches() and all(
+        w.headers.get("authorization") == "Bearer test-token" for w in apiserver.watches()
+    )
 
-    done = subprocess.run([sys.executable, "-c", COLLECTOR, "--redis-url", redis_server.url, "--dump", str(dump)],
-                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", COLLECTOR, "--redis-url", redis_server.url, "--dump", str(dump)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0 and "wrote 1 outcomes" in done.stdout
     assert dump.read_text() == export.read_text()
 
-    bad = subprocess.run([sys.executable, "-c", COLLECTOR, "--settle-s", "0", "--kubeconfig", str(tmp_path / "nope")],
-                         cwd=REPO, capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(
+        [sys.executable, "-c", COLLECTOR, "--settle-s", "0", "--kubeconfig", str(tmp_path / "nope")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert bad.returncode == 2 and "--settle-s" in bad.stderr and "nope" in bad.stderr

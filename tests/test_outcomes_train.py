@@ -6,15 +6,15 @@ import json
 
 import numpy as np
 import pytest
-
-from kubeapi import objects as k8s
-from controllers import outcome_collector as outcomes
-from aggregator.store import RedisStore
-from kubeattention import cli
 from fixtures.k8s.apiserver import load, pod
-from wire import schema
-from scorer import train
 from test_outcomes import BIND_MS, Clock, push_history, record_decision
+
+from aggregator.store import RedisStore
+from controllers import outcome_collector as outcomes
+from kubeapi import objects as k8s
+from kubeattention import cli
+from scorer import train
+from wire import schema
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +24,18 @@ def export(redis_server, tmp_path):
     """An export written by the collector: running (with telemetry), oom_killed, evicted (no telemetry), pending."""
     store = RedisStore(redis_server.url)
     web, oom, evicted = load("pod-deployment-running.json"), load("pod-oomkilled.json"), load("pod-evicted.json")
-    stuck = pod(name="web-7d4b9c8f6d-zz9yy", uid="uid-stuck",
-                edit=lambda d: d["status"].update(phase="Pending", containerStatuses=[]))
+    stuck = pod(
+        name="web-7d4b9c8f6d-zz9yy",
+        uid="uid-stuck",
+        edit=lambda d: d["status"].update(phase="Pending", containerStatuses=[]),
+    )
     for p in (web, oom, evicted, stuck):
         record_decision(store, p, BIND_MS)
     push_history(store, "node-a", BIND_MS - 500, cpu_utilization=0.95, cpu_psi_some=0.6)
     path = tmp_path / "outcomes.jsonl"
-    collector = outcomes.OutcomeCollector(store, settle_s=60, export_path=path,
-                                          clock=Clock(k8s.parse_time("2026-11-29T10:30:00Z")))
+    collector = outcomes.OutcomeCollector(
+        store, settle_s=60, export_path=path, clock=Clock(k8s.parse_time("2026-11-29T10:30:00Z"))
+    )
     collector.relist([web, oom, evicted, stuck])
     assert collector.tick() == 4
     store.close()
@@ -53,8 +57,15 @@ def test_export_is_accepted_and_only_rows_with_a_slowdown_are_used(export):
     assert rows.lines == 4 and len(rows.y) == 0
     assert rows.skipped == {"no observed_slowdown": 4}
 
-    with_slowdowns(export, {"web-7d4b9c8f6d-x2x9k": 2.5, "ingest-84c5d6e7f-m2n3b": 0.9,
-                            "thumbnails-5d6e7f809-kk4lm": 4.0, "web-7d4b9c8f6d-zz9yy": 1.1})
+    with_slowdowns(
+        export,
+        {
+            "web-7d4b9c8f6d-x2x9k": 2.5,
+            "ingest-84c5d6e7f-m2n3b": 0.9,
+            "thumbnails-5d6e7f809-kk4lm": 4.0,
+            "web-7d4b9c8f6d-zz9yy": 1.1,
+        },
+    )
     rows = train.load_outcomes(export)
     # evicted ran on node-b (no history: no telemetry); the stuck pod weighs 0
     assert rows.skipped == {"no telemetry at decision time": 1, "weight 0": 1}
@@ -96,5 +107,9 @@ def test_cli_train_with_outcomes(export, tmp_path, capsys):
     assert meta["outcomes"]["rows_used"] == 2 and meta["outcomes"]["lines"] == 4
     # the training data differs from the synthetic-only run, and the version says so
     assert meta["model_version"] != f"mlp-{train.dataset.generate(2000, 3).data_hash[:12]}"
-    assert cli.main(["train", "--rows", "2000", "--outcomes", str(tmp_path / "none.jsonl"),
-                     "--out", str(tmp_path / "x.onnx")]) == 2
+    assert (
+        cli.main(
+            ["train", "--rows", "2000", "--outcomes", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x.onnx")]
+        )
+        == 2
+    )

@@ -10,8 +10,13 @@ from pathlib import Path
 import pytest
 
 from agent.collectors.base import FIRST_SAMPLE
-from agent.collectors.memory_bandwidth import (MEMORY_BANDWIDTH, MemoryBandwidthCollector, mbm_gbps,
-                                               read_mbm_totals, resctrl_status)
+from agent.collectors.memory_bandwidth import (
+    MEMORY_BANDWIDTH,
+    MemoryBandwidthCollector,
+    mbm_gbps,
+    read_mbm_totals,
+    resctrl_status,
+)
 from agent.collectors.perf_counters import CACHE_MISSES, CounterValue, PerfCounters, PerfSnapshot
 
 FIXTURES = Path(__file__).parent / "fixtures" / "perf"
@@ -34,8 +39,10 @@ class RecordedCounters:
     """Plays recorded snapshots, as PerfCounters would read them (a PMU this VM lacks)."""
 
     def __init__(self, name: str, reason: str | None = None, unavailable: dict | None = None):
-        self.snapshots = [PerfSnapshot({int(c): {e: CounterValue(*v) for e, v in ev.items()} for c, ev in s.items()})
-                          for s in SCENARIOS[name]["snapshots"]]
+        self.snapshots = [
+            PerfSnapshot({int(c): {e: CounterValue(*v) for e, v in ev.items()} for c, ev in s.items()})
+            for s in SCENARIOS[name]["snapshots"]
+        ]
         self.reason = reason
         self.unavailable = unavailable or {}
 
@@ -56,18 +63,28 @@ def advance(sys_root: Path, deltas: dict[str, int]) -> None:
 def test_resctrl_sums_root_and_ctrl_mon_groups_not_mon_groups(tmp_path):
     sys_root = fake_sys(tmp_path)
     totals = read_mbm_totals(sys_root / RESCTRL)
-    assert totals == {"/mon_L3_00": 10_000_000_000, "/mon_L3_01": 8_000_000_000,
-                      "latency-critical/mon_L3_00": 2_000_000_000, "latency-critical/mon_L3_01": 1_000_000_000}
+    assert totals == {
+        "/mon_L3_00": 10_000_000_000,
+        "/mon_L3_01": 8_000_000_000,
+        "latency-critical/mon_L3_00": 2_000_000_000,
+        "latency-critical/mon_L3_01": 1_000_000_000,
+    }
 
 
 def test_resctrl_bandwidth_over_an_interval(tmp_path):
     sys_root, clock = fake_sys(tmp_path), FakeClock()
     c = MemoryBandwidthCollector(sys_root, perf=RecordedCounters("steady"), clock=clock)
     assert c.read().get(MEMORY_BANDWIDTH).reason == FIRST_SAMPLE
-    advance(sys_root, {"mon_data/mon_L3_00": 6_000_000_000, "mon_data/mon_L3_01": 4_000_000_000,
-                       "latency-critical/mon_data/mon_L3_00": 1_500_000_000,
-                       "latency-critical/mon_data/mon_L3_01": 500_000_000,
-                       "mon_groups/batch/mon_data/mon_L3_00": 9_000_000_000})  # already inside the root's figure
+    advance(
+        sys_root,
+        {
+            "mon_data/mon_L3_00": 6_000_000_000,
+            "mon_data/mon_L3_01": 4_000_000_000,
+            "latency-critical/mon_data/mon_L3_00": 1_500_000_000,
+            "latency-critical/mon_data/mon_L3_01": 500_000_000,
+            "mon_groups/batch/mon_data/mon_L3_00": 9_000_000_000,
+        },
+    )  # already inside the root's figure
     clock.t += 2.0
     m = c.read().get(MEMORY_BANDWIDTH)
     assert m.value == pytest.approx(12e9 / 2 / 1e9) and m.source is None  # resctrl is the first choice

@@ -17,14 +17,34 @@ import time
 from pathlib import Path
 
 import pytest
+from doubles import FakeClock
 
 from agent.collectors.base import FIRST_SAMPLE
 from agent.collectors.perf_counters import (
-    ATTR_DISABLED, CACHE_MISSES, CACHE_REFERENCES, CPI, CYCLES, EVENTS, INSTRUCTIONS, LLC_MISS_RATIO, LLC_MPKI,
-    PERF_ATTR_SIZE_VER8, PERF_FORMAT_GROUP, PERF_TYPE_SOFTWARE, CounterValue, PerfCounters, PerfCountersCollector,
-    PerfEventAttr, PerfSnapshot, counter_delta, interval_counts, parse_cpu_list, parse_group_read,
-    perf_measurements, probe_pmu)
-from doubles import FakeClock
+    ATTR_DISABLED,
+    CACHE_MISSES,
+    CACHE_REFERENCES,
+    CPI,
+    CYCLES,
+    EVENTS,
+    INSTRUCTIONS,
+    LLC_MISS_RATIO,
+    LLC_MPKI,
+    PERF_ATTR_SIZE_VER8,
+    PERF_FORMAT_GROUP,
+    PERF_TYPE_SOFTWARE,
+    CounterValue,
+    PerfCounters,
+    PerfCountersCollector,
+    PerfEventAttr,
+    PerfSnapshot,
+    counter_delta,
+    interval_counts,
+    parse_cpu_list,
+    parse_group_read,
+    perf_measurements,
+    probe_pmu,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "perf"
 SCENARIOS = json.loads((FIXTURES / "counters.json").read_text())["scenarios"]
@@ -89,8 +109,8 @@ def test_zero_denominators_are_missing_not_zero():
 
 def test_counter_delta_wrap_versus_restart():
     assert counter_delta(5, 7) == 2
-    assert counter_delta(2 ** 64 - 10, 5) == 15  # wrapped
-    assert counter_delta(10 ** 12, 10) is None  # far below: reopened, not wrapped
+    assert counter_delta(2**64 - 10, 5) == 15  # wrapped
+    assert counter_delta(10**12, 10) is None  # far below: reopened, not wrapped
 
 
 def test_no_cpu_measurable_and_miss_ratio_noise():
@@ -100,9 +120,16 @@ def test_no_cpu_measurable_and_miss_ratio_noise():
     assert m.value is None and m.reason.startswith("no CPU's counters were measurable this interval (cpu1: counter")
 
     def one(misses, refs):
-        snap = lambda m_, r_, t: PerfSnapshot({0: {CACHE_MISSES: CounterValue(m_, t, t),  # noqa: E731
-                                                   CACHE_REFERENCES: CounterValue(r_, t, t),
-                                                   INSTRUCTIONS: CounterValue(t, t, t), CYCLES: CounterValue(t, t, t)}})
+        snap = lambda m_, r_, t: PerfSnapshot(
+            {
+                0: {
+                    CACHE_MISSES: CounterValue(m_, t, t),  # noqa: E731
+                    CACHE_REFERENCES: CounterValue(r_, t, t),
+                    INSTRUCTIONS: CounterValue(t, t, t),
+                    CYCLES: CounterValue(t, t, t),
+                }
+            }
+        )
         return perf_measurements(interval_counts(snap(0, 0, 1), snap(misses, refs, 2)))[0]
 
     assert one(102, 100).value == 1.0  # scaling noise clipped
@@ -111,8 +138,12 @@ def test_no_cpu_measurable_and_miss_ratio_noise():
 
 
 def test_group_read_layout_and_cpu_lists():
-    data = (4).to_bytes(8, "little") + (100).to_bytes(8, "little") + (50).to_bytes(8, "little") + \
-        b"".join(v.to_bytes(8, "little") for v in (1, 2, 3, 4))
+    data = (
+        (4).to_bytes(8, "little")
+        + (100).to_bytes(8, "little")
+        + (50).to_bytes(8, "little")
+        + b"".join(v.to_bytes(8, "little") for v in (1, 2, 3, 4))
+    )
     if sys.byteorder == "little":
         assert parse_group_read(data, EVENTS) == {e: CounterValue(v, 100, 50) for e, v in zip(EVENTS, (1, 2, 3, 4))}
     with pytest.raises(ValueError, match="expected 4"):
@@ -122,9 +153,27 @@ def test_group_read_layout_and_cpu_lists():
 
 # ------------------------------------------------------------------ struct perf_event_attr vs the C header
 
-HEADER_FIELDS = ("type", "size", "config", "sample_period", "sample_type", "read_format", "wakeup_events", "bp_type",
-                 "config1", "config2", "branch_sample_type", "sample_regs_user", "sample_stack_user", "clockid",
-                 "sample_regs_intr", "aux_watermark", "sample_max_stack", "aux_sample_size", "sig_data")
+HEADER_FIELDS = (
+    "type",
+    "size",
+    "config",
+    "sample_period",
+    "sample_type",
+    "read_format",
+    "wakeup_events",
+    "bp_type",
+    "config1",
+    "config2",
+    "branch_sample_type",
+    "sample_regs_user",
+    "sample_stack_user",
+    "clockid",
+    "sample_regs_intr",
+    "aux_watermark",
+    "sample_max_stack",
+    "aux_sample_size",
+    "sig_data",
+)
 
 
 def test_attr_layout_matches_the_installed_kernel_header(tmp_path):
@@ -149,8 +198,12 @@ int main(void) {{
 }}
 """)
     subprocess.run([cc, "-o", str(tmp_path / "attr"), str(src)], check=True, capture_output=True)
-    out = dict(line.split() for line in subprocess.run([str(tmp_path / "attr")], check=True, capture_output=True,
-                                                       text=True).stdout.splitlines())
+    out = dict(
+        line.split()
+        for line in subprocess.run(
+            [str(tmp_path / "attr")], check=True, capture_output=True, text=True
+        ).stdout.splitlines()
+    )
     for f in HEADER_FIELDS:
         assert getattr(PerfEventAttr, f).offset == int(out[f]), f
     assert PerfEventAttr.flags.offset == PerfEventAttr.read_format.offset + 8
@@ -265,9 +318,11 @@ def test_pmu_without_cache_events_still_gives_cpi():
     c = PerfCountersCollector(PerfCounters(Path("/nonexistent"), syscalls=kernel, cpus=[0, 1]), clock)
     first = {m.metric: m for m in c.read().measurements}
     assert first[CPI].reason == FIRST_SAMPLE
-    assert first[LLC_MISS_RATIO].reason == ("cache-misses: this CPU's PMU has no generic cache-misses event "
-                                           "(EOPNOTSUPP); cache-references: this CPU's PMU has no generic "
-                                           "cache-references event (EOPNOTSUPP)")
+    assert first[LLC_MISS_RATIO].reason == (
+        "cache-misses: this CPU's PMU has no generic cache-misses event "
+        "(EOPNOTSUPP); cache-references: this CPU's PMU has no generic "
+        "cache-references event (EOPNOTSUPP)"
+    )
     kernel.t *= 2
     second = {m.metric: m for m in c.read().measurements}
     assert second[CPI].value == pytest.approx(2.0)
@@ -276,8 +331,9 @@ def test_pmu_without_cache_events_still_gives_cpi():
 
 def test_group_rejected_falls_back_to_separate_scaled_counters():
     # EINVAL when a member joins a group: the PMU can never hold all four at once
-    kernel = ScriptedKernel(fail=lambda attr, cpu, group_fd: errno.EINVAL if group_fd != -1 else None,
-                            running_share=0.5)
+    kernel = ScriptedKernel(
+        fail=lambda attr, cpu, group_fd: errno.EINVAL if group_fd != -1 else None, running_share=0.5
+    )
     dev = PerfCounters(Path("/nonexistent"), syscalls=kernel, cpus=[0, 1, 2])
     first = dev.snapshot()
     assert [c.grouped for c in dev._open] == [False, False, False] and not dev.failed_cpus

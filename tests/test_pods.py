@@ -18,12 +18,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-from agent.pods import (CPU_THROTTLED, CPU_UTILIZATION, CgroupIdIndex, KubeletPodResolver, PodCgroupRoots,
-                        PodCpuSample, PodCpuSampler, PodListError, PodOffender, RecordedPodResolver, cgroup2_root,
-                        parse_cgroup_path, per_pod_figures, pods_from_podlist, top_offenders)
-from wire.schema import QoS
 from doubles import FakeClock
+
+from agent.pods import (
+    CPU_THROTTLED,
+    CPU_UTILIZATION,
+    CgroupIdIndex,
+    KubeletPodResolver,
+    PodCgroupRoots,
+    PodCpuSample,
+    PodCpuSampler,
+    PodListError,
+    PodOffender,
+    RecordedPodResolver,
+    cgroup2_root,
+    parse_cgroup_path,
+    per_pod_figures,
+    pods_from_podlist,
+    top_offenders,
+)
+from wire.schema import QoS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pods" / "kubelet-pods.json"
 UID = "1b2c3d4e-5f60-4718-9a0b-c1d2e3f40516"
@@ -43,18 +57,38 @@ def cid(label: str) -> str:
 B, BE, G = QoS.BURSTABLE, QoS.BEST_EFFORT, QoS.GUARANTEED
 PATHS = [
     # cgroup v2, systemd driver, containerd (EKS AL2023, GKE, kubeadm on recent distros)
-    (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope",
-     UID, B, CID, "containerd"),
+    (
+        f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope",
+        UID,
+        B,
+        CID,
+        "containerd",
+    ),
     (f"/sys/fs/cgroup/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{CID}.scope", UID, G, CID, "containerd"),
     (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice", UID, BE, None, None),
     # CRI-O (OpenShift): container scope and the conmon monitor
-    (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{CID}.scope",
-     UID, B, CID, "cri-o"),
-    (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{CID}.scope",
-     UID, B, None, "cri-o"),
+    (
+        f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{CID}.scope",
+        UID,
+        B,
+        CID,
+        "cri-o",
+    ),
+    (
+        f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{CID}.scope",
+        UID,
+        B,
+        None,
+        "cri-o",
+    ),
     # Docker via cri-dockerd, systemd driver
-    (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/docker-{CID}.scope",
-     UID, BE, CID, "docker"),
+    (
+        f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/docker-{CID}.scope",
+        UID,
+        BE,
+        CID,
+        "docker",
+    ),
     # cgroup v1, cgroupfs driver, with the controller mount in front
     (f"/sys/fs/cgroup/cpu,cpuacct/kubepods/burstable/pod{UID}/{CID}", UID, B, CID, None),
     (f"/sys/fs/cgroup/memory/kubepods/besteffort/pod{UID}/{CID}", UID, BE, CID, None),
@@ -62,11 +96,23 @@ PATHS = [
     (f"/kubepods/pod{UID}", UID, G, None, None),
     (f"/kubepods/besteffort/pod{UID}/crio-{CID}", UID, BE, CID, "cri-o"),
     # cgroup v1 systemd driver (the name=systemd and cpu hierarchies look the same)
-    (f"/sys/fs/cgroup/cpu/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
-     f"docker-{CID}.scope", UID, B, CID, "docker"),
+    (
+        f"/sys/fs/cgroup/cpu/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
+        f"docker-{CID}.scope",
+        UID,
+        B,
+        CID,
+        "docker",
+    ),
     # kind: kubelet's cgroup root nested under /kubelet (systemd) or a Docker container (cgroupfs)
-    (f"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/"
-     f"kubelet-kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope", UID, B, CID, "containerd"),
+    (
+        f"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/"
+        f"kubelet-kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope",
+        UID,
+        B,
+        CID,
+        "containerd",
+    ),
     (f"/docker/{'e' * 64}/kubelet/kubepods/burstable/pod{UID}/{CID}", UID, B, CID, None),
     # Docker Desktop's doubled kubepods
     (f"/kubepods/kubepods/besteffort/pod{UID}/{CID}", UID, BE, CID, None),
@@ -74,17 +120,29 @@ PATHS = [
     (f"/kubepods/burstable/pod{STATIC}/{CID}", STATIC, B, CID, None),
     (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{STATIC}.slice", STATIC, B, None, None),
     # /proc/PID/cgroup lines (v2 and v1) and a cgroup nested inside a container
-    (f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope",
-     UID, B, CID, "containerd"),
+    (
+        f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope",
+        UID,
+        B,
+        CID,
+        "containerd",
+    ),
     (f"4:cpu,cpuacct:/kubepods/burstable/pod{UID}/{CID}", UID, B, CID, None),
     (f"/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{CID}.scope/init.scope", UID, G, CID, "containerd"),
     # upper-case hex in the UID is normalised
     (f"/kubepods/burstable/pod{UID.upper()}/{CID}", UID, B, CID, None),
 ]
 NOT_PODS = [
-    "/", "/system.slice/containerd.service", "/kubepods.slice", "/kubepods.slice/kubepods-burstable.slice",
-    "/kubepods/burstable", f"/user.slice/pod{UID}", f"/system.slice/podman-{CID}.scope",
-    "/kubepods/burstable/podnot-a-uid/x", f"/kubepods/burstable/pod{UID[:-1]}/{CID}", "",
+    "/",
+    "/system.slice/containerd.service",
+    "/kubepods.slice",
+    "/kubepods.slice/kubepods-burstable.slice",
+    "/kubepods/burstable",
+    f"/user.slice/pod{UID}",
+    f"/system.slice/podman-{CID}.scope",
+    "/kubepods/burstable/podnot-a-uid/x",
+    f"/kubepods/burstable/pod{UID[:-1]}/{CID}",
+    "",
 ]
 
 
@@ -110,19 +168,27 @@ def test_recorded_podlist_resolves_uids_and_containers():
     assert len(r.pods) == 6
     info = r.resolve(CHECKOUT.upper())
     assert (info.namespace, info.name, info.qos) == ("shop", "checkout-api-7c9d8f6b5-k2v8n", QoS.GUARANTEED)
-    assert info.containers == {cid("checkout-init"): "istio-init", cid("checkout-app"): "app",
-                               cid("checkout-istio"): "istio-proxy"}
+    assert info.containers == {
+        cid("checkout-init"): "istio-init",
+        cid("checkout-app"): "app",
+        cid("checkout-istio"): "istio-proxy",
+    }
     assert r.resolve(STATIC).name == "etcd-worker-3.prod.example.com"
     assert r.resolve("00000000-0000-4000-8000-000000000000") is None
 
 
 def test_path_to_named_pod_end_to_end():
     r = RecordedPodResolver.from_file(FIXTURE)
-    got = parse_cgroup_path("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
-                            f"{CHECKOUT.replace('-', '_')}.slice/cri-containerd-{cid('checkout-istio')}.scope")
+    got = parse_cgroup_path(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+        f"{CHECKOUT.replace('-', '_')}.slice/cri-containerd-{cid('checkout-istio')}.scope"
+    )
     info = r.resolve(got.pod_uid)
-    assert (info.namespace, info.name, info.containers[got.container_id]) == \
-        ("shop", "checkout-api-7c9d8f6b5-k2v8n", "istio-proxy")
+    assert (info.namespace, info.name, info.containers[got.container_id]) == (
+        "shop",
+        "checkout-api-7c9d8f6b5-k2v8n",
+        "istio-proxy",
+    )
 
 
 def test_kubectl_mirror_pod_is_found_by_the_static_hash():
@@ -134,11 +200,14 @@ def test_kubectl_mirror_pod_is_found_by_the_static_hash():
     assert pods[STATIC].name == pods["3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b9a"].name == etcd["metadata"]["name"]
 
 
-@pytest.mark.parametrize("data, field", [
-    ({"kind": "PodList"}, "items"),
-    ({"items": [{"metadata": {"uid": "u", "namespace": "ns"}}]}, "items[0].metadata.name"),
-    ({"items": ["not a pod"]}, "items[0].metadata"),
-])
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"kind": "PodList"}, "items"),
+        ({"items": [{"metadata": {"uid": "u", "namespace": "ns"}}]}, "items[0].metadata.name"),
+        ({"items": ["not a pod"]}, "items[0].metadata"),
+    ],
+)
 def test_malformed_podlists_name_the_field(data, field):
     with pytest.raises(PodListError, match=field.replace("[", r"\[").replace("]", r"\]")):
         pods_from_podlist(data)
@@ -254,8 +323,7 @@ def pod_cgroup_v2():
     if root is None or os.geteuid() != 0:
         pytest.skip("needs root and a cgroup2 mount")
     top = root / f"ka-test-ids-{os.getpid()}"
-    rel = (f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
-           f"cri-containerd-{CID}.scope")
+    rel = f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope"
     leaf = top / rel
     leaf.mkdir(parents=True)
     try:
@@ -274,7 +342,7 @@ def test_cgroup_id_is_the_inode_and_resolves_to_the_pod(pod_cgroup_v2):
     got = index.pod(ino)
     assert (got.pod_uid, got.container_id, got.qos) == (UID, CID, QoS.BURSTABLE)
     assert index.path(root.stat().st_ino) == "/"
-    assert index.path(2 ** 62) is None
+    assert index.path(2**62) is None
 
 
 def test_cgroup_id_index_sees_new_cgroups_and_is_bounded(pod_cgroup_v2):
@@ -303,18 +371,21 @@ def test_bpf_cgroup_id_matches_the_index(pod_cgroup_v2):
         pytest.skip(f"bcc not usable: {err}")
     root, top, leaf = pod_cgroup_v2
     try:
-        bpf = BPF(text=rb"""
+        bpf = BPF(
+            text=rb"""
 BPF_HASH(ids, u32, u64);
 TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     u64 id = bpf_get_current_cgroup_id();
     ids.update(&tgid, &id);
     return 0;
-}""")
+}"""
+        )
     except Exception as err:  # noqa: BLE001 - no headers, no tracefs, not permitted
         pytest.skip(f"cannot load a BPF program here: {err}")
-    child = subprocess.Popen([sys.executable, "-c", "import os, sys; sys.stdin.readline(); os.getppid()"],
-                             stdin=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys; sys.stdin.readline(); os.getppid()"], stdin=subprocess.PIPE
+    )
     try:
         (leaf / "cgroup.procs").write_text(str(child.pid))
         child.stdin.write(b"\n")
@@ -338,14 +409,18 @@ def v2_tree(sys_root: Path, usage_usec: dict[str, int], bandwidth: dict[str, tup
     """kubepods.slice with a burstable pod (two containers) and a best-effort pod (one)."""
     base = sys_root / "fs/cgroup"
     write(base / "cgroup.controllers", "cpuset cpu io memory pids\n")
-    pods = {"a": f"kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice",
-            "b": f"kubepods-besteffort.slice/kubepods-besteffort-pod{CHECKOUT.replace('-', '_')}.slice"}
+    pods = {
+        "a": f"kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice",
+        "b": f"kubepods-besteffort.slice/kubepods-besteffort-pod{CHECKOUT.replace('-', '_')}.slice",
+    }
     for key, rel in pods.items():
         write(base / "kubepods.slice" / rel / "cpu.stat", f"usage_usec {usage_usec[key]}\nuser_usec 0\n")
     for ctr, (p, t) in bandwidth.items():
         pod = pods["a"] if ctr.startswith("a") else pods["b"]
-        write(base / "kubepods.slice" / pod / f"cri-containerd-{ctr}.scope" / "cpu.stat",
-              f"usage_usec 0\nnr_periods {p}\nnr_throttled {t}\nthrottled_usec 0\n")
+        write(
+            base / "kubepods.slice" / pod / f"cri-containerd-{ctr}.scope" / "cpu.stat",
+            f"usage_usec 0\nnr_periods {p}\nnr_throttled {t}\nthrottled_usec 0\n",
+        )
 
 
 def test_per_pod_cpu_share_and_throttling_v2(tmp_path):
@@ -432,7 +507,8 @@ def test_real_busy_pod_is_the_top_offender(limited_v1_pod):
     resolver = RecordedPodResolver.from_file(FIXTURE)
     assert top_offenders(figures, resolver, n=1) == [
         PodOffender("kube-system", "kube-proxy-x9q4z", CPU_UTILIZATION, share),
-        PodOffender("kube-system", "kube-proxy-x9q4z", CPU_THROTTLED, figures[CPU_THROTTLED][UID])]
+        PodOffender("kube-system", "kube-proxy-x9q4z", CPU_THROTTLED, figures[CPU_THROTTLED][UID]),
+    ]
 
 
 # ------------------------------------------------------------------ top-N offenders
@@ -442,18 +518,29 @@ def test_top_offenders_per_metric():
     resolver = RecordedPodResolver.from_file(FIXTURE)
     unknown = "99999999-0000-4000-8000-000000000000"
     figures = {
-        "cpu_utilization": {UID: 0.10, CHECKOUT: 0.40, STATIC: 0.05, unknown: 0.20,
-                            "e5f60718-2930-4a4b-8c5d-6e7f80910213": 0.0},
+        "cpu_utilization": {
+            UID: 0.10,
+            CHECKOUT: 0.40,
+            STATIC: 0.05,
+            unknown: 0.20,
+            "e5f60718-2930-4a4b-8c5d-6e7f80910213": 0.0,
+        },
         "cpu_throttled_ratio": {CHECKOUT: 0.9, UID: float("nan")},
         "process_churn_per_s": {},
     }
     top = top_offenders(figures, resolver, n=2)
-    assert top == [PodOffender("shop", "checkout-api-7c9d8f6b5-k2v8n", "cpu_utilization", 0.40),
-                   PodOffender("", unknown, "cpu_utilization", 0.20),
-                   PodOffender("shop", "checkout-api-7c9d8f6b5-k2v8n", "cpu_throttled_ratio", 0.9)]
+    assert top == [
+        PodOffender("shop", "checkout-api-7c9d8f6b5-k2v8n", "cpu_utilization", 0.40),
+        PodOffender("", unknown, "cpu_utilization", 0.20),
+        PodOffender("shop", "checkout-api-7c9d8f6b5-k2v8n", "cpu_throttled_ratio", 0.9),
+    ]
     msg = top[0].to_proto()
-    assert (msg.namespace, msg.name, msg.metric, msg.value) == ("shop", "checkout-api-7c9d8f6b5-k2v8n",
-                                                                "cpu_utilization", 0.40)
+    assert (msg.namespace, msg.name, msg.metric, msg.value) == (
+        "shop",
+        "checkout-api-7c9d8f6b5-k2v8n",
+        "cpu_utilization",
+        0.40,
+    )
     assert [o.name for o in top_offenders({"cpu_utilization": {"b": 1.0, "a": 1.0}}, None, n=5)] == ["a", "b"]
     with pytest.raises(ValueError, match="n: expected a positive int"):
         top_offenders(figures, resolver, n=0)

@@ -9,8 +9,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_stubs_are_up_to_date(tmp_path):
-    subprocess.run([sys.executable, str(REPO / "proto" / "generate.py"), str(tmp_path)], cwd=REPO, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "proto" / "generate.py"), str(tmp_path)], cwd=REPO, check=True, capture_output=True
+    )
     generated = sorted(tmp_path.rglob("*_pb2*.py*"))
     assert generated, "protoc generated nothing"
     stale = []

@@ -8,8 +8,9 @@ def test_cpu(text, cores):
     assert cpu_cores(text) == pytest.approx(cores)
 
 
-@pytest.mark.parametrize("text,b", [("512Mi", 512 * 2**20), ("1G", 10**9), ("1.5Gi", 3 * 2**29), ("1e3", 1000),
-                                    ("0", 0), ("1m", 1)])
+@pytest.mark.parametrize(
+    "text,b", [("512Mi", 512 * 2**20), ("1G", 10**9), ("1.5Gi", 3 * 2**29), ("1e3", 1000), ("0", 0), ("1m", 1)]
+)
 def test_memory(text, b):
     assert memory_bytes(text) == b
 

@@ -20,18 +20,25 @@ from concurrent import futures
 
 import grpc
 import pytest
+from fixtures.k8s.apiserver import FakeApiServer, Reply, load, pod
 
 from controllers import rebalancer as rebalance
-from fixtures.k8s.apiserver import FakeApiServer, Reply, load, pod
-from wire.v1 import scoring_pb2, scoring_pb2_grpc
 from wire.schema import QoS
+from wire.v1 import scoring_pb2, scoring_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
 SCORED, STALE = scoring_pb2.SCORE_STATUS_SCORED, scoring_pb2.SCORE_STATUS_STALE
 #: Infeasible nodes score highest: if a filter were missing they would win.
-NODE_SCORES = {"node-a": 25.0, "node-b": 70.0, "node-e": 90.0, "cp-1": 99.0, "node-c": 99.0, "node-d": 99.0,
-               "node-gpu": 99.0}
+NODE_SCORES = {
+    "node-a": 25.0,
+    "node-b": 70.0,
+    "node-e": 90.0,
+    "cp-1": 99.0,
+    "node-c": 99.0,
+    "node-d": 99.0,
+    "node-gpu": 99.0,
+}
 INFEASIBLE = {"cp-1", "node-c", "node-d", "node-gpu"}
 SEARCH = "shop/search-5c6d7e8f9-qw7rt"
 WEB_1, WEB_2 = "shop/web-7d4b9c8f6d-x2x9k", "shop/web-7d4b9c8f6d-q8w7e"
@@ -50,12 +57,20 @@ class ChosenScores(scoring_pb2_grpc.ScoringServiceServicer):
         for n in request.node_names:
             v = self.scores.get(n, (50.0, scoring_pb2.SCORE_STATUS_UNKNOWN_NODE))
             score, status = (v, SCORED) if isinstance(v, float) else v
-            out.append(scoring_pb2.NodeScore(
-                node_name=n, score=score, status=status, confidence=0.5, telemetry_age_ms=100,
-                predicted_slowdown=100 / score if status == SCORED else math.nan,
-                reason=f"chosen score for {n}"))
-        return scoring_pb2.BatchScoreResponse(scores=out, model_version="chosen-scores",
-                                              profile=request.pod.profile or 1)
+            out.append(
+                scoring_pb2.NodeScore(
+                    node_name=n,
+                    score=score,
+                    status=status,
+                    confidence=0.5,
+                    telemetry_age_ms=100,
+                    predicted_slowdown=100 / score if status == SCORED else math.nan,
+                    reason=f"chosen score for {n}",
+                )
+            )
+        return scoring_pb2.BatchScoreResponse(
+            scores=out, model_version="chosen-scores", profile=request.pod.profile or 1
+        )
 
 
 @pytest.fixture
@@ -119,17 +134,27 @@ def posts(apiserver, suffix: str = "") -> list:
 def test_dry_run_recommends_and_touches_nothing(apiserver, scoring, tmp_path, capsys):
     code, doc = run_json(apiserver, scoring, tmp_path, capsys)
     assert code == 0 and doc["dry_run"] is True
-    assert [(m["namespace"] + "/" + m["pod"], m["node"], m["target"], m["gain"], m["action"]) for m in doc["moves"]] == [
+    assert [
+        (m["namespace"] + "/" + m["pod"], m["node"], m["target"], m["gain"], m["action"]) for m in doc["moves"]
+    ] == [
         (SEARCH, "node-a", "node-e", 65.0, "recommended"),
         (WEB_2, "node-a", "node-e", 65.0, "recommended"),
     ]
     assert [(m["namespace"] + "/" + m["pod"], m["action"], m["detail"]) for m in doc["deferred"]] == [
-        (WEB_1, "deferred", "another pod of Deployment shop/web moves this round")]
-    assert doc["skipped"] == {"DaemonSet pod": 1, "current node at or above floor": 3, "mirror/static pod": 1,
-                              "no controller": 1, "system namespace": 1}
+        (WEB_1, "deferred", "another pod of Deployment shop/web moves this round")
+    ]
+    assert doc["skipped"] == {
+        "DaemonSet pod": 1,
+        "current node at or above floor": 3,
+        "mirror/static pod": 1,
+        "no controller": 1,
+        "system namespace": 1,
+    }
     assert doc["examined"] == 10 and doc["model_version"] == "chosen-scores"
-    assert doc["moves"][0]["node_reason"] == "chosen score for node-a" and doc["moves"][0]["workload"] == \
-        "Deployment shop/search"
+    assert (
+        doc["moves"][0]["node_reason"] == "chosen score for node-a"
+        and doc["moves"][0]["workload"] == "Deployment shop/search"
+    )
     # nothing but reads reached the API server
     assert apiserver.seen("POST") == [] and {r.method for r in apiserver.requests} == {"GET"}
     assert {r.path for r in apiserver.requests} == {"/api/v1/pods", "/api/v1/nodes"}
@@ -139,10 +164,13 @@ def test_table_output(apiserver, scoring, tmp_path, capsys):
     code, out = run_cli(apiserver, scoring, tmp_path, capsys=capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("rebalance (dry run): 10 running pods examined, 3 qualify, 2 selected (max 5, gap 20, "
-                               "floor 40) · model chosen-scores")
-    assert any(SEARCH in line and "node-e" in line and "65.0" in line and line.endswith("recommended")
-               for line in lines)
+    assert lines[0].startswith(
+        "rebalance (dry run): 10 running pods examined, 3 qualify, 2 selected (max 5, gap 20, "
+        "floor 40) · model chosen-scores"
+    )
+    assert any(
+        SEARCH in line and "node-e" in line and "65.0" in line and line.endswith("recommended") for line in lines
+    )
     assert any(WEB_1 in line and "deferred: another pod of Deployment shop/web" in line for line in lines)
     assert "not moved: 1 DaemonSet pod, 3 current node at or above floor" in out
 
@@ -177,7 +205,9 @@ def test_gap_and_floor(apiserver, scoring, tmp_path, capsys):
     _, doc = run_json(apiserver, scoring, tmp_path, capsys, "--floor", "75")  # now node-b's 70 is low too
     assert {m["node"] for m in doc["moves"] + doc["deferred"]} == {"node-a", "node-b"}
     assert {m["pod"] for m in doc["moves"] + doc["deferred"] if m["node"] == "node-b"} == {
-        "cache-1", "report-29134560-8tq2w"}
+        "cache-1",
+        "report-29134560-8tq2w",
+    }
     assert apiserver.seen("POST") == []
 
 
@@ -197,19 +227,47 @@ def test_stale_or_unknown_nodes_never_drive_a_move(apiserver, scoring, tmp_path,
     assert {(m["target"], m["gain"]) for m in doc["moves"]} == {("node-b", 45.0)}
 
 
-@pytest.mark.parametrize("current, others, gap, floor, expected", [
-    (rebalance.Scored("a", 30, "SCORED", ""), [rebalance.Scored("b", 50, "SCORED", "")], 20, 40, "b"),
-    (rebalance.Scored("a", 30, "SCORED", ""), [rebalance.Scored("b", 49.9, "SCORED", "")], 20, 40,
-     "no candidate better by the gap"),
-    (rebalance.Scored("a", 40, "SCORED", ""), [rebalance.Scored("b", 90, "SCORED", "")], 20, 40,
-     "current node at or above floor"),
-    (rebalance.Scored("a", 10, "FALLBACK", ""), [rebalance.Scored("b", 90, "SCORED", "")], 20, 40,
-     "current node fallback"),
-    (rebalance.Scored("a", 10, "SCORED", ""), [rebalance.Scored("b", 90, "UNKNOWN_NODE", "")], 20, 40,
-     "no scored candidate node"),
-    (rebalance.Scored("a", 10, "SCORED", ""), [rebalance.Scored("c", 80, "SCORED", ""),
-                                               rebalance.Scored("b", 80, "SCORED", "")], 20, 40, "b"),  # ties by name
-])
+@pytest.mark.parametrize(
+    "current, others, gap, floor, expected",
+    [
+        (rebalance.Scored("a", 30, "SCORED", ""), [rebalance.Scored("b", 50, "SCORED", "")], 20, 40, "b"),
+        (
+            rebalance.Scored("a", 30, "SCORED", ""),
+            [rebalance.Scored("b", 49.9, "SCORED", "")],
+            20,
+            40,
+            "no candidate better by the gap",
+        ),
+        (
+            rebalance.Scored("a", 40, "SCORED", ""),
+            [rebalance.Scored("b", 90, "SCORED", "")],
+            20,
+            40,
+            "current node at or above floor",
+        ),
+        (
+            rebalance.Scored("a", 10, "FALLBACK", ""),
+            [rebalance.Scored("b", 90, "SCORED", "")],
+            20,
+            40,
+            "current node fallback",
+        ),
+        (
+            rebalance.Scored("a", 10, "SCORED", ""),
+            [rebalance.Scored("b", 90, "UNKNOWN_NODE", "")],
+            20,
+            40,
+            "no scored candidate node",
+        ),
+        (
+            rebalance.Scored("a", 10, "SCORED", ""),
+            [rebalance.Scored("c", 80, "SCORED", ""), rebalance.Scored("b", 80, "SCORED", "")],
+            20,
+            40,
+            "b",
+        ),  # ties by name
+    ],
+)
 def test_judge(current, others, gap, floor, expected):
     best, why = rebalance.judge(current, others, gap, floor)
     assert (best.node if best else why) == expected
@@ -218,8 +276,20 @@ def test_judge(current, others, gap, floor, expected):
 def test_config_is_validated_all_at_once(tmp_path, capsys):
     p = argparse.ArgumentParser()
     rebalance.configure_parser(p)
-    args = p.parse_args(["--gap", "0", "--floor", "120", "--max-moves", "0", "--aggregator", "nowhere",
-                         "--kubeconfig", str(tmp_path / "missing")])
+    args = p.parse_args(
+        [
+            "--gap",
+            "0",
+            "--floor",
+            "120",
+            "--max-moves",
+            "0",
+            "--aggregator",
+            "nowhere",
+            "--kubeconfig",
+            str(tmp_path / "missing"),
+        ]
+    )
     assert rebalance.run(args) == 2
     err = capsys.readouterr().err
     for field in ("--gap", "--floor", "--max-moves", "--aggregator", "missing"):
@@ -235,13 +305,16 @@ def test_evict_honours_pdb_429_and_one_pod_per_workload(apiserver, scoring, tmp_
     assert code == 0 and doc["dry_run"] is False
     results = {m["pod"]: (m["action"], m["detail"]) for m in doc["moves"]}
     assert results["search-5c6d7e8f9-qw7rt"][0] == "blocked"  # the first eviction met the budget
-    assert "The disruption budget web-pdb needs 2 healthy pods and has 2 currently" in \
-        results["search-5c6d7e8f9-qw7rt"][1]
+    assert (
+        "The disruption budget web-pdb needs 2 healthy pods and has 2 currently" in results["search-5c6d7e8f9-qw7rt"][1]
+    )
     assert results["web-7d4b9c8f6d-q8w7e"][0] == "evicted"
     evictions = posts(apiserver, "/eviction")
     # one request per selected pod: the blocked one is not retried, and the second web replica is not touched
-    assert [r.path for r in evictions] == ["/api/v1/namespaces/shop/pods/search-5c6d7e8f9-qw7rt/eviction",
-                                           "/api/v1/namespaces/shop/pods/web-7d4b9c8f6d-q8w7e/eviction"]
+    assert [r.path for r in evictions] == [
+        "/api/v1/namespaces/shop/pods/search-5c6d7e8f9-qw7rt/eviction",
+        "/api/v1/namespaces/shop/pods/web-7d4b9c8f6d-q8w7e/eviction",
+    ]
     body = evictions[1].body
     assert body["apiVersion"] == "policy/v1" and body["kind"] == "Eviction"
     assert body["metadata"] == {"name": "web-7d4b9c8f6d-q8w7e", "namespace": "shop"}
@@ -264,13 +337,20 @@ def test_events_in_a_dry_run(apiserver, scoring, tmp_path, capsys):
     events = posts(apiserver, "/events")
     assert [e.path for e in events] == ["/api/v1/namespaces/shop/events"] * 2
     ev = events[0].body
-    assert ev["involvedObject"] == {"apiVersion": "v1", "kind": "Pod", "name": "search-5c6d7e8f9-qw7rt",
-                                    "namespace": "shop", "uid": "8d9e0f1a-2b3c-4d4e-9f5a-6b7c8d9e0f1a"}
+    assert ev["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": "search-5c6d7e8f9-qw7rt",
+        "namespace": "shop",
+        "uid": "8d9e0f1a-2b3c-4d4e-9f5a-6b7c8d9e0f1a",
+    }
     assert ev["reason"] == "KubeAttentionRebalance" and ev["type"] == "Normal" and ev["count"] == 1
     assert ev["source"] == {"component": "kubeattention-rebalancer"}
     assert ev["metadata"]["name"].startswith("search-5c6d7e8f9-qw7rt.")
-    assert ev["message"] == ("KubeAttention: node node-a scores 25 (chosen score for node-a); node node-e scores 90: "
-                             "move recommended (dry run, not evicted)")
+    assert ev["message"] == (
+        "KubeAttention: node node-a scores 25 (chosen score for node-a); node node-e scores 90: "
+        "move recommended (dry run, not evicted)"
+    )
     assert ev["firstTimestamp"].startswith(time.strftime("%Y-", time.gmtime()))
 
 
@@ -310,6 +390,7 @@ def test_with_the_real_aggregator_and_pushed_telemetry(redis_server, apiserver, 
     """Real aggregator process, real pushes, real ONNX model: the contended node's pods are recommended away."""
     from telemetry_factory import telemetry
     from test_aggregator_integration import Aggregator
+
     from wire.v1 import telemetry_pb2_grpc
 
     agg = Aggregator(redis_server.url).start()
@@ -317,8 +398,17 @@ def test_with_the_real_aggregator_and_pushed_telemetry(redis_server, apiserver, 
         now = time.time_ns() // 1_000_000
         with grpc.insecure_channel(agg.address) as ch:
             push = telemetry_pb2_grpc.TelemetryServiceStub(ch).Push
-            push(telemetry("node-a", collected_ms=now, cpu_utilization=1.0, cpu_psi_some=0.86,
-                           cpu_throttled_ratio=0.3, process_churn_per_s=900.0), timeout=5)
+            push(
+                telemetry(
+                    "node-a",
+                    collected_ms=now,
+                    cpu_utilization=1.0,
+                    cpu_psi_some=0.86,
+                    cpu_throttled_ratio=0.3,
+                    process_churn_per_s=900.0,
+                ),
+                timeout=5,
+            )
             for quiet in ("node-b", "node-e"):
                 push(telemetry(quiet, collected_ms=now), timeout=5)
 

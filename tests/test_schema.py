@@ -10,10 +10,22 @@ from wire.schema import METRICS, MISSING, PodContext, Profile, QoS
 def test_fifteen_metrics_in_design_order():
     assert schema.NUM_METRICS == 15
     assert schema.METRIC_NAMES == (
-        "cpu_utilization", "cpu_iowait_ratio", "cpu_psi_some", "memory_psi_some", "io_psi_some",
-        "runqueue_latency_p99_us", "cross_cgroup_preemptions_per_s", "cpu_throttled_ratio",
-        "memory_utilization", "llc_miss_ratio", "llc_mpki", "cycles_per_instruction",
-        "memory_bandwidth_gbps", "disk_io_latency_p99_ms", "process_churn_per_s")
+        "cpu_utilization",
+        "cpu_iowait_ratio",
+        "cpu_psi_some",
+        "memory_psi_some",
+        "io_psi_some",
+        "runqueue_latency_p99_us",
+        "cross_cgroup_preemptions_per_s",
+        "cpu_throttled_ratio",
+        "memory_utilization",
+        "llc_miss_ratio",
+        "llc_mpki",
+        "cycles_per_instruction",
+        "memory_bandwidth_gbps",
+        "disk_io_latency_p99_ms",
+        "process_churn_per_s",
+    )
     assert [m.index for m in METRICS] == list(range(15))
 
 
@@ -103,7 +115,17 @@ def test_sensitivity_matrix_shape():
     assert (schema.SENSITIVITY >= 0).all() and (schema.SENSITIVITY <= 1).all()
 
 
-@pytest.mark.parametrize("name,ok", [("node-a", True), ("w-3.prod.example.com", True), ("", False),
-                                     ("Node_A", False), ("-a", False), ("a" * 253, True), ("a" * 254, False)])
+@pytest.mark.parametrize(
+    "name,ok",
+    [
+        ("node-a", True),
+        ("w-3.prod.example.com", True),
+        ("", False),
+        ("Node_A", False),
+        ("-a", False),
+        ("a" * 253, True),
+        ("a" * 254, False),
+    ],
+)
 def test_k8s_name_rule_shared_by_agent_and_aggregator(name, ok):
     assert (schema.k8s_name_problem(name) is None) is ok

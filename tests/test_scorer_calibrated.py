@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from procs import REPO
-from scorer import contention, train
-from wire import schema
+
+from inference.model import InterferenceModel
+from scorer import contention
 from scorer.calibration import fit
 from scorer.calibration.data import from_rows, load
 from scorer.calibration.rows import CalibrationError
-from inference.model import InterferenceModel
+from wire import schema
 
 FIXTURE = Path(__file__).parent / "fixtures" / "calibration-small.jsonl"
 KA = [sys.executable, "-m", "kubeattention.cli"]
@@ -49,8 +49,10 @@ def test_fixture_rows_become_model_input(cal):
 
 def test_fit_recovers_known_curves_from_generated_slowdowns(cal):
     # Labels made by the contention model itself with known curves: the fit must find them.
-    truth = fit._unpack(np.concatenate([[0.6, 0.5, 0.7, 0.3, 0.5], [3.0, 2.0, 2.5, 2.0, 2.0],
-                                        np.linspace(0.2, 2.0, 25)]), contention.PRIOR)
+    truth = fit._unpack(
+        np.concatenate([[0.6, 0.5, 0.7, 0.3, 0.5], [3.0, 2.0, 2.5, 2.0, 2.0], np.linspace(0.2, 2.0, 25)]),
+        contention.PRIOR,
+    )
     z, pods = fit.latent_of(cal), fit.pods_of(cal)
     y = contention.log_slowdown(z, pods, None, truth)
     synthetic = type(cal)(**{**cal.__dict__, "y": y})
@@ -68,8 +70,7 @@ def test_fit_beats_the_prior_on_measured_rows(cal):
 @pytest.mark.parametrize("kind", ["mlp", "xgboost"])
 def test_calibrated_model_exports_to_onnx_with_metadata(cal, kind, tmp_path):
     out = tmp_path / f"{kind}.onnx"
-    proc = ka("train", "--data", str(FIXTURE), "--model", kind, "--rows", "2000", "--holdout", "0.3",
-              "--out", str(out))
+    proc = ka("train", "--data", str(FIXTURE), "--model", kind, "--rows", "2000", "--holdout", "0.3", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "held out configurations:" in proc.stdout
     model = InterferenceModel.load(out)
@@ -109,8 +110,10 @@ def test_malformed_and_mismatched_rows_are_refused_naming_the_line(tmp_path):
     row["schema_version"] = schema.SCHEMA_VERSION + 1
     bad.write_text("\n".join([lines[0], json.dumps(row), *lines[2:]]) + "\n")
     proc = ka("train", "--data", str(bad), "--out", str(tmp_path / "m.onnx"))
-    assert proc.returncode == 2 and f"bad.jsonl:2: schema_version {schema.SCHEMA_VERSION + 1} does not match" \
-        in proc.stderr
+    assert (
+        proc.returncode == 2
+        and f"bad.jsonl:2: schema_version {schema.SCHEMA_VERSION + 1} does not match" in proc.stderr
+    )
     row = json.loads(lines[1])
     row["values"] = row["values"][:14]
     bad.write_text("\n".join([lines[0], json.dumps(row)]) + "\n")

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scorer import contention, dataset
-from wire import schema
 from scorer.contention import Latent, PodRows
 from scorer.evaluate import spearman
+from wire import schema
 from wire.schema import Profile, QoS
 
 
@@ -23,17 +23,33 @@ def data():
 
 def quiet_latent(n: int = 1, **overrides) -> Latent:
     """A node with no antagonists, light load, half-full memory; fields overridable."""
-    base = dict(load=0.2, cpu=0.0, cache=0.0, membw=0.0, io=0.0, fork=0.0, mem_fill=0.5, quota=0.2,
-                hidden=0.0, cores=8.0, peak_bw_gbps=30.0, disk_base_ms=0.2, base_cpi=0.7, base_miss=0.1)
+    base = dict(
+        load=0.2,
+        cpu=0.0,
+        cache=0.0,
+        membw=0.0,
+        io=0.0,
+        fork=0.0,
+        mem_fill=0.5,
+        quota=0.2,
+        hidden=0.0,
+        cores=8.0,
+        peak_bw_gbps=30.0,
+        disk_base_ms=0.2,
+        base_cpi=0.7,
+        base_miss=0.1,
+    )
     base.update(overrides)
     return Latent(**{k: np.full(n, float(v)) for k, v in base.items()})
 
 
 def pods_of(profile: Profile, qos: QoS = QoS.BURSTABLE, n: int = 1, cpu: float = 1.0, priority: int = 0) -> PodRows:
-    pod = schema.PodContext(cpu_request_cores=cpu, memory_request_bytes=schema.GIB, qos=qos,
-                            profile=profile, priority=priority)
-    return PodRows(profile=np.full(n, int(profile)), qos=np.full(n, int(qos)),
-                   features=np.tile(schema.pod_features(pod), (n, 1)))
+    pod = schema.PodContext(
+        cpu_request_cores=cpu, memory_request_bytes=schema.GIB, qos=qos, profile=profile, priority=priority
+    )
+    return PodRows(
+        profile=np.full(n, int(profile)), qos=np.full(n, int(qos)), features=np.tile(schema.pod_features(pod), (n, 1))
+    )
 
 
 def slowdown(z: Latent, pods: PodRows) -> np.ndarray:
@@ -58,13 +74,24 @@ unit = st.floats(0.0, 1.0)
 
 
 @settings(max_examples=60, deadline=None)
-@given(load=unit, cpu=unit, cache=unit, membw=unit, io=unit, fork=unit, mem_fill=unit, quota=unit,
-       which=st.sampled_from(contention.ANTAGONISTS), delta=st.floats(0.01, 1.0),
-       profile=st.sampled_from(list(Profile)), qos=st.sampled_from(list(QoS)))
-def test_more_antagonist_never_means_less_slowdown(load, cpu, cache, membw, io, fork, mem_fill, quota,
-                                                   which, delta, profile, qos):
-    z = quiet_latent(load=load, cpu=cpu, cache=cache, membw=membw, io=io, fork=fork,
-                     mem_fill=mem_fill, quota=quota)
+@given(
+    load=unit,
+    cpu=unit,
+    cache=unit,
+    membw=unit,
+    io=unit,
+    fork=unit,
+    mem_fill=unit,
+    quota=unit,
+    which=st.sampled_from(contention.ANTAGONISTS),
+    delta=st.floats(0.01, 1.0),
+    profile=st.sampled_from(list(Profile)),
+    qos=st.sampled_from(list(QoS)),
+)
+def test_more_antagonist_never_means_less_slowdown(
+    load, cpu, cache, membw, io, fork, mem_fill, quota, which, delta, profile, qos
+):
+    z = quiet_latent(load=load, cpu=cpu, cache=cache, membw=membw, io=io, fork=fork, mem_fill=mem_fill, quota=quota)
     worse = dataclasses.replace(z, **{which: getattr(z, which) + delta})
     pods = pods_of(profile, qos)
     assert slowdown(worse, pods)[0] >= slowdown(z, pods)[0] - 1e-12
@@ -80,13 +107,16 @@ def test_more_cpu_antagonist_means_higher_slowdown_on_average(data):
     assert data.slowdown[heavy].mean() > 1.3 * data.slowdown[light].mean()
 
 
-@pytest.mark.parametrize("source, victim, bystander", [
-    ("io", Profile.IO_BOUND, Profile.CACHE_SENSITIVE),
-    ("cache", Profile.CACHE_SENSITIVE, Profile.IO_BOUND),
-    ("membw", Profile.MEMORY_BANDWIDTH_BOUND, Profile.IO_BOUND),
-    ("cpu", Profile.LATENCY_CRITICAL, Profile.IO_BOUND),
-    ("cpu", Profile.LATENCY_CRITICAL, Profile.BATCH),
-])
+@pytest.mark.parametrize(
+    "source, victim, bystander",
+    [
+        ("io", Profile.IO_BOUND, Profile.CACHE_SENSITIVE),
+        ("cache", Profile.CACHE_SENSITIVE, Profile.IO_BOUND),
+        ("membw", Profile.MEMORY_BANDWIDTH_BOUND, Profile.IO_BOUND),
+        ("cpu", Profile.LATENCY_CRITICAL, Profile.IO_BOUND),
+        ("cpu", Profile.LATENCY_CRITICAL, Profile.BATCH),
+    ],
+)
 def test_antagonist_hurts_its_sensitive_profile_most(source, victim, bystander):
     base = quiet_latent()
     hit = quiet_latent(**{source: 0.9})
@@ -119,14 +149,15 @@ def test_priority_has_a_small_effect():
 def test_source_weights_come_from_the_schema_sensitivity():
     io = contention.SOURCES.index("io")
     assert contention.SOURCE_WEIGHTS[Profile.IO_BOUND - 1, io] == pytest.approx(
-        schema.SENSITIVITY[Profile.IO_BOUND - 1, [1, 4, 13]].mean())
+        schema.SENSITIVITY[Profile.IO_BOUND - 1, [1, 4, 13]].mean()
+    )
     covered = sorted(i for cols in contention.SOURCE_METRICS.values() for i in cols)
     assert covered == list(range(schema.NUM_METRICS))
 
 
 def test_label_is_not_a_function_of_the_model_input(data):
     """Rows with (nearly) the same input can have different labels: hidden state and noise."""
-    pods = PodRows(profile=data.profile, qos=data.qos, features=data.X[:, schema.NUM_METRICS:])
+    pods = PodRows(profile=data.profile, qos=data.qos, features=data.X[:, schema.NUM_METRICS :])
     expected = contention.log_slowdown(data.latent, pods)
     resid = data.y - expected
     assert 0.03 < resid[data.y > 0.2].std() < 0.2
@@ -160,16 +191,19 @@ def test_generated_metrics_use_realistic_units(data):
     assert col("memory_bandwidth_gbps").max() < 300.0
 
 
-@pytest.mark.parametrize("latent, metric", [
-    ("cpu", "runqueue_latency_p99_us"),
-    ("cpu", "cpu_psi_some"),
-    ("io", "disk_io_latency_p99_ms"),
-    ("io", "io_psi_some"),
-    ("cache", "llc_miss_ratio"),
-    ("membw", "memory_bandwidth_gbps"),
-    ("fork", "process_churn_per_s"),
-    ("mem_fill", "memory_utilization"),
-])
+@pytest.mark.parametrize(
+    "latent, metric",
+    [
+        ("cpu", "runqueue_latency_p99_us"),
+        ("cpu", "cpu_psi_some"),
+        ("io", "disk_io_latency_p99_ms"),
+        ("io", "io_psi_some"),
+        ("cache", "llc_miss_ratio"),
+        ("membw", "memory_bandwidth_gbps"),
+        ("fork", "process_churn_per_s"),
+        ("mem_fill", "memory_utilization"),
+    ],
+)
 def test_metrics_follow_the_latent_state(data, latent, metric):
     j = schema.METRIC_BY_NAME[metric].index
     rows = data.mask[:, j]
@@ -191,11 +225,11 @@ def test_proc_only_is_what_the_2_core_vm_measures(data):
     proc = contention.PATTERNS[contention.PATTERN_NAMES.index("proc-only")]
     assert set(proc.missing) == {5, 6, 9, 10, 11, 12, 13}
     rows = data.pattern == contention.PATTERN_NAMES.index("proc-only")
-    assert 0.3 < (~data.mask[rows, 7]).mean() < 0.7   # no pod cgroups on some nodes
+    assert 0.3 < (~data.mask[rows, 7]).mean() < 0.7  # no pod cgroups on some nodes
 
 
 def test_missing_metrics_enter_the_model_as_missing_not_zero(data):
-    node = data.X[:, :schema.NUM_METRICS]
+    node = data.X[:, : schema.NUM_METRICS]
     assert np.all(node[~data.mask] == schema.MISSING)
     assert np.all((node[data.mask] >= 0.0) & (node[data.mask] <= 1.0))
     assert (~data.mask).mean() > 0.2

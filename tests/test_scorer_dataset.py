@@ -28,13 +28,14 @@ def test_different_seeds_give_different_data():
 
 def test_hash_is_pinned():
     assert dataset.generate(500, seed=0).data_hash == GOLDEN_HASH_500_SEED0, (
-        "the generated data changed: if intended, bump contention.GENERATOR and the golden hash")
+        "the generated data changed: if intended, bump contention.GENERATOR and the golden hash"
+    )
 
 
 def test_hash_ignores_memory_layout_and_sees_every_value():
     d = dataset.generate(400, seed=3)
     assert dataset.data_hash(np.asfortranarray(d.X), d.y.copy()) == d.data_hash
-    assert dataset.data_hash(d.X.astype(np.float64), d.y) == d.data_hash   # hashed as float32
+    assert dataset.data_hash(d.X.astype(np.float64), d.y) == d.data_hash  # hashed as float32
     y = d.y.copy()
     y[123] += 1e-9
     assert dataset.data_hash(d.X, y) != d.data_hash
@@ -56,8 +57,8 @@ def test_shapes_and_types():
 
 def test_x_is_built_exactly_as_the_aggregator_builds_it():
     d = dataset.generate(1000, seed=5)
-    np.testing.assert_array_equal(d.X[:, :schema.NUM_METRICS], schema.normalise_matrix(d.values, d.mask))
-    pod = d.X[:, schema.NUM_METRICS:]
+    np.testing.assert_array_equal(d.X[:, : schema.NUM_METRICS], schema.normalise_matrix(d.values, d.mask))
+    pod = d.X[:, schema.NUM_METRICS :]
     qos = pod[:, 2:5]
     prof = pod[:, 5:10]
     assert np.all(qos.sum(axis=1) == 1.0) and np.all(prof.sum(axis=1) == 1.0)

@@ -9,14 +9,15 @@ import sys
 import numpy as np
 import onnx
 import pytest
-
-from wire import schema
-from inference.model import DEFAULT_MODEL_PATH, InterferenceModel, ModelError
-from wire.schema import Profile, QoS
 from model_files import default_with
 
-LC_POD = schema.PodContext(cpu_request_cores=1.0, memory_request_bytes=2 * schema.GIB,
-                           qos=QoS.BURSTABLE, profile=Profile.LATENCY_CRITICAL)
+from inference.model import DEFAULT_MODEL_PATH, InterferenceModel, ModelError
+from wire import schema
+from wire.schema import Profile, QoS
+
+LC_POD = schema.PodContext(
+    cpu_request_cores=1.0, memory_request_bytes=2 * schema.GIB, qos=QoS.BURSTABLE, profile=Profile.LATENCY_CRITICAL
+)
 ALL = np.ones(schema.NUM_METRICS, dtype=bool)
 PROC_ONLY = ALL.copy()
 PROC_ONLY[[5, 6, 9, 10, 11, 12, 13]] = False
@@ -90,10 +91,12 @@ def test_predictions_are_slowdowns_and_batch_independent(model):
 def test_profile_matters(model):
     io_heavy = list(QUIET)
     io_heavy[1], io_heavy[4], io_heavy[13] = 0.3, 0.7, 200.0
-    io_pod = schema.PodContext(cpu_request_cores=1.0, memory_request_bytes=schema.GIB,
-                               qos=QoS.BURSTABLE, profile=Profile.IO_BOUND)
-    cache_pod = schema.PodContext(cpu_request_cores=1.0, memory_request_bytes=schema.GIB,
-                                  qos=QoS.BURSTABLE, profile=Profile.CACHE_SENSITIVE)
+    io_pod = schema.PodContext(
+        cpu_request_cores=1.0, memory_request_bytes=schema.GIB, qos=QoS.BURSTABLE, profile=Profile.IO_BOUND
+    )
+    cache_pod = schema.PodContext(
+        cpu_request_cores=1.0, memory_request_bytes=schema.GIB, qos=QoS.BURSTABLE, profile=Profile.CACHE_SENSITIVE
+    )
     io_s = model.predict_slowdown(features([io_heavy], pod=io_pod))[0]
     cache_s = model.predict_slowdown(features([io_heavy], pod=cache_pod))[0]
     assert io_s > cache_s
@@ -107,9 +110,11 @@ def test_from_bytes(model):
 
 
 def test_inference_does_not_import_the_training_stack():
-    code = ("import sys; from inference.model import InterferenceModel; InterferenceModel.load(); "
-            "bad = [m for m in ('sklearn', 'skl2onnx', 'xgboost', 'onnxmltools') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys; from inference.model import InterferenceModel; InterferenceModel.load(); "
+        "bad = [m for m in ('sklearn', 'skl2onnx', 'xgboost', 'onnxmltools') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -117,12 +122,15 @@ def test_inference_does_not_import_the_training_stack():
 # ------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("X, match", [
-    (np.zeros((3, 25), np.float32), r"shape \(n, 26\)"),
-    (np.zeros((26,), np.float32), r"shape \(n, 26\)"),
-    (np.zeros((3, 26), np.float64), "float32"),
-    ([[0.0] * 26], "float32"),
-])
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.zeros((3, 25), np.float32), r"shape \(n, 26\)"),
+        (np.zeros((26,), np.float32), r"shape \(n, 26\)"),
+        (np.zeros((3, 26), np.float64), "float32"),
+        ([[0.0] * 26], "float32"),
+    ],
+)
 def test_rejects_wrong_shape_or_dtype(model, X, match):
     with pytest.raises(ModelError, match=match):
         model.predict_slowdown(X)
@@ -186,10 +194,12 @@ def tiny_model(width: int) -> onnx.ModelProto:
 
     weights = numpy_helper.from_array(np.full((width, 1), 0.01, np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["features", "w"], ["log_slowdown"])], "tiny",
+        [helper.make_node("MatMul", ["features", "w"], ["log_slowdown"])],
+        "tiny",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, width])],
         [helper.make_tensor_value_info("log_slowdown", TensorProto.FLOAT, [None, 1])],
-        initializer=[weights])
+        initializer=[weights],
+    )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     for e in onnx.load(str(DEFAULT_MODEL_PATH)).metadata_props:
@@ -214,7 +224,7 @@ def test_a_minimal_conforming_model_loads_and_predicts(tmp_path):
 
 def test_corrupt_graph_is_reported(tmp_path):
     m = onnx.load(str(DEFAULT_MODEL_PATH))
-    m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 25   # disagrees with the weights
+    m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 25  # disagrees with the weights
     path = tmp_path / "broken.onnx"
     onnx.save(m, str(path))
     with pytest.raises(ModelError, match="cannot load"):

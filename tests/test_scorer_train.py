@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
+from inference.model import InterferenceModel
 from kubeattention import cli
 from scorer import contention, evaluate, export, train
 from wire import schema
-from inference.model import InterferenceModel
 
 SMALL_ROWS = 3000
 
@@ -35,8 +35,9 @@ def xgb_result():
 
 def test_xgboost_onnx_matches_xgboost(xgb_result):
     X = xgb_result.data.X[xgb_result.holdout_index]
-    np.testing.assert_allclose(train.onnx_predict_log(xgb_result.onnx_model, X),
-                               xgb_result.estimator.predict(X), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        train.onnx_predict_log(xgb_result.onnx_model, X), xgb_result.estimator.predict(X), atol=1e-4, rtol=0
+    )
     assert xgb_result.metadata["model_version"].startswith("xgb-")
     assert xgb_result.metadata["hyperparameters"]["monotone_increasing"] == list(train.MONOTONE_METRICS)
 
@@ -146,5 +147,5 @@ def test_spearman_matches_definition():
     b = np.array([1.0, 1.0, 2.0, 3.0, 4.0])
     ra = a - a.mean()
     rb = np.array([1.5, 1.5, 3, 4, 5]) - 3.0
-    assert evaluate.spearman(a, b) == pytest.approx((ra * rb).sum() / np.sqrt((ra ** 2).sum() * (rb ** 2).sum()))
+    assert evaluate.spearman(a, b) == pytest.approx((ra * rb).sum() / np.sqrt((ra**2).sum() * (rb**2).sum()))
     assert np.isnan(evaluate.spearman(a, np.ones(5)))

@@ -36,6 +36,7 @@ def test_confidence_is_share_of_profile_sensitivity_measured():
 
 def _node(**metrics):
     from wire.schema import METRIC_BY_NAME
+
     v = np.full(NUM_METRICS, np.nan)
     for k, x in metrics.items():
         v[METRIC_BY_NAME[k].index] = x
@@ -43,8 +44,12 @@ def _node(**metrics):
 
 
 def test_reason_names_the_driving_metric_with_value_and_fleet_ratio():
-    values = np.array([_node(cpu_utilization=0.97, cpu_psi_some=0.45, memory_utilization=0.3),
-                       _node(cpu_utilization=0.05, cpu_psi_some=0.01, memory_utilization=0.3)])
+    values = np.array(
+        [
+            _node(cpu_utilization=0.97, cpu_psi_some=0.45, memory_utilization=0.3),
+            _node(cpu_utilization=0.05, cpu_psi_some=0.01, memory_utilization=0.3),
+        ]
+    )
     mask = np.isfinite(values)
     median = np.where(mask[1], values[1], np.nan)  # a fleet of mostly quiet nodes
     r = scoring.reasons(values, mask, Profile.LATENCY_CRITICAL, median)
@@ -77,10 +82,15 @@ def test_reason_quotes_a_near_zero_fleet_median_instead_of_dividing_by_it():
 
 def test_reason_names_the_offending_pod_with_its_share_for_additive_metrics():
     from aggregator.node_record import Offender
+
     values = np.array([_node(cpu_psi_some=0.5, cpu_utilization=0.9, process_churn_per_s=400.0)])
-    offenders = [(Offender("batch", "ffmpeg-7c9d", "cpu_utilization", 0.64),
-                  Offender("web", "api-1", "cpu_utilization", 0.1),
-                  Offender("batch", "ffmpeg-7c9d", "cpu_psi_some", 0.5))]
+    offenders = [
+        (
+            Offender("batch", "ffmpeg-7c9d", "cpu_utilization", 0.64),
+            Offender("web", "api-1", "cpu_utilization", 0.1),
+            Offender("batch", "ffmpeg-7c9d", "cpu_psi_some", 0.5),
+        )
+    ]
     r = scoring.reasons(values, np.isfinite(values), Profile.LATENCY_CRITICAL, np.full(15, np.nan), offenders)[0]
     assert "CPU busy 90%, 71% from batch/ffmpeg-7c9d" in r
     assert "CPU pressure 50%, top pod batch/ffmpeg-7c9d" in r  # PSI is not additive: no share quoted

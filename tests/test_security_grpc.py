@@ -20,13 +20,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from fixtures.k8s.apiserver import FakeApiServer, IssuedToken
+from procs import REPO, Kubeattention, RedisServer, free_port, free_ports, wait_for_port
+from telemetry_factory import batch, telemetry
 
 from aggregator.security import auth
-from fixtures.k8s.apiserver import FakeApiServer, IssuedToken
 from kubeattention import certs
 from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
-from procs import Kubeattention, REPO, RedisServer, free_port, free_ports, wait_for_port
-from telemetry_factory import batch, telemetry
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +45,24 @@ class SecureAggregator:
     def __init__(self, redis_url: str, ca: Path, *flags: str):
         self.grpc_port, self.http_port = free_ports(2)
         self.ca = ca
-        self.proc = Kubeattention("aggregator", "--redis-url", redis_url, "--grpc-listen", self.address,
-                                  "--http-listen", f"127.0.0.1:{self.http_port}", "--resync-interval-s", "0.3",
-                                  *flags)
+        self.proc = Kubeattention(
+            "aggregator",
+            "--redis-url",
+            redis_url,
+            "--grpc-listen",
+            self.address,
+            "--http-listen",
+            f"127.0.0.1:{self.http_port}",
+            "--resync-interval-s",
+            "0.3",
+            *flags,
+        )
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def start(self) -> "SecureAggregator":
+    def start(self) -> SecureAggregator:
         self.proc.start()
         wait_for_port(self.grpc_port, proc=self.proc.proc, timeout=30)
         deadline = time.monotonic() + 20
@@ -63,13 +72,23 @@ class SecureAggregator:
             time.sleep(0.1)
         return self
 
-    def https(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-              client_cert: certs.Issued | None = None) -> tuple[int, str]:
+    def https(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        client_cert: certs.Issued | None = None,
+    ) -> tuple[int, str]:
         ctx = ssl.create_default_context(cafile=str(self.ca))
         if client_cert is not None:
             ctx.load_cert_chain(str(client_cert.cert), str(client_cert.key))
-        req = urllib.request.Request(f"https://127.0.0.1:{self.http_port}{path}", data=body, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{self.http_port}{path}",
+            data=body,
+            method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
         try:
             with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
                 return r.status, r.read().decode()
@@ -80,7 +99,8 @@ class SecureAggregator:
 
     def channel(self, ca: Path, client: certs.Issued | None = None) -> grpc.Channel:
         creds = grpc.ssl_channel_credentials(
-            ca.read_bytes(), client.key.read_bytes() if client else None, client.cert.read_bytes() if client else None)
+            ca.read_bytes(), client.key.read_bytes() if client else None, client.cert.read_bytes() if client else None
+        )
         return grpc.secure_channel(self.address, creds)
 
 
@@ -104,8 +124,16 @@ def redis_url():
 
 @pytest.fixture(scope="module")
 def mtls(pki, redis_url):
-    agg = SecureAggregator(redis_url, pki.ca, "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
-                           "--tls-client-ca", str(pki.ca)).start()
+    agg = SecureAggregator(
+        redis_url,
+        pki.ca,
+        "--tls-cert",
+        str(pki.server.cert),
+        "--tls-key",
+        str(pki.server.key),
+        "--tls-client-ca",
+        str(pki.ca),
+    ).start()
     yield agg
     agg.proc.stop()
 
@@ -121,17 +149,28 @@ def apiserver():
 def tokens(pki, redis_url, apiserver, tmp_path_factory):
     d = tmp_path_factory.mktemp("tokens")
     (d / "tokens").write_text(f"# static tokens\n{NODE_A_TOKEN} node:node-a\n{SCHED_TOKEN} scheduler:ci-tool\n")
-    agg = SecureAggregator(redis_url, pki.ca, "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
-                           "--auth-token-file", str(d / "tokens"), "--auth-tokenreview",
-                           "--kubeconfig", str(apiserver.write_kubeconfig(d / "kubeconfig"))).start()
+    agg = SecureAggregator(
+        redis_url,
+        pki.ca,
+        "--tls-cert",
+        str(pki.server.cert),
+        "--tls-key",
+        str(pki.server.key),
+        "--auth-token-file",
+        str(d / "tokens"),
+        "--auth-tokenreview",
+        "--kubeconfig",
+        str(apiserver.write_kubeconfig(d / "kubeconfig")),
+    ).start()
     agg.token_file = d / "tokens"
     yield agg
     agg.proc.stop()
 
 
 def push(channel, node: str, metadata=None):
-    return telemetry_pb2_grpc.TelemetryServiceStub(channel).Push(telemetry(node, collected_ms=now_ms()), timeout=5,
-                                                                metadata=metadata)
+    return telemetry_pb2_grpc.TelemetryServiceStub(channel).Push(
+        telemetry(node, collected_ms=now_ms()), timeout=5, metadata=metadata
+    )
 
 
 def score(channel, *nodes, metadata=None):
@@ -211,10 +250,25 @@ def test_a_real_agent_pushes_with_its_node_certificate_and_not_as_another_node(m
     recording = sorted((REPO / "agent" / "recordings").glob("*.jsonl"))[0]
 
     def agent(node: str, issued: certs.Issued) -> Kubeattention:
-        return Kubeattention("agent", "--aggregator", mtls.address, "--node-name", node, "--replay", str(recording),
-                             "--interval", "0.2", "--http-listen", f"127.0.0.1:{free_port()}",
-                             "--tls-ca", str(pki.ca), "--tls-cert", str(issued.cert), "--tls-key", str(issued.key)
-                             ).start()
+        return Kubeattention(
+            "agent",
+            "--aggregator",
+            mtls.address,
+            "--node-name",
+            node,
+            "--replay",
+            str(recording),
+            "--interval",
+            "0.2",
+            "--http-listen",
+            f"127.0.0.1:{free_port()}",
+            "--tls-ca",
+            str(pki.ca),
+            "--tls-cert",
+            str(issued.cert),
+            "--tls-key",
+            str(issued.key),
+        ).start()
 
     good, impostor = agent("node-b", pki.nodes["node-b"]), agent("node-x", pki.nodes["node-a"])
     try:
@@ -243,20 +297,22 @@ def test_static_tokens_push_for_their_node_and_score_for_schedulers(tokens, pki)
         assert score(ch, "node-a", metadata=bearer(SCHED_TOKEN)).scores[0].status == scoring_pb2.SCORE_STATUS_SCORED
         # an unknown token falls through the token file to TokenReview, which refuses it
         for md, words in ((None, "no credentials"), (bearer("wrong-token-0123456789abcdef"), "refused by TokenReview")):
-            for call in (lambda: push(ch, "node-a", md), lambda: score(ch, "node-a", metadata=md)):
+            for call in (lambda md=md: push(ch, "node-a", md), lambda md=md: score(ch, "node-a", metadata=md)):
                 err = rpc_error(call)
                 assert err.code() == grpc.StatusCode.UNAUTHENTICATED and words in err.details()
 
 
 def test_tokenreview_node_identity_expiry_and_audience(tokens, pki, apiserver):
     later = time.time() + 3600
-    apiserver.tokens.update({
-        "tr-agent-b": IssuedToken(AGENT_SA, ["kubeattention"], later, node_name="node-b", pod_name="agent-b"),
-        "tr-expired": IssuedToken(AGENT_SA, ["kubeattention"], time.time() - 1, node_name="node-b"),
-        "tr-api-audience": IssuedToken(AGENT_SA, ["https://kubernetes.default.svc"], later, node_name="node-b"),
-        "tr-scheduler": IssuedToken("system:serviceaccount:kube-system:my-scheduler", ["kubeattention"], later),
-        "tr-agent-no-node": IssuedToken(AGENT_SA, ["kubeattention"], later),
-    })
+    apiserver.tokens.update(
+        {
+            "tr-agent-b": IssuedToken(AGENT_SA, ["kubeattention"], later, node_name="node-b", pod_name="agent-b"),
+            "tr-expired": IssuedToken(AGENT_SA, ["kubeattention"], time.time() - 1, node_name="node-b"),
+            "tr-api-audience": IssuedToken(AGENT_SA, ["https://kubernetes.default.svc"], later, node_name="node-b"),
+            "tr-scheduler": IssuedToken("system:serviceaccount:kube-system:my-scheduler", ["kubeattention"], later),
+            "tr-agent-no-node": IssuedToken(AGENT_SA, ["kubeattention"], later),
+        }
+    )
     with tokens.channel(pki.ca) as ch:
         assert push(ch, "node-b", bearer("tr-agent-b")).received_at_unix_ms > 0
         err = rpc_error(lambda: push(ch, "node-a", bearer("tr-agent-b")))
@@ -267,8 +323,7 @@ def test_tokenreview_node_identity_expiry_and_audience(tokens, pki, apiserver):
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "audiences" in err.details()
         err = rpc_error(lambda: push(ch, "node-b", bearer("tr-agent-no-node")))
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "carries no node name" in err.details()
-        assert score(ch, "node-b", metadata=bearer("tr-scheduler")).scores[0].status == \
-            scoring_pb2.SCORE_STATUS_SCORED
+        assert score(ch, "node-b", metadata=bearer("tr-scheduler")).scores[0].status == scoring_pb2.SCORE_STATUS_SCORED
         err = rpc_error(lambda: score(ch, "node-b", metadata=bearer("tr-agent-b")))
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     reviews = apiserver.seen("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
@@ -295,9 +350,23 @@ def test_agent_token_file_rotation_and_aggregator_token_file_reload(tokens, pki,
     token_path = tmp_path / "token"
     token_path.write_text(NODE_A_TOKEN)
     http_port = free_port()
-    agent = Kubeattention("agent", "--aggregator", tokens.address, "--node-name", "node-a", "--replay", str(recording),
-                          "--interval", "0.2", "--http-listen", f"127.0.0.1:{http_port}", "--tls-ca", str(pki.ca),
-                          "--token-file", str(token_path)).start()
+    agent = Kubeattention(
+        "agent",
+        "--aggregator",
+        tokens.address,
+        "--node-name",
+        "node-a",
+        "--replay",
+        str(recording),
+        "--interval",
+        "0.2",
+        "--http-listen",
+        f"127.0.0.1:{http_port}",
+        "--tls-ca",
+        str(pki.ca),
+        "--token-file",
+        str(token_path),
+    ).start()
 
     def pushes() -> tuple[float, float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
@@ -338,8 +407,16 @@ def test_agent_token_file_rotation_and_aggregator_token_file_reload(tokens, pki,
 
 def test_insecure_is_explicit_and_warned_about(redis_url):
     http_port = free_port()
-    agg = Kubeattention("aggregator", "--redis-url", redis_url, "--grpc-listen", f"127.0.0.1:{free_port()}",
-                        "--http-listen", f"127.0.0.1:{http_port}", "--insecure").start()
+    agg = Kubeattention(
+        "aggregator",
+        "--redis-url",
+        redis_url,
+        "--grpc-listen",
+        f"127.0.0.1:{free_port()}",
+        "--http-listen",
+        f"127.0.0.1:{http_port}",
+        "--insecure",
+    ).start()
     try:
         wait_for_port(http_port, proc=agg.proc, timeout=30)
         deadline = time.monotonic() + 10
@@ -354,13 +431,19 @@ def test_insecure_is_explicit_and_warned_about(redis_url):
 
 def test_aggregator_and_agent_refuse_to_start_without_a_transport_choice(redis_url):
     ka = [sys.executable, "-m", "kubeattention.cli"]
-    out = subprocess.run(ka + ["aggregator", "--redis-url", redis_url], capture_output=True, text=True, cwd=REPO,
-                         timeout=60)
+    out = subprocess.run(
+        ka + ["aggregator", "--redis-url", redis_url], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert out.returncode == 2
     for flag in ("--tls-cert", "--tls-key", "--tls-client-ca", "--auth-token-file", "--auth-tokenreview", "--insecure"):
         assert flag in out.stderr
-    out = subprocess.run(ka + ["agent", "--node-name", "node-a", "--aggregator", "127.0.0.1:1"],
-                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    out = subprocess.run(
+        ka + ["agent", "--node-name", "node-a", "--aggregator", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert out.returncode == 2 and "--tls-ca" in out.stderr and "--insecure" in out.stderr
 
 
@@ -369,13 +452,23 @@ def test_score_command_over_mtls(mtls, pki):
         push(ch, "node-a")
     ka = [sys.executable, "-m", "kubeattention.cli", "score", "--aggregator", mtls.address, "--json", "node-a"]
     sched = pki.schedulers["kube-scheduler"]
-    out = subprocess.run(ka + ["--tls-ca", str(pki.ca), "--tls-cert", str(sched.cert), "--tls-key", str(sched.key)],
-                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    out = subprocess.run(
+        ka + ["--tls-ca", str(pki.ca), "--tls-cert", str(sched.cert), "--tls-key", str(sched.key)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["scores"][0]["status"] == "SCORED"
     node = pki.nodes["node-a"]
-    out = subprocess.run(ka + ["--tls-ca", str(pki.ca), "--tls-cert", str(node.cert), "--tls-key", str(node.key)],
-                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    out = subprocess.run(
+        ka + ["--tls-ca", str(pki.ca), "--tls-cert", str(node.cert), "--tls-key", str(node.key)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert out.returncode == 1 and "PERMISSION_DENIED" in out.stderr
 
 

@@ -12,13 +12,13 @@ import time
 import grpc
 import pytest
 import redis
+from procs import REPO, Kubeattention, RedisServer, RedisTLS, free_port, free_ports, wait_for_port
+from telemetry_factory import telemetry
 
 from aggregator.redis_access import RedisAccessError, check_redis_access
 from aggregator.store import RedisStore
 from kubeattention import certs
 from wire.v1 import telemetry_pb2_grpc
-from procs import Kubeattention, REPO, RedisServer, RedisTLS, free_port, free_ports, wait_for_port
-from telemetry_factory import telemetry
 
 pytestmark = pytest.mark.integration
 
@@ -39,15 +39,39 @@ def now_ms() -> int:
 
 
 def run_aggregator(url: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kubeattention.cli", "aggregator", "--redis-url", url, "--insecure",
-                           "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen", f"127.0.0.1:{free_port()}"],
-                          capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubeattention.cli",
+            "aggregator",
+            "--redis-url",
+            url,
+            "--insecure",
+            "--grpc-listen",
+            f"127.0.0.1:{free_port()}",
+            "--http-listen",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def push_through_aggregator(url: str, node: str) -> None:
     grpc_port, http_port = free_ports(2)
-    agg = Kubeattention("aggregator", "--redis-url", url, "--insecure", "--grpc-listen", f"127.0.0.1:{grpc_port}",
-                        "--http-listen", f"127.0.0.1:{http_port}").start()
+    agg = Kubeattention(
+        "aggregator",
+        "--redis-url",
+        url,
+        "--insecure",
+        "--grpc-listen",
+        f"127.0.0.1:{grpc_port}",
+        "--http-listen",
+        f"127.0.0.1:{http_port}",
+    ).start()
     try:
         wait_for_port(grpc_port, proc=agg.proc, timeout=30)
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
@@ -66,8 +90,10 @@ def test_requirepass_url_with_password_works_and_wrong_or_missing_password_stops
         assert admin.hget("ka:node:{node-pw}", "schema") is not None
         wrong = run_aggregator(server.url_for(None, "wrong"))
         assert wrong.returncode == 2
-        assert "refused the credentials of user 'default'" in wrong.stderr and "wrong" not in wrong.stderr.split(
-            "refused")[0]
+        assert (
+            "refused the credentials of user 'default'" in wrong.stderr
+            and "wrong" not in wrong.stderr.split("refused")[0]
+        )
         missing = run_aggregator(server.url_for(None, None))
         assert missing.returncode == 2 and "wants credentials" in missing.stderr
     finally:
@@ -83,9 +109,14 @@ def test_acl_user_limited_to_the_prefix_is_enough_and_narrower_users_are_told_wh
         narrow = run_aggregator(server.url_for("narrow", "narrow-password"))
         assert narrow.returncode == 2
         assert "Redis user 'narrow'" in narrow.stderr and "lacks permissions the aggregator needs" in narrow.stderr
-        for words in ("write node hashes (ka:node:{kubeattention-access-check})", "update the node index (ka:nodes)",
-                      "append history", "publish updates (channel ka:updates)", "no permissions to access one of the keys",
-                      "ACL SETUSER narrow ~ka:* &ka:*"):
+        for words in (
+            "write node hashes (ka:node:{kubeattention-access-check})",
+            "update the node index (ka:nodes)",
+            "append history",
+            "publish updates (channel ka:updates)",
+            "no permissions to access one of the keys",
+            "ACL SETUSER narrow ~ka:* &ka:*",
+        ):
             assert words in narrow.stderr, words
 
         with pytest.raises(RedisAccessError) as info:
@@ -103,8 +134,9 @@ def test_acl_user_limited_to_the_prefix_is_enough_and_narrower_users_are_told_wh
 
 def test_tls_redis_with_a_client_certificate_and_an_acl_user(pki):
     client = pki.schedulers["aggregator-redis-client"]
-    tls = RedisTLS(pki.server.cert, pki.server.key, pki.ca, client_auth=True, client_cert=client.cert,
-                   client_key=client.key)
+    tls = RedisTLS(
+        pki.server.cert, pki.server.key, pki.ca, client_auth=True, client_cert=client.cert, client_key=client.key
+    )
     server = RedisServer(users=(KA_USER,), tls=tls).start()
     try:
         url = server.url_for("ka", "ka-password")

@@ -14,14 +14,25 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from fixtures.k8s.apiserver import FakeApiServer, IssuedToken
 
-from aggregator.security import auth
-from aggregator.security.auth import (ANONYMOUS_PRINCIPAL, Authenticator, PermissionDenied, Principal, StaticTokens,
-                             TokenReviewer, Unauthenticated, VerifierUnavailable, authorize_push, authorize_score,
-                             kubernetes_token_review, principal_from_uris)
 from aggregator.config import AggregatorConfig
 from aggregator.errors import ConfigError
-from fixtures.k8s.apiserver import FakeApiServer, IssuedToken
+from aggregator.security import auth
+from aggregator.security.auth import (
+    ANONYMOUS_PRINCIPAL,
+    Authenticator,
+    PermissionDenied,
+    Principal,
+    StaticTokens,
+    TokenReviewer,
+    Unauthenticated,
+    VerifierUnavailable,
+    authorize_push,
+    authorize_score,
+    kubernetes_token_review,
+    principal_from_uris,
+)
 from kubeattention import certs
 from wire.client_security import ClientSecurity, TokenFile, TokenFileError
 
@@ -39,20 +50,25 @@ def pki(tmp_path_factory):
 def test_certs_carry_the_identity_the_aggregator_reads(pki):
     cert = x509.load_pem_x509_certificate(pki.nodes["node-a"].cert.read_bytes())
     uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.UniformResourceIdentifier)
+        x509.UniformResourceIdentifier
+    )
     assert uris == ["spiffe://kubeattention/node/node-a"]
     assert principal_from_uris(uris) == Principal("node", "node-a", "certificate")
     sched = x509.load_pem_x509_certificate(pki.schedulers["sched"].cert.read_bytes())
-    assert principal_from_uris(sched.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-                               .get_values_for_type(x509.UniformResourceIdentifier)) == \
-        Principal("scheduler", "sched", "certificate")
+    assert principal_from_uris(
+        sched.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier
+        )
+    ) == Principal("scheduler", "sched", "certificate")
     assert oct(pki.nodes["node-a"].key.stat().st_mode & 0o777) == "0o600"
 
 
 def test_server_certificate_names_loopback_and_the_in_cluster_service(pki):
     cert = x509.load_pem_x509_certificate(pki.server.cert.read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert {"localhost", "kubeattention-aggregator.kubeattention-system.svc"} <= set(san.get_values_for_type(x509.DNSName))
+    assert {"localhost", "kubeattention-aggregator.kubeattention-system.svc"} <= set(
+        san.get_values_for_type(x509.DNSName)
+    )
     assert "127.0.0.1" in {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
 
 
@@ -77,15 +93,18 @@ def test_certs_command_refuses_bad_names(tmp_path, capsys):
 # ----------------------------------------------------------------- identities and rules
 
 
-@pytest.mark.parametrize("uris, expected", [
-    (["spiffe://kubeattention/node/node-a"], Principal("node", "node-a", "certificate")),
-    (["spiffe://kubeattention/scheduler/kube-scheduler"], Principal("scheduler", "kube-scheduler", "certificate")),
-    (["spiffe://kubeattention/admin/x"], None),                       # unknown kind
-    (["spiffe://kubeattention/node/UPPER"], None),                    # not a node name
-    (["spiffe://other/node/node-a"], None),                           # another trust domain
-    (["spiffe://kubeattention/node/a", "spiffe://kubeattention/node/b"], None),  # ambiguous
-    ([], None),
-])
+@pytest.mark.parametrize(
+    "uris, expected",
+    [
+        (["spiffe://kubeattention/node/node-a"], Principal("node", "node-a", "certificate")),
+        (["spiffe://kubeattention/scheduler/kube-scheduler"], Principal("scheduler", "kube-scheduler", "certificate")),
+        (["spiffe://kubeattention/admin/x"], None),  # unknown kind
+        (["spiffe://kubeattention/node/UPPER"], None),  # not a node name
+        (["spiffe://other/node/node-a"], None),  # another trust domain
+        (["spiffe://kubeattention/node/a", "spiffe://kubeattention/node/b"], None),  # ambiguous
+        ([], None),
+    ],
+)
 def test_certificate_identity(uris, expected):
     assert principal_from_uris(uris) == expected
 
@@ -121,8 +140,10 @@ def test_authenticator_order_and_messages(tmp_path):
     a = Authenticator(client_certs=True, verifiers=[tokens])
     assert a.principal(["spiffe://kubeattention/node/node-b"], f"Bearer {NODE_TOKEN}").name == "node-b"  # cert first
     assert a.principal([], f"bearer {SCHED_TOKEN}") == Principal("scheduler", "ks", "token file")
-    with pytest.raises(Unauthenticated, match="no credentials: present a client certificate .* or an "
-                                              "'authorization: Bearer TOKEN' header"):
+    with pytest.raises(
+        Unauthenticated,
+        match="no credentials: present a client certificate .* or an 'authorization: Bearer TOKEN' header",
+    ):
         a.principal([], None)
     with pytest.raises(Unauthenticated, match="not recognised"):
         a.principal([], "Bearer " + "x" * 32)
@@ -134,14 +155,17 @@ def test_authenticator_order_and_messages(tmp_path):
     assert Authenticator().principal([], None) is ANONYMOUS_PRINCIPAL
 
 
-@pytest.mark.parametrize("lines, words", [
-    (["short node:a"], "at least 16"),
-    ([f"{NODE_TOKEN} admin:x"], "must be node:NAME or scheduler:NAME"),
-    ([f"{NODE_TOKEN} node:Bad_Name"], "not a valid Kubernetes name"),
-    ([f"{NODE_TOKEN}"], "got 1 fields"),
-    ([f"{NODE_TOKEN} node:a", f"{NODE_TOKEN} node:b"], ":2: the same token appears twice"),
-    (["# only a comment"], "holds no tokens"),
-])
+@pytest.mark.parametrize(
+    "lines, words",
+    [
+        (["short node:a"], "at least 16"),
+        ([f"{NODE_TOKEN} admin:x"], "must be node:NAME or scheduler:NAME"),
+        ([f"{NODE_TOKEN} node:Bad_Name"], "not a valid Kubernetes name"),
+        ([f"{NODE_TOKEN}"], "got 1 fields"),
+        ([f"{NODE_TOKEN} node:a", f"{NODE_TOKEN} node:b"], ":2: the same token appears twice"),
+        (["# only a comment"], "holds no tokens"),
+    ],
+)
 def test_token_file_errors_name_the_line(tmp_path, lines, words):
     with pytest.raises(ValueError, match=words):
         StaticTokens(token_file(tmp_path / "t", *lines))
@@ -174,10 +198,22 @@ def apiserver():
     server.stop()
 
 
-def issue(api: FakeApiServer, token: str, username: str, *, node: str | None = None,
-          audiences=("kubeattention",), ttl_s: float = 3600) -> str:
-    api.tokens[token] = IssuedToken(username, list(audiences), time.time() + ttl_s, node_name=node,
-                                    pod_name="kubeattention-agent-x7k2p" if node else None)
+def issue(
+    api: FakeApiServer,
+    token: str,
+    username: str,
+    *,
+    node: str | None = None,
+    audiences=("kubeattention",),
+    ttl_s: float = 3600,
+) -> str:
+    api.tokens[token] = IssuedToken(
+        username,
+        list(audiences),
+        time.time() + ttl_s,
+        node_name=node,
+        pod_name="kubeattention-agent-x7k2p" if node else None,
+    )
     return token
 
 
@@ -242,11 +278,19 @@ def test_aggregator_refuses_to_start_without_a_mode_and_names_the_flags():
 
 def test_aggregator_security_flag_problems_are_reported_together(pki, tmp_path):
     with pytest.raises(ConfigError) as info:
-        AggregatorConfig(tls_cert=str(pki.server.cert), tls_client_ca=str(tmp_path / "nope.pem"), insecure=True,
-                         auth_token_file=str(token_file(tmp_path / "t", "short node:a")))
+        AggregatorConfig(
+            tls_cert=str(pki.server.cert),
+            tls_client_ca=str(tmp_path / "nope.pem"),
+            insecure=True,
+            auth_token_file=str(token_file(tmp_path / "t", "short node:a")),
+        )
     text = str(info.value)
-    for words in ("--tls-cert and --tls-key: give both", "--insecure: conflicts", "--tls-client-ca: no such file",
-                  "at least 16"):
+    for words in (
+        "--tls-cert and --tls-key: give both",
+        "--insecure: conflicts",
+        "--tls-client-ca: no such file",
+        "at least 16",
+    ):
         assert words in text
     with pytest.raises(ConfigError, match="cannot be used together"):
         AggregatorConfig(tls_cert=str(pki.server.cert), tls_key=str(pki.nodes["node-a"].key))
@@ -271,7 +315,8 @@ def test_client_flags_need_tls_or_an_explicit_insecure(pki, tmp_path):
 
 
 def test_agent_refuses_to_push_without_a_transport_choice():
-    from agent.config import AgentConfig, ConfigError as AgentConfigError
+    from agent.config import AgentConfig
+    from agent.config import ConfigError as AgentConfigError
 
     with pytest.raises(AgentConfigError) as info:
         AgentConfig(node_name="node-a")
@@ -327,13 +372,30 @@ def test_tokenreview_without_a_reachable_kubernetes_config_stops_the_start():
 def test_certs_command_writes_what_it_prints(tmp_path, capsys):
     from kubeattention import cli
 
-    assert cli.main(["certs", "--out", str(tmp_path), "--nodes", "w1,w2", "--schedulers", "ks", "--hosts",
-                     "agg.example.org,10.0.0.7"]) == 0
+    assert (
+        cli.main(
+            [
+                "certs",
+                "--out",
+                str(tmp_path),
+                "--nodes",
+                "w1,w2",
+                "--schedulers",
+                "ks",
+                "--hosts",
+                "agg.example.org,10.0.0.7",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "identity spiffe://kubeattention/node/w2" in out and "identity spiffe://kubeattention/scheduler/ks" in out
     names = {p.name for p in tmp_path.iterdir()}
     assert {"ca.pem", "ca-key.pem", "aggregator.pem", "node-w1.pem", "node-w2-key.pem", "scheduler-ks.pem"} <= names
-    san = x509.load_pem_x509_certificate((tmp_path / "aggregator.pem").read_bytes()).extensions \
-        .get_extension_for_class(x509.SubjectAlternativeName).value
+    san = (
+        x509.load_pem_x509_certificate((tmp_path / "aggregator.pem").read_bytes())
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
     assert "agg.example.org" in san.get_values_for_type(x509.DNSName)
     assert "10.0.0.7" in {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}

@@ -5,18 +5,30 @@ from scheduling.shadow_report import format_report, parse_since, summarize
 
 
 def decision(uid, recommended, slowdowns, ts=1, candidates=("a", "b", "c")):
-    return Decision(ts_ms=ts, pod_uid=uid, pod_namespace="shop", pod_name=f"pod-{uid}", pod={},
-                    candidates=list(candidates), scores=[100 / s if s else 50 for s in slowdowns],
-                    statuses=["SCORED" if s else "STALE" for s in slowdowns], slowdowns=list(slowdowns),
-                    recommended=recommended, model_version="m", mode="shadow")
+    return Decision(
+        ts_ms=ts,
+        pod_uid=uid,
+        pod_namespace="shop",
+        pod_name=f"pod-{uid}",
+        pod={},
+        candidates=list(candidates),
+        scores=[100 / s if s else 50 for s in slowdowns],
+        statuses=["SCORED" if s else "STALE" for s in slowdowns],
+        slowdowns=list(slowdowns),
+        recommended=recommended,
+        model_version="m",
+        mode="shadow",
+    )
 
 
 def test_match_rate_and_excess_slowdown():
-    ds = [decision("1", "a", [1.1, 2.0, None]),
-          decision("2", "a", [1.2, 1.6, 1.3]),
-          decision("3", "b", [1.9, 1.0, 1.4]),
-          decision("4", "a", [1.0, 1.0, 1.0]),
-          decision("5", "a", [1.0, 1.0, 1.0])]
+    ds = [
+        decision("1", "a", [1.1, 2.0, None]),
+        decision("2", "a", [1.2, 1.6, 1.3]),
+        decision("3", "b", [1.9, 1.0, 1.4]),
+        decision("4", "a", [1.0, 1.0, 1.0]),
+        decision("5", "a", [1.0, 1.0, 1.0]),
+    ]
     landed = {"1": "b", "2": "a", "3": "b", "4": None}  # 4 pending, 5 gone
     r = summarize(ds, landed)
     assert (r.decisions, r.landed, r.pending, r.not_found, r.matched) == (5, 3, 1, 1, 2)
@@ -55,10 +67,10 @@ def test_shadow_report_command_joins_redis_decisions_with_the_api(redis_server, 
     import time
 
     import redis
+    from fixtures.k8s.apiserver import FakeApiServer, pod
 
     from scheduling import shadow_report
     from scheduling.decisions import DecisionLog
-    from fixtures.k8s.apiserver import FakeApiServer, pod
 
     api = FakeApiServer().start()
     try:

@@ -2,15 +2,15 @@
 
 import numpy as np
 import pytest
+from doubles import FormulaModel, ManualClock
+from telemetry_factory import telemetry
 
 from aggregator.batch import BatchScorer, Status
 from aggregator.metrics import AggregatorMetrics
 from aggregator.snapshot import Snapshot
 from aggregator.validate import validate_telemetry
-from doubles import FormulaModel, ManualClock
 from inference import scoring
 from wire.schema import PodContext, Profile
-from telemetry_factory import telemetry
 
 POD = PodContext(cpu_request_cores=0.5, profile=Profile.LATENCY_CRITICAL)
 
@@ -95,8 +95,9 @@ def test_over_budget_every_node_falls_back_and_is_counted():
     clock = ManualClock()
     snap = _snapshot(clock, a=0.1, b=0.2)
     metrics = AggregatorMetrics()
-    scorer = BatchScorer(snap, FormulaModel(delay_s=0.02), max_staleness_ms=10_000, budget_ms=5, clock_ms=clock,
-                         metrics=metrics)
+    scorer = BatchScorer(
+        snap, FormulaModel(delay_s=0.02), max_staleness_ms=10_000, budget_ms=5, clock_ms=clock, metrics=metrics
+    )
     r = scorer.score(POD, ["a", "b"])
     assert set(r.status) == {Status.FALLBACK} and set(r.scores) == {50.0}
     assert "over the 5 ms budget" in r.reasons[0]
@@ -107,8 +108,14 @@ def test_model_failure_falls_back_with_the_error_in_the_reason():
     clock = ManualClock()
     snap = _snapshot(clock, a=0.1)
     metrics = AggregatorMetrics()
-    scorer = BatchScorer(snap, FormulaModel(fail=RuntimeError("onnx exploded")), max_staleness_ms=10_000,
-                         budget_ms=45, clock_ms=clock, metrics=metrics)
+    scorer = BatchScorer(
+        snap,
+        FormulaModel(fail=RuntimeError("onnx exploded")),
+        max_staleness_ms=10_000,
+        budget_ms=45,
+        clock_ms=clock,
+        metrics=metrics,
+    )
     r = scorer.score(POD, ["a"])
     assert r.status[0] == Status.FALLBACK and "onnx exploded" in r.reasons[0]
     assert metrics.fallback_error._value.get() == 1

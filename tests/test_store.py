@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 import redis
+from telemetry_factory import telemetry
 
 from aggregator.errors import StoreUnavailable
 from aggregator.store import CorruptRecord, RedisStore, decode_record, encode_record
 from aggregator.validate import validate_telemetry
-from telemetry_factory import telemetry
 
 NOW = time.time_ns() // 1_000_000  # ka:nodes is pruned against the wall clock (TTL 1 h here)
 
@@ -113,14 +113,17 @@ def test_index_prunes_entries_past_the_ttl(store):
     assert store.client.zscore("ka:nodes", "old") is None
 
 
-@pytest.mark.parametrize("change,words", [
-    ({"mask": "10"}, "mask"),
-    ({"cpu_utilization": "nan"}, "cpu_utilization"),
-    ({"cpu_utilization": "7"}, "cpu_utilization"),
-    ({"collected_at_ms": "soon"}, "soon"),
-    ({"missing_reasons": "[1]"}, "missing_reasons"),
-    ({"offenders": "[[1, 2]]"}, "node-a"),
-])
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        ({"mask": "10"}, "mask"),
+        ({"cpu_utilization": "nan"}, "cpu_utilization"),
+        ({"cpu_utilization": "7"}, "cpu_utilization"),
+        ({"collected_at_ms": "soon"}, "soon"),
+        ({"missing_reasons": "[1]"}, "missing_reasons"),
+        ({"offenders": "[[1, 2]]"}, "node-a"),
+    ],
+)
 def test_decode_names_what_is_corrupt(change, words):
     fields = encode_record(validate_telemetry(telemetry("node-a"), NOW))
     fields.update(change)

@@ -9,15 +9,21 @@ import shutil
 from pathlib import Path
 
 import pytest
+from doubles import FakeClock
 
 from agent.collect import NodeCollector
 from agent.collectors.base import FIRST_SAMPLE
 from agent.collectors.procstat import CHURN_SOURCE, ProcStatCollector
-from agent.tetragon import (PodRef, PreferTetragon, TetragonChurnCollector, tetragon_collector, tetragon_problems,
-                            with_tetragon)
+from agent.tetragon import (
+    PodRef,
+    PreferTetragon,
+    TetragonChurnCollector,
+    tetragon_collector,
+    tetragon_problems,
+    with_tetragon,
+)
 from agent.tetragon.collector import PROCESS_CHURN, ChurnReading
 from agent.tetragon.file_source import ExportFileSource
-from doubles import FakeClock
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_EVENTS = REPO.parent / "shared" / "fixtures" / "tetragon" / "events.json"
@@ -50,8 +56,14 @@ def test_churn_is_exec_plus_exit_per_second_with_per_pod_parts(export):
     first = c.read()
     assert first.get(PROCESS_CHURN).reason == f"Tetragon {FIRST_SAMPLE}" and first.pods == ()
     web, db = ("shop", "web-0"), ("shop", "db-0")
-    append(log, line("process_exec", web) * 3 + line("process_exit", web) * 3 + line("process_exec", db) * 2
-           + line("process_exit", None) * 2 + line("process_kprobe", web) * 5)
+    append(
+        log,
+        line("process_exec", web) * 3
+        + line("process_exit", web) * 3
+        + line("process_exec", db) * 2
+        + line("process_exit", None) * 2
+        + line("process_kprobe", web) * 5,
+    )
     clock.advance(2.0)
     r = c.read()
     assert isinstance(r, ChurnReading) and r.at == clock.t
@@ -166,16 +178,19 @@ def test_fallback_to_proc_stat_says_why_then_tetragon_takes_over(tmp_path, proc)
 
 def test_node_vector_carries_the_fallback_source_and_reasons(tmp_path, proc):
     clock = FakeClock(1000.0)
-    c = with_tetragon(ProcStatCollector(proc, clock), tetragon_collector(export_file=tmp_path / "none.log",
-                                                                         clock=clock))
+    c = with_tetragon(
+        ProcStatCollector(proc, clock), tetragon_collector(export_file=tmp_path / "none.log", clock=clock)
+    )
     node = NodeCollector("node-a", [c], clock)
     node.collect()
     shutil.copy(AGENT_FIXTURES / "proc-later" / "stat", proc / "stat")
     clock.advance(2.0)
     v = node.collect()
     assert v.values[14] == 20.0
-    assert v.sources[PROCESS_CHURN] == f"fallback: /proc/stat forks (Tetragon export file {tmp_path / 'none.log'} " \
-                                       "does not exist (yet))"
+    assert (
+        v.sources[PROCESS_CHURN] == f"fallback: /proc/stat forks (Tetragon export file {tmp_path / 'none.log'} "
+        "does not exist (yet))"
+    )
 
 
 def test_a_failing_part_costs_only_its_own_metrics(tmp_path, proc):
@@ -191,8 +206,10 @@ def test_a_failing_part_costs_only_its_own_metrics(tmp_path, proc):
     clock = FakeClock(1000.0)
     c = PreferTetragon(TetragonChurnCollector(Broken(), clock), ProcStatCollector(proc, clock))
     r = c.read()
-    assert r.get(PROCESS_CHURN).reason == \
-        f"collector tetragon failed: RuntimeError: boom; fallback /proc/stat: {FIRST_SAMPLE}"
+    assert (
+        r.get(PROCESS_CHURN).reason
+        == f"collector tetragon failed: RuntimeError: boom; fallback /proc/stat: {FIRST_SAMPLE}"
+    )
     assert r.get("cpu_utilization").reason == FIRST_SAMPLE
     shutil.rmtree(proc)
     r = c.read()

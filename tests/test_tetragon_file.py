@@ -10,11 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from doubles import FakeClock
 
 from agent.tetragon.file_source import ExportFileSource
 from agent.tetragon.follow import CUT_BY_ROTATION, CUT_BY_TRUNCATION, LINE_TOO_LONG, FileFollower
 from agent.tetragon.parse import BAD_FIELD, NOT_JSON, NOT_UTF8
-from doubles import FakeClock
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_EVENTS = REPO.parent / "shared" / "fixtures" / "tetragon" / "events.json"
@@ -210,7 +210,7 @@ def test_source_counts_events_exactly_among_garbage(tmp_path):
     append(log, SHARED_EVENTS.read_bytes())  # 3 execs in pods
     append(log, garbage[: len(garbage) // 2])
     src.poll()
-    append(log, garbage[len(garbage) // 2:])
+    append(log, garbage[len(garbage) // 2 :])
     append(log, event(1, "process_exit") + event(2, pod=None) + event(3, "process_kprobe"))
     src.poll()
     tally = src.take()
@@ -280,6 +280,6 @@ def test_shared_sample_written_in_pieces(tmp_path, chunk):
     src.poll()
     data = SHARED_EVENTS.read_bytes()
     for i in range(0, len(data), chunk):
-        append(log, data[i:i + chunk])
+        append(log, data[i : i + chunk])
         src.poll()
     assert src.take().execs == 3 and src.counts().rejected == {}

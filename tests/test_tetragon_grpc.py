@@ -18,8 +18,14 @@ from agent.push import Backoff
 from agent.tetragon import api_pb2
 from agent.tetragon.collector import PROCESS_CHURN, TetragonChurnCollector
 from agent.tetragon.events import EventKind, PodRef
-from agent.tetragon.grpc_source import GET_EVENTS_METHOD, SERVICE_NAME, UNKNOWN_KIND, GrpcEventSource, \
-    record_from_response, unix_socket_path
+from agent.tetragon.grpc_source import (
+    GET_EVENTS_METHOD,
+    SERVICE_NAME,
+    UNKNOWN_KIND,
+    GrpcEventSource,
+    record_from_response,
+    unix_socket_path,
+)
 
 FAST = Backoff(initial_s=0.05, cap_s=0.2, jitter=0.0)
 _END = object()
@@ -35,14 +41,23 @@ class FakeTetragon:
         self._queues: list[queue.Queue] = []
         self.server: grpc.Server | None = None
 
-    def start(self) -> "FakeTetragon":
+    def start(self) -> FakeTetragon:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         if self.implement:
-            self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {
-                "GetEvents": grpc.unary_stream_rpc_method_handler(
-                    self._get_events, request_deserializer=api_pb2.GetEventsRequest.FromString,
-                    response_serializer=None),  # responses are sent as bytes (see send_raw)
-            }),))
+            self.server.add_generic_rpc_handlers(
+                (
+                    grpc.method_handlers_generic_handler(
+                        SERVICE_NAME,
+                        {
+                            "GetEvents": grpc.unary_stream_rpc_method_handler(
+                                self._get_events,
+                                request_deserializer=api_pb2.GetEventsRequest.FromString,
+                                response_serializer=None,
+                            ),  # responses are sent as bytes (see send_raw)
+                        },
+                    ),
+                )
+            )
         self.server.add_insecure_port(f"unix://{self.path}")
         self.server.start()
         return self
@@ -141,8 +156,14 @@ def test_method_and_conversion_match_tetragon():
     assert unix_socket_path("unix:///var/run/tetragon/tetragon.sock") == "/var/run/tetragon/tetragon.sock"
     assert unix_socket_path("unix:relative.sock") == "relative.sock" and unix_socket_path("localhost:54321") is None
     e = record_from_response(exec_event(7, ("shop", "web-0"), exit_=True))
-    assert (e.kind, e.pid, e.pod, e.binary, e.time, e.node_name) == \
-        (EventKind.EXIT, 7, PodRef("shop", "web-0"), "/bin/true", 1_714_557_600.0, "n1")
+    assert (e.kind, e.pid, e.pod, e.binary, e.time, e.node_name) == (
+        EventKind.EXIT,
+        7,
+        PodRef("shop", "web-0"),
+        "/bin/true",
+        1_714_557_600.0,
+        "n1",
+    )
     assert record_from_response(api_pb2.GetEventsResponse.FromString(kprobe_event_bytes())) == UNKNOWN_KIND
 
 
@@ -154,8 +175,11 @@ def test_events_stream_in_and_are_counted_exactly(sock, cleanup):
     src.start()
     wait_for(lambda: src.status().live and server.calls(), what="the stream")
     # The request asks Tetragon for exec, exit and rate-limit events only.
-    assert list(server.requests[0].allow_list[0].event_set) == [api_pb2.PROCESS_EXEC, api_pb2.PROCESS_EXIT,
-                                                                api_pb2.RATE_LIMIT_INFO]
+    assert list(server.requests[0].allow_list[0].event_set) == [
+        api_pb2.PROCESS_EXEC,
+        api_pb2.PROCESS_EXIT,
+        api_pb2.RATE_LIMIT_INFO,
+    ]
     server.send(*(exec_event(i, ("shop", f"web-{i % 2}")) for i in range(5)))
     server.send(exec_event(10, None, exit_=True), exec_event(11, ("shop", "web-0"), exit_=True))
     server.send_raw(kprobe_event_bytes())
@@ -203,8 +227,10 @@ def test_dead_socket_is_reported_then_the_server_comes_and_events_flow(sock, cle
     cleanup.append(src)
     st = wait_for(lambda: (s := src.status()).reason and "not connected yet" not in s.reason and s, what="a reason")
     assert not st.live
-    assert st.reason == f"Tetragon socket {sock}: no such socket (is Tetragon running, and its socket " \
-                        "directory mounted here?)"
+    assert (
+        st.reason == f"Tetragon socket {sock}: no such socket (is Tetragon running, and its socket "
+        "directory mounted here?)"
+    )
 
     # A socket file nobody listens on (Tetragon died and left it behind).
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -13,8 +13,19 @@ PROTOS = sorted(str(p.relative_to(REPO / "proto")) for p in (REPO / "proto" / "t
 
 def test_tetragon_stubs_are_up_to_date(tmp_path):
     # Generated into agent/ so that tetragon/api.proto becomes agent/tetragon/api_pb2.py(i).
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-Iproto", f"--python_out={tmp_path}",
-                    f"--pyi_out={tmp_path}", *PROTOS], cwd=REPO, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-Iproto",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            *PROTOS,
+        ],
+        cwd=REPO,
+        check=True,
+    )
     generated = sorted(tmp_path.rglob("*_pb2*.py*"))
     assert PROTOS == ["tetragon/api.proto"] and len(generated) == 2
     stale = []
@@ -22,8 +33,10 @@ def test_tetragon_stubs_are_up_to_date(tmp_path):
         committed = REPO / "agent" / g.relative_to(tmp_path)
         if not committed.exists() or committed.read_bytes() != g.read_bytes():
             stale.append(str(committed.relative_to(REPO)))
-    assert not stale, ("stubs out of date, run: python -m grpc_tools.protoc -Iproto --python_out=agent "
-                       f"--pyi_out=agent tetragon/api.proto  ({stale})")
+    assert not stale, (
+        "stubs out of date, run: python -m grpc_tools.protoc -Iproto --python_out=agent "
+        f"--pyi_out=agent tetragon/api.proto  ({stale})"
+    )
 
 
 def test_wire_numbers_are_tetragons():
@@ -31,10 +44,20 @@ def test_wire_numbers_are_tetragons():
         return {f.name: f.number for f in message.DESCRIPTOR.fields}
 
     assert api_pb2.DESCRIPTOR.package == "tetragon"
-    assert numbers(api_pb2.GetEventsResponse) == {"process_exec": 1, "process_exit": 5, "rate_limit_info": 40001,
-                                                  "node_name": 1000, "time": 1001, "cluster_name": 1003}
-    assert {k: v for k, v in numbers(api_pb2.Process).items() if k in ("exec_id", "pid", "binary", "pod")} == \
-        {"exec_id": 1, "pid": 2, "binary": 5, "pod": 10}
+    assert numbers(api_pb2.GetEventsResponse) == {
+        "process_exec": 1,
+        "process_exit": 5,
+        "rate_limit_info": 40001,
+        "node_name": 1000,
+        "time": 1001,
+        "cluster_name": 1003,
+    }
+    assert {k: v for k, v in numbers(api_pb2.Process).items() if k in ("exec_id", "pid", "binary", "pod")} == {
+        "exec_id": 1,
+        "pid": 2,
+        "binary": 5,
+        "pod": 10,
+    }
     assert numbers(api_pb2.Pod) == {"namespace": 1, "name": 2, "container": 4, "pod_labels": 5}
     assert numbers(api_pb2.ProcessExit) == {"process": 1, "parent": 2, "signal": 3, "status": 4}
     assert numbers(api_pb2.GetEventsRequest) == {"allow_list": 1, "deny_list": 2}

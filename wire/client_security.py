@@ -21,8 +21,10 @@ from pathlib import Path
 
 import grpc
 
-NO_MODE = ("choose how to reach the aggregator: --tls-ca FILE (TLS; with --tls-cert/--tls-key for a client "
-           "certificate and/or --token-file for a bearer token), or --insecure (plaintext)")
+NO_MODE = (
+    "choose how to reach the aggregator: --tls-ca FILE (TLS; with --tls-cert/--tls-key for a client "
+    "certificate and/or --token-file for a bearer token), or --insecure (plaintext)"
+)
 
 
 class TokenFileError(OSError):
@@ -86,12 +88,18 @@ class ClientSecurity:
             out.append("--insecure: conflicts with --tls-ca/--tls-cert (plaintext or TLS, not both)")
         if not self.insecure and not self.tls:
             if self.token_file is not None:
-                out.append("--token-file: a bearer token must not travel in plaintext by default; add --tls-ca FILE "
-                           "(TLS), or --insecure if the path is already protected")
+                out.append(
+                    "--token-file: a bearer token must not travel in plaintext by default; add --tls-ca FILE "
+                    "(TLS), or --insecure if the path is already protected"
+                )
             else:
                 out.append(NO_MODE)
-        for flag, path in (("--tls-ca", self.tls_ca), ("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
-                           ("--token-file", self.token_file)):
+        for flag, path in (
+            ("--tls-ca", self.tls_ca),
+            ("--tls-cert", self.tls_cert),
+            ("--tls-key", self.tls_key),
+            ("--token-file", self.token_file),
+        ):
             if path is not None and not Path(path).is_file():
                 out.append(f"{flag}: no such file {str(path)!r}")
         return out
@@ -113,7 +121,8 @@ class ClientSecurity:
         return grpc.ssl_channel_credentials(
             root_certificates=Path(self.tls_ca).read_bytes() if self.tls_ca else None,
             private_key=Path(self.tls_key).read_bytes() if self.tls_key else None,
-            certificate_chain=Path(self.tls_cert).read_bytes() if self.tls_cert else None)
+            certificate_chain=Path(self.tls_cert).read_bytes() if self.tls_cert else None,
+        )
 
     def channel(self, target: str, options: list | None = None) -> grpc.Channel:
         creds = self.channel_credentials()
@@ -125,13 +134,18 @@ class ClientSecurity:
         return TokenFile(self.token_file) if self.token_file is not None else None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ClientSecurity":
+    def from_args(cls, args: argparse.Namespace) -> ClientSecurity:
         def path(name):
             v = getattr(args, name, None)
             return Path(v) if v else None
 
-        return cls(tls_ca=path("tls_ca"), tls_cert=path("tls_cert"), tls_key=path("tls_key"),
-                   token_file=path("token_file"), insecure=bool(getattr(args, "insecure", False)))
+        return cls(
+            tls_ca=path("tls_ca"),
+            tls_cert=path("tls_cert"),
+            tls_key=path("tls_key"),
+            token_file=path("token_file"),
+            insecure=bool(getattr(args, "insecure", False)),
+        )
 
 
 def metadata(tokens: TokenFile | None) -> tuple[tuple[str, str], ...] | None:
@@ -143,12 +157,18 @@ def metadata(tokens: TokenFile | None) -> tuple[tuple[str, str], ...] | None:
 
 def add_arguments(p: argparse.ArgumentParser, who: str = "this client") -> None:
     g = p.add_argument_group("connection to the aggregator (--tls-ca or --insecure is required)")
-    g.add_argument("--tls-ca", default=None, metavar="FILE", help="TLS: verify the aggregator's certificate against "
-                   "this CA (PEM)")
-    g.add_argument("--tls-cert", default=None, metavar="FILE",
-                   help=f"client certificate of {who} (mTLS; PEM); needs --tls-key")
+    g.add_argument(
+        "--tls-ca", default=None, metavar="FILE", help="TLS: verify the aggregator's certificate against this CA (PEM)"
+    )
+    g.add_argument(
+        "--tls-cert", default=None, metavar="FILE", help=f"client certificate of {who} (mTLS; PEM); needs --tls-key"
+    )
     g.add_argument("--tls-key", default=None, metavar="FILE", help="private key of --tls-cert (PEM)")
-    g.add_argument("--token-file", default=None, metavar="FILE",
-                   help="send the bearer token in this file (re-read when it changes, e.g. a projected "
-                        "ServiceAccount token with audience kubeattention)")
+    g.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help="send the bearer token in this file (re-read when it changes, e.g. a projected "
+        "ServiceAccount token with audience kubeattention)",
+    )
     g.add_argument("--insecure", action="store_true", help="plaintext gRPC (development only)")

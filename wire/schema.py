@@ -80,8 +80,9 @@ class Metric:
 
 
 def _ratio(index, name, label, prom, source):
-    return Metric(index, name, "ratio", label, 0.0, 1.0, Scale.RATIO,
-                  prom_name=f"kubeattention_node_{prom}_ratio", source=source)
+    return Metric(
+        index, name, "ratio", label, 0.0, 1.0, Scale.RATIO, prom_name=f"kubeattention_node_{prom}_ratio", source=source
+    )
 
 
 METRICS: tuple[Metric, ...] = (
@@ -90,28 +91,103 @@ METRICS: tuple[Metric, ...] = (
     _ratio(2, "cpu_psi_some", "CPU pressure", "cpu_pressure_some", "/proc/pressure/cpu avg10"),
     _ratio(3, "memory_psi_some", "memory pressure", "memory_pressure_some", "/proc/pressure/memory avg10"),
     _ratio(4, "io_psi_some", "IO pressure", "io_pressure_some", "/proc/pressure/io avg10"),
-    Metric(5, "runqueue_latency_p99_us", "us", "run-queue p99", 0.0, 1e8, Scale.LOG, ref=50.0, cap=100_000.0,
-           prom_name="kubeattention_node_runqueue_latency_p99_seconds", prom_factor=1e-6,
-           source="eBPF sched_wakeup/sched_switch"),
-    Metric(6, "cross_cgroup_preemptions_per_s", "1/s", "cross-cgroup preemptions", 0.0, 1e7, Scale.LOG,
-           ref=100.0, cap=100_000.0,
-           prom_name="kubeattention_node_cross_cgroup_preemptions_per_second", source="eBPF sched_switch"),
+    Metric(
+        5,
+        "runqueue_latency_p99_us",
+        "us",
+        "run-queue p99",
+        0.0,
+        1e8,
+        Scale.LOG,
+        ref=50.0,
+        cap=100_000.0,
+        prom_name="kubeattention_node_runqueue_latency_p99_seconds",
+        prom_factor=1e-6,
+        source="eBPF sched_wakeup/sched_switch",
+    ),
+    Metric(
+        6,
+        "cross_cgroup_preemptions_per_s",
+        "1/s",
+        "cross-cgroup preemptions",
+        0.0,
+        1e7,
+        Scale.LOG,
+        ref=100.0,
+        cap=100_000.0,
+        prom_name="kubeattention_node_cross_cgroup_preemptions_per_second",
+        source="eBPF sched_switch",
+    ),
     _ratio(7, "cpu_throttled_ratio", "CPU throttling", "cpu_throttled", "cgroup cpu.stat"),
     _ratio(8, "memory_utilization", "memory used", "memory_utilization", "/proc/meminfo"),
     _ratio(9, "llc_miss_ratio", "LLC miss ratio", "llc_miss", "perf cache-misses/cache-references"),
-    Metric(10, "llc_mpki", "mpki", "LLC MPKI", 0.0, 1000.0, Scale.LOG, ref=1.0, cap=100.0,
-           prom_name="kubeattention_node_llc_misses_per_kilo_instructions", source="perf cache-misses/instructions"),
-    Metric(11, "cycles_per_instruction", "cpi", "CPI", 0.0, 1000.0, Scale.LOG, ref=1.0, cap=20.0,
-           prom_name="kubeattention_node_cycles_per_instruction", source="perf cycles/instructions"),
-    Metric(12, "memory_bandwidth_gbps", "GB/s", "memory bandwidth", 0.0, 10_000.0, Scale.LOG, ref=1.0, cap=200.0,
-           prom_name="kubeattention_node_memory_bandwidth_bytes_per_second", prom_factor=1e9,
-           source="resctrl mbm_total_bytes / LLC misses x 64 B"),
-    Metric(13, "disk_io_latency_p99_ms", "ms", "disk IO p99", 0.0, 1e6, Scale.LOG, ref=1.0, cap=1000.0,
-           prom_name="kubeattention_node_disk_io_latency_p99_seconds", prom_factor=1e-3,
-           source="eBPF block_rq_issue/complete"),
-    Metric(14, "process_churn_per_s", "1/s", "process churn", 0.0, 1e7, Scale.LOG, ref=10.0, cap=10_000.0,
-           prom_name="kubeattention_node_process_churn_per_second",
-           source="Tetragon exec+exit -> /proc/stat processes"),
+    Metric(
+        10,
+        "llc_mpki",
+        "mpki",
+        "LLC MPKI",
+        0.0,
+        1000.0,
+        Scale.LOG,
+        ref=1.0,
+        cap=100.0,
+        prom_name="kubeattention_node_llc_misses_per_kilo_instructions",
+        source="perf cache-misses/instructions",
+    ),
+    Metric(
+        11,
+        "cycles_per_instruction",
+        "cpi",
+        "CPI",
+        0.0,
+        1000.0,
+        Scale.LOG,
+        ref=1.0,
+        cap=20.0,
+        prom_name="kubeattention_node_cycles_per_instruction",
+        source="perf cycles/instructions",
+    ),
+    Metric(
+        12,
+        "memory_bandwidth_gbps",
+        "GB/s",
+        "memory bandwidth",
+        0.0,
+        10_000.0,
+        Scale.LOG,
+        ref=1.0,
+        cap=200.0,
+        prom_name="kubeattention_node_memory_bandwidth_bytes_per_second",
+        prom_factor=1e9,
+        source="resctrl mbm_total_bytes / LLC misses x 64 B",
+    ),
+    Metric(
+        13,
+        "disk_io_latency_p99_ms",
+        "ms",
+        "disk IO p99",
+        0.0,
+        1e6,
+        Scale.LOG,
+        ref=1.0,
+        cap=1000.0,
+        prom_name="kubeattention_node_disk_io_latency_p99_seconds",
+        prom_factor=1e-3,
+        source="eBPF block_rq_issue/complete",
+    ),
+    Metric(
+        14,
+        "process_churn_per_s",
+        "1/s",
+        "process churn",
+        0.0,
+        1e7,
+        Scale.LOG,
+        ref=10.0,
+        cap=10_000.0,
+        prom_name="kubeattention_node_process_churn_per_second",
+        source="Tetragon exec+exit -> /proc/stat processes",
+    ),
 )
 
 NUM_METRICS = len(METRICS)
@@ -159,13 +235,14 @@ class Profile(enum.IntEnum):
         return self.name.lower().replace("_", "-")
 
     @classmethod
-    def parse(cls, text: str) -> "Profile":
+    def parse(cls, text: str) -> Profile:
         key = text.strip().lower().replace("_", "-")
         for p in cls:
             if p.annotation == key:
                 return p
-        raise ValueError(f"profile: unknown workload profile {text!r}; "
-                         f"expected one of {', '.join(p.annotation for p in cls)}")
+        raise ValueError(
+            f"profile: unknown workload profile {text!r}; expected one of {', '.join(p.annotation for p in cls)}"
+        )
 
 
 class QoS(enum.IntEnum):
@@ -193,6 +270,7 @@ def k8s_name_problem(name: str) -> str | None:
         return f"{name[:80]!r} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.')"
     return None
 
+
 POD_FEATURE_NAMES: tuple[str, ...] = (
     "cpu_request_cores",
     "memory_request_gib",
@@ -214,7 +292,7 @@ NUM_FEATURES = len(FEATURE_NAMES)
 CPU_CAP_CORES = 64.0
 MEMORY_CAP_GIB = 256.0
 PRIORITY_CAP = 2_000_001_000  # system-node-critical, the highest Kubernetes priority
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -278,10 +356,13 @@ def model_input(values: np.ndarray, mask: np.ndarray, pod: PodContext) -> np.nda
 # labels, by reasons to pick which metrics to name, and by confidence (the share of a
 # profile's sensitivity that measured metrics cover). Rows: Profile 1..5, columns: METRICS.
 #                 cpu  iow  cpsi mpsi iopsi rq   xcg  thr  mem  llcr mpki cpi  mbw  disk churn
-SENSITIVITY = np.array([
-    [0.6, 0.2, 1.0, 0.5, 0.3, 1.0, 0.8, 0.7, 0.2, 0.5, 0.5, 0.4, 0.4, 0.2, 0.5],  # latency-critical
-    [0.4, 0.1, 0.6, 0.4, 0.1, 0.5, 0.6, 0.4, 0.2, 1.0, 1.0, 0.8, 0.6, 0.1, 0.3],  # cache-sensitive
-    [0.3, 0.1, 0.4, 0.6, 0.1, 0.3, 0.3, 0.3, 0.3, 0.6, 0.8, 0.6, 1.0, 0.1, 0.2],  # memory-bandwidth-bound
-    [0.2, 1.0, 0.3, 0.3, 1.0, 0.3, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.2, 1.0, 0.2],  # io-bound
-    [0.5, 0.1, 0.5, 0.3, 0.1, 0.2, 0.1, 0.6, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1, 0.1],  # batch
-], dtype=np.float64)
+SENSITIVITY = np.array(
+    [
+        [0.6, 0.2, 1.0, 0.5, 0.3, 1.0, 0.8, 0.7, 0.2, 0.5, 0.5, 0.4, 0.4, 0.2, 0.5],  # latency-critical
+        [0.4, 0.1, 0.6, 0.4, 0.1, 0.5, 0.6, 0.4, 0.2, 1.0, 1.0, 0.8, 0.6, 0.1, 0.3],  # cache-sensitive
+        [0.3, 0.1, 0.4, 0.6, 0.1, 0.3, 0.3, 0.3, 0.3, 0.6, 0.8, 0.6, 1.0, 0.1, 0.2],  # memory-bandwidth-bound
+        [0.2, 1.0, 0.3, 0.3, 1.0, 0.3, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.2, 1.0, 0.2],  # io-bound
+        [0.5, 0.1, 0.5, 0.3, 0.1, 0.2, 0.1, 0.6, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1, 0.1],  # batch
+    ],
+    dtype=np.float64,
+)

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import Collector, Measurement, Reading
 from agent.collectors.cgroup_throttle import CgroupThrottleCollector
-from agent.collectors.meminfo import MeminfoCollector
 from agent.collectors.ebpf_biolatency import BlockIoCollector
 from agent.collectors.ebpf_runqueue import RunqueueCollector
+from agent.collectors.meminfo import MeminfoCollector
 from agent.collectors.memory_bandwidth import MemoryBandwidthCollector
 from agent.collectors.perf_counters import CounterSource, PerfCounters, PerfCountersCollector
 from agent.collectors.procstat import ProcStatCollector
@@ -24,15 +24,30 @@ from agent.collectors.psi import PsiCollector
 if TYPE_CHECKING:  # agent.tetragon imports agent.collectors.base: import it lazily, never at the top
     from agent.tetragon import TetragonChurnCollector
 
-__all__ = ["Collector", "Measurement", "Reading", "BlockIoCollector", "CgroupThrottleCollector",
-           "MeminfoCollector", "MemoryBandwidthCollector", "PerfCountersCollector", "ProcStatCollector",
-           "PsiCollector", "RunqueueCollector", "default_collectors"]
+__all__ = [
+    "Collector",
+    "Measurement",
+    "Reading",
+    "BlockIoCollector",
+    "CgroupThrottleCollector",
+    "MeminfoCollector",
+    "MemoryBandwidthCollector",
+    "PerfCountersCollector",
+    "ProcStatCollector",
+    "PsiCollector",
+    "RunqueueCollector",
+    "default_collectors",
+]
 
 
-def default_collectors(proc_root: str | Path = "/proc", sys_root: str | Path = "/sys",
-                       cgroup_root: str | Path | None = None, clock: Clock = SYSTEM_CLOCK,
-                       tetragon: TetragonChurnCollector | None = None,
-                       perf: CounterSource | None = None) -> list[Collector]:
+def default_collectors(
+    proc_root: str | Path = "/proc",
+    sys_root: str | Path = "/sys",
+    cgroup_root: str | Path | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    tetragon: TetragonChurnCollector | None = None,
+    perf: CounterSource | None = None,
+) -> list[Collector]:
     """The collectors of this agent version; together they cover all 15 metrics exactly once.
 
     With ``tetragon`` (agent.tetragon.tetragon_collector), process churn comes from Tetragon
@@ -44,6 +59,7 @@ def default_collectors(proc_root: str | Path = "/proc", sys_root: str | Path = "
     procstat: Collector = ProcStatCollector(proc_root, clock)
     if tetragon is not None:
         from agent.tetragon import with_tetragon
+
         procstat = with_tetragon(procstat, tetragon)
     return [
         procstat,

@@ -43,11 +43,11 @@ class Measurement:
         return self.value is not None
 
     @classmethod
-    def measured(cls, metric: str, value: float, source: str | None = None) -> "Measurement":
+    def measured(cls, metric: str, value: float, source: str | None = None) -> Measurement:
         return cls(metric, float(value), None, source)
 
     @classmethod
-    def missing(cls, metric: str, reason: str) -> "Measurement":
+    def missing(cls, metric: str, reason: str) -> Measurement:
         return cls(metric, None, reason)
 
 

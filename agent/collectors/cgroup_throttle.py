@@ -102,8 +102,14 @@ class CgroupThrottleCollector:
     name = "cgroup_throttle"
     metrics = (CPU_THROTTLED,)
 
-    def __init__(self, sys_root: str | Path = "/sys", cgroup_root: str | Path | None = None,
-                 clock: Clock = SYSTEM_CLOCK, max_depth: int = MAX_DEPTH, max_cgroups: int = MAX_CGROUPS):
+    def __init__(
+        self,
+        sys_root: str | Path = "/sys",
+        cgroup_root: str | Path | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        max_depth: int = MAX_DEPTH,
+        max_cgroups: int = MAX_CGROUPS,
+    ):
         self.sys_root = Path(sys_root)
         self.explicit_root = Path(cgroup_root) if cgroup_root else None
         self.clock = clock
@@ -145,17 +151,28 @@ class CgroupThrottleCollector:
             self._prev = None
             where = self.explicit_root or self.sys_root / "fs/cgroup"
             looked = ", ".join(str(c.relative_to(where)) if c != where else str(c) for c in self.candidates)
-            return Measurement.missing(CPU_THROTTLED, f"no Kubernetes pod cgroups under {where} (looked at: {looked}); "
-                                                      "not a Kubernetes node, or pass --cgroup-root")
+            return Measurement.missing(
+                CPU_THROTTLED,
+                f"no Kubernetes pod cgroups under {where} (looked at: {looked}); "
+                "not a Kubernetes node, or pass --cgroup-root",
+            )
         cur = self.sample(root)
         if cur.truncated and not self._warned_truncated:
-            log.warning("cgroup walk under %s stopped after %d cgroups (depth <= %d); throttling covers "
-                        "only the cgroups visited", root, self.max_cgroups, self.max_depth)
+            log.warning(
+                "cgroup walk under %s stopped after %d cgroups (depth <= %d); throttling covers "
+                "only the cgroups visited",
+                root,
+                self.max_cgroups,
+                self.max_depth,
+            )
             self._warned_truncated = True
         prev, self._prev = self._prev, cur
         if not cur.counters:
-            return Measurement.missing(CPU_THROTTLED, f"cpu.stat under {root} has no nr_periods/nr_throttled "
-                                                      "(cpu controller not enabled for the pod cgroups)")
+            return Measurement.missing(
+                CPU_THROTTLED,
+                f"cpu.stat under {root} has no nr_periods/nr_throttled "
+                "(cpu controller not enabled for the pod cgroups)",
+            )
         if prev is None or prev.root != root:
             return Measurement.missing(CPU_THROTTLED, FIRST_SAMPLE)
         periods = throttled = 0

@@ -19,15 +19,16 @@ import ctypes
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Protocol
+from typing import Protocol
 
-from agent.ebpf import loader as bpfload
-from agent.ebpf.loader import Attach, BpfUnavailable, KaLatency, LoadedProgram, Log2Histogram, ProgramSpec
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import Measurement, Reading, all_missing
+from agent.ebpf import loader as bpfload
+from agent.ebpf.loader import Attach, BpfUnavailable, KaLatency, LoadedProgram, Log2Histogram, ProgramSpec
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class BlockIoTotals:
     def completed(self) -> int:
         return self.latency.total
 
-    def __sub__(self, earlier: "BlockIoTotals") -> "BlockIoTotals":
+    def __sub__(self, earlier: BlockIoTotals) -> BlockIoTotals:
         counts = {name: getattr(self, name) - getattr(earlier, name) for name in _BIO_COUNTS}
         return BlockIoTotals(latency=self.latency - earlier.latency, **counts)
 
@@ -123,17 +124,27 @@ class BlockIoSource(Protocol):
     def close(self) -> None: ...
 
 
-def program_spec(max_inflight: int = DEFAULT_MAX_INFLIGHT, max_disks: int = DEFAULT_MAX_DISKS,
-                 max_latency_s: int = DEFAULT_MAX_LATENCY_S) -> ProgramSpec:
+def program_spec(
+    max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    max_disks: int = DEFAULT_MAX_DISKS,
+    max_latency_s: int = DEFAULT_MAX_LATENCY_S,
+) -> ProgramSpec:
     for name, value in (("max_inflight", max_inflight), ("max_disks", max_disks), ("max_latency_s", max_latency_s)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: must be a positive integer, got {value!r}")
     return ProgramSpec(
-        PROGRAM, cflags={"MAX_INFLIGHT": max_inflight, "MAX_DISKS": max_disks,
-                         "MAX_LATENCY_NS": f"{max_latency_s * 1_000_000_000}ULL"},
-        attach=(Attach("block:block_rq_issue", "ka_bio_issue", ("dev", "sector")),
-                Attach("block:block_rq_complete", "ka_bio_done", ("dev", "sector"))),
-        maps=MAPS)
+        PROGRAM,
+        cflags={
+            "MAX_INFLIGHT": max_inflight,
+            "MAX_DISKS": max_disks,
+            "MAX_LATENCY_NS": f"{max_latency_s * 1_000_000_000}ULL",
+        },
+        attach=(
+            Attach("block:block_rq_issue", "ka_bio_issue", ("dev", "sector")),
+            Attach("block:block_rq_complete", "ka_bio_done", ("dev", "sector")),
+        ),
+        maps=MAPS,
+    )
 
 
 class BpfBlockIoSource:
@@ -144,14 +155,17 @@ class BpfBlockIoSource:
 
     def totals(self) -> BlockIoTotals:
         node = bpfload.sum_percpu(self.program.maps["node_stats"].lookup_percpu(bytes(4)), _BioNode)
-        return BlockIoTotals(latency=node.latency.histogram(), latency_sum_ns=node.latency.sum_ns,
-                             **dict(zip(BIO_COUNTERS, node.counters, strict=True)))
+        return BlockIoTotals(
+            latency=node.latency.histogram(),
+            latency_sum_ns=node.latency.sum_ns,
+            **dict(zip(BIO_COUNTERS, node.counters, strict=True)),
+        )
 
     def drain(self) -> dict[int, tuple[int, int, Log2Histogram]]:
         """Per-device figures since the last drain: kernel dev_t -> (count, sum_ns, histogram)."""
         out = {}
         for key, raw in self.program.maps["disks"].drain():
-            v = KaLatency.from_buffer_copy(raw[:ctypes.sizeof(KaLatency)])
+            v = KaLatency.from_buffer_copy(raw[: ctypes.sizeof(KaLatency)])
             out[int.from_bytes(key, sys.byteorder)] = (v.count, v.sum_ns, v.histogram())
         return out
 
@@ -167,9 +181,16 @@ class BlockIoCollector:
     name = "ebpf_biolatency"
     metrics = (DISK_P99,)
 
-    def __init__(self, sys_root: str | Path = "/sys", clock: Clock = SYSTEM_CLOCK, *,
-                 source: BlockIoSource | None = None, max_inflight: int = DEFAULT_MAX_INFLIGHT,
-                 max_disks: int = DEFAULT_MAX_DISKS, load_timeout_s: float = bpfload.DEFAULT_LOAD_TIMEOUT_S):
+    def __init__(
+        self,
+        sys_root: str | Path = "/sys",
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        source: BlockIoSource | None = None,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        max_disks: int = DEFAULT_MAX_DISKS,
+        load_timeout_s: float = bpfload.DEFAULT_LOAD_TIMEOUT_S,
+    ):
         self.sys_root = Path(sys_root)
         self.clock = clock
         self.unavailable: str | None = None
@@ -188,10 +209,13 @@ class BlockIoCollector:
             else:
                 source = BpfBlockIoSource(self.program)
                 peak = self.program.helper_peak_rss_kb
-                log.info("eBPF block-IO collector: bpf/%s attached in %.2f s (%s; compile helper peak RSS %s)",
-                         PROGRAM, self.program.load_seconds,
-                         " ".join(f"{k}={v}" for k, v in spec.cflags.items()),
-                         f"{peak / 1024:.0f} MB" if peak else "unknown")
+                log.info(
+                    "eBPF block-IO collector: bpf/%s attached in %.2f s (%s; compile helper peak RSS %s)",
+                    PROGRAM,
+                    self.program.load_seconds,
+                    " ".join(f"{k}={v}" for k, v in spec.cflags.items()),
+                    f"{peak / 1024:.0f} MB" if peak else "unknown",
+                )
         self.source = source
         self._prev: tuple[float, BlockIoTotals] | None = None
         if source is not None:
@@ -230,8 +254,9 @@ class BlockIoCollector:
             devices[dev] = DiskLatency(dev, self._device_name(dev), count, sum_ns, hist)
         p99_us = delta.latency.quantile(0.99)
         m = Measurement.missing(DISK_P99, NO_IO) if p99_us is None else Measurement.measured(DISK_P99, p99_us / 1000)
-        return BlockIoReading(self.name, now, (m,), interval_s=now - prev_at, node=delta,
-                              devices=MappingProxyType(devices))
+        return BlockIoReading(
+            self.name, now, (m,), interval_s=now - prev_at, node=delta, devices=MappingProxyType(devices)
+        )
 
     def close(self) -> None:
         if self.source is not None:
@@ -248,8 +273,9 @@ def describe(r: BlockIoReading) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return bpfload.debug_main(argv, "Print block-IO latency readings every interval.", program_spec(),
-                              BlockIoCollector, describe)
+    return bpfload.debug_main(
+        argv, "Print block-IO latency readings every interval.", program_spec(), BlockIoCollector, describe
+    )
 
 
 if __name__ == "__main__":

@@ -38,15 +38,16 @@ import ctypes
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Protocol
+from typing import Protocol
 
-from agent.ebpf import loader as bpfload
-from agent.ebpf.loader import Attach, BpfUnavailable, KaLatency, LoadedProgram, Log2Histogram, ProgramSpec
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import Measurement, Reading, all_missing
+from agent.ebpf import loader as bpfload
+from agent.ebpf.loader import Attach, BpfUnavailable, KaLatency, LoadedProgram, Log2Histogram, ProgramSpec
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,25 @@ TASK_CGROUP_TTL_S = 10.0
 TASK_CGROUP_MAX = 16384
 
 #: Node counters, in the order of enum ka_rq_counter in bpf/runqlat.bpf.c.
-RQ_COUNTERS = ("switches", "preemptions", "cross_cgroup", "unknown_cgroup", "unattributed", "cgroup_drops",
-               "pair_drops")
+RQ_COUNTERS = (
+    "switches",
+    "preemptions",
+    "cross_cgroup",
+    "unknown_cgroup",
+    "unattributed",
+    "cgroup_drops",
+    "pair_drops",
+)
 
 NO_WAITS = "no task waited in a run queue in the interval (no wakeup or preemption followed by a switch-in)"
 NO_SWITCHES = "no sched_switch event in the interval: the eBPF program is not running"
-NO_CPU_HIERARCHY = ("cgroup v1 host without a cpu controller hierarchy under {root}: tasks cannot be told apart "
-                    "per cgroup, so cross-cgroup preemptions cannot be counted")
-V1_SOURCE = ("cgroup v1 cpu hierarchy: each preempting and preempted process's /proc/<pid>/cgroup, compared "
-             "in user space")
+NO_CPU_HIERARCHY = (
+    "cgroup v1 host without a cpu controller hierarchy under {root}: tasks cannot be told apart "
+    "per cgroup, so cross-cgroup preemptions cannot be counted"
+)
+V1_SOURCE = (
+    "cgroup v1 cpu hierarchy: each preempting and preempted process's /proc/<pid>/cgroup, compared in user space"
+)
 
 
 # ------------------------------------------------------------------ kernel structures
@@ -84,8 +95,7 @@ class _RqNode(ctypes.Structure):  # struct ka_rq_node
 
 
 class _RqCgroup(ctypes.Structure):  # struct ka_rq_cgroup
-    _fields_ = [("delay", KaLatency), ("preempted_others", ctypes.c_uint64),
-                ("preempted_by_others", ctypes.c_uint64)]
+    _fields_ = [("delay", KaLatency), ("preempted_others", ctypes.c_uint64), ("preempted_by_others", ctypes.c_uint64)]
 
 
 class _PreemptPair(ctypes.Structure):  # struct ka_preempt_pair
@@ -93,8 +103,11 @@ class _PreemptPair(ctypes.Structure):  # struct ka_preempt_pair
 
 
 _U32, _U64 = 4, 8
-MAPS = {"node_stats": (_U32, ctypes.sizeof(_RqNode)), "cgroups": (_U64, ctypes.sizeof(_RqCgroup)),
-        "preempt_pairs": (ctypes.sizeof(_PreemptPair), _U64)}
+MAPS = {
+    "node_stats": (_U32, ctypes.sizeof(_RqNode)),
+    "cgroups": (_U64, ctypes.sizeof(_RqCgroup)),
+    "preempt_pairs": (ctypes.sizeof(_PreemptPair), _U64),
+}
 
 
 # ------------------------------------------------------------------ typed figures
@@ -121,7 +134,7 @@ class RunqueueTotals:
     """Run-queue waits, log2 slots in µs."""
     delay_sum_ns: int = 0
 
-    def __sub__(self, earlier: "RunqueueTotals") -> "RunqueueTotals":
+    def __sub__(self, earlier: RunqueueTotals) -> RunqueueTotals:
         counts = {name: getattr(self, name) - getattr(earlier, name) for name in _RQ_COUNTS}
         return RunqueueTotals(delay=self.delay - earlier.delay, **counts)
 
@@ -201,8 +214,9 @@ class RunqueueSource(Protocol):
 
     def totals(self) -> RunqueueTotals: ...
 
-    def drain(self, cgroups: bool = True, pairs: bool = True
-              ) -> tuple[dict[int, CgroupRunqueue], dict[tuple[int, int], int]]:
+    def drain(
+        self, cgroups: bool = True, pairs: bool = True
+    ) -> tuple[dict[int, CgroupRunqueue], dict[tuple[int, int], int]]:
         """Per-cgroup figures and preemption pairs since the last drain (a map not asked for is left)."""
 
     def close(self) -> None: ...
@@ -222,7 +236,7 @@ def task_state_mask(print_fmt: str) -> int | None:
     for j in range(i, len(print_fmt)):
         depth += {"(": 1, ")": -1}.get(print_fmt[j], 0)
         if depth == 0:
-            expr = print_fmt[i:j + 1]
+            expr = print_fmt[i : j + 1]
             break
     else:
         return None
@@ -234,8 +248,12 @@ def task_state_mask(print_fmt: str) -> int | None:
 
 
 def _int_expr(node: ast.AST) -> int:
-    ops = {ast.BitOr: lambda a, b: a | b, ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
-           ast.LShift: lambda a, b: a << b}
+    ops = {
+        ast.BitOr: lambda a, b: a | b,
+        ast.Add: lambda a, b: a + b,
+        ast.Sub: lambda a, b: a - b,
+        ast.LShift: lambda a, b: a << b,
+    }
     if isinstance(node, ast.Constant) and isinstance(node.value, int):
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in ops:
@@ -243,9 +261,13 @@ def _int_expr(node: ast.AST) -> int:
     raise ValueError(f"not an integer expression: {ast.dump(node)}")
 
 
-def program_spec(max_cgroups: int = DEFAULT_MAX_CGROUPS, max_tasks: int = DEFAULT_MAX_TASKS,
-                 max_pairs: int = DEFAULT_MAX_PREEMPT_PAIRS, sys_root: str | Path = "/sys",
-                 pairs_by_tgid: bool | None = None) -> ProgramSpec:
+def program_spec(
+    max_cgroups: int = DEFAULT_MAX_CGROUPS,
+    max_tasks: int = DEFAULT_MAX_TASKS,
+    max_pairs: int = DEFAULT_MAX_PREEMPT_PAIRS,
+    sys_root: str | Path = "/sys",
+    pairs_by_tgid: bool | None = None,
+) -> ProgramSpec:
     """The program's cflags and attach points; probes sched_switch's prev_state encoding.
 
     ``pairs_by_tgid`` (default: on unless the host is pure cgroup v2) builds the program
@@ -264,12 +286,20 @@ def program_spec(max_cgroups: int = DEFAULT_MAX_CGROUPS, max_tasks: int = DEFAUL
             raise ValueError(f"{name}: must be a positive integer, got {value!r}")
     return ProgramSpec(
         PROGRAM,
-        cflags={"MAX_CGROUPS": max_cgroups, "MAX_TASKS": max_tasks, "MAX_PREEMPT_PAIRS": max_pairs,
-                "KA_TASK_STATE_MASK": hex(mask), "KA_PAIRS_BY_TGID": int(pairs_by_tgid)},
-        attach=(Attach("sched:sched_switch", "ka_rq_switch", ("prev_pid", "prev_state", "next_pid")),
-                Attach("sched:sched_wakeup", "ka_rq_wakeup", ("pid",)),
-                Attach("sched:sched_wakeup_new", "ka_rq_wake_new", ("pid",), required=False)),
-        maps=MAPS)
+        cflags={
+            "MAX_CGROUPS": max_cgroups,
+            "MAX_TASKS": max_tasks,
+            "MAX_PREEMPT_PAIRS": max_pairs,
+            "KA_TASK_STATE_MASK": hex(mask),
+            "KA_PAIRS_BY_TGID": int(pairs_by_tgid),
+        },
+        attach=(
+            Attach("sched:sched_switch", "ka_rq_switch", ("prev_pid", "prev_state", "next_pid")),
+            Attach("sched:sched_wakeup", "ka_rq_wakeup", ("pid",)),
+            Attach("sched:sched_wakeup_new", "ka_rq_wake_new", ("pid",), required=False),
+        ),
+        maps=MAPS,
+    )
 
 
 class BpfRunqueueSource:
@@ -283,14 +313,16 @@ class BpfRunqueueSource:
         counts = dict(zip(RQ_COUNTERS, node.counters, strict=True))
         return RunqueueTotals(delay=node.delay.histogram(), delay_sum_ns=node.delay.sum_ns, **counts)
 
-    def drain(self, cgroups: bool = True, pairs: bool = True
-              ) -> tuple[dict[int, CgroupRunqueue], dict[tuple[int, int], int]]:
+    def drain(
+        self, cgroups: bool = True, pairs: bool = True
+    ) -> tuple[dict[int, CgroupRunqueue], dict[tuple[int, int], int]]:
         out_cgroups, out_pairs = {}, {}
         for key, raw in self.program.maps["cgroups"].drain() if cgroups else ():
             cg_id = int.from_bytes(key, sys.byteorder)
-            v = _RqCgroup.from_buffer_copy(raw[:ctypes.sizeof(_RqCgroup)])
-            out_cgroups[cg_id] = CgroupRunqueue(cg_id, v.delay.count, v.delay.sum_ns, v.delay.histogram(),
-                                                v.preempted_others, v.preempted_by_others)
+            v = _RqCgroup.from_buffer_copy(raw[: ctypes.sizeof(_RqCgroup)])
+            out_cgroups[cg_id] = CgroupRunqueue(
+                cg_id, v.delay.count, v.delay.sum_ns, v.delay.histogram(), v.preempted_others, v.preempted_by_others
+            )
         for key, raw in self.program.maps["preempt_pairs"].drain() if pairs else ():
             p = _PreemptPair.from_buffer_copy(key)
             out_pairs[(p.preemptor, p.victim)] = int.from_bytes(raw[:_U64], sys.byteorder)
@@ -333,8 +365,13 @@ class TaskCgroups:
     cache is bounded and emptied when full. None: the process is gone (or has no cpu line).
     """
 
-    def __init__(self, proc_root: str | Path = "/proc", clock: Clock = SYSTEM_CLOCK,
-                 ttl_s: float = TASK_CGROUP_TTL_S, max_entries: int = TASK_CGROUP_MAX):
+    def __init__(
+        self,
+        proc_root: str | Path = "/proc",
+        clock: Clock = SYSTEM_CLOCK,
+        ttl_s: float = TASK_CGROUP_TTL_S,
+        max_entries: int = TASK_CGROUP_MAX,
+    ):
         self.proc_root = str(proc_root)
         self.clock = clock
         self.ttl_s = ttl_s
@@ -378,10 +415,18 @@ class RunqueueCollector:
     name = "ebpf_runqueue"
     metrics = (RUNQUEUE_P99, CROSS_CGROUP)
 
-    def __init__(self, sys_root: str | Path = "/sys", clock: Clock = SYSTEM_CLOCK, *,
-                 source: RunqueueSource | None = None, max_cgroups: int = DEFAULT_MAX_CGROUPS,
-                 max_tasks: int = DEFAULT_MAX_TASKS, max_pairs: int = DEFAULT_MAX_PREEMPT_PAIRS,
-                 load_timeout_s: float = bpfload.DEFAULT_LOAD_TIMEOUT_S, proc_root: str | Path = "/proc"):
+    def __init__(
+        self,
+        sys_root: str | Path = "/sys",
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        source: RunqueueSource | None = None,
+        max_cgroups: int = DEFAULT_MAX_CGROUPS,
+        max_tasks: int = DEFAULT_MAX_TASKS,
+        max_pairs: int = DEFAULT_MAX_PREEMPT_PAIRS,
+        load_timeout_s: float = bpfload.DEFAULT_LOAD_TIMEOUT_S,
+        proc_root: str | Path = "/proc",
+    ):
         self.sys_root = Path(sys_root)
         self.clock = clock
         self.unavailable: str | None = None
@@ -404,11 +449,14 @@ class RunqueueCollector:
             else:
                 source = BpfRunqueueSource(self.program)
                 peak = self.program.helper_peak_rss_kb
-                log.info("eBPF run-queue collector: bpf/%s attached in %.2f s (%s; compile helper peak RSS %s)%s",
-                         PROGRAM, self.program.load_seconds,
-                         " ".join(f"{k}={v}" for k, v in spec.cflags.items()),
-                         f"{peak / 1024:.0f} MB" if peak else "unknown",
-                         "".join(f"; skipped {tp}: {why}" for tp, why in self.program.skipped.items()))
+                log.info(
+                    "eBPF run-queue collector: bpf/%s attached in %.2f s (%s; compile helper peak RSS %s)%s",
+                    PROGRAM,
+                    self.program.load_seconds,
+                    " ".join(f"{k}={v}" for k, v in spec.cflags.items()),
+                    f"{peak / 1024:.0f} MB" if peak else "unknown",
+                    "".join(f"; skipped {tp}: {why}" for tp, why in self.program.skipped.items()),
+                )
         self.source = source
         self._prev: tuple[float, RunqueueTotals] | None = None
         if source is not None:
@@ -431,8 +479,9 @@ class RunqueueCollector:
             # (by tgid, every preemption between two processes is a pair for user space to judge)
             busy = delta.went_backwards or delta.cgroup_drops or delta.pair_drops
             paired = delta.preemptions if self.by_tgid else delta.cross_cgroup
-            cgroups, pairs = self.source.drain(cgroups=bool(busy or delta.delay.total or delta.cross_cgroup),
-                                               pairs=bool(busy or paired))
+            cgroups, pairs = self.source.drain(
+                cgroups=bool(busy or delta.delay.total or delta.cross_cgroup), pairs=bool(busy or paired)
+            )
         except OSError as err:
             reason = f"reading the eBPF maps of bpf/{PROGRAM} failed: {err.strerror or err}"
             return RunqueueReading(**vars(all_missing(self.name, now, self.metrics, reason)))
@@ -443,12 +492,25 @@ class RunqueueCollector:
         if self.by_tgid:
             by_path, unresolved = self._by_path(pairs)
             cross = self._cross(delta, seconds, sum(by_path.values()))
-            return RunqueueReading(self.name, now, (self._p99(delta), cross), interval_s=seconds, node=delta,
-                                   cgroups=MappingProxyType(cgroups), path_preemptions=MappingProxyType(by_path),
-                                   unresolved_preemptions=unresolved)
-        return RunqueueReading(self.name, now, (self._p99(delta), self._cross(delta, seconds, delta.cross_cgroup)),
-                               interval_s=seconds, node=delta, cgroups=MappingProxyType(cgroups),
-                               preemptions=MappingProxyType(pairs))
+            return RunqueueReading(
+                self.name,
+                now,
+                (self._p99(delta), cross),
+                interval_s=seconds,
+                node=delta,
+                cgroups=MappingProxyType(cgroups),
+                path_preemptions=MappingProxyType(by_path),
+                unresolved_preemptions=unresolved,
+            )
+        return RunqueueReading(
+            self.name,
+            now,
+            (self._p99(delta), self._cross(delta, seconds, delta.cross_cgroup)),
+            interval_s=seconds,
+            node=delta,
+            cgroups=MappingProxyType(cgroups),
+            preemptions=MappingProxyType(pairs),
+        )
 
     def _by_path(self, pairs: Mapping[tuple[int, int], int]) -> tuple[dict[tuple[str, str], int], int]:
         """(preemptor tgid, victim tgid) pairs -> cross-cgroup pairs of cpu-controller paths, and
@@ -489,21 +551,24 @@ class RunqueueCollector:
 
 
 def describe(r: RunqueueReading) -> str:
-    line = "  ".join(f"{m.metric}={m.value:.1f}" if m.available else f"{m.metric}: {m.reason}"
-                     for m in r.measurements)
+    line = "  ".join(f"{m.metric}={m.value:.1f}" if m.available else f"{m.metric}: {m.reason}" for m in r.measurements)
     if r.path_preemptions or r.unresolved_preemptions:
         top_pairs = sorted(r.path_preemptions.items(), key=lambda kv: -kv[1])[:3]
-        return f"{line} | top preemptions (by -> of): " + (
-            ", ".join(f"{a} -> {b}: {n}" for (a, b), n in top_pairs) or "-") + (
-            f" (+{r.unresolved_preemptions} of exited processes)" if r.unresolved_preemptions else "")
+        return (
+            f"{line} | top preemptions (by -> of): "
+            + (", ".join(f"{a} -> {b}: {n}" for (a, b), n in top_pairs) or "-")
+            + (f" (+{r.unresolved_preemptions} of exited processes)" if r.unresolved_preemptions else "")
+        )
     top = sorted(r.cgroups.values(), key=lambda c: -c.delay_sum_ns)[:3]
     return f"{line} | top cgroups by wait: " + (
-        ", ".join(f"{c.cgroup_id}: {c.delay_sum_ns / 1e6:.1f} ms/{c.delay_count}" for c in top) or "-")
+        ", ".join(f"{c.cgroup_id}: {c.delay_sum_ns / 1e6:.1f} ms/{c.delay_count}" for c in top) or "-"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return bpfload.debug_main(argv, "Print run-queue readings every interval.", program_spec(),
-                              RunqueueCollector, describe)
+    return bpfload.debug_main(
+        argv, "Print run-queue readings every interval.", program_spec(), RunqueueCollector, describe
+    )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,5 @@ class MeminfoCollector:
         if not total:
             return Measurement.missing(MEMORY_UTILIZATION, f"no MemTotal in {self.path}")
         if available is None:
-            return Measurement.missing(MEMORY_UTILIZATION,
-                                       f"no MemAvailable in {self.path} (kernel older than 3.14)")
+            return Measurement.missing(MEMORY_UTILIZATION, f"no MemAvailable in {self.path} (kernel older than 3.14)")
         return Measurement.measured(MEMORY_UTILIZATION, clamp_ratio(1.0 - available / total))

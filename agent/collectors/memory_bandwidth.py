@@ -26,9 +26,9 @@ missing with both reasons.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import FIRST_SAMPLE, Measurement, Reading
@@ -40,8 +40,10 @@ MEMORY_BANDWIDTH = "memory_bandwidth_gbps"
 DEFAULT_LINE_BYTES = 64
 #: Directories at the top of a resctrl mount that are not CTRL_MON groups.
 RESCTRL_NOT_GROUPS = frozenset({"info", "mon_groups", "mon_data"})
-ESTIMATE_SOURCE = ("estimate: LLC misses x {line} B (perf cache-misses; demand line fills only, no write-backs "
-                   "or prefetches: a lower bound); resctrl: {why}")
+ESTIMATE_SOURCE = (
+    "estimate: LLC misses x {line} B (perf cache-misses; demand line fills only, no write-backs "
+    "or prefetches: a lower bound); resctrl: {why}"
+)
 
 
 class ResctrlUnavailable(Exception):
@@ -51,8 +53,10 @@ class ResctrlUnavailable(Exception):
 def resctrl_status(resctrl: Path) -> str | None:
     """Why ``resctrl`` cannot monitor memory bandwidth, or None when it can."""
     if not (resctrl / "info").is_dir():
-        return (f"not mounted at {resctrl} (needs Intel RDT MBM or AMD PQoS, CONFIG_X86_CPU_RESCTRL, and "
-                f"'mount -t resctrl resctrl {resctrl}')")
+        return (
+            f"not mounted at {resctrl} (needs Intel RDT MBM or AMD PQoS, CONFIG_X86_CPU_RESCTRL, and "
+            f"'mount -t resctrl resctrl {resctrl}')"
+        )
     features = resctrl / "info" / "L3_MON" / "mon_features"
     try:
         listed = features.read_text().split()
@@ -130,8 +134,13 @@ class MemoryBandwidthCollector:
     name = "memory_bandwidth"
     metrics = (MEMORY_BANDWIDTH,)
 
-    def __init__(self, sys_root: str | Path = "/sys", perf: CounterSource | None = None,
-                 clock: Clock = SYSTEM_CLOCK, resctrl_root: str | Path | None = None):
+    def __init__(
+        self,
+        sys_root: str | Path = "/sys",
+        perf: CounterSource | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        resctrl_root: str | Path | None = None,
+    ):
         self.sys_root = Path(sys_root)
         self.resctrl = Path(resctrl_root) if resctrl_root else self.sys_root / "fs" / "resctrl"
         self.perf = perf
@@ -155,8 +164,11 @@ class MemoryBandwidthCollector:
         snap = self.perf.snapshot() if self.perf is not None else None
         if snap is None or CACHE_MISSES in self.perf.unavailable:
             self._prev = None
-            perf_why = "no counter source configured" if self.perf is None else (
-                self.perf.reason or self.perf.unavailable[CACHE_MISSES])
+            perf_why = (
+                "no counter source configured"
+                if self.perf is None
+                else (self.perf.reason or self.perf.unavailable[CACHE_MISSES])
+            )
             return Measurement.missing(MEMORY_BANDWIDTH, f"resctrl: {why_not}; LLC-miss estimate: {perf_why}")
         return self._from_perf(now, snap, why_not)
 
@@ -182,8 +194,11 @@ class MemoryBandwidthCollector:
         counts = interval_counts(prev.data, snap, (CACHE_MISSES,))
         if not counts.complete:
             detail = "; ".join(f"cpu{c}: {why}" for c, why in sorted(counts.excluded.items()))
-            return Measurement.missing(MEMORY_BANDWIDTH, f"LLC-miss estimate would undercount: counters of "
-                                                         f"{len(counts.excluded)} CPU(s) not measurable ({detail})")
+            return Measurement.missing(
+                MEMORY_BANDWIDTH,
+                f"LLC-miss estimate would undercount: counters of "
+                f"{len(counts.excluded)} CPU(s) not measurable ({detail})",
+            )
         gbps = counts.rates[CACHE_MISSES] * self.line_bytes / 1e9
         source = ESTIMATE_SOURCE.format(line=self.line_bytes, why=resctrl_why)
         if (note := counts.coverage()) is not None:

@@ -47,9 +47,10 @@ import os
 import platform
 import struct
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import FIRST_SAMPLE, Measurement, Reading, all_missing
@@ -75,8 +76,8 @@ METRIC_EVENTS: dict[str, tuple[str, str]] = {
 
 #: A wrapped delta larger than this is a restart, not a wrap: 2**48 events is ~8 hours at
 #: 10**10 events per second, far beyond any interval.
-MAX_PLAUSIBLE_DELTA = 2 ** 48
-U64 = 2 ** 64
+MAX_PLAUSIBLE_DELTA = 2**48
+U64 = 2**64
 #: A miss ratio up to this much above 1 is scaling noise and is clipped to 1; beyond it the
 #: events are not comparable on this CPU and the ratio is reported missing.
 RATIO_NOISE = 1.05
@@ -215,8 +216,13 @@ def perf_measurements(counts: IntervalCounts, unavailable: Mapping[str, str] | N
             value *= 1000.0
         elif metric == LLC_MISS_RATIO and value > 1.0:
             if value > RATIO_NOISE:
-                out.append(Measurement.missing(metric, f"cache-misses ({num:.0f}) exceed cache-references "
-                                                       f"({den:.0f}): the two events are not comparable here"))
+                out.append(
+                    Measurement.missing(
+                        metric,
+                        f"cache-misses ({num:.0f}) exceed cache-references "
+                        f"({den:.0f}): the two events are not comparable here",
+                    )
+                )
                 continue
             value = 1.0
         out.append(Measurement(metric, value, None, counts.coverage()))
@@ -241,9 +247,20 @@ PERF_EVENT_IOC_RESET = 0x2403
 PERF_IOC_FLAG_GROUP = 1
 
 #: __NR_perf_event_open by machine (asm/unistd*.h); the generic table (241) serves the newer ports.
-SYSCALL_NUMBERS = {"x86_64": 298, "amd64": 298, "aarch64": 241, "arm64": 241, "riscv64": 241,
-                   "loongarch64": 241, "i386": 336, "i686": 336, "armv7l": 364, "ppc64le": 319,
-                   "ppc64": 319, "s390x": 331}
+SYSCALL_NUMBERS = {
+    "x86_64": 298,
+    "amd64": 298,
+    "aarch64": 241,
+    "arm64": 241,
+    "riscv64": 241,
+    "loongarch64": 241,
+    "i386": 336,
+    "i686": 336,
+    "armv7l": 364,
+    "ppc64le": 319,
+    "ppc64": 319,
+    "s390x": 331,
+}
 
 
 class PerfEventAttr(ctypes.Structure):
@@ -255,29 +272,29 @@ class PerfEventAttr(ctypes.Structure):
     """
 
     _fields_ = [
-        ("type", ctypes.c_uint32),                # 0   PERF_TYPE_*
-        ("size", ctypes.c_uint32),                # 4   sizeof(struct perf_event_attr)
-        ("config", ctypes.c_uint64),              # 8   PERF_COUNT_HW_* for PERF_TYPE_HARDWARE
-        ("sample_period", ctypes.c_uint64),       # 16  union { sample_period; sample_freq }
-        ("sample_type", ctypes.c_uint64),         # 24
-        ("read_format", ctypes.c_uint64),         # 32  PERF_FORMAT_*
-        ("flags", ctypes.c_uint64),               # 40  bitfield: disabled:1, inherit:1, pinned:1, ...
-        ("wakeup_events", ctypes.c_uint32),       # 48  union { wakeup_events; wakeup_watermark }
-        ("bp_type", ctypes.c_uint32),             # 52
-        ("config1", ctypes.c_uint64),             # 56  union { bp_addr; kprobe_func; uprobe_path; config1 }
-        ("config2", ctypes.c_uint64),             # 64  union { bp_len; kprobe_addr; probe_offset; config2 } VER1
+        ("type", ctypes.c_uint32),  # 0   PERF_TYPE_*
+        ("size", ctypes.c_uint32),  # 4   sizeof(struct perf_event_attr)
+        ("config", ctypes.c_uint64),  # 8   PERF_COUNT_HW_* for PERF_TYPE_HARDWARE
+        ("sample_period", ctypes.c_uint64),  # 16  union { sample_period; sample_freq }
+        ("sample_type", ctypes.c_uint64),  # 24
+        ("read_format", ctypes.c_uint64),  # 32  PERF_FORMAT_*
+        ("flags", ctypes.c_uint64),  # 40  bitfield: disabled:1, inherit:1, pinned:1, ...
+        ("wakeup_events", ctypes.c_uint32),  # 48  union { wakeup_events; wakeup_watermark }
+        ("bp_type", ctypes.c_uint32),  # 52
+        ("config1", ctypes.c_uint64),  # 56  union { bp_addr; kprobe_func; uprobe_path; config1 }
+        ("config2", ctypes.c_uint64),  # 64  union { bp_len; kprobe_addr; probe_offset; config2 } VER1
         ("branch_sample_type", ctypes.c_uint64),  # 72  VER2
-        ("sample_regs_user", ctypes.c_uint64),    # 80
-        ("sample_stack_user", ctypes.c_uint32),   # 88
-        ("clockid", ctypes.c_int32),              # 92  VER3
-        ("sample_regs_intr", ctypes.c_uint64),    # 96  VER4
-        ("aux_watermark", ctypes.c_uint32),       # 104
-        ("sample_max_stack", ctypes.c_uint16),    # 108
-        ("reserved_2", ctypes.c_uint16),          # 110 VER5
-        ("aux_sample_size", ctypes.c_uint32),     # 112
-        ("aux_action", ctypes.c_uint32),          # 116 __reserved_3 before Linux 6.13; VER6
-        ("sig_data", ctypes.c_uint64),            # 120 VER7
-        ("config3", ctypes.c_uint64),             # 128 VER8 (Linux 6.3)
+        ("sample_regs_user", ctypes.c_uint64),  # 80
+        ("sample_stack_user", ctypes.c_uint32),  # 88
+        ("clockid", ctypes.c_int32),  # 92  VER3
+        ("sample_regs_intr", ctypes.c_uint64),  # 96  VER4
+        ("aux_watermark", ctypes.c_uint32),  # 104
+        ("sample_max_stack", ctypes.c_uint16),  # 108
+        ("reserved_2", ctypes.c_uint16),  # 110 VER5
+        ("aux_sample_size", ctypes.c_uint32),  # 112
+        ("aux_action", ctypes.c_uint32),  # 116 __reserved_3 before Linux 6.13; VER6
+        ("sig_data", ctypes.c_uint64),  # 120 VER7
+        ("config3", ctypes.c_uint64),  # 128 VER8 (Linux 6.3)
     ]
 
 
@@ -330,8 +347,14 @@ class LinuxSyscalls:
             libc = ctypes.CDLL(None, use_errno=True)
             self._syscall = libc.syscall
             self._syscall.restype = ctypes.c_long
-            self._syscall.argtypes = [ctypes.c_long, ctypes.POINTER(PerfEventAttr), ctypes.c_int, ctypes.c_int,
-                                      ctypes.c_int, ctypes.c_ulong]
+            self._syscall.argtypes = [
+                ctypes.c_long,
+                ctypes.POINTER(PerfEventAttr),
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.c_ulong,
+            ]
 
     def perf_event_open(self, attr: PerfEventAttr, pid: int, cpu: int, group_fd: int, flags: int) -> int:
         if self._syscall is None:
@@ -414,15 +437,19 @@ def explain_open_error(err: OSError, sys_root: str | Path, proc_root: str | Path
     if err.errno in UNSUPPORTED_ERRNOS:
         pmus = core_pmus(sys_root)
         listed = f"registered PMUs: {', '.join(pmus)}" if pmus else "no PMUs listed"
-        return (f"no hardware PMU: perf_event_open(PERF_TYPE_HARDWARE) failed with {code} ({listed}); "
-                "usual in VMs without a virtual PMU (Firecracker, many cloud instance types)")
+        return (
+            f"no hardware PMU: perf_event_open(PERF_TYPE_HARDWARE) failed with {code} ({listed}); "
+            "usual in VMs without a virtual PMU (Firecracker, many cloud instance types)"
+        )
     if err.errno in PERMISSION_ERRNOS:
         try:
             paranoid = (Path(proc_root) / "sys/kernel/perf_event_paranoid").read_text().strip()
         except OSError:
             paranoid = "unknown"
-        return (f"not permitted to count system-wide ({code}): needs CAP_PERFMON (Linux >= 5.8) or "
-                f"CAP_SYS_ADMIN, or kernel.perf_event_paranoid <= 0 (it is {paranoid}); fix and restart the agent")
+        return (
+            f"not permitted to count system-wide ({code}): needs CAP_PERFMON (Linux >= 5.8) or "
+            f"CAP_SYS_ADMIN, or kernel.perf_event_paranoid <= 0 (it is {paranoid}); fix and restart the agent"
+        )
     if err.errno in (errno.EMFILE, errno.ENFILE):
         return f"out of file descriptors ({code}): the counters need 4 per CPU; raise the agent's open-file limit"
     if err.errno == errno.EBUSY:
@@ -448,9 +475,16 @@ class PerfCounters:
     this PMU lacks (e.g. an ARM core without generic cache events).
     """
 
-    def __init__(self, sys_root: str | Path = "/sys", proc_root: str | Path = "/proc",
-                 syscalls: Syscalls | None = None, cpus: list[int] | None = None, announce: bool = True,
-                 event_type: int = PERF_TYPE_HARDWARE, configs: Mapping[str, int] = HW_CONFIG):
+    def __init__(
+        self,
+        sys_root: str | Path = "/sys",
+        proc_root: str | Path = "/proc",
+        syscalls: Syscalls | None = None,
+        cpus: list[int] | None = None,
+        announce: bool = True,
+        event_type: int = PERF_TYPE_HARDWARE,
+        configs: Mapping[str, int] = HW_CONFIG,
+    ):
         self.sys_root = Path(sys_root)
         self.event_type = event_type
         self.configs = dict(configs)
@@ -503,14 +537,21 @@ class PerfCounters:
                 log.warning("perf event %s cannot be counted: %s", e, why)
             for cpu, why in self.failed_cpus.items():
                 log.warning("perf counters not opened on cpu%d: %s", cpu, why)
-            log.info("perf counters open on %d CPUs (%s): %s", len(self._open),
-                     "one group per CPU" if grouped else "separately, each scaled on its own", ", ".join(self.events))
+            log.info(
+                "perf counters open on %d CPUs (%s): %s",
+                len(self._open),
+                "one group per CPU" if grouped else "separately, each scaled on its own",
+                ", ".join(self.events),
+            )
 
     def _give_up(self, reason: str) -> None:
         self.reason = reason
         if self.announce:
-            log.warning("hardware counter metrics (llc_miss_ratio, llc_mpki, cycles_per_instruction) are "
-                        "missing on this node: %s", reason)
+            log.warning(
+                "hardware counter metrics (llc_miss_ratio, llc_mpki, cycles_per_instruction) are "
+                "missing on this node: %s",
+                reason,
+            )
 
     def _detect_events(self, cpu: int) -> tuple[str, ...]:
         """Which events this PMU counts, tried one by one on ``cpu``."""
@@ -541,8 +582,9 @@ class PerfCounters:
         try:
             for i, event in enumerate(self.events):
                 leader = fds[0] if grouped and fds else -1
-                attr = make_attr(self.event_type, self.configs[event], self._read_format(grouped),
-                                 disabled=(i == 0 or not grouped))
+                attr = make_attr(
+                    self.event_type, self.configs[event], self._read_format(grouped), disabled=(i == 0 or not grouped)
+                )
                 fds.append(self._syscalls.perf_event_open(attr, -1, cpu, leader, PERF_FLAG_FD_CLOEXEC))
             if grouped:
                 self._syscalls.ioctl(fds[0], PERF_EVENT_IOC_RESET, PERF_IOC_FLAG_GROUP)
@@ -559,8 +601,7 @@ class PerfCounters:
 
     def _reopen_separately(self, cpus: list[int]) -> None:
         if self.announce:
-            log.info("perf: the PMU cannot hold the %d events as one group; counting them separately",
-                     len(self.events))
+            log.info("perf: the PMU cannot hold the %d events as one group; counting them separately", len(self.events))
         self._close_all()
         for c in cpus:
             try:
@@ -583,8 +624,9 @@ class PerfCounters:
                     size = 8 * (3 + len(self.events))
                     cpus[c.cpu] = parse_group_read(self._syscalls.read(c.fds[0], size), self.events)
                 else:
-                    cpus[c.cpu] = {e: parse_single_read(self._syscalls.read(fd, 24))
-                                   for e, fd in zip(self.events, c.fds)}
+                    cpus[c.cpu] = {
+                        e: parse_single_read(self._syscalls.read(fd, 24)) for e, fd in zip(self.events, c.fds)
+                    }
             except (OSError, ValueError, struct.error) as err:
                 unreadable[c.cpu] = f"read failed: {err}"
         return PerfSnapshot(cpus, unreadable)
@@ -619,8 +661,9 @@ class PmuStatus:
         return self.reason is None
 
 
-def probe_pmu(sys_root: str | Path = "/sys", proc_root: str | Path = "/proc",
-              syscalls: Syscalls | None = None) -> PmuStatus:
+def probe_pmu(
+    sys_root: str | Path = "/sys", proc_root: str | Path = "/proc", syscalls: Syscalls | None = None
+) -> PmuStatus:
     """Open each event once on the first online CPU and close it again (no counting is kept)."""
     dev = PerfCounters(sys_root, proc_root, syscalls, cpus=online_cpus(sys_root)[:1], announce=False)
     try:
@@ -660,7 +703,10 @@ class PerfCountersCollector:
         prev, self._prev = self._prev, snap
         unavailable = self.source.unavailable
         if prev is None:
-            return Reading(self.name, now, tuple(
-                Measurement.missing(m, lacking_events(m, unavailable) or FIRST_SAMPLE) for m in self.metrics))
+            return Reading(
+                self.name,
+                now,
+                tuple(Measurement.missing(m, lacking_events(m, unavailable) or FIRST_SAMPLE) for m in self.metrics),
+            )
         counted = tuple(e for e in EVENTS if e not in unavailable)
         return Reading(self.name, now, perf_measurements(interval_counts(prev, snap, counted), unavailable))

@@ -11,8 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.collectors.base import FIRST_SAMPLE, Measurement, Reading, all_missing, clamp_ratio, \
-    describe_os_error, read_text
+from agent.collectors.base import (
+    FIRST_SAMPLE,
+    Measurement,
+    Reading,
+    all_missing,
+    clamp_ratio,
+    describe_os_error,
+    read_text,
+)
 
 CPU_UTILIZATION = "cpu_utilization"
 CPU_IOWAIT = "cpu_iowait_ratio"
@@ -47,7 +54,7 @@ def parse_stat(text: str) -> StatSample:
         if not parts:
             continue
         if parts[0] == "cpu":
-            nums = [int(x) for x in parts[1:1 + len(_CPU_FIELDS)]]
+            nums = [int(x) for x in parts[1 : 1 + len(_CPU_FIELDS)]]
             if len(nums) < 5:  # user nice system idle iowait is the minimum we need
                 raise ValueError(f"aggregate cpu line has {len(nums)} fields, expected at least 5")
             nums += [0] * (len(_CPU_FIELDS) - len(nums))
@@ -80,11 +87,15 @@ class ProcStatCollector:
             return all_missing(self.name, now, self.metrics, f"unexpected format in {self.path}: {err}")
         prev, self._prev = self._prev, (now, sample)
         if prev is None:
-            return Reading(self.name, now, (
-                Measurement.missing(CPU_UTILIZATION, FIRST_SAMPLE),
-                Measurement.missing(CPU_IOWAIT, FIRST_SAMPLE),
-                Measurement.missing(PROCESS_CHURN, f"{FIRST_SAMPLE} ({CHURN_SOURCE})"),
-            ))
+            return Reading(
+                self.name,
+                now,
+                (
+                    Measurement.missing(CPU_UTILIZATION, FIRST_SAMPLE),
+                    Measurement.missing(CPU_IOWAIT, FIRST_SAMPLE),
+                    Measurement.missing(PROCESS_CHURN, f"{FIRST_SAMPLE} ({CHURN_SOURCE})"),
+                ),
+            )
         prev_at, prev_sample = prev
         cpu, iowait = self._cpu(prev_sample, sample)
         return Reading(self.name, now, (cpu, iowait, self._churn(prev_sample, sample, now - prev_at)))
@@ -97,8 +108,10 @@ class ProcStatCollector:
             reason = "no CPU time elapsed between the two readings of /proc/stat (interval too short?)"
             return Measurement.missing(CPU_UTILIZATION, reason), Measurement.missing(CPU_IOWAIT, reason)
         idle = delta["idle"] + delta["iowait"]
-        return (Measurement.measured(CPU_UTILIZATION, clamp_ratio(1.0 - idle / total)),
-                Measurement.measured(CPU_IOWAIT, clamp_ratio(delta["iowait"] / total)))
+        return (
+            Measurement.measured(CPU_UTILIZATION, clamp_ratio(1.0 - idle / total)),
+            Measurement.measured(CPU_IOWAIT, clamp_ratio(delta["iowait"] / total)),
+        )
 
     @staticmethod
     def _churn(prev: StatSample, cur: StatSample, seconds: float) -> Measurement:
@@ -109,6 +122,8 @@ class ProcStatCollector:
         forks = cur.processes - prev.processes
         if forks < 0:
             return Measurement.missing(
-                PROCESS_CHURN, f"processes counter went backwards ({prev.processes} -> {cur.processes}); "
-                               f"new baseline taken ({CHURN_SOURCE})")
+                PROCESS_CHURN,
+                f"processes counter went backwards ({prev.processes} -> {cur.processes}); "
+                f"new baseline taken ({CHURN_SOURCE})",
+            )
         return Measurement.measured(PROCESS_CHURN, forks / seconds, source=CHURN_SOURCE)

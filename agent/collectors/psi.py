@@ -15,8 +15,10 @@ from agent.collectors.base import Measurement, Reading, clamp_ratio, describe_os
 #: PSI resource file -> schema metric.
 RESOURCES = {"cpu": "cpu_psi_some", "memory": "memory_psi_some", "io": "io_psi_some"}
 
-NO_PSI = ("{path} does not exist: this kernel has no pressure stall information "
-          "(build with CONFIG_PSI=y; if CONFIG_PSI_DEFAULT_DISABLED=y, also boot with psi=1)")
+NO_PSI = (
+    "{path} does not exist: this kernel has no pressure stall information "
+    "(build with CONFIG_PSI=y; if CONFIG_PSI_DEFAULT_DISABLED=y, also boot with psi=1)"
+)
 PSI_DISABLED = "{path} exists but PSI is disabled at boot: add psi=1 to the kernel command line"
 
 

@@ -41,9 +41,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import bpf
 
@@ -86,8 +86,10 @@ def privilege_problem(euid: int, cap_eff: int) -> str | None:
     has = lambda cap: bool(cap_eff >> cap & 1)  # noqa: E731
     if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
         return None
-    return (f"needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, or root) to load eBPF tracing programs; "
-            f"running as uid {euid} with CapEff=0x{cap_eff:x}")
+    return (
+        f"needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, or root) to load eBPF tracing programs; "
+        f"running as uid {euid} with CapEff=0x{cap_eff:x}"
+    )
 
 
 def own_privilege_problem() -> str | None:
@@ -107,8 +109,7 @@ def find_tracefs(sys_root: str | Path = "/sys") -> Path:
         looked.append(str(path))
         if (path / "events").is_dir():
             return path
-    raise BpfUnavailable(f"tracefs not mounted (looked at {', '.join(looked)}): "
-                         f"mount -t tracefs nodev {looked[0]}")
+    raise BpfUnavailable(f"tracefs not mounted (looked at {', '.join(looked)}): mount -t tracefs nodev {looked[0]}")
 
 
 @dataclass(frozen=True)
@@ -121,18 +122,18 @@ class TracepointFormat:
     print_fmt: str
 
     @classmethod
-    def parse(cls, name: str, text: str) -> "TracepointFormat":
+    def parse(cls, name: str, text: str) -> TracepointFormat:
         fields = {}
         print_fmt = ""
         for line in text.splitlines():
             line = line.strip()
             if line.startswith("field:"):
-                decl = line[len("field:"):].split(";", 1)[0].strip()
+                decl = line[len("field:") :].split(";", 1)[0].strip()
                 match = re.search(r"(\w+)\s*(\[[^\]]*\])?$", decl)
                 if match:
                     fields[match.group(1)] = decl
             elif line.startswith("print fmt:"):
-                print_fmt = line[len("print fmt:"):].strip()
+                print_fmt = line[len("print fmt:") :].strip()
         return cls(name, fields, print_fmt)
 
 
@@ -151,8 +152,9 @@ def read_tracepoint(tracefs: Path, tracepoint: str) -> TracepointFormat:
 def require_fields(fmt: TracepointFormat, names: Sequence[str]) -> None:
     missing = [n for n in names if n not in fmt.fields]
     if missing:
-        raise BpfUnavailable(f"tracepoint {fmt.name} has no field {', '.join(missing)} in this kernel "
-                             f"(it has: {', '.join(fmt.fields)})")
+        raise BpfUnavailable(
+            f"tracepoint {fmt.name} has no field {', '.join(missing)} in this kernel (it has: {', '.join(fmt.fields)})"
+        )
 
 
 def bcc_python(spec_finder=None, debian_python: Path = DEBIAN_PYTHON, debian_bcc: Path = DEBIAN_BCC) -> str:
@@ -172,8 +174,12 @@ def bcc_python(spec_finder=None, debian_python: Path = DEBIAN_PYTHON, debian_bcc
     raise BpfUnavailable(INSTALL_BCC)
 
 
-def find_kernel_headers(release: str | None = None, environ: Mapping[str, str] | None = None,
-                        modules_root: str | Path = "/lib/modules", sys_root: str | Path = "/sys") -> Path:
+def find_kernel_headers(
+    release: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    modules_root: str | Path = "/lib/modules",
+    sys_root: str | Path = "/sys",
+) -> Path:
     """Where bcc will find kernel headers, in bcc's own order of preference."""
     release = release or platform.release()
     env = os.environ if environ is None else environ
@@ -185,8 +191,10 @@ def find_kernel_headers(release: str | None = None, environ: Mapping[str, str] |
     kheaders = Path(sys_root) / "kernel" / "kheaders.tar.xz"
     if kheaders.exists():
         return kheaders
-    raise BpfUnavailable(f"kernel headers not found at {build}: apt-get install linux-headers-{release} "
-                         f"(or link matching headers there: make ebpf-deps), or load the kheaders module")
+    raise BpfUnavailable(
+        f"kernel headers not found at {build}: apt-get install linux-headers-{release} "
+        f"(or link matching headers there: make ebpf-deps), or load the kheaders module"
+    )
 
 
 # ------------------------------------------------------------------------ program spec
@@ -214,8 +222,11 @@ class ProgramSpec:
     """Map name -> (key size, value size of one CPU) the Python side decodes."""
 
     def cflag_list(self, bpf_dir: Path = BPF_DIR) -> list[str]:
-        return [f"-I{bpf_dir}", f"-DKA_HIST_SLOTS={HIST_SLOTS}",
-                *(f"-D{k}={v}" for k, v in sorted(self.cflags.items()))]
+        return [
+            f"-I{bpf_dir}",
+            f"-DKA_HIST_SLOTS={HIST_SLOTS}",
+            *(f"-D{k}={v}" for k, v in sorted(self.cflags.items())),
+        ]
 
 
 def render_source(spec_or_source: ProgramSpec | str, cflags: Sequence[str] = (), bpf_dir: Path = BPF_DIR) -> str:
@@ -244,14 +255,26 @@ _libc.syscall.restype = ctypes.c_long
 
 
 class _ElemAttr(ctypes.Structure):
-    _fields_ = [("map_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("key", ctypes.c_uint64),
-                ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("value", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
 
 
 class _BatchAttr(ctypes.Structure):
-    _fields_ = [("in_batch", ctypes.c_uint64), ("out_batch", ctypes.c_uint64), ("keys", ctypes.c_uint64),
-                ("values", ctypes.c_uint64), ("count", ctypes.c_uint32), ("map_fd", ctypes.c_uint32),
-                ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+    _fields_ = [
+        ("in_batch", ctypes.c_uint64),
+        ("out_batch", ctypes.c_uint64),
+        ("keys", ctypes.c_uint64),
+        ("values", ctypes.c_uint64),
+        ("count", ctypes.c_uint32),
+        ("map_fd", ctypes.c_uint32),
+        ("elem_flags", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
 
 
 class _GetIdAttr(ctypes.Structure):
@@ -267,32 +290,65 @@ class _StatsAttr(ctypes.Structure):
 
 
 class _MapInfo(ctypes.Structure):  # struct bpf_map_info, the stable prefix
-    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
-                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
-                ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16)]
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
 
 
 class _ProgInfo(ctypes.Structure):  # struct bpf_prog_info up to recursion_misses (Linux 5.12+)
     _u32, _u64 = ctypes.c_uint32, ctypes.c_uint64
-    _fields_ = [("type", _u32), ("id", _u32), ("tag", ctypes.c_uint8 * 8), ("jited_prog_len", _u32),
-                ("xlated_prog_len", _u32), ("jited_prog_insns", _u64), ("xlated_prog_insns", _u64),
-                ("load_time", _u64), ("created_by_uid", _u32), ("nr_map_ids", _u32), ("map_ids", _u64),
-                ("name", ctypes.c_char * 16), ("ifindex", _u32), ("gpl_compatible", _u32),
-                ("netns_dev", _u64), ("netns_ino", _u64), ("nr_jited_ksyms", _u32),
-                ("nr_jited_func_lens", _u32), ("jited_ksyms", _u64), ("jited_func_lens", _u64),
-                ("btf_id", _u32), ("func_info_rec_size", _u32), ("func_info", _u64), ("nr_func_info", _u32),
-                ("nr_line_info", _u32), ("line_info", _u64), ("jited_line_info", _u64),
-                ("nr_jited_line_info", _u32), ("line_info_rec_size", _u32), ("jited_line_info_rec_size", _u32),
-                ("nr_prog_tags", _u32), ("prog_tags", _u64), ("run_time_ns", _u64), ("run_cnt", _u64),
-                ("recursion_misses", _u64)]
+    _fields_ = [
+        ("type", _u32),
+        ("id", _u32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", _u32),
+        ("xlated_prog_len", _u32),
+        ("jited_prog_insns", _u64),
+        ("xlated_prog_insns", _u64),
+        ("load_time", _u64),
+        ("created_by_uid", _u32),
+        ("nr_map_ids", _u32),
+        ("map_ids", _u64),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", _u32),
+        ("gpl_compatible", _u32),
+        ("netns_dev", _u64),
+        ("netns_ino", _u64),
+        ("nr_jited_ksyms", _u32),
+        ("nr_jited_func_lens", _u32),
+        ("jited_ksyms", _u64),
+        ("jited_func_lens", _u64),
+        ("btf_id", _u32),
+        ("func_info_rec_size", _u32),
+        ("func_info", _u64),
+        ("nr_func_info", _u32),
+        ("nr_line_info", _u32),
+        ("line_info", _u64),
+        ("jited_line_info", _u64),
+        ("nr_jited_line_info", _u32),
+        ("line_info_rec_size", _u32),
+        ("jited_line_info_rec_size", _u32),
+        ("nr_prog_tags", _u32),
+        ("prog_tags", _u64),
+        ("run_time_ns", _u64),
+        ("run_cnt", _u64),
+        ("recursion_misses", _u64),
+    ]
 
 
 def _bpf(cmd: int, attr: ctypes.Structure) -> int:
     number = _SYS_BPF.get(platform.machine())
     if number is None:
         raise OSError(f"bpf(2) syscall number unknown for {platform.machine()}")
-    ret = _libc.syscall(ctypes.c_long(number), ctypes.c_long(cmd), ctypes.byref(attr),
-                        ctypes.c_uint(ctypes.sizeof(attr)))
+    ret = _libc.syscall(
+        ctypes.c_long(number), ctypes.c_long(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr))
+    )
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -345,7 +401,7 @@ class BpfMap:
         raw = self.lookup(key)
         if raw is None:
             return []
-        return [raw[i * self._stride:i * self._stride + self.value_size] for i in range(self.ncpus)]
+        return [raw[i * self._stride : i * self._stride + self.value_size] for i in range(self.ncpus)]
 
     def keys(self) -> list[bytes]:
         out: list[bytes] = []
@@ -354,8 +410,10 @@ class BpfMap:
         for _ in range(2 * self.max_entries + 1):  # bounded even if the map churns under us
             kbuf = ctypes.create_string_buffer(prev, self.key_size) if prev is not None else None
             try:
-                _bpf(BPF_MAP_GET_NEXT_KEY, _ElemAttr(self.fd, 0, ctypes.addressof(kbuf) if kbuf else 0,
-                                                     ctypes.addressof(nbuf), 0))
+                _bpf(
+                    BPF_MAP_GET_NEXT_KEY,
+                    _ElemAttr(self.fd, 0, ctypes.addressof(kbuf) if kbuf else 0, ctypes.addressof(nbuf), 0),
+                )
             except FileNotFoundError:
                 break
             prev = nbuf.raw
@@ -391,23 +449,39 @@ class BpfMap:
 
     def _drain_batch(self) -> list[tuple[bytes, bytes]]:
         if self._batch is None:
-            self._batch = (ctypes.create_string_buffer(self.key_size * self.max_entries),
-                           ctypes.create_string_buffer(self.value_size * self.max_entries),
-                           ctypes.create_string_buffer(8), ctypes.create_string_buffer(8))
+            self._batch = (
+                ctypes.create_string_buffer(self.key_size * self.max_entries),
+                ctypes.create_string_buffer(self.value_size * self.max_entries),
+                ctypes.create_string_buffer(8),
+                ctypes.create_string_buffer(8),
+            )
         keys, values, token_in, token_out = self._batch
         out: list[tuple[bytes, bytes]] = []
         in_batch = 0
         for _ in range(self.max_entries + 1):
-            attr = _BatchAttr(in_batch, ctypes.addressof(token_out), ctypes.addressof(keys),
-                              ctypes.addressof(values), self.max_entries, self.fd, 0, 0)
+            attr = _BatchAttr(
+                in_batch,
+                ctypes.addressof(token_out),
+                ctypes.addressof(keys),
+                ctypes.addressof(values),
+                self.max_entries,
+                self.fd,
+                0,
+                0,
+            )
             try:
                 _bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, attr)
                 done = False
             except FileNotFoundError:  # ENOENT: the walk reached the end (count may still be > 0)
                 done = True
             kbase, vbase = ctypes.addressof(keys), ctypes.addressof(values)
-            out += [(ctypes.string_at(kbase + i * self.key_size, self.key_size),
-                     ctypes.string_at(vbase + i * self.value_size, self.value_size)) for i in range(attr.count)]
+            out += [
+                (
+                    ctypes.string_at(kbase + i * self.key_size, self.key_size),
+                    ctypes.string_at(vbase + i * self.value_size, self.value_size),
+                )
+                for i in range(attr.count)
+            ]
             if done or attr.count == 0:
                 break
             ctypes.memmove(token_in, token_out, 8)
@@ -431,9 +505,10 @@ class ProgStats:
     def ns_per_event(self) -> float | None:
         return self.run_time_ns / self.run_cnt if self.run_cnt else None
 
-    def __sub__(self, earlier: "ProgStats") -> "ProgStats":
-        return ProgStats(self.name, self.prog_id, self.run_time_ns - earlier.run_time_ns,
-                         self.run_cnt - earlier.run_cnt)
+    def __sub__(self, earlier: ProgStats) -> ProgStats:
+        return ProgStats(
+            self.name, self.prog_id, self.run_time_ns - earlier.run_time_ns, self.run_cnt - earlier.run_cnt
+        )
 
 
 def prog_stats_of_fd(fd: int) -> ProgStats:
@@ -520,7 +595,7 @@ class Log2Histogram:
     @staticmethod
     def bounds(slot: int, nslots: int = HIST_SLOTS) -> tuple[float, float]:
         lo = 0.0 if slot == 0 else float(2 ** (slot - 1))
-        hi = math.inf if slot == nslots - 1 else float(2 ** slot)
+        hi = math.inf if slot == nslots - 1 else float(2**slot)
         return lo, hi
 
     @property
@@ -554,12 +629,12 @@ class Log2Histogram:
             seen += count
         raise AssertionError("unreachable: rank <= total")
 
-    def __sub__(self, earlier: "Log2Histogram") -> "Log2Histogram":
+    def __sub__(self, earlier: Log2Histogram) -> Log2Histogram:
         if len(earlier.slots) != len(self.slots):
             raise ValueError(f"histograms of {len(self.slots)} and {len(earlier.slots)} slots")
         return Log2Histogram(tuple(a - b for a, b in zip(self.slots, earlier.slots, strict=True)))
 
-    def __add__(self, other: "Log2Histogram") -> "Log2Histogram":
+    def __add__(self, other: Log2Histogram) -> Log2Histogram:
         return Log2Histogram(tuple(a + b for a, b in zip(self.slots, other.slots, strict=True)))
 
 
@@ -625,8 +700,9 @@ class LoadedProgram:
             self.close()
 
 
-def load(spec: ProgramSpec, sys_root: str | Path = "/sys", bpf_dir: Path = BPF_DIR,
-         timeout_s: float = DEFAULT_LOAD_TIMEOUT_S) -> LoadedProgram:
+def load(
+    spec: ProgramSpec, sys_root: str | Path = "/sys", bpf_dir: Path = BPF_DIR, timeout_s: float = DEFAULT_LOAD_TIMEOUT_S
+) -> LoadedProgram:
     """Probe, compile, attach; raises BpfUnavailable with the first problem found."""
     started = time.monotonic()
     if (problem := own_privilege_problem()) is not None:
@@ -646,8 +722,12 @@ def load(spec: ProgramSpec, sys_root: str | Path = "/sys", bpf_dir: Path = BPF_D
         raise BpfUnavailable(f"eBPF sources not found: {path} (the agent ships bpf/ next to agent/)")
     python = bcc_python()
     headers = find_kernel_headers()
-    request = {"path": str(path), "cflags": spec.cflag_list(bpf_dir),
-               "attach": [[a.tracepoint, a.function] for a in attach], "maps": list(spec.maps)}
+    request = {
+        "path": str(path),
+        "cflags": spec.cflag_list(bpf_dir),
+        "attach": [[a.tracepoint, a.function] for a in attach],
+        "maps": list(spec.maps),
+    }
     reply, fds = _run_helper(python, request, timeout_s, spec.source)
     names = reply.get("fds", [])
     if len(names) != len(fds):
@@ -656,18 +736,24 @@ def load(spec: ProgramSpec, sys_root: str | Path = "/sys", bpf_dir: Path = BPF_D
         raise BpfUnavailable(f"the eBPF compile helper sent {len(fds)} descriptors for {len(names)} names")
     by_name = dict(zip(names, fds, strict=True))
     program = LoadedProgram(
-        spec, maps={}, progs={n[len("prog:"):]: fd for n, fd in by_name.items() if n.startswith("prog:")},
-        links={n[len("link:"):]: fd for n, fd in by_name.items() if n.startswith("link:")},
-        skipped=skipped, notes={"tracefs": str(tracefs), "headers": str(headers), "python": python},
-        helper_peak_rss_kb=reply.get("peak_rss_kb"))
+        spec,
+        maps={},
+        progs={n[len("prog:") :]: fd for n, fd in by_name.items() if n.startswith("prog:")},
+        links={n[len("link:") :]: fd for n, fd in by_name.items() if n.startswith("link:")},
+        skipped=skipped,
+        notes={"tracefs": str(tracefs), "headers": str(headers), "python": python},
+        helper_peak_rss_kb=reply.get("peak_rss_kb"),
+    )
     try:
         for name, (key_size, value_size) in spec.maps.items():
             m = BpfMap(name, by_name[f"map:{name}"])
             program.maps[name] = m
             if (m.key_size, m.value_size) != (key_size, value_size):
-                raise BpfUnavailable(f"bpf/{spec.source} map {name}: kernel has key/value sizes "
-                                     f"{m.key_size}/{m.value_size} bytes, the agent expects {key_size}/{value_size} "
-                                     f"(bpf/ and agent/ out of step)")
+                raise BpfUnavailable(
+                    f"bpf/{spec.source} map {name}: kernel has key/value sizes "
+                    f"{m.key_size}/{m.value_size} bytes, the agent expects {key_size}/{value_size} "
+                    f"(bpf/ and agent/ out of step)"
+                )
     except OSError as err:
         program.close()
         raise BpfUnavailable(f"bpf/{spec.source}: cannot inspect its maps: {err.strerror or err}") from None
@@ -682,9 +768,14 @@ def _run_helper(python: str, request: dict, timeout_s: float, source: str) -> tu
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with parent, tempfile.TemporaryFile() as stderr:
         try:
-            proc = subprocess.Popen([python, "-I", str(Path(__file__).resolve()), "--serve", str(child.fileno()),
-                                     json.dumps(request)], pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=stderr, close_fds=True)
+            proc = subprocess.Popen(
+                [python, "-I", str(Path(__file__).resolve()), "--serve", str(child.fileno()), json.dumps(request)],
+                pass_fds=[child.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                close_fds=True,
+            )
         except OSError as err:
             raise BpfUnavailable(f"cannot start the eBPF compile helper {python}: {err.strerror or err}") from None
         finally:
@@ -692,7 +783,7 @@ def _run_helper(python: str, request: dict, timeout_s: float, source: str) -> tu
         parent.settimeout(timeout_s)
         try:
             data, fds, _, _ = socket.recv_fds(parent, 1 << 16, 64)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             proc.kill()
             proc.wait()
             raise BpfUnavailable(f"compiling bpf/{source} took longer than {timeout_s:g} s; gave up") from None
@@ -705,8 +796,10 @@ def _run_helper(python: str, request: dict, timeout_s: float, source: str) -> tu
         stderr.seek(0)
         log_tail = stderr.read().decode(errors="replace")
     if not data:
-        raise BpfUnavailable(f"the eBPF compile helper exited with {proc.returncode} before answering: "
-                             f"{_first_error(log_tail) or 'no output'}")
+        raise BpfUnavailable(
+            f"the eBPF compile helper exited with {proc.returncode} before answering: "
+            f"{_first_error(log_tail) or 'no output'}"
+        )
     try:
         reply = json.loads(data)
     except ValueError:
@@ -730,8 +823,10 @@ def explain_failure(source: str, error: str, log: str) -> str:
     """A human reason for a failed compile or attach (from bcc's exception and stderr)."""
     text = f"{error}\n{log}"
     if "Unable to find kernel headers" in text:
-        return f"kernel headers not found at /lib/modules/{platform.release()}/build: " \
-               f"apt-get install linux-headers-{platform.release()} (or make ebpf-deps)"
+        return (
+            f"kernel headers not found at /lib/modules/{platform.release()}/build: "
+            f"apt-get install linux-headers-{platform.release()} (or make ebpf-deps)"
+        )
     if "Operation not permitted" in text or "Permission denied" in text:
         return f"loading bpf/{source} was refused (needs CAP_BPF/root): {error.strip()}"
     if "No module named 'bcc'" in text or "No module named bcc" in text:

@@ -27,9 +27,23 @@ from agent.tetragon.fallback import PreferTetragon
 from agent.tetragon.file_source import DEFAULT_EXPORT_FILE, ExportFileSource
 from agent.tetragon.grpc_source import DEFAULT_GRPC_ADDRESS, GrpcEventSource, grpc_address_problem
 
-__all__ = ["ChurnReading", "DEFAULT_EXPORT_FILE", "DEFAULT_GRPC_ADDRESS", "EventKind", "ExportFileSource",
-           "GrpcEventSource", "PodChurn", "PodRef", "PreferTetragon", "ProcessEvent", "RateLimited",
-           "TetragonChurnCollector", "tetragon_collector", "tetragon_problems", "with_tetragon"]
+__all__ = [
+    "ChurnReading",
+    "DEFAULT_EXPORT_FILE",
+    "DEFAULT_GRPC_ADDRESS",
+    "EventKind",
+    "ExportFileSource",
+    "GrpcEventSource",
+    "PodChurn",
+    "PodRef",
+    "PreferTetragon",
+    "ProcessEvent",
+    "RateLimited",
+    "TetragonChurnCollector",
+    "tetragon_collector",
+    "tetragon_problems",
+    "with_tetragon",
+]
 
 
 def tetragon_problems(export_file: str | Path | None, grpc_address: str | None) -> list[str]:
@@ -44,8 +58,9 @@ def tetragon_problems(export_file: str | Path | None, grpc_address: str | None) 
     return problems
 
 
-def tetragon_collector(export_file: str | Path | None = None, grpc_address: str | None = None,
-                       clock: Clock = SYSTEM_CLOCK) -> TetragonChurnCollector | None:
+def tetragon_collector(
+    export_file: str | Path | None = None, grpc_address: str | None = None, clock: Clock = SYSTEM_CLOCK
+) -> TetragonChurnCollector | None:
     """The churn collector for the configured source, or None when Tetragon is not configured.
 
     A gRPC source starts its stream thread here; a missing file or dead socket is not an

@@ -47,7 +47,7 @@ class ChurnReading(Reading):
     """The Tetragon source behind this reading, e.g. "Tetragon gRPC unix:///var/run/tetragon/tetragon.sock"."""
 
     def per_pod(self) -> dict[str, float]:
-        """"namespace/name" -> exec+exit events per second."""
+        """ "namespace/name" -> exec+exit events per second."""
         return {str(p.pod): p.per_s for p in self.pods}
 
     @property
@@ -79,11 +79,16 @@ class TetragonChurnCollector:
         if seconds <= 0:
             return self._missing(now, "Tetragon: no time elapsed between readings")
         if status.live_since is not None and status.live_since > prev_at:
-            return self._missing(now, f"{self.source.description}: became live {now - status.live_since:.1f} s ago, "
-                                      "needs a full interval")
+            return self._missing(
+                now,
+                f"{self.source.description}: became live {now - status.live_since:.1f} s ago, needs a full interval",
+            )
         if tally.dropped:
-            return self._missing(now, f"{self.source.description}: Tetragon dropped {tally.dropped} process events "
-                                      "(rate limit), the count would be low")
+            return self._missing(
+                now,
+                f"{self.source.description}: Tetragon dropped {tally.dropped} process events "
+                "(rate limit), the count would be low",
+            )
         if tally.incomplete:
             return self._missing(now, tally.incomplete)
         return churn_reading(self.name, now, tally, seconds, self.source.description)
@@ -92,14 +97,23 @@ class TetragonChurnCollector:
         self.source.close()
 
     def _missing(self, now: float, reason: str) -> ChurnReading:
-        return ChurnReading(self.name, now, (Measurement.missing(PROCESS_CHURN, reason),),
-                            tetragon=self.source.description)
+        return ChurnReading(
+            self.name, now, (Measurement.missing(PROCESS_CHURN, reason),), tetragon=self.source.description
+        )
 
 
 def churn_reading(name: str, at: float, tally: Tally, seconds: float, tetragon: str = "") -> ChurnReading:
     """The rates of one interval's counts; per-pod, host and untracked parts sum to the node total."""
-    pods = sorted((PodChurn(pod, n, n / seconds) for pod, n in tally.pods.items()),
-                  key=lambda p: (-p.events, p.pod.namespace, p.pod.name))
-    return ChurnReading(name, at, (Measurement.measured(PROCESS_CHURN, tally.events / seconds),),
-                        pods=tuple(pods), host_per_s=tally.host / seconds,
-                        untracked_pods_per_s=tally.untracked_pods / seconds, tetragon=tetragon)
+    pods = sorted(
+        (PodChurn(pod, n, n / seconds) for pod, n in tally.pods.items()),
+        key=lambda p: (-p.events, p.pod.namespace, p.pod.name),
+    )
+    return ChurnReading(
+        name,
+        at,
+        (Measurement.measured(PROCESS_CHURN, tally.events / seconds),),
+        pods=tuple(pods),
+        host_per_s=tally.host / seconds,
+        untracked_pods_per_s=tally.untracked_pods / seconds,
+        tetragon=tetragon,
+    )

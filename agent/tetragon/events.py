@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class EventKind(enum.Enum):
@@ -56,8 +56,11 @@ class RateLimited:
 
 
 # RFC 3339 as Tetragon (protojson) writes timestamps: 2022-10-18T03:16:21.373327754Z
-_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-                      r"(?:([Zz])|([+-])(\d{2}):(\d{2}))", re.ASCII)
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
 
 
 def parse_rfc3339(text: str) -> float:
@@ -75,7 +78,7 @@ def parse_rfc3339(text: str) -> float:
     if second > 60:  # 60: a leap second
         raise ValueError(f"timestamp out of range: {text[:64]!r}")
     try:
-        base = datetime(year, month, day, hour, minute, tzinfo=timezone.utc).timestamp()
+        base = datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()
     except ValueError:
         raise ValueError(f"timestamp out of range: {text[:64]!r}") from None
     fraction = int(m.group(7).ljust(9, "0")) / 1e9 if m.group(7) else 0.0

@@ -47,11 +47,19 @@ class PreferTetragon:
             chosen = fallback_churn(base.get(PROCESS_CHURN), mine.reason or "Tetragon not measured")
         measurements = tuple(chosen if m.metric == PROCESS_CHURN else m for m in base.measurements)
         if isinstance(churn, ChurnReading) and mine.available:
-            reading = ChurnReading(self.name, base.at, measurements, churn.pods, churn.host_per_s,
-                                   churn.untracked_pods_per_s, churn.tetragon)
+            reading = ChurnReading(
+                self.name,
+                base.at,
+                measurements,
+                churn.pods,
+                churn.host_per_s,
+                churn.untracked_pods_per_s,
+                churn.tetragon,
+            )
         else:
-            reading = ChurnReading(self.name, base.at, measurements,
-                                   tetragon=churn.tetragon if isinstance(churn, ChurnReading) else "")
+            reading = ChurnReading(
+                self.name, base.at, measurements, tetragon=churn.tetragon if isinstance(churn, ChurnReading) else ""
+            )
         self.latest = reading
         return reading
 
@@ -64,8 +72,9 @@ class PreferTetragon:
         except Exception as err:  # one broken part must not take the other's metrics down
             message = f"collector {c.name} failed: {type(err).__name__}: {err}"
             log.debug("%s", message, exc_info=True)
-            return Reading(c.name, self.tetragon.clock.monotonic(),
-                           tuple(Measurement.missing(m, message) for m in c.metrics))
+            return Reading(
+                c.name, self.tetragon.clock.monotonic(), tuple(Measurement.missing(m, message) for m in c.metrics)
+            )
 
 
 def fallback_churn(fallback: Measurement, tetragon_reason: str) -> Measurement:

@@ -26,18 +26,26 @@ DEFAULT_STALE_AFTER_S = 300.0
 
 
 class ExportFileSource:
-    def __init__(self, path: str | Path = DEFAULT_EXPORT_FILE, *, clock: Clock = SYSTEM_CLOCK,
-                 stale_after_s: float | None = DEFAULT_STALE_AFTER_S, max_pods: int = DEFAULT_MAX_PODS,
-                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 start_at_end: bool = True):
+    def __init__(
+        self,
+        path: str | Path = DEFAULT_EXPORT_FILE,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        stale_after_s: float | None = DEFAULT_STALE_AFTER_S,
+        max_pods: int = DEFAULT_MAX_PODS,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        start_at_end: bool = True,
+    ):
         if stale_after_s is not None and not stale_after_s > 0:
             raise ValueError(f"stale_after_s: must be > 0 or None, got {stale_after_s!r}")
         self.path = Path(path)
         self.description = f"Tetragon export file {self.path}"
         self.clock = clock
         self.stale_after_s = stale_after_s
-        self._follower = FileFollower(self.path, start_at_end=start_at_end, max_line_bytes=max_line_bytes,
-                                      budget_bytes=budget_bytes)
+        self._follower = FileFollower(
+            self.path, start_at_end=start_at_end, max_line_bytes=max_line_bytes, budget_bytes=budget_bytes
+        )
         self._parser = LineParser()
         self._tally = TallyCounter(max_pods)
         self._live_since: float | None = None
@@ -70,8 +78,10 @@ class ExportFileSource:
                 self._parser.reject(reason, f"{reason} in {self.path}", new)
                 self._dropped_counted[reason] = total
         if self._follower.behind:
-            self._tally.mark_incomplete(f"{self.description}: more than {self._follower.budget_bytes} bytes "
-                                        "appended since the last read; reading behind")
+            self._tally.mark_incomplete(
+                f"{self.description}: more than {self._follower.budget_bytes} bytes "
+                "appended since the last read; reading behind"
+            )
 
     def take(self) -> Tally:
         return self._tally.take()
@@ -81,8 +91,11 @@ class ExportFileSource:
             return SourceStatus(False, f"Tetragon export file {self._follower.problem}")
         now = self.clock.monotonic()
         if self._stale(now):
-            return SourceStatus(False, f"{self.description}: nothing appended for {now - self._last_line_at:.0f} s "
-                                       "(is Tetragon still exporting events?)")
+            return SourceStatus(
+                False,
+                f"{self.description}: nothing appended for {now - self._last_line_at:.0f} s "
+                "(is Tetragon still exporting events?)",
+            )
         return SourceStatus(True, None, self._live_since)
 
     def counts(self) -> ParseCounts:
@@ -92,5 +105,8 @@ class ExportFileSource:
         self._follower.close()
 
     def _stale(self, now: float) -> bool:
-        return (self.stale_after_s is not None and self._last_line_at is not None
-                and now - self._last_line_at > self.stale_after_s)
+        return (
+            self.stale_after_s is not None
+            and self._last_line_at is not None
+            and now - self._last_line_at > self.stale_after_s
+        )

@@ -43,8 +43,14 @@ CUT_BY_TRUNCATION = "incomplete line of a truncated file"
 
 
 class FileFollower:
-    def __init__(self, path: str | Path, *, start_at_end: bool = True,
-                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, budget_bytes: int = DEFAULT_BUDGET_BYTES):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        start_at_end: bool = True,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    ):
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes: must be >= 1, got {max_line_bytes!r}")
         if budget_bytes < 1:

@@ -43,8 +43,9 @@ SERVICE_NAME = _SERVICE.full_name
 GET_EVENTS_METHOD = f"/{SERVICE_NAME}/{_SERVICE.methods_by_name['GetEvents'].name}"
 
 #: Only what churn counts: Tetragon filters server-side (kprobe events can be far more numerous).
-CHURN_REQUEST = api_pb2.GetEventsRequest(allow_list=[api_pb2.Filter(event_set=[
-    api_pb2.PROCESS_EXEC, api_pb2.PROCESS_EXIT, api_pb2.RATE_LIMIT_INFO])])
+CHURN_REQUEST = api_pb2.GetEventsRequest(
+    allow_list=[api_pb2.Filter(event_set=[api_pb2.PROCESS_EXEC, api_pb2.PROCESS_EXIT, api_pb2.RATE_LIMIT_INFO])]
+)
 
 UNKNOWN_KIND = "unknown (not in the vendored API subset)"
 
@@ -53,7 +54,7 @@ def unix_socket_path(address: str) -> str | None:
     """The filesystem path of a ``unix:`` gRPC address, else None."""
     if not address.startswith("unix:"):
         return None
-    path = address[len("unix:"):]
+    path = address[len("unix:") :]
     return path[2:] if path.startswith("//") else path
 
 
@@ -109,9 +110,16 @@ def record_from_response(response: api_pb2.GetEventsResponse) -> ProcessEvent | 
 class GrpcEventSource:
     """GetEvents in a daemon thread; :meth:`start` it, :meth:`close` it."""
 
-    def __init__(self, address: str = DEFAULT_GRPC_ADDRESS, *, clock: Clock = SYSTEM_CLOCK,
-                 backoff: Backoff = DEFAULT_BACKOFF, rng: random.Random | None = None,
-                 max_pods: int = DEFAULT_MAX_PODS, request: api_pb2.GetEventsRequest = CHURN_REQUEST):
+    def __init__(
+        self,
+        address: str = DEFAULT_GRPC_ADDRESS,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        rng: random.Random | None = None,
+        max_pods: int = DEFAULT_MAX_PODS,
+        request: api_pb2.GetEventsRequest = CHURN_REQUEST,
+    ):
         if (problem := grpc_address_problem(address)) is not None:
             raise ValueError(f"address: {problem}")
         self.address = address
@@ -151,7 +159,7 @@ class GrpcEventSource:
         with self._lock:
             return self._outcomes.counts()
 
-    def start(self) -> "GrpcEventSource":
+    def start(self) -> GrpcEventSource:
         self._thread.start()
         return self
 
@@ -196,9 +204,11 @@ class GrpcEventSource:
         channel.subscribe(on_state, try_to_connect=True)
         reason = f"{self.description}: stream interrupted"
         try:
-            get_events = channel.unary_stream(GET_EVENTS_METHOD,
-                                              request_serializer=api_pb2.GetEventsRequest.SerializeToString,
-                                              response_deserializer=api_pb2.GetEventsResponse.FromString)
+            get_events = channel.unary_stream(
+                GET_EVENTS_METHOD,
+                request_serializer=api_pb2.GetEventsRequest.SerializeToString,
+                response_deserializer=api_pb2.GetEventsResponse.FromString,
+            )
             call = get_events(self.request, wait_for_ready=False)
             with self._lock:
                 self._call = call

@@ -21,16 +21,34 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from agent.tetragon.events import KIND_BY_KEY, RATE_LIMIT_KEY, EventKind, PodRef, ProcessEvent, RateLimited, \
-    parse_rfc3339
+from agent.tetragon.events import (
+    KIND_BY_KEY,
+    RATE_LIMIT_KEY,
+    EventKind,
+    PodRef,
+    ProcessEvent,
+    RateLimited,
+    parse_rfc3339,
+)
 
 #: Keys of GetEventsResponse that are not the event itself.
 ENVELOPE_KEYS = frozenset({"node_name", "time", "aggregation_info", "cluster_name", "node_labels"})
 #: Event kinds of Tetragon's EventType (lower-cased oneof names) that churn ignores.
-OTHER_KINDS = frozenset({"process_kprobe", "process_tracepoint", "process_loader", "process_uprobe",
-                         "process_throttle", "process_lsm", "process_usdt", "process_dns", "test"})
-UINT32_MAX = 2 ** 32 - 1
-UINT64_MAX = 2 ** 64 - 1
+OTHER_KINDS = frozenset(
+    {
+        "process_kprobe",
+        "process_tracepoint",
+        "process_loader",
+        "process_uprobe",
+        "process_throttle",
+        "process_lsm",
+        "process_usdt",
+        "process_dns",
+        "test",
+    }
+)
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
 
 # Rejection reasons: a fixed set, so counters keyed by them stay bounded.
 NOT_UTF8 = "not UTF-8"
@@ -150,8 +168,9 @@ def _rate_limited(payload: Any, time: Any) -> RateLimited:
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         value = int(value)
     if type(value) is not int or not 0 <= value <= UINT64_MAX:
-        raise MalformedLine(BAD_FIELD, f"{RATE_LIMIT_KEY}.number_of_dropped_process_events: "
-                                       f"expected a uint64, got {value!r:.40}")
+        raise MalformedLine(
+            BAD_FIELD, f"{RATE_LIMIT_KEY}.number_of_dropped_process_events: expected a uint64, got {value!r:.40}"
+        )
     return RateLimited(value, _time(time, "time") if time is not None else None)
 
 

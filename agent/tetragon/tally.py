@@ -9,9 +9,9 @@ name per interval; events of further pods still count toward the node total.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from agent.tetragon.events import EventKind, PodRef, ProcessEvent, RateLimited
 
@@ -77,7 +77,14 @@ class TallyCounter:
     def take(self) -> Tally:
         """The counts since the previous take (or creation); the next interval starts at zero."""
         with self._lock:
-            tally = Tally(self._execs, self._exits, self._host, MappingProxyType(self._pods), self._untracked,
-                          self._dropped, self._incomplete)
+            tally = Tally(
+                self._execs,
+                self._exits,
+                self._host,
+                MappingProxyType(self._pods),
+                self._untracked,
+                self._dropped,
+                self._incomplete,
+            )
             self._reset()
         return tally

@@ -31,9 +31,10 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 from wire.schema import k8s_name_problem
 
@@ -113,7 +114,7 @@ def principal_from_uris(uris: Iterable[str]) -> Principal | None:
             found.append(uri)
     if len(found) != 1:
         return None
-    kind, _, name = found[0][len(SPIFFE_PREFIX):].partition("/")
+    kind, _, name = found[0][len(SPIFFE_PREFIX) :].partition("/")
     if kind not in KINDS or k8s_name_problem(name) is not None:
         return None
     return Principal(kind, name, "certificate")
@@ -153,12 +154,15 @@ class StaticTokens:
             where = f"--auth-token-file {path}:{number}"
             parts = line.split()
             if len(parts) != 2:
-                raise ValueError(f"{where}: expected 'TOKEN node:NAME' or 'TOKEN scheduler:NAME', "
-                                 f"got {len(parts)} fields")
+                raise ValueError(
+                    f"{where}: expected 'TOKEN node:NAME' or 'TOKEN scheduler:NAME', got {len(parts)} fields"
+                )
             token, identity = parts
             if len(token) < MIN_TOKEN_CHARS:
-                raise ValueError(f"{where}: token of {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
-                                 "(e.g. openssl rand -hex 32)")
+                raise ValueError(
+                    f"{where}: token of {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
+                    "(e.g. openssl rand -hex 32)"
+                )
             key = _digest(token)
             if key in tokens:
                 raise ValueError(f"{where}: the same token appears twice")
@@ -218,9 +222,13 @@ def kubernetes_token_review(api_client) -> Callable[[str], ReviewResult]:
         body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=[TOKEN_AUDIENCE]))
         status = api.create_token_review(body).status
         user = status.user
-        return ReviewResult(bool(status.authenticated), (user.username or "") if user else "",
-                            dict(user.extra or {}) if user else {}, tuple(status.audiences or ()),
-                            status.error or "")
+        return ReviewResult(
+            bool(status.authenticated),
+            (user.username or "") if user else "",
+            dict(user.extra or {}) if user else {},
+            tuple(status.audiences or ()),
+            status.error or "",
+        )
 
     return review
 
@@ -228,9 +236,16 @@ def kubernetes_token_review(api_client) -> Callable[[str], ReviewResult]:
 class TokenReviewer:
     """``--auth-tokenreview``: bearer tokens verified by the Kubernetes API server."""
 
-    def __init__(self, review: Callable[[str], ReviewResult], agent_serviceaccount: str = DEFAULT_AGENT_SERVICEACCOUNT,
-                 *, ttl_s: float = TOKENREVIEW_TTL_S, negative_ttl_s: float = TOKENREVIEW_NEGATIVE_TTL_S,
-                 max_entries: int = TOKENREVIEW_CACHE_ENTRIES, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        review: Callable[[str], ReviewResult],
+        agent_serviceaccount: str = DEFAULT_AGENT_SERVICEACCOUNT,
+        *,
+        ttl_s: float = TOKENREVIEW_TTL_S,
+        negative_ttl_s: float = TOKENREVIEW_NEGATIVE_TTL_S,
+        max_entries: int = TOKENREVIEW_CACHE_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.review = review
         self.agent_serviceaccount = agent_serviceaccount
         self.ttl_s, self.negative_ttl_s, self.max_entries = ttl_s, negative_ttl_s, max_entries
@@ -273,8 +288,9 @@ class TokenReviewer:
         try:
             r = self.review(token)
         except Exception as e:  # the API server, not the caller, failed: do not cache, let them retry
-            raise VerifierUnavailable(f"cannot verify the bearer token now: TokenReview failed: "
-                                      f"{type(e).__name__}: {str(e)[:200]}") from None
+            raise VerifierUnavailable(
+                f"cannot verify the bearer token now: TokenReview failed: {type(e).__name__}: {str(e)[:200]}"
+            ) from None
         if not r.authenticated:
             return f"bearer token refused by TokenReview{': ' + r.error if r.error else ''}"
         if r.audiences and TOKEN_AUDIENCE not in r.audiences:
@@ -321,9 +337,9 @@ class Authenticator:
             if p is not None:
                 return p
         if authorization and self.verifiers:
-            if not authorization[:len(BEARER)].lower() == BEARER:
+            if not authorization[: len(BEARER)].lower() == BEARER:
                 raise Unauthenticated("the authorization header is not 'Bearer TOKEN'")
-            token = authorization[len(BEARER):].strip()
+            token = authorization[len(BEARER) :].strip()
             if not token:
                 raise Unauthenticated("the authorization header carries an empty bearer token")
             for v in self.verifiers:
@@ -332,9 +348,11 @@ class Authenticator:
                     return p
             raise Unauthenticated("bearer token not recognised (unknown, or revoked from --auth-token-file)")
         if cert_uris:
-            raise Unauthenticated(f"the client certificate carries no kubeattention identity (SANs: "
-                                  f"{', '.join(cert_uris)[:200]}); expected spiffe://kubeattention/node/NAME or "
-                                  f"spiffe://kubeattention/scheduler/NAME")
+            raise Unauthenticated(
+                f"the client certificate carries no kubeattention identity (SANs: "
+                f"{', '.join(cert_uris)[:200]}); expected spiffe://kubeattention/node/NAME or "
+                f"spiffe://kubeattention/scheduler/NAME"
+            )
         raise Unauthenticated(f"no credentials: present {self.what_is_accepted()}")
 
 
@@ -342,11 +360,14 @@ def authorize_push(p: Principal, node_name: str) -> None:
     if p.kind == ANONYMOUS:
         return
     if p.kind != NODE:
-        raise PermissionDenied(f"{p} may not push telemetry: only a node's own identity may "
-                               f"(push for node {node_name!r} refused)")
+        raise PermissionDenied(
+            f"{p} may not push telemetry: only a node's own identity may (push for node {node_name!r} refused)"
+        )
     if not p.name:
-        raise PermissionDenied(f"{p}: the token carries no node name ({NODE_NAME_EXTRA} is set on bound pod tokens "
-                               f"from Kubernetes 1.30); push for node {node_name!r} refused")
+        raise PermissionDenied(
+            f"{p}: the token carries no node name ({NODE_NAME_EXTRA} is set on bound pod tokens "
+            f"from Kubernetes 1.30); push for node {node_name!r} refused"
+        )
     if p.name != node_name:
         raise PermissionDenied(f"node {p.name!r} ({p.via}) may push only its own telemetry, not node {node_name!r}")
 
@@ -354,9 +375,11 @@ def authorize_push(p: Principal, node_name: str) -> None:
 def authorize_score(p: Principal, what: str = "BatchScore") -> None:
     if p.kind in (ANONYMOUS, SCHEDULER):
         return
-    raise PermissionDenied(f"{p} may not call {what}: scoring takes a scheduler identity "
-                           f"(spiffe://kubeattention/scheduler/NAME, a scheduler:NAME token, or a ServiceAccount "
-                           f"token other than the agent's)")
+    raise PermissionDenied(
+        f"{p} may not call {what}: scoring takes a scheduler identity "
+        f"(spiffe://kubeattention/scheduler/NAME, a scheduler:NAME token, or a ServiceAccount "
+        f"token other than the agent's)"
+    )
 
 
 # --------------------------------------------------------------------------- gRPC adapter

@@ -16,15 +16,23 @@ import argparse
 import logging
 from pathlib import Path
 
-from aggregator.security.auth import (DEFAULT_AGENT_SERVICEACCOUNT, TOKEN_AUDIENCE, Authenticator, StaticTokens,
-                             TokenReviewer, kubernetes_token_review)
+from aggregator.security.auth import (
+    DEFAULT_AGENT_SERVICEACCOUNT,
+    TOKEN_AUDIENCE,
+    Authenticator,
+    StaticTokens,
+    TokenReviewer,
+    kubernetes_token_review,
+)
 from aggregator.security.server_tls import ServerTLS, check_ca, check_pair
 
 log = logging.getLogger(__name__)
 
-NO_MODE = ("no transport security chosen: add --tls-cert FILE --tls-key FILE [--tls-client-ca FILE] (TLS, mTLS), "
-           "--auth-token-file FILE or --auth-tokenreview (bearer tokens), or --insecure (plaintext, nobody "
-           "authenticated; development only)")
+NO_MODE = (
+    "no transport security chosen: add --tls-cert FILE --tls-key FILE [--tls-client-ca FILE] (TLS, mTLS), "
+    "--auth-token-file FILE or --auth-tokenreview (bearer tokens), or --insecure (plaintext, nobody "
+    "authenticated; development only)"
+)
 
 
 class SecuritySetupError(Exception):
@@ -33,24 +41,45 @@ class SecuritySetupError(Exception):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("transport security and authentication (one is required)")
-    g.add_argument("--tls-cert", default=None, metavar="FILE", help="serve gRPC and HTTP over TLS with this "
-                   "certificate (PEM, with its chain); needs --tls-key")
+    g.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="FILE",
+        help="serve gRPC and HTTP over TLS with this certificate (PEM, with its chain); needs --tls-key",
+    )
     g.add_argument("--tls-key", default=None, metavar="FILE", help="private key of --tls-cert (PEM)")
-    g.add_argument("--tls-client-ca", default=None, metavar="FILE",
-                   help="require gRPC clients to present a certificate from this CA (mTLS); identity = its URI SAN "
-                        "spiffe://kubeattention/node/NAME or .../scheduler/NAME. HTTP: optional, verified")
-    g.add_argument("--auth-token-file", default=None, metavar="FILE",
-                   help="static bearer tokens, one 'TOKEN node:NAME' or 'TOKEN scheduler:NAME' per line "
-                        "(re-read when it changes)")
-    g.add_argument("--auth-tokenreview", action="store_true",
-                   help=f"verify bearer tokens (projected ServiceAccount tokens, audience {TOKEN_AUDIENCE!r}) with "
-                        "the Kubernetes TokenReview API (in-cluster config, or --kubeconfig)")
-    g.add_argument("--auth-agent-serviceaccount", default=DEFAULT_AGENT_SERVICEACCOUNT, metavar="USER",
-                   help="with --auth-tokenreview: the agents' ServiceAccount; its tokens are node identities "
-                        f"(default {DEFAULT_AGENT_SERVICEACCOUNT})")
-    g.add_argument("--insecure", action="store_true",
-                   help="plaintext gRPC and HTTP and no authentication: anyone who reaches the ports can push "
-                        "telemetry for any node and score (development only; logged as a warning)")
+    g.add_argument(
+        "--tls-client-ca",
+        default=None,
+        metavar="FILE",
+        help="require gRPC clients to present a certificate from this CA (mTLS); identity = its URI SAN "
+        "spiffe://kubeattention/node/NAME or .../scheduler/NAME. HTTP: optional, verified",
+    )
+    g.add_argument(
+        "--auth-token-file",
+        default=None,
+        metavar="FILE",
+        help="static bearer tokens, one 'TOKEN node:NAME' or 'TOKEN scheduler:NAME' per line (re-read when it changes)",
+    )
+    g.add_argument(
+        "--auth-tokenreview",
+        action="store_true",
+        help=f"verify bearer tokens (projected ServiceAccount tokens, audience {TOKEN_AUDIENCE!r}) with "
+        "the Kubernetes TokenReview API (in-cluster config, or --kubeconfig)",
+    )
+    g.add_argument(
+        "--auth-agent-serviceaccount",
+        default=DEFAULT_AGENT_SERVICEACCOUNT,
+        metavar="USER",
+        help="with --auth-tokenreview: the agents' ServiceAccount; its tokens are node identities "
+        f"(default {DEFAULT_AGENT_SERVICEACCOUNT})",
+    )
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext gRPC and HTTP and no authentication: anyone who reaches the ports can push "
+        "telemetry for any node and score (development only; logged as a warning)",
+    )
 
 
 def problems(cfg) -> list[str]:
@@ -63,12 +92,15 @@ def problems(cfg) -> list[str]:
     if cfg.tls_client_ca is not None and cfg.tls_cert is None:
         out.append("--tls-client-ca: needs --tls-cert and --tls-key (client certificates are checked in TLS)")
     if cfg.insecure and (tls or tokens or cfg.tls_client_ca):
-        out.append("--insecure: conflicts with --tls-*/--auth-* (it means plaintext without authentication); "
-                   "drop one")
+        out.append("--insecure: conflicts with --tls-*/--auth-* (it means plaintext without authentication); drop one")
     if not (cfg.insecure or tls or tokens):
         out.append(NO_MODE)
-    for flag, path in (("--tls-cert", cfg.tls_cert), ("--tls-key", cfg.tls_key),
-                       ("--tls-client-ca", cfg.tls_client_ca), ("--auth-token-file", cfg.auth_token_file)):
+    for flag, path in (
+        ("--tls-cert", cfg.tls_cert),
+        ("--tls-key", cfg.tls_key),
+        ("--tls-client-ca", cfg.tls_client_ca),
+        ("--auth-token-file", cfg.auth_token_file),
+    ):
         if path is not None and not Path(path).is_file():
             out.append(f"{flag}: no such file {path!r}")
     if cfg.tls_cert and cfg.tls_key and Path(cfg.tls_cert).is_file() and Path(cfg.tls_key).is_file():
@@ -82,10 +114,14 @@ def problems(cfg) -> list[str]:
             StaticTokens.parse(Path(cfg.auth_token_file))
         except ValueError as e:
             out.append(str(e))
-    if not cfg.auth_agent_serviceaccount.startswith("system:serviceaccount:") \
-            or cfg.auth_agent_serviceaccount.count(":") != 3:
-        out.append(f"--auth-agent-serviceaccount: {cfg.auth_agent_serviceaccount!r} is not "
-                   "system:serviceaccount:NAMESPACE:NAME")
+    if (
+        not cfg.auth_agent_serviceaccount.startswith("system:serviceaccount:")
+        or cfg.auth_agent_serviceaccount.count(":") != 3
+    ):
+        out.append(
+            f"--auth-agent-serviceaccount: {cfg.auth_agent_serviceaccount!r} is not "
+            "system:serviceaccount:NAMESPACE:NAME"
+        )
     return out
 
 
@@ -130,14 +166,20 @@ def warnings(cfg) -> list[str]:
     """What an operator should hear about at start (logged as WARNING)."""
     out = []
     if cfg.insecure:
-        out.append("--insecure: gRPC and HTTP are plaintext and unauthenticated; anyone who reaches the ports can "
-                   "push telemetry for any node (steering placement) and score. Use TLS with --tls-client-ca or "
-                   "bearer tokens outside development")
+        out.append(
+            "--insecure: gRPC and HTTP are plaintext and unauthenticated; anyone who reaches the ports can "
+            "push telemetry for any node (steering placement) and score. Use TLS with --tls-client-ca or "
+            "bearer tokens outside development"
+        )
         return out
     if cfg.tls_cert and not (cfg.tls_client_ca or cfg.auth_token_file or cfg.auth_tokenreview):
-        out.append("TLS without client identity: traffic is encrypted but any client may push telemetry for any "
-                   "node and score; add --tls-client-ca, --auth-token-file or --auth-tokenreview")
+        out.append(
+            "TLS without client identity: traffic is encrypted but any client may push telemetry for any "
+            "node and score; add --tls-client-ca, --auth-token-file or --auth-tokenreview"
+        )
     if not cfg.tls_cert and (cfg.auth_token_file or cfg.auth_tokenreview):
-        out.append("bearer tokens over plaintext: anyone on the path can read and replay them; add --tls-cert and "
-                   "--tls-key unless a service mesh encrypts this traffic")
+        out.append(
+            "bearer tokens over plaintext: anyone on the path can read and replay them; add --tls-cert and "
+            "--tls-key unless a service mesh encrypts this traffic"
+        )
     return out

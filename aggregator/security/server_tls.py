@@ -30,7 +30,8 @@ class ServerTLS:
         return grpc.ssl_server_credentials(
             [(self.key.read_bytes(), self.cert.read_bytes())],
             root_certificates=self.client_ca.read_bytes() if self.client_ca else None,
-            require_client_auth=self.client_ca is not None)
+            require_client_auth=self.client_ca is not None,
+        )
 
     def uvicorn_kwargs(self) -> dict:
         kw = {"ssl_certfile": str(self.cert), "ssl_keyfile": str(self.key)}

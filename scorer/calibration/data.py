@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from scorer import dataset
-from wire import schema
 from scorer.calibration.rows import CalibrationError, load_rows, usable
+from wire import schema
 from wire.schema import Profile, QoS
 
 ALONE = "none"
@@ -94,15 +94,25 @@ class CalibrationSet:
         prediction beside a kind of neighbour the model never saw at any intensity."""
         return np.array([f"{ALONE}#r{r}" if c == ALONE else k for c, k, r in zip(self.config, self.kind, self.rep)])
 
-    def subset(self, index: np.ndarray) -> "CalibrationSet":
+    def subset(self, index: np.ndarray) -> CalibrationSet:
         idx = np.asarray(index)
-        return replace(self, X=self.X[idx], y=self.y[idx], slowdown=self.slowdown[idx],
-                       run_slowdown=self.run_slowdown[idx], profile=self.profile[idx],
-                       qos=self.qos[idx], values=self.values[idx], mask=self.mask[idx], config=self.config[idx],
-                       kind=self.kind[idx], rep=self.rep[idx],
-                       intensity={k: v[idx] for k, v in self.intensity.items()},
-                       samples_cpu_std=self.samples_cpu_std[idx],
-                       data_hash=dataset.data_hash(self.X[idx], self.y[idx]))
+        return replace(
+            self,
+            X=self.X[idx],
+            y=self.y[idx],
+            slowdown=self.slowdown[idx],
+            run_slowdown=self.run_slowdown[idx],
+            profile=self.profile[idx],
+            qos=self.qos[idx],
+            values=self.values[idx],
+            mask=self.mask[idx],
+            config=self.config[idx],
+            kind=self.kind[idx],
+            rep=self.rep[idx],
+            intensity={k: v[idx] for k, v in self.intensity.items()},
+            samples_cpu_std=self.samples_cpu_std[idx],
+            data_hash=dataset.data_hash(self.X[idx], self.y[idx]),
+        )
 
 
 def from_rows(rows: list[dict], where: str = "calibration rows", label: str = DEFAULT_LABEL) -> CalibrationSet:
@@ -125,8 +135,9 @@ def from_rows(rows: list[dict], where: str = "calibration rows", label: str = DE
     values = np.where(mask, values, np.nan)
     profile = np.array([int(Profile.parse(r["profile"])) for r in rows])
     pods = {p: schema.pod_features(replace(VICTIM_POD, profile=p)) for p in Profile}
-    X = np.concatenate([schema.normalise_matrix(np.nan_to_num(values), mask),
-                        np.stack([pods[Profile(p)] for p in profile])], axis=1).astype(np.float32)
+    X = np.concatenate(
+        [schema.normalise_matrix(np.nan_to_num(values), mask), np.stack([pods[Profile(p)] for p in profile])], axis=1
+    ).astype(np.float32)
     run_slowdown = np.array([r["victim"]["p99_ms"] / ref[r["profile"]] for r in rows])
     if label == "run":
         slowdown = run_slowdown
@@ -134,8 +145,9 @@ def from_rows(rows: list[dict], where: str = "calibration rows", label: str = DE
         cells: dict[tuple[str, str], list[float]] = {}
         for r, sd in zip(rows, run_slowdown):
             cells.setdefault((r["config"], r["profile"]), []).append(float(sd))
-        slowdown = np.array([1.0 if r["config"] == ALONE else float(np.median(cells[(r["config"], r["profile"])]))
-                             for r in rows])
+        slowdown = np.array(
+            [1.0 if r["config"] == ALONE else float(np.median(cells[(r["config"], r["profile"])])) for r in rows]
+        )
     y = np.log(np.maximum(slowdown, 1.0))
     kinds = ("cpu", "cache", "membw", "io", "fork")
     intensity = {k: np.array([float(r["antagonist"]["intensity"].get(k, 0.0)) for r in rows]) for k in kinds}
@@ -144,11 +156,23 @@ def from_rows(rows: list[dict], where: str = "calibration rows", label: str = DE
         s = [v[0] for v in r.get("samples") or [] if v[0] is not None]
         cpu_std.append(float(np.std(s)) if len(s) >= 2 else math.nan)
     return CalibrationSet(
-        X=X, y=y, slowdown=slowdown, run_slowdown=run_slowdown, profile=profile, qos=np.full(n, int(QoS.BURSTABLE)),
-        values=values, mask=mask,
-        config=np.array([r["config"] for r in rows]), kind=np.array([r["antagonist"]["kind"] for r in rows]),
-        rep=np.array([int(r["rep"]) for r in rows]), intensity=intensity, samples_cpu_std=np.array(cpu_std),
-        data_hash=dataset.data_hash(X, y), path=where, label=label)
+        X=X,
+        y=y,
+        slowdown=slowdown,
+        run_slowdown=run_slowdown,
+        profile=profile,
+        qos=np.full(n, int(QoS.BURSTABLE)),
+        values=values,
+        mask=mask,
+        config=np.array([r["config"] for r in rows]),
+        kind=np.array([r["antagonist"]["kind"] for r in rows]),
+        rep=np.array([int(r["rep"]) for r in rows]),
+        intensity=intensity,
+        samples_cpu_std=np.array(cpu_std),
+        data_hash=dataset.data_hash(X, y),
+        path=where,
+        label=label,
+    )
 
 
 def load(path: str | Path, label: str = DEFAULT_LABEL, repeats: int | None = None) -> CalibrationSet:
@@ -165,6 +189,8 @@ def load(path: str | Path, label: str = DEFAULT_LABEL, repeats: int | None = Non
             raise CalibrationError(f"--repeats: must be >= 1, got {repeats}")
         rows = [r for r in rows if int(r["rep"]) <= repeats]
     if not rows:
-        raise CalibrationError(f"--data: {path} holds no calibration rows"
-                               + (f" in its first {repeats} repetitions" if repeats is not None else ""))
+        raise CalibrationError(
+            f"--data: {path} holds no calibration rows"
+            + (f" in its first {repeats} repetitions" if repeats is not None else "")
+        )
     return from_rows(rows, str(path), label)

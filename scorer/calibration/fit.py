@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from scorer import contention
-from wire import schema
 from scorer.calibration.data import CalibrationSet
 from scorer.contention import SOURCES, Curve, CurveParams, Latent, PodRows
+from wire import schema
 
 FITTED_SOURCES: tuple[str, ...] = ("cpu", "cache", "membw", "io", "fork")
 K_BOUNDS = (0.05, 3.0)
@@ -61,21 +61,32 @@ def latent_of(cal: CalibrationSet) -> Latent:
     n = len(cal)
     zeros = np.zeros(n)
     mem = cal.values[:, schema.METRIC_NAMES.index("memory_utilization")]
-    return Latent(load=zeros, cpu=cal.intensity["cpu"], cache=cal.intensity["cache"],
-                  membw=cal.intensity["membw"], io=cal.intensity["io"], fork=cal.intensity["fork"],
-                  mem_fill=np.nan_to_num(mem, nan=0.0), quota=zeros, hidden=zeros,
-                  cores=np.full(n, 2.0), peak_bw_gbps=np.full(n, 10.0), disk_base_ms=np.full(n, 1.0),
-                  base_cpi=np.full(n, 1.0), base_miss=np.full(n, 0.1))
+    return Latent(
+        load=zeros,
+        cpu=cal.intensity["cpu"],
+        cache=cal.intensity["cache"],
+        membw=cal.intensity["membw"],
+        io=cal.intensity["io"],
+        fork=cal.intensity["fork"],
+        mem_fill=np.nan_to_num(mem, nan=0.0),
+        quota=zeros,
+        hidden=zeros,
+        cores=np.full(n, 2.0),
+        peak_bw_gbps=np.full(n, 10.0),
+        disk_base_ms=np.full(n, 1.0),
+        base_cpi=np.full(n, 1.0),
+        base_miss=np.full(n, 0.1),
+    )
 
 
 def pods_of(cal: CalibrationSet) -> PodRows:
-    return PodRows(profile=cal.profile, qos=cal.qos, features=cal.X[:, schema.NUM_METRICS:])
+    return PodRows(profile=cal.profile, qos=cal.qos, features=cal.X[:, schema.NUM_METRICS :])
 
 
 def _unpack(theta: np.ndarray, prior: CurveParams) -> CurveParams:
     k = len(FITTED_SOURCES)
-    K, H = theta[:k], theta[k:2 * k]
-    W = theta[2 * k:].reshape(len(schema.Profile), k)
+    K, H = theta[:k], theta[k : 2 * k]
+    W = theta[2 * k :].reshape(len(schema.Profile), k)
     curves = dict(prior.curves)
     weights = prior.weights.copy()
     for j, s in enumerate(FITTED_SOURCES):
@@ -119,16 +130,21 @@ def describe(params: CurveParams, rmse: float, prior_rmse: float, rows: int, dat
     out = {
         "curve": "log S = sum_s W[profile, s] * x^h / (K^h + x^h)",
         "fitted_by": f"scipy.optimize.least_squares trf, loss {LOSS} f_scale {LOSS_SCALE}",
-        "rows": rows, "calibration_hash": data_hash,
-        "rmse_log": round(rmse, 4), "prior_rmse_log": round(prior_rmse, 4),
+        "rows": rows,
+        "calibration_hash": data_hash,
+        "rmse_log": round(rmse, 4),
+        "prior_rmse_log": round(prior_rmse, 4),
         "sources": {},
     }
     for s in FITTED_SOURCES:
         j = SOURCES.index(s)
         out["sources"][s] = {
-            "K": round(params.curves[s].half, 4), "h": round(params.curves[s].hill, 4),
-            "W": {p.annotation: round(float(params.weights[p - 1, j] * params.curves[s].amplitude), 4)
-                  for p in schema.Profile},
+            "K": round(params.curves[s].half, 4),
+            "h": round(params.curves[s].hill, 4),
+            "W": {
+                p.annotation: round(float(params.weights[p - 1, j] * params.curves[s].amplitude), 4)
+                for p in schema.Profile
+            },
         }
     out["prior_sources"] = [s for s in SOURCES if s not in FITTED_SOURCES]
     out["hash"] = hashlib.sha256(json.dumps(out["sources"], sort_keys=True).encode()).hexdigest()[:12]

@@ -47,23 +47,38 @@ def summarise(rows: list[dict]) -> dict:
         pooled[0].extend(a)
         pooled[1].extend(b)
         v = np.array(alone[p])
-        out[p] = {"alone_runs": len(v), "alone_p99_min_ms": float(v.min()), "alone_p99_max_ms": float(v.max()),
-                  "alone_cv": float(v.std() / v.mean()), "pairs": len(a),
-                  "retest_spearman": spearman(np.array(a), np.array(b)) if len(a) >= 2 else float("nan")}
-    quiet = [bool(r["antagonist"].get("quiet_before")) for r in rows
-             if r["config"] == ALONE and profiles and r["profile"] == profiles[0]]
-    return {"profiles": out, "pairs": len(pooled[0]),
-            "retest_spearman": spearman(np.array(pooled[0]), np.array(pooled[1])) if len(pooled[0]) >= 2
-            else float("nan"),
-            "quiet_before": sum(quiet), "alone_checks": len(quiet)}
+        out[p] = {
+            "alone_runs": len(v),
+            "alone_p99_min_ms": float(v.min()),
+            "alone_p99_max_ms": float(v.max()),
+            "alone_cv": float(v.std() / v.mean()),
+            "pairs": len(a),
+            "retest_spearman": spearman(np.array(a), np.array(b)) if len(a) >= 2 else float("nan"),
+        }
+    quiet = [
+        bool(r["antagonist"].get("quiet_before"))
+        for r in rows
+        if r["config"] == ALONE and profiles and r["profile"] == profiles[0]
+    ]
+    return {
+        "profiles": out,
+        "pairs": len(pooled[0]),
+        "retest_spearman": spearman(np.array(pooled[0]), np.array(pooled[1])) if len(pooled[0]) >= 2 else float("nan"),
+        "quiet_before": sum(quiet),
+        "alone_checks": len(quiet),
+    }
 
 
 def render(s: dict) -> str:
-    lines = ["| victim | alone p99 (ms) | spread (CV) | test-retest Spearman | alone runs | pairs |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| victim | alone p99 (ms) | spread (CV) | test-retest Spearman | alone runs | pairs |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for p, f in s["profiles"].items():
-        lines.append(f"| {p} | {f['alone_p99_min_ms']:.3f} – {f['alone_p99_max_ms']:.3f} | {100 * f['alone_cv']:.0f} % | "
-                     f"{f['retest_spearman']:.2f} | {f['alone_runs']} | {f['pairs']} |")
+        lines.append(
+            f"| {p} | {f['alone_p99_min_ms']:.3f} – {f['alone_p99_max_ms']:.3f} | {100 * f['alone_cv']:.0f} % | "
+            f"{f['retest_spearman']:.2f} | {f['alone_runs']} | {f['pairs']} |"
+        )
     lines.append(f"| all rows | | | {s['retest_spearman']:.3f} | | {s['pairs']} |")
     lines.append(f"\nquiet check passed before {s['quiet_before']} of {s['alone_checks']} alone runs")
     return "\n".join(lines)
@@ -71,8 +86,14 @@ def render(s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scorer.calibration.noise", description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA, metavar="DIR|FILE",
-                        help="calibration.jsonl or its directory (default: the committed recording)")
+    parser.add_argument(
+        "data",
+        nargs="?",
+        type=Path,
+        default=DEFAULT_DATA,
+        metavar="DIR|FILE",
+        help="calibration.jsonl or its directory (default: the committed recording)",
+    )
     parser.add_argument("--repeats", type=int, default=None, metavar="N", help="the first N repetitions only")
     args = parser.parse_args(argv)
     path = args.data / "calibration.jsonl" if args.data.is_dir() else args.data

@@ -54,17 +54,25 @@ def check_row(row: object, where: str) -> dict:
     if row.get("kind") != ROW_KIND:
         raise CalibrationError(f"{where}: kind is {row.get('kind')!r}, not {ROW_KIND!r}")
     if row.get("schema_version") != schema.SCHEMA_VERSION:
-        raise CalibrationError(f"{where}: schema_version {row.get('schema_version')!r} does not match this "
-                               f"scorer's metric schema {schema.SCHEMA_VERSION}; re-record with this version")
+        raise CalibrationError(
+            f"{where}: schema_version {row.get('schema_version')!r} does not match this "
+            f"scorer's metric schema {schema.SCHEMA_VERSION}; re-record with this version"
+        )
     for key in REQUIRED:
         if key not in row:
             raise CalibrationError(f"{where}: required field {key!r} is absent")
-    if not (isinstance(row["values"], list) and len(row["values"]) == schema.NUM_METRICS
-            and isinstance(row["mask"], list) and len(row["mask"]) == schema.NUM_METRICS):
+    if not (
+        isinstance(row["values"], list)
+        and len(row["values"]) == schema.NUM_METRICS
+        and isinstance(row["mask"], list)
+        and len(row["mask"]) == schema.NUM_METRICS
+    ):
         raise CalibrationError(f"{where}: values and mask must be lists of {schema.NUM_METRICS}")
     for i, (v, ok) in enumerate(zip(row["values"], row["mask"])):
         if ok and not (isinstance(v, (int, float)) and math.isfinite(v)):
-            raise CalibrationError(f"{where}: values[{i}] ({schema.METRICS[i].name}) is {v!r} but its mask says measured")
+            raise CalibrationError(
+                f"{where}: values[{i}] ({schema.METRICS[i].name}) is {v!r} but its mask says measured"
+            )
     try:
         schema.Profile.parse(row["profile"])
     except ValueError as err:
@@ -98,8 +106,9 @@ def load_rows(path: Path, repair: bool = False) -> list[dict]:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             if lineno == len(lines):  # no newline after it: the write was cut short
-                log.warning("%s:%d: dropping a half-written last line (%s); it will be re-measured",
-                            path, lineno, err.msg)
+                log.warning(
+                    "%s:%d: dropping a half-written last line (%s); it will be re-measured", path, lineno, err.msg
+                )
                 keep = len(text) - len(line)
                 break
             raise CalibrationError(f"{path}:{lineno}: not JSON ({err.msg})") from None
@@ -124,27 +133,37 @@ def summarise(rows: list[dict], plan: dict | None = None) -> dict:
         table[r["config"]][r["profile"]].append(r["slowdown_p99"])
     times = sorted(r["measured_at"] for r in rows if r.get("measured_at"))
     return {
-        "rows": len(rows), "ok": len(ok), "status": dict(Counter(r["status"] for r in rows)),
-        "configs": sorted({r["config"] for r in rows}), "profiles": sorted({r["profile"] for r in rows}),
-        "first_measured_at": times[0] if times else None, "last_measured_at": times[-1] if times else None,
+        "rows": len(rows),
+        "ok": len(ok),
+        "status": dict(Counter(r["status"] for r in rows)),
+        "configs": sorted({r["config"] for r in rows}),
+        "profiles": sorted({r["profile"] for r in rows}),
+        "first_measured_at": times[0] if times else None,
+        "last_measured_at": times[-1] if times else None,
         "hostname": sorted({r.get("hostname", "?") for r in rows}),
         "plan": plan or {},
-        "median_slowdown_p99": {c: {p: float(np.median(v)) for p, v in sorted(ps.items())}
-                                for c, ps in sorted(table.items())},
-        "measured": [schema.METRICS[i].name for i in range(schema.NUM_METRICS)
-                     if ok and all(r["mask"][i] for r in ok)],
+        "median_slowdown_p99": {
+            c: {p: float(np.median(v)) for p, v in sorted(ps.items())} for c, ps in sorted(table.items())
+        },
+        "measured": [schema.METRICS[i].name for i in range(schema.NUM_METRICS) if ok and all(r["mask"][i] for r in ok)],
     }
 
 
 def write_summary(out: Path, summary: dict) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     profiles = [p.annotation for p in schema.Profile]
-    lines = [f"# Calibration summary", "",
-             f"{summary['ok']} of {summary['rows']} runs measured ({summary['status']}); "
-             f"{summary['first_measured_at']} to {summary['last_measured_at']} on {', '.join(summary['hostname'])}.",
-             f"Metrics measured on every row: {', '.join(summary['measured']) or 'none'}.", "",
-             "Median p99 slowdown (p99 beside the antagonist / p99 alone) per configuration and victim profile:", "",
-             "| configuration | " + " | ".join(profiles) + " |", "|---|" + "---:|" * len(profiles)]
+    lines = [
+        "# Calibration summary",
+        "",
+        f"{summary['ok']} of {summary['rows']} runs measured ({summary['status']}); "
+        f"{summary['first_measured_at']} to {summary['last_measured_at']} on {', '.join(summary['hostname'])}.",
+        f"Metrics measured on every row: {', '.join(summary['measured']) or 'none'}.",
+        "",
+        "Median p99 slowdown (p99 beside the antagonist / p99 alone) per configuration and victim profile:",
+        "",
+        "| configuration | " + " | ".join(profiles) + " |",
+        "|---|" + "---:|" * len(profiles),
+    ]
     for config, per in summary["median_slowdown_p99"].items():
         lines.append(f"| {config} | " + " | ".join(f"{per[p]:.2f}" if p in per else "-" for p in profiles) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
