@@ -60,9 +60,7 @@ def test_shared_sample_parses_as_is():
     assert records[0].binary == "/usr/bin/netserver" and records[0].node_name == "my-node"
     # The first sample event carries no time; the others do, with nanoseconds.
     assert records[0].time is None
-    assert records[1].time == pytest.approx(
-        datetime(2022, 10, 18, 3, 16, 21, 373328, tzinfo=UTC).timestamp(), abs=1e-6
-    )
+    assert records[1].time == pytest.approx(datetime(2022, 10, 18, 3, 16, 21, 373328, tzinfo=UTC).timestamp(), abs=1e-6)
 
 
 # ------------------------------------------------------------------ event shapes
