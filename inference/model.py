@@ -180,7 +180,7 @@ def validate_session(session: ort.InferenceSession, source: str) -> dict:
     return meta
 
 
-def _decode(key: str, value: str):
+def _decode(key: str, value: str) -> object:
     if key not in JSON_METADATA:
         return value
     try:
@@ -189,7 +189,7 @@ def _decode(key: str, value: str):
         return value  # reported by the checks that need it, naming the key
 
 
-def _feature_names_problem(names) -> str:
+def _feature_names_problem(names: object) -> str:
     if not isinstance(names, list):
         return f"feature_names is not a JSON list: {names!r}"
     if len(names) != schema.NUM_FEATURES:

@@ -15,6 +15,8 @@ back, so every rule here is table-tested (tests/test_scoring_math.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -95,7 +97,18 @@ def _describe(metric_index: int, value: float, median: float, offender: tuple[st
     return text
 
 
-def top_offenders(offenders) -> dict[str, tuple[str, float]]:
+class Offender(Protocol):
+    """What a reason needs of a pod the agent holds responsible (aggregator.node_record.Offender)."""
+
+    @property
+    def pod(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+
+
+def top_offenders(offenders: Iterable[Offender]) -> dict[str, tuple[str, float]]:
     """metric -> (namespace/name, value) of the largest offender per metric."""
     top: dict[str, tuple[str, float]] = {}
     for o in offenders:
@@ -105,7 +118,11 @@ def top_offenders(offenders) -> dict[str, tuple[str, float]]:
 
 
 def reasons(
-    values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray, offenders: list | None = None
+    values: np.ndarray,
+    mask: np.ndarray,
+    profile: Profile,
+    fleet_median: np.ndarray,
+    offenders: Sequence[Iterable[Offender]] | None = None,
 ) -> list[str]:
     """One reason per node: the (up to) two metrics that drive this profile's slowdown, with
     values, how they compare to the fleet median and which pod the agent holds responsible,

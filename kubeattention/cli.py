@@ -24,7 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("aggregator.inspect_cli", "read node telemetry straight from Redis"),
     "model": ("aggregator.model_cli", "publish, show, list or roll back the model every aggregator serves (Redis)"),
     "shadow-report": ("scheduling.shadow_report", "compare shadow-mode recommendations with where pods landed"),
-    "collector": (
+    "outcome-collector": (
         "controllers.outcome_collector",
         "watch pods, join them with KubeAttention's decisions and record their outcomes",
     ),
@@ -42,6 +42,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "certs": ("kubeattention.certs", "create a development CA and aggregator, node and scheduler certificates (mTLS)"),
 }
 
+#: Old subcommand names that keep working: ``collector`` was renamed ``outcome-collector`` so it
+#: is not confused with the agent's metric collectors.
+ALIASES: dict[str, str] = {"collector": "outcome-collector"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubeattention", description=__doc__.splitlines()[0])
@@ -54,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        aliases = [old for old, new in ALIASES.items() if new == name]
+        p = sub.add_parser(name, aliases=aliases, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         # Flags are added lazily below, once we know which subcommand was asked for.
     return parser
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Import only the chosen subcommand's module and let it add its flags.
-    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    chosen = next((ALIASES.get(a, a) for a in argv if a in SUBCOMMANDS or a in ALIASES), None)
     if chosen is not None:
         module = importlib.import_module(SUBCOMMANDS[chosen][0])
         sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -122,4 +122,8 @@ def subcommands() -> set[str]:
     text = subprocess.run(
         [sys.executable, "-m", "kubeattention.cli", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60
     ).stdout
-    return set(re.findall(r"^ {4}([a-z][a-z-]+) {2,}", text, flags=re.M))
+    found = set()
+    for name, aliases in re.findall(r"^ {4}([a-z][a-z-]+)(?: \(([a-z, -]+)\))?(?: {2,}|$)", text, flags=re.M):
+        found.add(name)
+        found.update(a.strip() for a in aliases.split(",") if a.strip())
+    return found

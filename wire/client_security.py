@@ -38,12 +38,12 @@ class TokenFile:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._stamp = None
+        self._stamp: tuple[int, int, int] | None = None
         self._token = ""
         self.reloads = 0
         self.token()  # fail now, at start, when the file is unusable
 
-    def _stat(self):
+    def _stat(self) -> tuple[int, int, int]:
         st = os.stat(self.path)  # follows symlinks: the ..data swap changes the inode we see
         return st.st_mtime_ns, st.st_size, st.st_ino
 
@@ -135,7 +135,7 @@ class ClientSecurity:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ClientSecurity:
-        def path(name):
+        def path(name: str) -> Path | None:
             v = getattr(args, name, None)
             return Path(v) if v else None
 

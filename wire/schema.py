@@ -55,14 +55,14 @@ class Metric:
     """value * prom_factor = value in the Prometheus base unit."""
     source: str = ""
 
-    def normalise(self, x: float) -> float:
+    def normalise(self, x: float | None) -> float:
         if x is None or not math.isfinite(x):
             return MISSING
         if self.scale is Scale.RATIO:
             return min(max(x, 0.0), 1.0)
         return min(max(math.log1p(max(x, 0.0) / self.ref) / math.log1p(self.cap / self.ref), 0.0), 1.0)
 
-    def format(self, x: float) -> str:
+    def format(self, x: float | None) -> str:
         """Human rendering with a unit, as used in reasons and tables."""
         if x is None or not math.isfinite(x):
             return "missing"
@@ -79,7 +79,7 @@ class Metric:
         return f"{x:.2f}"
 
 
-def _ratio(index, name, label, prom, source):
+def _ratio(index: int, name: str, label: str, prom: str, source: str) -> Metric:
     return Metric(
         index, name, "ratio", label, 0.0, 1.0, Scale.RATIO, prom_name=f"kubeattention_node_{prom}_ratio", source=source
     )
