@@ -2,11 +2,11 @@
 
 Sources, each already in schema units:
 
-* pod cgroups (agent.pods.PodCpuSampler): each pod's share of node CPU and its CFS
+* pod cgroups (agent.pods.cpu.PodCpuSampler): each pod's share of node CPU and its CFS
   throttled ratio, keyed by pod UID;
 * the eBPF run-queue program: cross-cgroup preemptions each cgroup *caused* per second,
-  keyed by cgroup v2 id and mapped to a pod through agent.pods.CgroupIdIndex, or (cgroup
-  v1 hosts) keyed by cgroup path and parsed by agent.pods.parse_cgroup_path;
+  keyed by cgroup v2 id and mapped to a pod through agent.pods.cgroup_ids.CgroupIdIndex,
+  or (cgroup v1 hosts) keyed by cgroup path and parsed by agent.pods.cgroup_path;
 * Tetragon: exec+exit events per second per pod, already named namespace/name.
 
 UIDs are named through a PodResolver (the kubelet's /pods). A pod that cannot be named
@@ -21,7 +21,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from agent.collectors.base import Reading
-from agent.pods import CgroupIdIndex, PodCpuSampler, PodResolver, parse_cgroup_path, top_offenders
+from agent.pods.cgroup_ids import CgroupIdIndex
+from agent.pods.cgroup_path import parse_cgroup_path
+from agent.pods.cpu import PodCpuSampler
+from agent.pods.offenders import top_offenders
+from agent.pods.resolver import PodResolver
 from agent.vector import PodOffender
 from wire.schema import k8s_name_problem
 

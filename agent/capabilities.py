@@ -1,9 +1,15 @@
 """What this node can measure: for each of the 15 metrics, from which source, and what is missing.
 
 The report is built from cheap probes - files that exist or read, the process's
-capabilities, one ``import bcc``, one perf_event_open of each hardware event that is
-closed again - never by starting the collectors. It is data (:class:`CapabilityReport`,
-``to_json()`` for ``/v1/node``) with a plain-text table renderer for ``agent --check``.
+capabilities, where bcc can be imported (looked for, not imported), one perf_event_open
+of each hardware event that is closed again - never by starting the collectors. It is
+data (:class:`CapabilityReport`, ``to_json()`` for ``/v1/node``) with a plain-text table
+renderer for ``agent --check``.
+
+The eBPF probes are the loader's own (agent.ebpf.probes: privileges, bcc, kernel headers,
+tracefs, and per program its tracepoints and sources, looked up as the collectors look
+them up), so a metric is reported measurable exactly when its collector gets past them,
+and a failed probe's detail is the reason that collector reports.
 
 Each metric lists its sources in order of preference (``SOURCES``); a source is usable
 when all its probes pass. The first usable source gives status ``measured``, a later one
@@ -12,32 +18,29 @@ when all its probes pass. The first usable source gives status ``measured``, a l
 
 from __future__ import annotations
 
-import importlib
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agent.cgroupfs.hierarchies import cgroup_v2_root, v1_cpu_hierarchy
+from agent.collectors import ebpf_biolatency, runqlat_program
 from agent.collectors.cgroup_throttle import CgroupThrottleCollector
-from agent.collectors.ebpf_runqueue import NO_CPU_HIERARCHY, v1_cpu_hierarchy
+from agent.collectors.ebpf_runqueue import NO_CPU_HIERARCHY
 from agent.collectors.memory_bandwidth import resctrl_status
-from agent.collectors.perf_counters import PmuStatus, probe_pmu
-from agent.pods import cgroup2_root
+from agent.ebpf.probes import DEFAULT_MODULES_ROOT, Check, bcc_python, check_host, check_program, program_check_name
+from agent.perf.counters import PmuStatus, probe_pmu
 from wire.schema import METRIC_NAMES, METRICS
 
 MEASURED = "measured"
 FALLBACK = "fallback"
 MISSING = "missing"
 
-DEFAULT_MODULES_ROOT = "/lib/modules"
 #: Tetragon's JSON export file and gRPC unix socket, as agent/tetragon defaults them.
 DEFAULT_TETRAGON_PATHS = ("/var/log/tetragon/tetragon.log", "/var/run/tetragon/tetragon.sock")
 
-CAP_SYS_ADMIN = 21
-CAP_PERFMON = 38
-CAP_BPF = 39
-
 EBPF = ("bpf_privileges", "bcc", "kernel_headers", "tracefs")
+RUNQLAT = program_check_name(runqlat_program.PROGRAM)
+BIOLATENCY = program_check_name(ebpf_biolatency.PROGRAM)
 
 #: metric -> [(source, probes it needs)], first choice first.
 SOURCES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -46,8 +49,8 @@ SOURCES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "cpu_psi_some": (("/proc/pressure/cpu avg10", ("psi_cpu",)),),
     "memory_psi_some": (("/proc/pressure/memory avg10", ("psi_memory",)),),
     "io_psi_some": (("/proc/pressure/io avg10", ("psi_io",)),),
-    "runqueue_latency_p99_us": (("eBPF sched_wakeup/sched_switch (bcc)", EBPF),),
-    "cross_cgroup_preemptions_per_s": (("eBPF sched_switch (bcc)", EBPF + ("cgroups",)),),
+    "runqueue_latency_p99_us": (("eBPF sched_wakeup/sched_switch (bcc)", EBPF + (RUNQLAT,)),),
+    "cross_cgroup_preemptions_per_s": (("eBPF sched_switch (bcc)", EBPF + (RUNQLAT, "cgroups")),),
     "cpu_throttled_ratio": (("pod cgroups cpu.stat", ("pod_cgroups",)),),
     "memory_utilization": (("/proc/meminfo MemAvailable", ("meminfo",)),),
     "llc_miss_ratio": (("perf cache-misses/cache-references", ("pmu",)),),
@@ -57,7 +60,7 @@ SOURCES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("resctrl mbm_total_bytes", ("resctrl",)),
         ("estimate: LLC misses x 64 B (perf)", ("pmu",)),
     ),
-    "disk_io_latency_p99_ms": (("eBPF block_rq_issue/complete (bcc)", EBPF),),
+    "disk_io_latency_p99_ms": (("eBPF block_rq_issue/complete (bcc)", EBPF + (BIOLATENCY,)),),
     "process_churn_per_s": (
         ("Tetragon exec+exit events", ("tetragon",)),
         ("/proc/stat processes counter", ("proc_stat",)),
@@ -148,80 +151,8 @@ def _readable(path: Path, must_contain: str | None = None) -> tuple[bool, str]:
     return True, f"{path} readable"
 
 
-def effective_capabilities(proc_root: Path) -> int | None:
-    """The CapEff bit mask of this process (``proc_root/self/status``), or None."""
-    try:
-        for line in (proc_root / "self" / "status").read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _bpf_privileges(proc_root: Path) -> Probe:
-    caps = effective_capabilities(proc_root)
-    if caps is None:
-        ok = os.geteuid() == 0
-        return Probe(
-            "bpf_privileges",
-            ok,
-            "root (capabilities unknown)"
-            if ok
-            else "not root and capabilities unreadable: eBPF needs CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN",
-        )
-    has = {
-        name: bool(caps >> bit & 1)
-        for name, bit in (("CAP_SYS_ADMIN", CAP_SYS_ADMIN), ("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON))
-    }
-    held = ", ".join(n for n, ok in has.items() if ok) or "none of CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON"
-    ok = has["CAP_SYS_ADMIN"] or (has["CAP_BPF"] and has["CAP_PERFMON"])
-    return Probe(
-        "bpf_privileges",
-        ok,
-        f"effective: {held}"
-        if ok
-        else f"effective: {held}; tracing eBPF needs CAP_BPF + CAP_PERFMON (Linux >= 5.8) or CAP_SYS_ADMIN",
-    )
-
-
-def _import_bcc() -> str | None:
-    try:
-        importlib.import_module("bcc")
-    except Exception as err:  # ImportError, or libbcc failing to load (OSError)
-        return f"{type(err).__name__}: {err}"
-    return None
-
-
-def _kernel_headers(proc_root: Path, sys_root: Path, modules_root: Path) -> Probe:
-    try:
-        release = (proc_root / "sys" / "kernel" / "osrelease").read_text().strip()
-    except OSError:
-        release = os.uname().release
-    build = modules_root / release / "build"
-    if (build / "include").is_dir():
-        return Probe("kernel_headers", True, f"{build} (kernel {release})")
-    kheaders = sys_root / "kernel" / "kheaders.tar.xz"
-    if kheaders.exists():
-        return Probe("kernel_headers", True, f"{kheaders} (CONFIG_IKHEADERS)")
-    return Probe(
-        "kernel_headers",
-        False,
-        f"no headers for kernel {release} at {build} and no {kheaders}: "
-        "install the linux-headers package for this kernel (bcc compiles against it)",
-    )
-
-
-def _tracefs(sys_root: Path) -> Probe:
-    for path in (sys_root / "kernel" / "tracing", sys_root / "kernel" / "debug" / "tracing"):
-        if (path / "events").is_dir():
-            return Probe("tracefs", True, f"mounted at {path}")
-    return Probe(
-        "tracefs",
-        False,
-        f"tracefs not mounted at {sys_root / 'kernel' / 'tracing'} "
-        "(mount -t tracefs nodev /sys/kernel/tracing; in a pod, mount the host's /sys)",
-    )
+def _probe(check: Check) -> Probe:
+    return Probe(check.name, check.ok, check.detail)
 
 
 def _psi(proc_root: Path, resource: str) -> Probe:
@@ -242,8 +173,8 @@ def _tetragon(paths: Sequence[str | Path]) -> Probe:
 
 def _cgroups(sys_root: Path) -> Probe:
     """Can the run-queue program tell the pods' cgroups apart?"""
-    root = cgroup2_root(sys_root)
-    if root is not None and root.name != "unified":
+    mode, root = cgroup_v2_root(sys_root)
+    if mode == "v2":
         return Probe("cgroups", True, f"cgroup2 at {root}: cgroup v2 ids, compared in the kernel")
     cpu = v1_cpu_hierarchy(sys_root)
     if cpu is None:
@@ -272,13 +203,20 @@ def run_probes(
     modules_root: str | Path = DEFAULT_MODULES_ROOT,
     cgroup_root: str | Path | None = None,
     tetragon_paths: Sequence[str | Path] = DEFAULT_TETRAGON_PATHS,
-    import_bcc: Callable[[], str | None] = _import_bcc,
+    find_bcc: Callable[[], str] = bcc_python,
     pmu: Callable[[], PmuStatus] | None = None,
+    bpf_dir: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> tuple[Probe, ...]:
+    """``find_bcc``: the interpreter that can import bcc, or raises BpfUnavailable; ``bpf_dir``:
+    where the eBPF sources are (default ``bpf.source_dir()``, as the collectors look)."""
     proc, sys_ = Path(proc_root), Path(sys_root)
     stat_ok, stat_detail = _readable(proc / "stat", "cpu ")
     mem_ok, mem_detail = _readable(proc / "meminfo", "MemAvailable:")
-    bcc_error = import_bcc()
+    host = check_host(sys_, proc, modules_root=modules_root, environ=environ, find_bcc=find_bcc)
+    sources = Path(bpf_dir) if bpf_dir is not None else None
+    runqlat = check_program(runqlat_program.program_spec(sys_root=sys_), host.tracefs_path, sources)
+    biolatency = check_program(ebpf_biolatency.program_spec(), host.tracefs_path, sources)
     pod_root = CgroupThrottleCollector(sys_, cgroup_root).find_root()
     why_no_resctrl = resctrl_status(sys_ / "fs" / "resctrl")
     status = pmu() if pmu is not None else probe_pmu(sys_, proc)
@@ -288,14 +226,12 @@ def run_probes(
         _psi(proc, "cpu"),
         _psi(proc, "memory"),
         _psi(proc, "io"),
-        _bpf_privileges(proc),
-        Probe(
-            "bcc",
-            bcc_error is None,
-            "import bcc works" if bcc_error is None else f"cannot import bcc ({bcc_error}): install python3-bpfcc",
-        ),
-        _kernel_headers(proc, sys_, Path(modules_root)),
-        _tracefs(sys_),
+        _probe(host.privileges),
+        _probe(host.bcc),
+        _probe(host.kernel_headers),
+        _probe(host.tracefs),
+        _probe(runqlat.check),
+        _probe(biolatency.check),
         _pmu(status),
         Probe(
             "resctrl",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.tetragon import tetragon_problems
+from wire.address import AddressError, parse_dial
 from wire.client_security import ClientSecurity
 from wire.schema import k8s_name_problem
 
@@ -25,6 +26,7 @@ DEFAULT_SYS_ROOT = "/sys"
 NODE_NAME_ENV = "NODE_NAME"
 #: Values of --aggregator that turn pushing off (serve HTTP only).
 NO_AGGREGATOR = ("", "none")
+HTTP_LISTEN_FLAG = "--http-listen"
 MIN_INTERVAL_S = 0.05
 MAX_INTERVAL_S = 3600.0
 
@@ -35,17 +37,6 @@ class ConfigError(ValueError):
     def __init__(self, errors: list[str]):
         super().__init__("; ".join(errors))
         self.errors = errors
-
-
-def parse_host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); raises ValueError."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"port must be 1-65535, got {port!r} in {text!r}")
-    return host, int(port)
 
 
 def node_name_problem(name: str) -> str | None:
@@ -88,9 +79,9 @@ class AgentConfig:
             errors.append(f"--node-name: {problem}")
         if self.push_enabled:
             try:
-                parse_host_port(self.aggregator)
-            except ValueError as err:
-                errors.append(f"--aggregator: {err} (or 'none' to disable pushing)")
+                parse_dial(self.aggregator, "--aggregator")
+            except AddressError as err:
+                errors.append(f"{err} (or 'none' to disable pushing)")
             errors.extend(self.security.problems())
         if not (
             isinstance(self.interval_s, (int, float))
@@ -102,9 +93,11 @@ class AgentConfig:
                 f"got {self.interval_s!r}"
             )
         try:
-            parse_host_port(self.http_listen)
-        except ValueError as err:
-            errors.append(f"--http-listen: {err}")
+            # HOST:PORT with port 1-65535 (dial rules): port 0, any free port, stays refused here,
+            # since probes and scrapes must know where the agent listens
+            parse_dial(self.http_listen, HTTP_LISTEN_FLAG)
+        except AddressError as err:
+            errors.append(str(err))
         if self.replay is not None:
             if not self.replay.is_file():
                 errors.append(f"--replay: no such file {str(self.replay)!r}")
@@ -132,11 +125,11 @@ class AgentConfig:
 
     @property
     def http_host(self) -> str:
-        return parse_host_port(self.http_listen)[0]
+        return parse_dial(self.http_listen, HTTP_LISTEN_FLAG)[0]
 
     @property
     def http_port(self) -> int:
-        return parse_host_port(self.http_listen)[1]
+        return parse_dial(self.http_listen, HTTP_LISTEN_FLAG)[1]
 
     @classmethod
     def from_args(cls, args, environ: Mapping[str, str]) -> AgentConfig:

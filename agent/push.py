@@ -13,7 +13,6 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
@@ -21,6 +20,7 @@ import grpc
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.latest_vector import LatestVector
 from agent.vector import NodeVector
+from wire.backoff import Backoff
 from wire.client_security import ClientSecurity, TokenFile, TokenFileError, metadata
 from wire.v1 import telemetry_pb2, telemetry_pb2_grpc
 
@@ -37,22 +37,10 @@ STILL_DOWN_REMINDER_S = 60.0
 _IDLE_WAIT_S = 0.5
 
 
-@dataclass(frozen=True)
-class Backoff:
-    initial_s: float = DEFAULT_BACKOFF_INITIAL_S
-    cap_s: float = DEFAULT_BACKOFF_CAP_S
-    jitter: float = DEFAULT_BACKOFF_JITTER
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial_s <= self.cap_s:
-            raise ValueError(f"backoff: need 0 < initial_s <= cap_s, got {self.initial_s!r} and {self.cap_s!r}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"backoff.jitter: must be in [0, 1), got {self.jitter!r}")
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        """Delay before retry number ``failures`` (1 = after the first failure)."""
-        base = min(self.cap_s, self.initial_s * 2 ** max(failures - 1, 0))
-        return base * (1.0 - self.jitter * rng.random())
+#: The pusher's retry schedule (wire.backoff.Backoff: doubling from initial_s up to cap_s).
+DEFAULT_BACKOFF = Backoff(
+    initial_s=DEFAULT_BACKOFF_INITIAL_S, cap_s=DEFAULT_BACKOFF_CAP_S, jitter=DEFAULT_BACKOFF_JITTER
+)
 
 
 def backoff_for_interval(interval_s: float) -> Backoff:
@@ -62,7 +50,7 @@ def backoff_for_interval(interval_s: float) -> Backoff:
     fleet retrying at that pace pushes no faster than it does in steady state anyway.
     """
     cap = min(DEFAULT_BACKOFF_CAP_S, max(interval_s, DEFAULT_BACKOFF_INITIAL_S))
-    return Backoff(initial_s=min(DEFAULT_BACKOFF_INITIAL_S, cap), cap_s=cap)
+    return Backoff(initial_s=min(DEFAULT_BACKOFF_INITIAL_S, cap), cap_s=cap, jitter=DEFAULT_BACKOFF_JITTER)
 
 
 class Transport(Protocol):
@@ -128,7 +116,7 @@ class Pusher(threading.Thread):
         store: LatestVector,
         *,
         deadline_s: float = DEFAULT_PUSH_DEADLINE_S,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = DEFAULT_BACKOFF,
         on_result: Callable[[bool, float], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
@@ -173,7 +161,7 @@ class Pusher(threading.Thread):
             if self._push(vector):
                 done_seq = seq
             else:
-                delay = self.backoff.delay(self.failures, self.rng)
+                delay = self.backoff.delay(self.failures, self.rng.random)
                 self._log_failure(delay)
                 self._stop_event.wait(delay)
                 # Loop: wait_newer returns at once with whatever is latest now.

@@ -22,11 +22,12 @@ from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collect import NodeCollector, availability_changes
 from agent.collectors import default_collectors
 from agent.config import AgentConfig
-from agent.ebpf.loader import BpfUnavailable, bcc_python
 from agent.exposition import AgentMetrics
 from agent.http_app import build_app
 from agent.latest_vector import LatestVector
-from agent.pods import CgroupIdIndex, KubeletPodResolver, PodCgroupRoots, PodCpuSampler
+from agent.pods.cgroup_ids import CgroupIdIndex
+from agent.pods.cpu import PodCgroupRoots, PodCpuSampler
+from agent.pods.resolver import KubeletPodResolver
 from agent.push import Pusher, backoff_for_interval
 from agent.replay import ReplaySource
 from agent.tetragon import tetragon_collector
@@ -76,19 +77,9 @@ def capability_report(config: AgentConfig) -> dict:
 
     bcc is looked for, not imported: importing it would cost the agent ~60 MB for good.
     """
-
-    def find_bcc() -> str | None:
-        try:
-            bcc_python()
-            return None
-        except BpfUnavailable as e:
-            return str(e)
-
     tetragon = [str(p).removeprefix("unix://") for p in (config.tetragon_export, config.tetragon_grpc) if p]
     options = {"tetragon_paths": tetragon} if tetragon else {}
-    return check_capabilities(
-        config.proc_root, config.sys_root, cgroup_root=config.cgroup_root, import_bcc=find_bcc, **options
-    ).to_json()
+    return check_capabilities(config.proc_root, config.sys_root, cgroup_root=config.cgroup_root, **options).to_json()
 
 
 class QuietServer(uvicorn.Server):

@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from procs import free_port  # noqa: E402
 
-from agent.ebpf import loader as bpfload  # noqa: E402
+from agent.ebpf import prog_stats  # noqa: E402
 
 TARGET_IDLE_CPU_PCT = 1.0
 TARGET_STORM_CPU_PCT = 3.0
@@ -59,11 +59,12 @@ EBPF_METRICS = ("runqueue_latency_p99_us", "cross_cgroup_preemptions_per_s", "di
 #: Runs the agent; for the baseline, with eBPF loading refused (same agent otherwise).
 LAUNCHER = """
 import sys
-from agent.ebpf import loader as bpfload
+from agent.ebpf import loader
+from agent.ebpf.probes import BpfUnavailable
 if sys.argv[1] == "baseline":
     def refuse(*args, **kwargs):
-        raise bpfload.BpfUnavailable("eBPF disabled for the overhead baseline")
-    bpfload.load = refuse
+        raise BpfUnavailable("eBPF disabled for the overhead baseline")
+    loader.load = refuse
     print("agent_overhead: eBPF disabled (baseline)", flush=True)
 from kubeattention.cli import main
 sys.exit(main(sys.argv[2:]))
@@ -147,7 +148,7 @@ def snapshot(agents: dict[str, AgentProcess]) -> dict:
         "wall": time.monotonic(),
         "ctxt": node_ctxt(),
         "cpu": {m: cpu_ns(a.pid) for m, a in agents.items()},
-        "progs": bpfload.prog_stats_of_pid(agents["ebpf"].pid),
+        "progs": prog_stats.prog_stats_of_pid(agents["ebpf"].pid),
     }
 
 
@@ -201,7 +202,7 @@ def run(args: argparse.Namespace) -> dict:
         for agent in agents.values():
             agent.node()
         time.sleep(2.0)  # let start-up settle (imports, first ticks)
-        with bpfload.bpf_stats_enabled() as stats_how:
+        with prog_stats.bpf_stats_enabled() as stats_how:
             phases.append(phase("idle", agents, args.seconds))
             storms = [("storm", ["--switch-freq", str(args.switch_freq)])]
             if args.unthrottled:

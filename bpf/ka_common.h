@@ -4,7 +4,7 @@
  *   slot 0      holds values in [0, 1)            (the value is an integer: exactly 0)
  *   slot k >= 1 holds values in [2^(k-1), 2^k)
  *   slot KA_HIST_SLOTS-1 is open-ended: every larger value lands there.
- * The Python side (agent/ebpf/loader.py, Log2Histogram) uses the same layout to compute
+ * The Python side (agent/ebpf/histogram.py, Log2Histogram) uses the same layout to compute
  * quantiles; KA_HIST_SLOTS is passed by it as a cflag so both agree.
  */
 #ifndef KA_COMMON_H

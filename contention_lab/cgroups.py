@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.collectors.ebpf_runqueue import v1_cpu_hierarchy
+from agent.cgroupfs.hierarchies import v1_cpu_hierarchy
 
 PARENT = "kubeattention-calibration"
 #: CFS bandwidth period: the kubelet's default (cpu.cfs_period_us = 100 ms).

@@ -3,13 +3,21 @@
 ``FormulaModel`` stands in for the ONNX model in *unit* tests of the aggregator's plumbing
 (statuses, budget, fallback), where what matters is that a model is called, not what it
 learned. Integration tests use the real packaged ONNX model through ONNX Runtime.
+
+``RecordedPodResolver`` names pods from a recorded kubelet ``/pods`` response (no kubelet
+runs here), where the agent asks the kubelet.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
+
+from agent.pods.resolver import PodInfo, PodListError, pods_from_podlist
 
 
 class FormulaModel:
@@ -57,3 +65,21 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+class RecordedPodResolver:
+    """The agent's PodResolver over a fixed PodList (a recorded kubelet ``/pods``, or a test's)."""
+
+    def __init__(self, pods: Mapping[str, PodInfo]):
+        self.pods = dict(pods)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RecordedPodResolver:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise PodListError(f"{path}: not JSON: {err}") from err
+        return cls(pods_from_podlist(data))
+
+    def resolve(self, uid: str) -> PodInfo | None:
+        return self.pods.get(uid.lower())

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.collectors.cgroup_throttle import CgroupThrottleCollector, parse_cpu_stat
+from agent.cgroupfs.bandwidth import parse_cpu_stat
+from agent.collectors.cgroup_throttle import CgroupThrottleCollector
 
 V1_CPU = Path("/sys/fs/cgroup/cpu")
 V2 = Path("/sys/fs/cgroup")

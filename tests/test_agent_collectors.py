@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from doubles import FakeClock
 
+from agent.cgroupfs.bandwidth import leaf_cgroups, parse_cpu_stat
 from agent.collect import NO_COLLECTOR, NodeCollector, availability_changes
 from agent.collectors import default_collectors
 from agent.collectors.base import FIRST_SAMPLE, Measurement, Reading, all_missing
-from agent.collectors.cgroup_throttle import CgroupThrottleCollector, leaf_cgroups, parse_cpu_stat
+from agent.collectors.cgroup_throttle import CgroupThrottleCollector
 from agent.collectors.meminfo import MeminfoCollector
 from agent.collectors.procstat import CHURN_SOURCE, ProcStatCollector, parse_stat
 from agent.collectors.psi import PsiCollector
@@ -253,7 +254,7 @@ def test_vanishing_new_and_recreated_cgroups(tmp_path):
 
 def test_cgroup_vanishing_mid_walk(tmp_path, monkeypatch):
     """A leaf listed by the walk but gone before its cpu.stat is read is simply left out."""
-    import agent.collectors.cgroup_throttle as mod
+    import agent.cgroupfs.bandwidth as mod
 
     sys_root, clock = tree(tmp_path, "sys-v1"), FakeClock(100.0, 1_700_000_000_000)
     root = sys_root / V1_ROOT

@@ -14,13 +14,14 @@ import pytest
 from procs import free_port
 
 from agent.latest_vector import LatestVector
-from agent.push import DEFAULT_BACKOFF_CAP_S, DEFAULT_BACKOFF_INITIAL_S, Backoff, Pusher
+from agent.push import DEFAULT_BACKOFF, DEFAULT_BACKOFF_CAP_S, DEFAULT_BACKOFF_INITIAL_S, DEFAULT_BACKOFF_JITTER, Pusher
 from agent.vector import NodeVector
+from wire.backoff import Backoff
 from wire.client_security import ClientSecurity
 from wire.schema import METRIC_NAMES, NUM_METRICS
 from wire.v1 import telemetry_pb2, telemetry_pb2_grpc
 
-FAST = Backoff(initial_s=0.05, cap_s=0.2)
+FAST = Backoff(initial_s=0.05, cap_s=0.2, jitter=DEFAULT_BACKOFF_JITTER)
 
 
 class TelemetrySink(telemetry_pb2_grpc.TelemetryServiceServicer):
@@ -123,9 +124,9 @@ def start_pusher(pushers, target, store, **kwargs) -> Pusher:
 
 def test_backoff_defaults_grow_cap_and_jitter():
     assert (DEFAULT_BACKOFF_INITIAL_S, DEFAULT_BACKOFF_CAP_S) == (0.5, 5.0)
-    b, rng = Backoff(), random.Random(7)
+    b, rng = DEFAULT_BACKOFF, random.Random(7)
     for failures, base in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 5.0), (50, 5.0)]:
-        delays = [b.delay(failures, rng) for _ in range(200)]
+        delays = [b.delay(failures, rng.random) for _ in range(200)]
         assert all(base * 0.5 <= d <= base for d in delays)
         assert max(delays) - min(delays) > base * 0.3  # jittered, not constant
     with pytest.raises(ValueError, match="initial_s"):

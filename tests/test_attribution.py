@@ -5,11 +5,12 @@ named top offenders -> the push. Pods are named from a recorded kubelet /pods re
 from pathlib import Path
 
 import pytest
+from doubles import RecordedPodResolver
 
 from agent.attribution import Attribution
 from agent.collect import NodeCollector
 from agent.collectors.base import Measurement, Reading
-from agent.pods import PodCgroup, RecordedPodResolver
+from agent.pods.cgroup_path import PodCgroup
 
 PODS = RecordedPodResolver.from_file(Path(__file__).parent / "fixtures" / "pods" / "kubelet-pods.json")
 CHECKOUT = "7d9e1f20-3a4b-4c5d-8e6f-708192a3b4c5"

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.cgroupfs.hierarchies import cgroup_id, cgroup_v2_root, v1_cpu_hierarchy
 from agent.collect import NodeCollector
 from agent.collectors import default_collectors
 from agent.collectors.ebpf_biolatency import BlockIoCollector
-from agent.collectors.ebpf_runqueue import RunqueueCollector, cgroup_id, cgroup_v2_root, v1_cpu_hierarchy
-from agent.ebpf import loader as bpfload
+from agent.collectors.ebpf_runqueue import RunqueueCollector
+from agent.ebpf import prog_stats
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,11 +108,11 @@ def test_maps_drain_key_by_key_where_batch_operations_are_missing(runqueue):
 
 
 def test_kernel_run_time_stats_per_program(runqueue):
-    with bpfload.bpf_stats_enabled() as how:
+    with prog_stats.bpf_stats_enabled() as how:
         before = runqueue.program.prog_stats()
         time.sleep(0.3)
         after = runqueue.program.prog_stats()
-        by_pid = bpfload.prog_stats_of_pid(os.getpid())
+        by_pid = prog_stats.prog_stats_of_pid(os.getpid())
     assert how in ("BPF_ENABLE_STATS", "sysctl kernel.bpf_stats_enabled")
     switch = after["ka_rq_switch"] - before["ka_rq_switch"]
     assert switch.run_cnt > 0 and 0 < switch.ns_per_event < 100_000
@@ -128,7 +129,7 @@ def test_closing_detaches_and_frees_the_programs():
     time.sleep(0.1)  # programs are freed after an RCU grace period
     for prog_id in ids:
         with pytest.raises(FileNotFoundError):
-            bpfload.prog_stats_of_id(prog_id)
+            prog_stats.prog_stats_of_id(prog_id)
 
 
 def test_biolatency_loads_and_reads(blockio):

@@ -4,29 +4,26 @@ collectors' arithmetic on scripted sources (test doubles for the loaded programs
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import math
 import re
+import sys
 from pathlib import Path
 
 import pytest
 from doubles import FakeClock
 
-from agent.collectors import ebpf_biolatency, ebpf_runqueue
+from agent.cgroupfs.task_cgroups import TaskCgroups
+from agent.collectors import ebpf_biolatency, runqlat_program
 from agent.collectors.ebpf_biolatency import NO_IO, BlockIoCollector, BlockIoTotals
-from agent.collectors.ebpf_runqueue import (
-    NO_CPU_HIERARCHY,
-    NO_SWITCHES,
-    NO_WAITS,
-    V1_SOURCE,
-    CgroupRunqueue,
-    RunqueueCollector,
-    RunqueueTotals,
-    TaskCgroups,
-    task_state_mask,
-)
-from agent.ebpf import loader as bpfload
-from agent.ebpf.loader import HIST_SLOTS, BpfUnavailable, Log2Histogram, TracepointFormat
+from agent.collectors.ebpf_runqueue import NO_CPU_HIERARCHY, NO_SWITCHES, NO_WAITS, V1_SOURCE, RunqueueCollector
+from agent.collectors.runqlat_program import CgroupRunqueue, RunqueueTotals, task_state_mask
+from agent.ebpf import compile_helper, loader, probes
+from agent.ebpf.histogram import HIST_SLOTS, KaLatency, Log2Histogram
+from agent.ebpf.maps import sum_percpu
+from agent.ebpf.probes import BpfUnavailable, TracepointFormat
+from agent.ebpf.program import render_source
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"  # the checkout's sources, which bpf.source_dir() must be
 
@@ -89,10 +86,10 @@ def test_histogram_deltas():
 
 
 def test_sum_percpu_adds_every_u64():
-    a, b = bpfload.KaLatency(), bpfload.KaLatency()
+    a, b = KaLatency(), KaLatency()
     a.count, a.sum_ns, a.slots[3] = 2, 10, 2
     b.count, b.sum_ns, b.slots[3], b.slots[31] = 1, 5, 0, 1
-    total = bpfload.sum_percpu([bytes(a), bytes(b)], bpfload.KaLatency)
+    total = sum_percpu([bytes(a), bytes(b)], KaLatency)
     assert (total.count, total.sum_ns, total.slots[3], total.slots[31]) == (3, 15, 2, 1)
 
 
@@ -108,7 +105,7 @@ def c_enum(source: str, name: str) -> list[str]:
 
 def test_counter_order_matches_the_c_enums():
     assert [n.lower() for n in c_enum("runqlat.bpf.c", "ka_rq_counter")] == [
-        "rq_" + n for n in ebpf_runqueue.RQ_COUNTERS
+        "rq_" + n for n in runqlat_program.RQ_COUNTERS
     ]
     assert [n.lower() for n in c_enum("biolatency.bpf.c", "ka_bio_counter")] == [
         "bio_" + n for n in ebpf_biolatency.BIO_COUNTERS
@@ -116,18 +113,18 @@ def test_counter_order_matches_the_c_enums():
 
 
 def test_struct_sizes_and_cflags():
-    assert ctypes.sizeof(bpfload.KaLatency) == 8 * (2 + HIST_SLOTS)
-    spec = ebpf_runqueue.program_spec(max_cgroups=64, sys_root="/nonexistent")
+    assert ctypes.sizeof(KaLatency) == 8 * (2 + HIST_SLOTS)
+    spec = runqlat_program.program_spec(max_cgroups=64, sys_root="/nonexistent")
     flags = spec.cflag_list(BPF_DIR)
     assert f"-I{BPF_DIR}" in flags and f"-DKA_HIST_SLOTS={HIST_SLOTS}" in flags and "-DMAX_CGROUPS=64" in flags
     assert "-DKA_TASK_STATE_MASK=0xff" in flags  # no tracefs there: the documented default
     assert all(len(a.function) <= 15 for s in (spec, ebpf_biolatency.program_spec()) for a in s.attach)
     with pytest.raises(ValueError, match="max_cgroups: must be a positive integer"):
-        ebpf_runqueue.program_spec(max_cgroups=0)
+        runqlat_program.program_spec(max_cgroups=0)
 
 
 def test_render_source_shows_cflags_header_and_program():
-    text = bpfload.render_source(ebpf_biolatency.program_spec(max_disks=8))
+    text = render_source(ebpf_biolatency.program_spec(max_disks=8))
     assert text.startswith("// cflags: -I") and "-DMAX_DISKS=8" in text.splitlines()[0]
     assert "// ---- bpf/ka_common.h" in text and "// ---- bpf/biolatency.bpf.c" in text
     assert "int ka_bio_done(" in text
@@ -160,42 +157,46 @@ def test_tracepoint_format_and_task_state_mask():
     assert task_state_mask('"%d", REC->prev_state') is None
     assert task_state_mask("REC->prev_state & (__import__('os')) ? 1 : 0") is None
     with pytest.raises(BpfUnavailable, match=r"sched:sched_switch has no field __state in this kernel"):
-        bpfload.require_fields(fmt, ("prev_pid", "__state"))
+        probes.require_fields(fmt, ("prev_pid", "__state"))
 
 
 def test_missing_tracefs_and_tracepoint(tmp_path):
     with pytest.raises(BpfUnavailable) as err:
-        bpfload.find_tracefs(tmp_path)
+        probes.find_tracefs(tmp_path)
     assert err.value.reason == (
         f"tracefs not mounted (looked at {tmp_path}/kernel/tracing, "
         f"{tmp_path}/kernel/debug/tracing): mount -t tracefs nodev {tmp_path}/kernel/tracing"
     )
     (tmp_path / "kernel/debug/tracing/events").mkdir(parents=True)
-    tracefs = bpfload.find_tracefs(tmp_path)
+    tracefs = probes.find_tracefs(tmp_path)
     assert tracefs == tmp_path / "kernel/debug/tracing"  # the fallback location
     with pytest.raises(BpfUnavailable, match="tracepoint block:block_rq_issue not in this kernel"):
-        bpfload.read_tracepoint(tracefs, "block:block_rq_issue")
+        probes.read_tracepoint(tracefs, "block:block_rq_issue")
 
 
 def test_privileges_headers_and_bcc_reasons(tmp_path):
-    assert bpfload.privilege_problem(0, 0) is None
-    assert bpfload.privilege_problem(1000, 1 << bpfload.CAP_SYS_ADMIN) is None
-    assert bpfload.privilege_problem(1000, (1 << bpfload.CAP_BPF) | (1 << bpfload.CAP_PERFMON)) is None
-    assert bpfload.privilege_problem(1000, 1 << bpfload.CAP_BPF) == (
+    assert probes.privilege_problem(0, None) is None  # root, capabilities unreadable
+    assert probes.privilege_problem(0, 1 << probes.CAP_SYS_ADMIN) is None
+    # the kernel checks capabilities, not the uid: root without them cannot load either
+    assert probes.privilege_problem(0, 0).endswith("running as uid 0 with CapEff=0x0")
+    assert probes.privilege_problem(1000, None).endswith("running as uid 1000 with CapEff unreadable")
+    assert probes.privilege_problem(1000, 1 << probes.CAP_SYS_ADMIN) is None
+    assert probes.privilege_problem(1000, (1 << probes.CAP_BPF) | (1 << probes.CAP_PERFMON)) is None
+    assert probes.privilege_problem(1000, 1 << probes.CAP_BPF) == (
         "needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, or root) to load eBPF tracing programs; "
         "running as uid 1000 with CapEff=0x8000000000"
     )
     with pytest.raises(BpfUnavailable) as err:
-        bpfload.find_kernel_headers("9.9.9-test", environ={}, modules_root=tmp_path, sys_root=tmp_path)
+        probes.find_kernel_headers("9.9.9-test", environ={}, modules_root=tmp_path, sys_root=tmp_path)
     assert err.value.reason.startswith(
         f"kernel headers not found at {tmp_path}/9.9.9-test/build: apt-get install linux-headers-9.9.9-test"
     )
     (tmp_path / "kernel").mkdir()
     (tmp_path / "kernel/kheaders.tar.xz").write_bytes(b"")
-    assert bpfload.find_kernel_headers("9.9.9-test", {}, tmp_path, tmp_path) == tmp_path / "kernel/kheaders.tar.xz"
-    assert bpfload.find_kernel_headers("9.9.9-test", {"BCC_KERNEL_SOURCE": "/src"}, tmp_path) == Path("/src")
+    assert probes.find_kernel_headers("9.9.9-test", {}, tmp_path, tmp_path) == tmp_path / "kernel/kheaders.tar.xz"
+    assert probes.find_kernel_headers("9.9.9-test", {"BCC_KERNEL_SOURCE": "/src"}, tmp_path) == Path("/src")
     with pytest.raises(BpfUnavailable) as err:
-        bpfload.bcc_python(spec_finder=lambda name: None, debian_python=tmp_path / "py", debian_bcc=tmp_path / "b")
+        probes.bcc_python(spec_finder=lambda name: None, debian_python=tmp_path / "py", debian_bcc=tmp_path / "b")
     assert (
         err.value.reason == "bcc not installed: apt-get install python3-bpfcc (then `make venv-bcc` links it "
         "into the venv)"
@@ -204,20 +205,60 @@ def test_privileges_headers_and_bcc_reasons(tmp_path):
 
 def test_compile_and_attach_failures_are_explained():
     assert (
-        bpfload.explain_failure(
+        loader.explain_failure(
             "x.bpf.c",
             "Exception: Failed to compile BPF module b'x'",
             "/virtual/main.c:3:5: error: use of undeclared identifier 'foo'\n1 error",
         )
         == "compiling bpf/x.bpf.c failed: /virtual/main.c:3:5: error: use of undeclared identifier 'foo'"
     )
-    assert "needs CAP_BPF/root" in bpfload.explain_failure(
+    assert "needs CAP_BPF/root" in loader.explain_failure(
         "x.bpf.c", "Exception: Failed to load BPF program b'ka': Operation not permitted", ""
     )
-    assert bpfload.explain_failure("x.bpf.c", "", "Unable to find kernel headers. Try ...").startswith(
+    assert loader.explain_failure("x.bpf.c", "", "Unable to find kernel headers. Try ...").startswith(
         "kernel headers not found at /lib/modules/"
     )
-    assert bpfload.explain_failure("x.bpf.c", "ModuleNotFoundError: No module named 'bcc'", "") == bpfload.INSTALL_BCC
+    assert loader.explain_failure("x.bpf.c", "ModuleNotFoundError: No module named 'bcc'", "") == probes.INSTALL_BCC
+
+
+def test_program_checks_find_the_sources_and_order_the_reasons(tmp_path):
+    spec = ebpf_biolatency.program_spec()
+    tracefs = tmp_path / "tracing"
+    for event in ("block_rq_issue", "block_rq_complete"):
+        (tracefs / "events" / "block" / event).mkdir(parents=True)
+        (tracefs / "events" / "block" / event / "format").write_text("\tfield:u32 dev;\n\tfield:u64 sector;\n")
+    found = probes.check_program(spec, tracefs)
+    assert found.check.ok and found.source == BPF_DIR / "biolatency.bpf.c"
+    assert [a.tracepoint for a in found.attach] == ["block:block_rq_issue", "block:block_rq_complete"]
+    missing = probes.check_program(spec, tracefs, tmp_path)  # no sources there
+    assert missing.check.name == "bpf_biolatency"
+    assert missing.check.problem == (
+        f"eBPF sources not found: {tmp_path}/biolatency.bpf.c (the agent ships bpf/ next to agent/)"
+    )
+    unchecked = probes.check_program(spec, None)  # without tracefs only the sources are looked at
+    assert unchecked.check.ok and "tracepoints not checked" in unchecked.check.found
+    # the loader's order: privileges, tracefs, the program, bcc, kernel headers
+    host = probes.HostChecks(
+        probes.Check("bpf_privileges", None),
+        probes.Check("tracefs", None),
+        probes.Check("bcc", probes.INSTALL_BCC),
+        probes.Check("kernel_headers", "no headers"),
+    )
+    assert probes.first_problem(host, missing) == missing.check.problem
+    assert probes.first_problem(host, found) == probes.INSTALL_BCC
+
+
+def test_the_compile_helper_imports_only_the_standard_library_and_bcc():
+    """It runs as ``python -I compile_helper.py`` under Debian's interpreter too, where
+    nothing of this project is importable."""
+    tree = ast.parse(Path(compile_helper.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    assert imported - set(sys.stdlib_module_names) == {"bcc"}
 
 
 # ------------------------------------------------------------------ run-queue collector

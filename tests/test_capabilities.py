@@ -1,5 +1,6 @@
 """The capability report: on this machine (no PMU, no resctrl: metrics 9-12 missing with those
-reasons), and on fake trees where everything, or nothing, is present."""
+reasons), on fake trees where everything, or nothing, is present, and against the eBPF
+collectors: where the sources are missing, ``--check`` says so with the collectors' words."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.capabilities import FALLBACK, MEASURED, MISSING, SOURCES, assess, check_capabilities, effective_capabilities
+from agent.capabilities import FALLBACK, MEASURED, MISSING, SOURCES, assess, check_capabilities
+from agent.collectors.ebpf_biolatency import BlockIoCollector
+from agent.collectors.ebpf_runqueue import RunqueueCollector
 from agent.collectors.memory_bandwidth import MemoryBandwidthCollector
-from agent.collectors.perf_counters import PerfCounters, PerfCountersCollector, PmuStatus
+from agent.collectors.perf_counters import PerfCountersCollector
+from agent.ebpf.probes import INSTALL_BCC, BpfUnavailable, effective_capabilities
+from agent.perf.counters import PerfCounters, PmuStatus
 from wire.schema import METRIC_NAMES
 
 RESCTRL_TREE = Path(__file__).parent / "fixtures" / "perf" / "sys-resctrl"
@@ -20,9 +25,23 @@ PMU_OK = PmuStatus(("cycles", "instructions", "cache-references", "cache-misses"
 NO_PMU = PmuStatus((), "no hardware PMU: perf_event_open(PERF_TYPE_HARDWARE) failed with ENOENT", {})
 
 
+#: Every tracepoint the two eBPF programs attach to, with the fields they read.
+TRACEPOINTS = {
+    "sched/sched_switch": ("prev_pid", "prev_state", "next_pid"),
+    "sched/sched_wakeup": ("pid",),
+    "sched/sched_wakeup_new": ("pid",),
+    "block/block_rq_issue": ("dev", "sector"),
+    "block/block_rq_complete": ("dev", "sector"),
+}
+
+
 def write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def no_bcc() -> str:
+    raise BpfUnavailable(INSTALL_BCC)
 
 
 def full_node(tmp_path: Path) -> dict:
@@ -35,7 +54,11 @@ def full_node(tmp_path: Path) -> dict:
     write(proc / "self/status", "Name:\tpython\nCapEff:\t000001ffffffffff\n")
     write(proc / "sys/kernel/osrelease", "6.8.0-40-generic\n")
     (modules / "6.8.0-40-generic/build/include").mkdir(parents=True)
-    (sys_root / "kernel/tracing/events").mkdir(parents=True)
+    for tracepoint, fields in TRACEPOINTS.items():
+        write(
+            sys_root / "kernel/tracing/events" / tracepoint / "format",
+            "".join(f"\tfield:long {f};\toffset:8;\tsize:8;\tsigned:1;\n" for f in fields),
+        )
     write(sys_root / "fs/cgroup/cgroup.controllers", "cpu memory io\n")
     (sys_root / "fs/cgroup/kubepods.slice").mkdir()
     shutil.copytree(RESCTRL_TREE / "fs/resctrl", sys_root / "fs/resctrl")
@@ -45,7 +68,7 @@ def full_node(tmp_path: Path) -> dict:
         sys_root=sys_root,
         modules_root=modules,
         tetragon_paths=(tmp_path / "tetragon/tetragon.log",),
-        import_bcc=lambda: None,
+        find_bcc=lambda: "/usr/bin/python3",
         pmu=lambda: PMU_OK,
     )
 
@@ -84,13 +107,13 @@ def test_a_bare_node_says_what_each_metric_lacks(tmp_path):
         tmp_path / "sys",
         modules_root=tmp_path / "modules",
         tetragon_paths=(tmp_path / "none",),
-        import_bcc=lambda: "ModuleNotFoundError: bcc",
+        find_bcc=no_bcc,
         pmu=lambda: NO_PMU,
     )
     assert all(m.status == MISSING and m.missing and m.source is None for m in report.metrics)
     rq = report.get("runqueue_latency_p99_us")
     assert rq.blocked_by == ("bpf_privileges", "bcc", "kernel_headers", "tracefs")
-    assert any("CAP_BPF + CAP_PERFMON" in line for line in rq.missing)
+    assert any("needs CAP_BPF and CAP_PERFMON" in line for line in rq.missing)
     assert any("install python3-bpfcc" in line for line in rq.missing)
     assert report.get("cpu_psi_some").missing == (
         f"/proc/pressure/cpu avg10: psi_cpu: {tmp_path}/proc/pressure/cpu does not exist "
@@ -125,6 +148,32 @@ def test_assess_is_pure_over_probe_records(tmp_path):
     report = check_capabilities(**full_node(tmp_path))
     again = assess(report.probes)
     assert again == report.metrics
+
+
+def test_check_and_the_ebpf_collectors_agree_when_the_sources_are_missing(tmp_path):
+    """An install without the bpf/ sources: each eBPF collector reports them missing, and
+    ``--check`` calls its metrics missing for that very reason, in the same words (the same
+    source lookup and probes decide both)."""
+    opts = full_node(tmp_path)
+    empty = tmp_path / "no-bpf-sources"
+    empty.mkdir()
+    report = check_capabilities(**opts, bpf_dir=empty)
+    table = report.render_table()
+    collectors = (
+        RunqueueCollector(opts["sys_root"], proc_root=opts["proc_root"], bpf_dir=empty),
+        BlockIoCollector(opts["sys_root"], proc_root=opts["proc_root"], bpf_dir=empty),
+    )
+    for collector in collectors:
+        for m in collector.read().measurements:
+            assert m.value is None and m.reason.startswith(f"eBPF sources not found: {empty}/"), m
+            cap = report.get(m.metric)
+            ((source, _),) = SOURCES[m.metric]
+            assert (cap.status, cap.source) == (MISSING, None)
+            assert len(cap.blocked_by) == 1 and cap.missing == (f"{source}: {cap.blocked_by[0]}: {m.reason}",)
+            assert m.reason in table
+    assert table.startswith("12/15 metrics measurable on this node")
+    # the sources where the collectors look for them: nothing against these metrics any more
+    assert all(m.status == MEASURED for m in check_capabilities(**opts).metrics)
 
 
 def test_live_report_on_this_machine():

@@ -17,7 +17,9 @@ from agent.collectors.memory_bandwidth import (
     read_mbm_totals,
     resctrl_status,
 )
-from agent.collectors.perf_counters import CACHE_MISSES, CounterValue, PerfCounters, PerfSnapshot
+from agent.perf.counters import PerfCounters
+from agent.perf.events import CACHE_MISSES
+from agent.perf.intervals import CounterValue, PerfSnapshot
 
 FIXTURES = Path(__file__).parent / "fixtures" / "perf"
 SCENARIOS = json.loads((FIXTURES / "counters.json").read_text())["scenarios"]

@@ -20,30 +20,18 @@ import pytest
 from doubles import FakeClock
 
 from agent.collectors.base import FIRST_SAMPLE
-from agent.collectors.perf_counters import (
+from agent.collectors.perf_counters import CPI, LLC_MISS_RATIO, LLC_MPKI, PerfCountersCollector, perf_measurements
+from agent.cpu_lists import parse_cpu_list
+from agent.perf.counters import PerfCounters, probe_pmu
+from agent.perf.events import CACHE_MISSES, CACHE_REFERENCES, CYCLES, EVENTS, INSTRUCTIONS
+from agent.perf.intervals import CounterValue, PerfSnapshot, counter_delta, interval_counts
+from agent.perf.syscalls import (
     ATTR_DISABLED,
-    CACHE_MISSES,
-    CACHE_REFERENCES,
-    CPI,
-    CYCLES,
-    EVENTS,
-    INSTRUCTIONS,
-    LLC_MISS_RATIO,
-    LLC_MPKI,
     PERF_ATTR_SIZE_VER8,
     PERF_FORMAT_GROUP,
     PERF_TYPE_SOFTWARE,
-    CounterValue,
-    PerfCounters,
-    PerfCountersCollector,
     PerfEventAttr,
-    PerfSnapshot,
-    counter_delta,
-    interval_counts,
-    parse_cpu_list,
     parse_group_read,
-    perf_measurements,
-    probe_pmu,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "perf"

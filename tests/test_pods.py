@@ -18,25 +18,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from doubles import FakeClock
+from doubles import FakeClock, RecordedPodResolver
 
-from agent.pods import (
-    CPU_THROTTLED,
-    CPU_UTILIZATION,
-    CgroupIdIndex,
-    KubeletPodResolver,
-    PodCgroupRoots,
-    PodCpuSample,
-    PodCpuSampler,
-    PodListError,
-    PodOffender,
-    RecordedPodResolver,
-    cgroup2_root,
-    parse_cgroup_path,
-    per_pod_figures,
-    pods_from_podlist,
-    top_offenders,
-)
+from agent.cgroupfs.bandwidth import throttled_periods
+from agent.cgroupfs.hierarchies import cgroup_v2_root
+from agent.collectors.cgroup_throttle import CgroupThrottleCollector
+from agent.pods.cgroup_ids import CgroupIdIndex
+from agent.pods.cgroup_path import parse_cgroup_path
+from agent.pods.cpu import CPU_THROTTLED, CPU_UTILIZATION, PodCgroupRoots, PodCpuSample, PodCpuSampler, per_pod_figures
+from agent.pods.offenders import top_offenders
+from agent.pods.resolver import KubeletPodResolver, PodListError, pods_from_podlist
+from agent.vector import PodOffender
 from wire.schema import QoS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pods" / "kubelet-pods.json"
@@ -319,7 +311,7 @@ def test_kubelet_resolver_in_the_background_never_blocks_a_lookup():
 @pytest.fixture
 def pod_cgroup_v2():
     """A pod-shaped cgroup in this machine's cgroup2 hierarchy, removed afterwards."""
-    root = cgroup2_root("/sys")
+    root = cgroup_v2_root("/sys")[1]
     if root is None or os.geteuid() != 0:
         pytest.skip("needs root and a cgroup2 mount")
     top = root / f"ka-test-ids-{os.getpid()}"
@@ -435,6 +427,24 @@ def test_per_pod_cpu_share_and_throttling_v2(tmp_path):
     assert figures[CPU_UTILIZATION] == pytest.approx({UID: 0.25, CHECKOUT: 0.75})
     assert figures[CPU_THROTTLED] == pytest.approx({UID: 100 / 400})  # b has no limit: no periods, no figure
     assert sum(figures[CPU_UTILIZATION].values()) <= 1.0 + 1e-9  # parts never exceed the node
+
+
+def test_pod_and_node_throttling_come_from_one_walk(tmp_path):
+    """The node's cpu_throttled_ratio and the pods' are the same leaves' counters: with one
+    CPU-limited pod they agree, and the pods' periods add up to the node's."""
+    clock = FakeClock(100.0, 1_700_000_000_000)
+    v2_tree(tmp_path, {"a": 0, "b": 0}, {"a1": (100, 10), "a2": (100, 0), "b1": (0, 0)})
+    node, pods = CgroupThrottleCollector(tmp_path, clock=clock), PodCpuSampler(tmp_path, cpu_count=4, clock=clock)
+    node.read()
+    pods.read()  # both baselines
+    first = pods.sample()
+    v2_tree(tmp_path, {"a": 0, "b": 0}, {"a1": (300, 110), "a2": (300, 0), "b1": (0, 0)})
+    clock.t += 1.0
+    ratio = node.read().get(CPU_THROTTLED).value
+    assert pods.read()[CPU_THROTTLED] == pytest.approx({UID: ratio}) and ratio == pytest.approx(100 / 400)
+    later = pods.sample()
+    per_pod = [throttled_periods(first.bandwidth.get(uid, {}), leaves) for uid, leaves in later.bandwidth.items()]
+    assert sum(p for p, _ in per_pod) == 400 and sum(t for _, t in per_pod) == 100
 
 
 def test_per_pod_v1_split_hierarchies_and_restarts(tmp_path):

@@ -14,7 +14,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.push import Backoff
 from agent.tetragon import api_pb2
 from agent.tetragon.collector import PROCESS_CHURN, TetragonChurnCollector
 from agent.tetragon.events import EventKind, PodRef
@@ -26,6 +25,7 @@ from agent.tetragon.grpc_source import (
     record_from_response,
     unix_socket_path,
 )
+from wire.backoff import Backoff
 
 FAST = Backoff(initial_s=0.05, cap_s=0.2, jitter=0.0)
 _END = object()

@@ -2,7 +2,9 @@
 
 Every collector takes its root path (``proc_root``, ``sys_root``) and an injected clock,
 and returns a frozen :class:`~agent.collectors.base.Reading`. :func:`default_collectors`
-is the set this agent version runs.
+is the set this agent version runs. ``runqlat_program`` is the run-queue collector's
+eBPF program from Python; the kernel interfaces they share live beside this package
+(agent.ebpf, agent.perf, agent.cgroupfs).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from agent.collectors.ebpf_biolatency import BlockIoCollector
 from agent.collectors.ebpf_runqueue import RunqueueCollector
 from agent.collectors.meminfo import MeminfoCollector
 from agent.collectors.memory_bandwidth import MemoryBandwidthCollector
-from agent.collectors.perf_counters import CounterSource, PerfCounters, PerfCountersCollector
+from agent.collectors.perf_counters import PerfCountersCollector
 from agent.collectors.procstat import ProcStatCollector
 from agent.collectors.psi import PsiCollector
+from agent.perf.counters import CounterSource, PerfCounters
 
 if TYPE_CHECKING:  # agent.tetragon imports agent.collectors.base: import it lazily, never at the top
     from agent.tetragon import TetragonChurnCollector
@@ -67,7 +70,7 @@ def default_collectors(
         MeminfoCollector(proc_root, clock),
         CgroupThrottleCollector(sys_root, cgroup_root, clock),
         RunqueueCollector(sys_root, clock, proc_root=proc_root),
-        BlockIoCollector(sys_root, clock),
+        BlockIoCollector(sys_root, clock, proc_root=proc_root),
         PerfCountersCollector(perf, clock),
         MemoryBandwidthCollector(sys_root, perf, clock),
     ]

@@ -1,28 +1,21 @@
 """CPU throttling of pods: the share of CFS bandwidth periods in which a pod was throttled.
 
-cpu_throttled_ratio = sum(delta nr_throttled) / sum(delta nr_periods), summed over the
-*leaf* cgroups (the containers) under the Kubernetes pod cgroup root. CFS enforces a
-quota at every level that has one and counts a throttle only where the quota ran out;
-the kubelet puts each container's limit on the container cgroup, so that is where the
-throttling shows. Summing pod and container levels would count the same periods twice.
+The walk and the arithmetic are agent.cgroupfs.bandwidth's (pod attribution uses the same):
+sum(delta nr_throttled) / sum(delta nr_periods) over the *leaf* cgroups (the containers)
+under the Kubernetes pod cgroup root, where the kubelet puts each container's limit.
 
-cgroup v1 (``cpu`` controller) and v2 both write ``nr_periods`` and ``nr_throttled`` in
-``cpu.stat``. When the root exists but no period elapsed between two readings, the value
-is 0.0, not missing: that is a real measurement ("no CPU-limited container ran, so
-nothing was throttled"). It is missing when there is no pod root at all, when the cpu
-controller gives no bandwidth statistics, and on the first reading (no delta yet).
-
-The walk is bounded (``MAX_DEPTH``, ``MAX_CGROUPS``) and tolerates cgroups that vanish
-while it runs: a pod that ends between two readings just leaves the sum.
+When the root exists but no period elapsed between two readings, the value is 0.0, not
+missing: that is a real measurement ("no CPU-limited container ran, so nothing was
+throttled"). It is missing when there is no pod root at all, when the cpu controller
+gives no bandwidth statistics, and on the first reading (no delta yet).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from agent.cgroupfs.bandwidth import MAX_CGROUPS, MAX_DEPTH, BandwidthSample, read_bandwidth, throttled_periods
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import FIRST_SAMPLE, Measurement, Reading, clamp_ratio
 
@@ -39,63 +32,6 @@ ROOT_CANDIDATES = (
     "fs/cgroup/cpu/kubepods.slice",
     "fs/cgroup/cpu/kubepods",
 )
-#: kubepods/<qos>/pod<uid>/<container> is depth 3 (systemd driver the same); 6 leaves margin.
-MAX_DEPTH = 6
-#: Upper bound on cgroup directories visited per reading (a node runs at most a few hundred pods).
-MAX_CGROUPS = 5000
-
-
-@dataclass(frozen=True)
-class ThrottleSample:
-    """Bandwidth counters of every leaf cgroup under one root, at one instant."""
-
-    root: Path
-    counters: dict[str, tuple[int, int]]
-    """leaf path -> (nr_periods, nr_throttled); only leaves whose cpu.stat has both."""
-    leaves: int
-    truncated: bool
-
-
-def parse_cpu_stat(text: str) -> tuple[int, int] | None:
-    """(nr_periods, nr_throttled) from a cpu.stat, or None when the file has no bandwidth stats."""
-    fields = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            fields[parts[0]] = parts[1]
-    try:
-        return int(fields["nr_periods"]), int(fields["nr_throttled"])
-    except (KeyError, ValueError):
-        return None
-
-
-def leaf_cgroups(root: Path, max_depth: int = MAX_DEPTH, max_cgroups: int = MAX_CGROUPS) -> tuple[list[Path], bool]:
-    """Leaf directories under ``root`` (depth-bounded, count-bounded), and whether the bound cut the walk."""
-    leaves: list[Path] = []
-    stack = [(root, 0)]
-    visited = 0
-    while stack:
-        path, depth = stack.pop()
-        visited += 1
-        if visited > max_cgroups:
-            return leaves, True
-        children: list[Path] = []
-        if depth < max_depth:
-            try:
-                with os.scandir(path) as it:
-                    for entry in it:
-                        try:
-                            if entry.is_dir(follow_symlinks=False):
-                                children.append(Path(entry.path))
-                        except OSError:
-                            continue  # vanished between listing and stat
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                continue  # the cgroup went away mid-walk
-        if children:
-            stack.extend((c, depth + 1) for c in children)
-        else:
-            leaves.append(path)
-    return leaves, False
 
 
 class CgroupThrottleCollector:
@@ -115,7 +51,7 @@ class CgroupThrottleCollector:
         self.clock = clock
         self.max_depth = max_depth
         self.max_cgroups = max_cgroups
-        self._prev: ThrottleSample | None = None
+        self._prev: BandwidthSample | None = None
         self._warned_truncated = False
 
     @property
@@ -128,18 +64,8 @@ class CgroupThrottleCollector:
         """The pod cgroup root, looked up on every reading so a kubelet starting later is seen."""
         return next((c for c in self.candidates if c.is_dir()), None)
 
-    def sample(self, root: Path) -> ThrottleSample:
-        leaves, truncated = leaf_cgroups(root, self.max_depth, self.max_cgroups)
-        counters = {}
-        for leaf in leaves:
-            try:
-                text = (leaf / "cpu.stat").read_text()
-            except OSError:
-                continue  # no cpu.stat here, or the cgroup vanished
-            parsed = parse_cpu_stat(text)
-            if parsed is not None:
-                counters[str(leaf)] = parsed
-        return ThrottleSample(root, counters, len(leaves), truncated)
+    def sample(self, root: Path) -> BandwidthSample:
+        return read_bandwidth(root, self.max_depth, self.max_cgroups)
 
     def read(self) -> Reading:
         now = self.clock.monotonic()
@@ -175,16 +101,7 @@ class CgroupThrottleCollector:
             )
         if prev is None or prev.root != root:
             return Measurement.missing(CPU_THROTTLED, FIRST_SAMPLE)
-        periods = throttled = 0
-        for path, (p, t) in cur.counters.items():
-            before = prev.counters.get(path)
-            if before is None:
-                continue  # new container: no baseline yet
-            dp, dt = p - before[0], t - before[1]
-            if dp < 0 or dt < 0:
-                continue  # counters went backwards: the cgroup was recreated under the same name
-            periods += dp
-            throttled += dt
+        periods, throttled = throttled_periods(prev.counters, cur.counters)
         if periods == 0:
             return Measurement.measured(CPU_THROTTLED, 0.0)
         return Measurement.measured(CPU_THROTTLED, clamp_ratio(throttled / periods))

@@ -4,7 +4,7 @@ The kernel times every request from block_rq_issue to block_rq_complete (device 
 time, keyed by device and sector) into a log2 histogram in microseconds, for the node
 (cumulative; each read takes the delta) and per device (drained each read). The metric
 is the p99 of the interval in milliseconds, interpolated within its log2 slot (see
-:meth:`agent.ebpf.loader.Log2Histogram.quantile`).
+:meth:`agent.ebpf.histogram.Log2Histogram.quantile`).
 
 An interval in which no request completed reports the metric missing with
 :data:`NO_IO` - not 0 ms: an idle disk has no latency, not a zero one.
@@ -27,8 +27,13 @@ from typing import Protocol
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import Measurement, Reading, all_missing
-from agent.ebpf import loader as bpfload
-from agent.ebpf.loader import Attach, BpfUnavailable, KaLatency, LoadedProgram, Log2Histogram, ProgramSpec
+from agent.ebpf import loader
+from agent.ebpf.debug_cli import debug_main
+from agent.ebpf.histogram import HIST_SLOTS, KaLatency, Log2Histogram
+from agent.ebpf.loader import DEFAULT_LOAD_TIMEOUT_S, LoadedProgram
+from agent.ebpf.maps import sum_percpu
+from agent.ebpf.probes import BpfUnavailable
+from agent.ebpf.program import Attach, ProgramSpec
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +74,7 @@ class BlockIoTotals:
     inflight_drops: int = 0
     """Issues not tracked (the in-flight map refused the update)."""
     disk_drops: int = 0
-    latency: Log2Histogram = Log2Histogram((0,) * bpfload.HIST_SLOTS)
+    latency: Log2Histogram = Log2Histogram((0,) * HIST_SLOTS)
     """Issue -> completion, log2 slots in µs; its total is the number of completed requests."""
     latency_sum_ns: int = 0
 
@@ -154,7 +159,7 @@ class BpfBlockIoSource:
         self.program = program
 
     def totals(self) -> BlockIoTotals:
-        node = bpfload.sum_percpu(self.program.maps["node_stats"].lookup_percpu(bytes(4)), _BioNode)
+        node = sum_percpu(self.program.maps["node_stats"].lookup_percpu(bytes(4)), _BioNode)
         return BlockIoTotals(
             latency=node.latency.histogram(),
             latency_sum_ns=node.latency.sum_ns,
@@ -189,7 +194,9 @@ class BlockIoCollector:
         source: BlockIoSource | None = None,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         max_disks: int = DEFAULT_MAX_DISKS,
-        load_timeout_s: float = bpfload.DEFAULT_LOAD_TIMEOUT_S,
+        load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+        proc_root: str | Path = "/proc",
+        bpf_dir: Path | None = None,
     ):
         self.sys_root = Path(sys_root)
         self.clock = clock
@@ -199,7 +206,7 @@ class BlockIoCollector:
         if source is None:
             spec = program_spec(max_inflight, max_disks)
             try:
-                self.program = bpfload.load(spec, sys_root, timeout_s=load_timeout_s)
+                self.program = loader.load(spec, sys_root, bpf_dir, load_timeout_s, proc_root)
             except BpfUnavailable as err:
                 self.unavailable = err.reason
                 log.warning("eBPF block-IO collector unavailable: %s", err.reason)
@@ -273,7 +280,7 @@ def describe(r: BlockIoReading) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return bpfload.debug_main(
+    return debug_main(
         argv, "Print block-IO latency readings every interval.", program_spec(), BlockIoCollector, describe
     )
 

@@ -1,8 +1,7 @@
 """eBPF run-queue latency (metric 5) and cross-cgroup preemptions (metric 6): bpf/runqlat.bpf.c.
 
-The kernel builds log2 histograms of run-queue waits (wakeup or preemption -> switch-in)
-for the node and per cgroup, and counts preemptions of a still-runnable task by a task
-of another cgroup, per cgroup and per (preemptor, victim) pair. Each :meth:`read` takes
+The program's Python side (structures, cflags, the source reading its maps) is
+agent.collectors.runqlat_program; this module is the collector. Each :meth:`read` takes
 the node figures as deltas of cumulative counters (nothing is lost between reads) and
 drains the per-cgroup maps (so they only ever hold the cgroups active in one interval).
 
@@ -16,16 +15,17 @@ Missing, never 0:
 * Which cgroup: on a cgroup v2 host, the cgroup v2 id (bpf_get_current_cgroup_id), compared
   in the kernel. On cgroup v1 and v1-hybrid hosts every task has the same v2 id and the
   kubelet places pods in the v1 hierarchies, so the program is built with KA_PAIRS_BY_TGID:
-  it records each preemption as a (preemptor process, victim process) pair, and
-  :class:`TaskCgroups` compares the two processes' cpu-controller paths from
-  ``/proc/<tgid>/cgroup`` in user space. A pair whose process exited before it could be
-  looked up is left out (counted in :attr:`RunqueueReading.unresolved_preemptions`). With
-  no cpu controller mounted at all, metric 6 is missing with that reason.
+  it records each preemption as a (preemptor process, victim process) pair, and the
+  collector compares the two processes' cpu-controller paths from ``/proc/<tgid>/cgroup``
+  (agent.cgroupfs.task_cgroups) in user space. A pair whose process exited before it could
+  be looked up is left out (counted in :attr:`RunqueueReading.unresolved_preemptions`).
+  With no cpu controller mounted at all, metric 6 is missing with that reason.
 
 Per-cgroup figures for attribution are in :attr:`RunqueueReading.cgroups` and
 :attr:`RunqueueReading.preemptions`, keyed by cgroup v2 id = the inode number of the
-cgroup's directory in the cgroup2 mount (:func:`cgroup_id`); on v1 hosts the cross-cgroup
-pairs are in :attr:`RunqueueReading.path_preemptions`, keyed by cgroup path.
+cgroup's directory in the cgroup2 mount (agent.cgroupfs.hierarchies.cgroup_id); on v1
+hosts the cross-cgroup pairs are in :attr:`RunqueueReading.path_preemptions`, keyed by
+cgroup path.
 
 ``python -m agent.collectors.ebpf_runqueue`` prints readings every second;
 ``--ebpf`` prints the C program with its cflags instead.
@@ -33,48 +33,37 @@ pairs are in :attr:`RunqueueReading.path_preemptions`, keyed by cgroup path.
 
 from __future__ import annotations
 
-import ast
-import ctypes
 import logging
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
 
+from agent.cgroupfs.hierarchies import cgroup_v2_root, v1_cpu_hierarchy
+from agent.cgroupfs.task_cgroups import TaskCgroups
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import Measurement, Reading, all_missing
-from agent.ebpf import loader as bpfload
-from agent.ebpf.loader import Attach, BpfUnavailable, KaLatency, LoadedProgram, Log2Histogram, ProgramSpec
+from agent.collectors.runqlat_program import (
+    DEFAULT_MAX_CGROUPS,
+    DEFAULT_MAX_PREEMPT_PAIRS,
+    DEFAULT_MAX_TASKS,
+    PROGRAM,
+    BpfRunqueueSource,
+    CgroupRunqueue,
+    RunqueueSource,
+    RunqueueTotals,
+    program_spec,
+)
+from agent.ebpf import loader
+from agent.ebpf.debug_cli import debug_main
+from agent.ebpf.loader import DEFAULT_LOAD_TIMEOUT_S, LoadedProgram
+from agent.ebpf.probes import BpfUnavailable
 
 log = logging.getLogger(__name__)
 
 RUNQUEUE_P99 = "runqueue_latency_p99_us"
 CROSS_CGROUP = "cross_cgroup_preemptions_per_s"
-PROGRAM = "runqlat.bpf.c"
-
-DEFAULT_MAX_TASKS = 16384
-DEFAULT_MAX_CGROUPS = 1024
-DEFAULT_MAX_PREEMPT_PAIRS = 4096
-#: TASK_REPORT_MAX - 1 since Linux 4.14, used when the tracepoint's print fmt cannot be parsed.
-DEFAULT_TASK_STATE_MASK = 0xFF
-#: How long a process's cgroup path, once read from /proc/<tgid>/cgroup, is trusted.
-TASK_CGROUP_TTL_S = 10.0
-#: Processes whose cgroup path is remembered at most (the cache is emptied when full).
-TASK_CGROUP_MAX = 16384
-
-#: Node counters, in the order of enum ka_rq_counter in bpf/runqlat.bpf.c.
-RQ_COUNTERS = (
-    "switches",
-    "preemptions",
-    "cross_cgroup",
-    "unknown_cgroup",
-    "unattributed",
-    "cgroup_drops",
-    "pair_drops",
-)
 
 NO_WAITS = "no task waited in a run queue in the interval (no wakeup or preemption followed by a switch-in)"
 NO_SWITCHES = "no sched_switch event in the interval: the eBPF program is not running"
@@ -85,89 +74,6 @@ NO_CPU_HIERARCHY = (
 V1_SOURCE = (
     "cgroup v1 cpu hierarchy: each preempting and preempted process's /proc/<pid>/cgroup, compared in user space"
 )
-
-
-# ------------------------------------------------------------------ kernel structures
-
-
-class _RqNode(ctypes.Structure):  # struct ka_rq_node
-    _fields_ = [("counters", ctypes.c_uint64 * len(RQ_COUNTERS)), ("delay", KaLatency)]
-
-
-class _RqCgroup(ctypes.Structure):  # struct ka_rq_cgroup
-    _fields_ = [("delay", KaLatency), ("preempted_others", ctypes.c_uint64), ("preempted_by_others", ctypes.c_uint64)]
-
-
-class _PreemptPair(ctypes.Structure):  # struct ka_preempt_pair
-    _fields_ = [("preemptor", ctypes.c_uint64), ("victim", ctypes.c_uint64)]
-
-
-_U32, _U64 = 4, 8
-MAPS = {
-    "node_stats": (_U32, ctypes.sizeof(_RqNode)),
-    "cgroups": (_U64, ctypes.sizeof(_RqCgroup)),
-    "preempt_pairs": (ctypes.sizeof(_PreemptPair), _U64),
-}
-
-
-# ------------------------------------------------------------------ typed figures
-
-
-@dataclass(frozen=True)
-class RunqueueTotals:
-    """Node-wide figures: cumulative since load from the source, per interval in a reading."""
-
-    switches: int = 0
-    preemptions: int = 0
-    """Switches where the outgoing task was still runnable (preempted or yielded)."""
-    cross_cgroup: int = 0
-    """... and the incoming task belongs to another cgroup."""
-    unknown_cgroup: int = 0
-    """... but the incoming task's cgroup was not known yet (not counted as cross-cgroup)."""
-    unattributed: int = 0
-    """Waits counted for the node only: the task's cgroup was not known yet (it has not left a
-    CPU since the program was loaded)."""
-    cgroup_drops: int = 0
-    """Per-cgroup updates lost because MAX_CGROUPS cgroups were already active in the interval."""
-    pair_drops: int = 0
-    delay: Log2Histogram = Log2Histogram((0,) * bpfload.HIST_SLOTS)
-    """Run-queue waits, log2 slots in µs."""
-    delay_sum_ns: int = 0
-
-    def __sub__(self, earlier: RunqueueTotals) -> RunqueueTotals:
-        counts = {name: getattr(self, name) - getattr(earlier, name) for name in _RQ_COUNTS}
-        return RunqueueTotals(delay=self.delay - earlier.delay, **counts)
-
-    @property
-    def went_backwards(self) -> bool:
-        return any(getattr(self, n) < 0 for n in _RQ_COUNTS) or min(self.delay.slots) < 0
-
-
-_RQ_COUNTS = (*RQ_COUNTERS, "delay_sum_ns")
-
-
-@dataclass(frozen=True)
-class CgroupRunqueue:
-    """One cgroup's run-queue figures over one interval (for per-pod attribution)."""
-
-    cgroup_id: int
-    """cgroup v2 id: the inode number of the cgroup's directory in the cgroup2 mount."""
-    delay_count: int
-    """Run-queue waits of the cgroup's tasks (switch-ins after a wait)."""
-    delay_sum_ns: int
-    delay: Log2Histogram
-    preemptions_caused: int
-    """Times a task of this cgroup took the CPU from a runnable task of another cgroup."""
-    preemptions_suffered: int
-    """Times a runnable task of this cgroup lost the CPU to a task of another cgroup."""
-
-    @property
-    def delay_mean_us(self) -> float | None:
-        return self.delay_sum_ns / self.delay_count / 1000 if self.delay_count else None
-
-    @property
-    def delay_p99_us(self) -> float | None:
-        return self.delay.quantile(0.99)
 
 
 @dataclass(frozen=True)
@@ -206,211 +112,6 @@ class RunqueueReading(Reading):
         return {CROSS_CGROUP: caused}
 
 
-# ------------------------------------------------------------------ the source
-
-
-class RunqueueSource(Protocol):
-    """Where the figures come from: the loaded program, or a test double."""
-
-    def totals(self) -> RunqueueTotals: ...
-
-    def drain(
-        self, cgroups: bool = True, pairs: bool = True
-    ) -> tuple[dict[int, CgroupRunqueue], dict[tuple[int, int], int]]:
-        """Per-cgroup figures and preemption pairs since the last drain (a map not asked for is left)."""
-
-    def close(self) -> None: ...
-
-
-def task_state_mask(print_fmt: str) -> int | None:
-    """TASK_REPORT_MAX - 1 from sched_switch's print fmt (the bits that mean "not runnable").
-
-    The fmt reads ``(REC->prev_state & ((((0x0 | 0x1 | ... | 0x40) + 1) << 1) - 1)) ? ...``;
-    the first masked expression is evaluated with integer | + - << only. None if absent.
-    """
-    start = print_fmt.find("REC->prev_state & (")
-    if start < 0:
-        return None
-    i = start + len("REC->prev_state & ")
-    depth = 0
-    for j in range(i, len(print_fmt)):
-        depth += {"(": 1, ")": -1}.get(print_fmt[j], 0)
-        if depth == 0:
-            expr = print_fmt[i : j + 1]
-            break
-    else:
-        return None
-    try:
-        value = _int_expr(ast.parse(expr, mode="eval").body)
-    except (SyntaxError, ValueError):
-        return None
-    return value if 0 < value < 1 << 16 else None
-
-
-def _int_expr(node: ast.AST) -> int:
-    ops = {
-        ast.BitOr: lambda a, b: a | b,
-        ast.Add: lambda a, b: a + b,
-        ast.Sub: lambda a, b: a - b,
-        ast.LShift: lambda a, b: a << b,
-    }
-    if isinstance(node, ast.Constant) and isinstance(node.value, int):
-        return node.value
-    if isinstance(node, ast.BinOp) and type(node.op) in ops:
-        return ops[type(node.op)](_int_expr(node.left), _int_expr(node.right))
-    raise ValueError(f"not an integer expression: {ast.dump(node)}")
-
-
-def program_spec(
-    max_cgroups: int = DEFAULT_MAX_CGROUPS,
-    max_tasks: int = DEFAULT_MAX_TASKS,
-    max_pairs: int = DEFAULT_MAX_PREEMPT_PAIRS,
-    sys_root: str | Path = "/sys",
-    pairs_by_tgid: bool | None = None,
-) -> ProgramSpec:
-    """The program's cflags and attach points; probes sched_switch's prev_state encoding.
-
-    ``pairs_by_tgid`` (default: on unless the host is pure cgroup v2) builds the program
-    to record preemptions per process pair for :class:`TaskCgroups` (see the module doc).
-    """
-    if pairs_by_tgid is None:
-        pairs_by_tgid = cgroup_v2_root(sys_root)[0] != "v2"
-    mask = DEFAULT_TASK_STATE_MASK
-    try:
-        fmt = bpfload.read_tracepoint(bpfload.find_tracefs(sys_root), "sched:sched_switch")
-        mask = task_state_mask(fmt.print_fmt) or DEFAULT_TASK_STATE_MASK
-    except BpfUnavailable:
-        pass  # load() probes again and reports it
-    for name, value in (("max_cgroups", max_cgroups), ("max_tasks", max_tasks), ("max_pairs", max_pairs)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
-    return ProgramSpec(
-        PROGRAM,
-        cflags={
-            "MAX_CGROUPS": max_cgroups,
-            "MAX_TASKS": max_tasks,
-            "MAX_PREEMPT_PAIRS": max_pairs,
-            "KA_TASK_STATE_MASK": hex(mask),
-            "KA_PAIRS_BY_TGID": int(pairs_by_tgid),
-        },
-        attach=(
-            Attach("sched:sched_switch", "ka_rq_switch", ("prev_pid", "prev_state", "next_pid")),
-            Attach("sched:sched_wakeup", "ka_rq_wakeup", ("pid",)),
-            Attach("sched:sched_wakeup_new", "ka_rq_wake_new", ("pid",), required=False),
-        ),
-        maps=MAPS,
-    )
-
-
-class BpfRunqueueSource:
-    """The loaded bpf/runqlat.bpf.c."""
-
-    def __init__(self, program: LoadedProgram):
-        self.program = program
-
-    def totals(self) -> RunqueueTotals:
-        node = bpfload.sum_percpu(self.program.maps["node_stats"].lookup_percpu(bytes(_U32)), _RqNode)
-        counts = dict(zip(RQ_COUNTERS, node.counters, strict=True))
-        return RunqueueTotals(delay=node.delay.histogram(), delay_sum_ns=node.delay.sum_ns, **counts)
-
-    def drain(
-        self, cgroups: bool = True, pairs: bool = True
-    ) -> tuple[dict[int, CgroupRunqueue], dict[tuple[int, int], int]]:
-        out_cgroups, out_pairs = {}, {}
-        for key, raw in self.program.maps["cgroups"].drain() if cgroups else ():
-            cg_id = int.from_bytes(key, sys.byteorder)
-            v = _RqCgroup.from_buffer_copy(raw[: ctypes.sizeof(_RqCgroup)])
-            out_cgroups[cg_id] = CgroupRunqueue(
-                cg_id, v.delay.count, v.delay.sum_ns, v.delay.histogram(), v.preempted_others, v.preempted_by_others
-            )
-        for key, raw in self.program.maps["preempt_pairs"].drain() if pairs else ():
-            p = _PreemptPair.from_buffer_copy(key)
-            out_pairs[(p.preemptor, p.victim)] = int.from_bytes(raw[:_U64], sys.byteorder)
-        return out_cgroups, out_pairs
-
-    def close(self) -> None:
-        self.program.close()
-
-
-# ------------------------------------------------------------------ cgroup layout
-
-
-def cgroup_v2_root(sys_root: str | Path = "/sys") -> tuple[str, Path | None]:
-    """("v2", /sys/fs/cgroup), ("hybrid", /sys/fs/cgroup/unified) or ("v1", None)."""
-    base = Path(sys_root) / "fs" / "cgroup"
-    if (base / "cgroup.controllers").exists():
-        return "v2", base
-    if (base / "unified" / "cgroup.controllers").exists():
-        return "hybrid", base / "unified"
-    return "v1", None
-
-
-def v1_cpu_hierarchy(sys_root: str | Path = "/sys") -> Path | None:
-    """The cgroup v1 hierarchy that has the cpu controller (``cpu`` or ``cpu,cpuacct``), if mounted."""
-    base = Path(sys_root) / "fs" / "cgroup"
-    try:
-        with os.scandir(base) as entries:
-            for e in sorted(entries, key=lambda e: e.name):
-                if "cpu" in e.name.split(",") and e.is_dir():
-                    return Path(e.path)
-    except OSError:
-        pass
-    return None
-
-
-class TaskCgroups:
-    """A process's cgroup v1 cpu-controller path, from ``/proc/<tgid>/cgroup``, cached for a while.
-
-    Pods are not moved between cgroups, so a path read once is trusted for ``ttl_s``; the
-    cache is bounded and emptied when full. None: the process is gone (or has no cpu line).
-    """
-
-    def __init__(
-        self,
-        proc_root: str | Path = "/proc",
-        clock: Clock = SYSTEM_CLOCK,
-        ttl_s: float = TASK_CGROUP_TTL_S,
-        max_entries: int = TASK_CGROUP_MAX,
-    ):
-        self.proc_root = str(proc_root)
-        self.clock = clock
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._paths: dict[int, tuple[float, str | None]] = {}
-
-    def path(self, tgid: int) -> str | None:
-        """Also remembered: "gone" (a dead process turns up in many pairs of one interval)."""
-        now = self.clock.monotonic()
-        hit = self._paths.get(tgid)
-        if hit is not None and now - hit[0] < self.ttl_s:
-            return hit[1]
-        if len(self._paths) >= self.max_entries:
-            self._paths.clear()
-        found = self._paths[tgid] = (now, self._read(tgid))
-        return found[1]
-
-    def _read(self, tgid: int) -> str | None:
-        try:
-            with open(f"{self.proc_root}/{tgid}/cgroup") as f:
-                text = f.read()
-        except OSError:
-            return None
-        for line in text.splitlines():
-            _hid, _, rest = line.partition(":")
-            controllers, _, path = rest.partition(":")
-            if "cpu" in controllers.split(","):
-                return path
-        return None
-
-
-def cgroup_id(path: str | Path) -> int:
-    """The cgroup v2 id of a cgroup directory in the cgroup2 mount, as the kernel reports it."""
-    return os.stat(path).st_ino
-
-
-# ------------------------------------------------------------------ the collector
-
-
 class RunqueueCollector:
     name = "ebpf_runqueue"
     metrics = (RUNQUEUE_P99, CROSS_CGROUP)
@@ -424,8 +125,9 @@ class RunqueueCollector:
         max_cgroups: int = DEFAULT_MAX_CGROUPS,
         max_tasks: int = DEFAULT_MAX_TASKS,
         max_pairs: int = DEFAULT_MAX_PREEMPT_PAIRS,
-        load_timeout_s: float = bpfload.DEFAULT_LOAD_TIMEOUT_S,
+        load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
         proc_root: str | Path = "/proc",
+        bpf_dir: Path | None = None,
     ):
         self.sys_root = Path(sys_root)
         self.clock = clock
@@ -439,7 +141,7 @@ class RunqueueCollector:
         if source is None:
             spec = program_spec(max_cgroups, max_tasks, max_pairs, sys_root, pairs_by_tgid=self.by_tgid)
             try:
-                self.program = bpfload.load(spec, sys_root, timeout_s=load_timeout_s)
+                self.program = loader.load(spec, sys_root, bpf_dir, load_timeout_s, proc_root)
             except BpfUnavailable as err:
                 self.unavailable = err.reason
                 log.warning("eBPF run-queue collector unavailable: %s", err.reason)
@@ -566,9 +268,7 @@ def describe(r: RunqueueReading) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return bpfload.debug_main(
-        argv, "Print run-queue readings every interval.", program_spec(), RunqueueCollector, describe
-    )
+    return debug_main(argv, "Print run-queue readings every interval.", program_spec(), RunqueueCollector, describe)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ from pathlib import Path
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.collectors.base import FIRST_SAMPLE, Measurement, Reading
-from agent.collectors.perf_counters import CACHE_MISSES, CounterSource, PerfSnapshot, interval_counts
+from agent.perf.counters import CounterSource
+from agent.perf.events import CACHE_MISSES
+from agent.perf.intervals import PerfSnapshot, interval_counts
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,13 @@ import threading
 import grpc
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.push import Backoff
 from agent.tetragon import api_pb2
 from agent.tetragon.events import KIND_BY_KEY, RATE_LIMIT_KEY, PodRef, ProcessEvent, RateLimited
 from agent.tetragon.parse import OutcomeCounter, ParseCounts
 from agent.tetragon.source import SourceStatus
 from agent.tetragon.tally import DEFAULT_MAX_PODS, Tally, TallyCounter
+from wire.address import AddressError, parse_host_port
+from wire.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,9 @@ def grpc_address_problem(address: str) -> str | None:
     """Why ``address`` is not a gRPC address this source can dial, or None."""
     if address.startswith("unix:"):
         return None if unix_socket_path(address) else f"no socket path in {address!r}"
-    hostport = address.removeprefix("dns:///")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    try:
+        parse_host_port(address.removeprefix("dns:///"))
+    except AddressError:
         return f"expected unix:///PATH or HOST:PORT, got {address!r}"
     return None
 
@@ -182,7 +183,7 @@ class GrpcEventSource:
             if self._stop.is_set():
                 break
             failures = 1 if was_live else failures + 1
-            delay = self.backoff.delay(failures, self.rng)
+            delay = self.backoff.delay(failures, self.rng.random)
             now = self.clock.monotonic()
             if was_live or down_logged_at is None or now - down_logged_at >= STILL_DOWN_REMINDER_S:
                 log.warning("%s; process churn falls back to /proc/stat; retrying in %.1f s", reason, delay)
