@@ -28,11 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from inference.model import OUTPUT_LOG_SLOWDOWN, InterferenceModel  # noqa: E402
-from scorer import export, train  # noqa: E402
-from scorer.calibration.data import load  # noqa: E402
+from scorer import export  # noqa: E402
+from scorer.calibration.data import DEFAULT_DATA, load  # noqa: E402
+from scorer.training import DEFAULT_CALIBRATED_ROWS, fit_calibrated  # noqa: E402
 from wire import schema
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "scorer" / "data" / "calibration"
 SIZES = (10, 1000)
 #: The original design's published figures: mean inference for 10 nodes (ms), file size (KB).
 PUBLISHED = {"mlp": {"mean_ms_10": 0.064, "size_kb": 17.3}, "xgboost": {"mean_ms_10": 0.342, "size_kb": 494.0}}
@@ -57,8 +57,8 @@ def main() -> int:
     p.add_argument(
         "--rows",
         type=int,
-        default=train.DEFAULT_CALIBRATED_ROWS,
-        help=f"synthetic rows (default {train.DEFAULT_CALIBRATED_ROWS}, as `train --data`)",
+        default=DEFAULT_CALIBRATED_ROWS,
+        help=f"synthetic rows (default {DEFAULT_CALIBRATED_ROWS}, as `train --data`)",
     )
     p.add_argument("--iterations", type=int, default=2000, help="timed inference calls per case (default 2000)")
     p.add_argument("--warmup", type=int, default=200, help="untimed calls first (default 200)")
@@ -71,7 +71,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ka-bench-models-") as tmp:
         for kind in ("mlp", "xgboost"):
             t0 = time.monotonic()
-            got = train.fit_calibrated(kind, cal, args.rows, seed=0)
+            got = fit_calibrated(kind, cal, args.rows, seed=0)
             total_s = time.monotonic() - t0
             meta = {
                 "model_version": f"bench-{kind}",

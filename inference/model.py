@@ -14,7 +14,7 @@ The model file contract (written by ``scorer.export``):
   ``output`` says ``log_slowdown`` (exponentiated here) or ``slowdown``;
 * ``metadata_props``: ``model_version``, ``schema_version``, ``feature_names`` (a JSON
   list) and ``output`` are required; training provenance and validation figures ride
-  along (see ``scorer.train``).
+  along (see ``scorer.training``).
 
 This module needs only NumPy and ONNX Runtime — no scikit-learn — so the aggregator does
 not pay for the training stack.

@@ -36,7 +36,7 @@ def mlp_to_onnx(estimator) -> onnx.ModelProto:
 
 
 def xgboost_to_onnx(estimator) -> onnx.ModelProto:
-    """A scikit-learn pipeline ending in an ``XGBRegressor`` (``scorer.train.xgboost_estimator``)."""
+    """A scikit-learn pipeline ending in an ``XGBRegressor`` (``scorer.regressors.xgboost_estimator``)."""
     from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
     from skl2onnx import convert_sklearn, update_registered_converter
     from skl2onnx.common.data_types import FloatTensorType

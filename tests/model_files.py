@@ -61,9 +61,9 @@ def default_with(**props: str) -> bytes:
 
 
 def trained_model(path: Path, seed: int = 7, rows: int = 2000) -> Path:
-    """A real MLP from scorer.train + scorer.export on ``rows`` synthetic rows (a few seconds)."""
-    from scorer import export, train
+    """A real MLP from scorer.training + scorer.export on ``rows`` synthetic rows (a few seconds)."""
+    from scorer import export, training
 
-    result = train.train(kind="mlp", rows=rows, seed=seed)
+    result = training.train(kind="mlp", rows=rows, seed=seed)
     export.write(result.onnx_model, result.metadata, path)
     return path

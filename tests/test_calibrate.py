@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from procs import REPO
 
-from contention_lab import antagonists, cgroups, drivers
+from contention_lab import antagonists, cgroups, drivers, plan
 from scorer.calibration.rows import CalibrationError, load_rows
 
 KA = [sys.executable, "-m", "kubeattention.cli"]
@@ -176,6 +176,22 @@ def test_tiny_real_calibration_is_measured_and_resumable(tmp_path):
     assert more.returncode == 3 and "3 runs left" in more.stderr, more.stderr[-2000:]
     assert json.loads((out / "plan.json").read_text())["repeats"] == 2
     assert (out / "calibration.jsonl").read_text().splitlines() == lines  # nothing measured, nothing lost
+
+
+def test_schedule_puts_alone_runs_first_every_n_and_last_in_a_seeded_order():
+    configs = ["none", "cpu-q10", "cpu-q25", "io-q50", "membw-q100", "fork-q200"]
+    p = {"antagonists": configs, "repeats": 2, "alone_every": 2, "seed": 5}
+    order = plan.schedule(p)
+    assert order == plan.schedule(p)  # seeded
+    for rep in (1, 2):
+        steps = [(slot, c.name) for r, slot, c in order if r == rep]
+        assert [name for _, name in steps[::3]] == ["none"] * 3 and steps[-1] == (3, "none")
+        assert [slot for slot, name in steps if name == "none"] == [0, 1, 2, 3]
+        assert sorted(name for _, name in steps if name != "none") == sorted(configs[1:])
+    first, second = ([c.name for r, _, c in order if r == rep] for rep in (1, 2))
+    assert first != second  # each repetition in its own order
+    keys = {plan.row_key(r, c.name, "batch", slot) for r, slot, c in order}
+    assert len(keys) == len(order) and "r2/none.3/batch" in keys and "r1/cpu-q10/batch" in keys
 
 
 def test_ladder_intensities_follow_the_quota():

@@ -17,6 +17,12 @@ from scorer.calibration.rows import load_rows
 FIXTURE = Path(__file__).parent / "fixtures" / "calibration-small.jsonl"
 
 
+def noise_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "scorer.calibration.noise", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_one_repetition_has_no_pairs_and_no_made_up_figure():
     s = noise.summarise(load_rows(FIXTURE))
     assert s["pairs"] == 0 and np.isnan(s["retest_spearman"])
@@ -40,19 +46,7 @@ def test_pairs_compare_each_configuration_with_its_own_repeat(tmp_path):
     assert s["retest_spearman"] > 0.9  # the repeat is a monotone copy (clamping at 1 adds ties)
     path = tmp_path / "calibration.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows + second))
-    out = subprocess.run(
-        [sys.executable, "-m", "scorer.calibration.noise", str(tmp_path), "--repeats", "1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = noise_command(str(tmp_path), "--repeats", "1")
     assert out.returncode == 0 and "| all rows | | | nan | | 0 |" in out.stdout, out.stderr
-    bad = subprocess.run(
-        [sys.executable, "-m", "scorer.calibration.noise", str(tmp_path), "--repeats", "0"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = noise_command(str(tmp_path), "--repeats", "0")
     assert bad.returncode == 2 and "--repeats: must be >= 1, got 0" in bad.stderr

@@ -150,14 +150,14 @@ def test_bad_arguments_are_refused(tmp_path):
     assert p.returncode == 2 and "--repeats: must be >= 1, got 0" in p.stderr
     p = run("--data", str(FIXTURE), "--model", "mlp,forest")
     assert (
-        p.returncode == 2 and "--model: expected a comma-separated list of mlp, xgboost, got 'mlp,forest'" in p.stderr
+        p.returncode == 2 and "--model: unknown 'forest'; expected a comma-separated list of mlp, xgboost" in p.stderr
     )
 
 
 def test_retest_pairs_each_run_with_the_median_of_its_other_repetitions():
     from types import SimpleNamespace
 
-    from scorer.evaluate_cli import retest_spearman
+    from scorer.held_out import retest_spearman
 
     # Two configurations x one profile, three repetitions each, plus alone runs (left out).
     cal = SimpleNamespace(

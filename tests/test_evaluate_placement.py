@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scorer import placement
-from scorer.evaluate_cli import EvaluateError, config_folds
+from scorer.held_out import EvaluateError, config_folds
 from wire import schema
 
 SLOWDOWN = np.array([1.0, 2.0, 4.0, 1.2])

@@ -10,7 +10,7 @@ import pytest
 
 from inference.model import InterferenceModel
 from kubeattention import cli
-from scorer import contention, evaluate, export, train
+from scorer import contention, evaluate, export, regressors, training
 from wire import schema
 
 SMALL_ROWS = 3000
@@ -18,35 +18,35 @@ SMALL_ROWS = 3000
 
 @pytest.fixture(scope="module")
 def mlp_result():
-    return train.train(kind="mlp", rows=SMALL_ROWS, seed=1)
+    return training.train(kind="mlp", rows=SMALL_ROWS, seed=1)
 
 
 def test_mlp_onnx_matches_scikit_learn(mlp_result):
     X = mlp_result.data.X[mlp_result.holdout_index]
     sk = mlp_result.estimator.predict(X)
-    ox = train.onnx_predict_log(mlp_result.onnx_model, X)
+    ox = regressors.onnx_predict_log(mlp_result.onnx_model, X)
     np.testing.assert_allclose(ox, sk, atol=1e-4, rtol=0)
 
 
 @pytest.fixture(scope="module")
 def xgb_result():
-    return train.train(kind="xgboost", rows=SMALL_ROWS, seed=1)
+    return training.train(kind="xgboost", rows=SMALL_ROWS, seed=1)
 
 
 def test_xgboost_onnx_matches_xgboost(xgb_result):
     X = xgb_result.data.X[xgb_result.holdout_index]
     np.testing.assert_allclose(
-        train.onnx_predict_log(xgb_result.onnx_model, X), xgb_result.estimator.predict(X), atol=1e-4, rtol=0
+        regressors.onnx_predict_log(xgb_result.onnx_model, X), xgb_result.estimator.predict(X), atol=1e-4, rtol=0
     )
     assert xgb_result.metadata["model_version"].startswith("xgb-")
-    assert xgb_result.metadata["hyperparameters"]["monotone_increasing"] == list(train.MONOTONE_METRICS)
+    assert xgb_result.metadata["hyperparameters"]["monotone_increasing"] == list(regressors.MONOTONE_METRICS)
 
 
 def test_xgboost_never_scores_more_contention_as_better(xgb_result):
     # Sweep each constrained metric from 0 to 1 on real hold-out rows (where it is measured):
     # the exported model's predicted slowdown never goes down.
     X = xgb_result.data.X[xgb_result.holdout_index][:200]
-    for name in train.MONOTONE_METRICS:
+    for name in regressors.MONOTONE_METRICS:
         i = schema.FEATURE_NAMES.index(name)
         rows = X[X[:, i] != schema.MISSING]
         grid = np.linspace(0.0, 1.0, 11, dtype=np.float32)
@@ -54,7 +54,7 @@ def test_xgboost_never_scores_more_contention_as_better(xgb_result):
         for v in grid:
             Z = rows.copy()
             Z[:, i] = v
-            preds.append(train.onnx_predict_log(xgb_result.onnx_model, Z))
+            preds.append(regressors.onnx_predict_log(xgb_result.onnx_model, Z))
         steps = np.diff(np.stack(preds), axis=0)
         assert (steps >= -1e-6).all(), f"{name}: more of it lowered a prediction by {-steps.min():.4f}"
 
@@ -67,11 +67,11 @@ def test_xgboost_reads_a_missing_metric_as_typical_never_as_zero(xgb_result):
     median = np.median(train_X[train_X[:, i] != schema.MISSING, i])
     rows = xgb_result.data.X[xgb_result.holdout_index][:100].copy()
     rows[:, i] = schema.MISSING
-    missing = train.onnx_predict_log(xgb_result.onnx_model, rows)
+    missing = regressors.onnx_predict_log(xgb_result.onnx_model, rows)
     rows[:, i] = median
-    np.testing.assert_allclose(missing, train.onnx_predict_log(xgb_result.onnx_model, rows), atol=1e-5)
+    np.testing.assert_allclose(missing, regressors.onnx_predict_log(xgb_result.onnx_model, rows), atol=1e-5)
     rows[:, i] = 0.0
-    assert not np.allclose(missing, train.onnx_predict_log(xgb_result.onnx_model, rows), atol=1e-3)
+    assert not np.allclose(missing, regressors.onnx_predict_log(xgb_result.onnx_model, rows), atol=1e-3)
 
 
 def test_onnx_graph_contract(mlp_result):
@@ -95,7 +95,7 @@ def test_metadata_records_provenance_and_validation(mlp_result):
     for key in ("created_at", "sklearn_version", "skl2onnx_version"):
         assert m[key]
     v = m["validation"]
-    assert v["all"]["rows"] == len(mlp_result.holdout_index) == round(SMALL_ROWS * train.DEFAULT_HOLDOUT)
+    assert v["all"]["rows"] == len(mlp_result.holdout_index) == round(SMALL_ROWS * training.DEFAULT_HOLDOUT)
     assert set(v["per_profile"]) == {p.annotation for p in schema.Profile}
     assert set(v["per_pattern"]) == set(contention.PATTERN_NAMES)
     # Even a small model ranks held-out nodes far better than chance and beats the median.
@@ -104,12 +104,12 @@ def test_metadata_records_provenance_and_validation(mlp_result):
 
 
 def test_holdout_is_disjoint_and_seeded():
-    tr, ho = train.holdout_split(1000, 0.2, seed=4)
+    tr, ho = training.holdout_split(1000, 0.2, seed=4)
     assert len(ho) == 200 and len(tr) == 800 and not set(tr) & set(ho)
-    tr2, ho2 = train.holdout_split(1000, 0.2, seed=4)
+    tr2, ho2 = training.holdout_split(1000, 0.2, seed=4)
     np.testing.assert_array_equal(ho, ho2)
-    with pytest.raises(train.TrainError, match="holdout"):
-        train.holdout_split(1000, 1.5, seed=0)
+    with pytest.raises(training.TrainError, match="holdout"):
+        training.holdout_split(1000, 1.5, seed=0)
 
 
 def test_write_and_reload(mlp_result, tmp_path):

@@ -35,10 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from scorer import dataset
-from scorer.calibration.rows import CalibrationError, load_rows, usable
+from scorer.calibration.rows import CalibrationError, load_rows, rows_path, usable
 from wire import schema
 from wire.schema import Profile, QoS
 
+#: The committed recording (``scorer/data/calibration``), the default of every command that reads one.
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "calibration"
 ALONE = "none"
 LABELS = ("config-median", "run")
 DEFAULT_LABEL = "config-median"
@@ -178,9 +180,7 @@ def from_rows(rows: list[dict], where: str = "calibration rows", label: str = DE
 def load(path: str | Path, label: str = DEFAULT_LABEL, repeats: int | None = None) -> CalibrationSet:
     """Calibration rows from a ``calibration.jsonl`` (or a directory holding one); ``repeats``:
     only the first N repetitions (alone runs and labels computed from those alone)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "calibration.jsonl"
+    path = rows_path(path)
     if not path.exists():
         raise CalibrationError(f"--data: {path} does not exist (record one with `kubeattention calibrate --out DIR`)")
     rows = load_rows(path)

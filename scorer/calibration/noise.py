@@ -19,11 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scorer.calibration.data import ALONE
-from scorer.calibration.rows import CalibrationError, load_rows, usable
+from scorer.calibration.data import ALONE, DEFAULT_DATA
+from scorer.calibration.rows import CalibrationError, load_rows, rows_path, usable
 from scorer.evaluate import spearman
-
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "calibration"
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -96,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=None, metavar="N", help="the first N repetitions only")
     args = parser.parse_args(argv)
-    path = args.data / "calibration.jsonl" if args.data.is_dir() else args.data
+    path = rows_path(args.data)
     try:
         if not path.exists():
             raise CalibrationError(f"{path} does not exist")

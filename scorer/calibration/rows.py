@@ -41,6 +41,8 @@ from wire import schema
 log = logging.getLogger(__name__)
 
 ROW_KIND = "kubeattention.calibration"
+#: The rows file of a recording directory (``kubeattention calibrate --out DIR``).
+ROWS_FILE = "calibration.jsonl"
 REQUIRED = ("key", "rep", "config", "antagonist", "profile", "values", "mask", "status")
 
 
@@ -82,6 +84,12 @@ def check_row(row: object, where: str) -> dict:
         if sd is not None and not (isinstance(sd, (int, float)) and math.isfinite(sd) and sd > 0):
             raise CalibrationError(f"{where}: slowdown_p99 {sd!r} is not a positive number")
     return row
+
+
+def rows_path(path: str | Path) -> Path:
+    """The rows file: ``path`` itself, or :data:`ROWS_FILE` inside it when it is a recording directory."""
+    path = Path(path)
+    return path / ROWS_FILE if path.is_dir() else path
 
 
 def load_rows(path: Path, repair: bool = False) -> list[dict]:
