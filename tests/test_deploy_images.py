@@ -1,9 +1,12 @@
 """deploy/images/*.Dockerfile, checked without a Docker engine (none runs on these machines).
 
 What a build would find out first is checked here: every COPY source exists and survives
-.dockerignore, base images are pinned, the entrypoint is the package's console script and
-the command a real subcommand, bpf/ lands where agent/ebpf/loader.py looks for it, and the
-ONNX model is package data that `pip install .` puts in the image.
+.dockerignore, the build stage copies every package that `pip install .` installs, base
+images are pinned, the entrypoint is the package's console script and the command a real
+subcommand, and what the processes load from disk - the eBPF C sources (package data of
+``bpf``) and the ONNX model (package data of ``inference``) - is in the wheel, so a
+non-editable install puts it in the image. tests/test_wheel.py builds and installs that
+wheel for real.
 """
 
 from __future__ import annotations
@@ -128,30 +131,59 @@ def test_aggregator_image_runs_as_non_root():
     assert users and users[-1].split(":")[0] not in ("0", "root")
 
 
-def test_agent_image_puts_bpf_where_the_agent_looks():
-    """bpf/ is not a Python package: agent/ebpf/loader.py expects it beside the agent package."""
-    from agent.ebpf import loader as bpfload
+def copied_dirs(dockerfile: Path) -> set[str]:
+    """Top-level directories the build stage copies from the context into its work tree."""
+    out = set()
+    for word, args in stages(dockerfile)[0]:
+        parts = [p for p in shlex.split(args) if not p.startswith("--")] if word == "COPY" else []
+        for src in parts[:-1]:
+            if (REPO / src).is_dir():
+                out.add(src.rstrip("/"))
+    return out
 
-    assert bpfload.BPF_DIR == Path(bpfload.__file__).resolve().parent.parent / "bpf"
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_the_build_stage_copies_every_package_it_installs(dockerfile):
+    """`pip install .` builds the wheel from what was copied: a package left out is not in the image."""
+    packages = {p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert copied_dirs(dockerfile) == packages
+    installs = [a for w, a in stages(dockerfile)[0] if w == "RUN" and "pip install" in a]
+    assert len(installs) == 1 and re.search(r"pip install \.(\s|$)", installs[0]), installs
+    assert " -e " not in installs[0] and "--editable" not in installs[0], "the image installs the wheel, not a link"
+
+
+def package_data_matches(package: str, relative: str) -> bool:
+    return any(fnmatch.fnmatch(relative, pat) for pat in PYPROJECT["tool"]["setuptools"]["package-data"][package])
+
+
+def test_agent_image_puts_bpf_where_the_agent_looks():
+    """The C sources are package data of `bpf`, and the agent looks for them there
+    (agent.ebpf.probes.find_sources: bpf.source_dir()): the wheel carries them into
+    site-packages, no COPY by hand."""
+    import bpf
+    from agent.ebpf import probes
+
+    assert probes.find_sources(bpf.program_names()[0]).parent == bpf.source_dir() == REPO / "bpf"
+    sources = bpf.program_names() + [bpf.COMMON_HEADER]
+    assert bpf.program_names() == sorted(p.name for p in (REPO / "bpf").glob("*.bpf.c"))
+    for name in sources:
+        assert (bpf.source_dir() / name).is_file()
+        assert package_data_matches("bpf", name), f"bpf/{name} is not package data: it would not be in the wheel"
     text = (IMAGES / "agent.Dockerfile").read_text()
-    base = re.search(r"FROM python:(\d+\.\d+)", text).group(1)
-    venv = re.search(r"python -m venv (\S+)", text).group(1)
-    copy = re.search(r"^COPY bpf/ (\S+)$", text, re.M)
-    assert copy, "agent.Dockerfile copies bpf/"
-    assert copy.group(1).rstrip("/") == f"{venv}/lib/python{base}/site-packages/bpf"
-    assert re.search(r"pip install \.", text), "the package is installed (not editable) into the venv's site-packages"
-    for spec_source in {p.name for p in (REPO / "bpf").glob("*.bpf.c")} | {bpfload.COMMON_HEADER}:
-        assert (REPO / "bpf" / spec_source).is_file()
+    build = stages(IMAGES / "agent.Dockerfile")[0]
+    assert not [a for w, a in build if w == "COPY" and "site-packages" in a], "bpf/ ships in the wheel now"
+    (install,) = [a for w, a in build if w == "RUN" and "pip install" in a]
+    assert "bpf.source_dir()" in install, "the build fails, not the pod, when the sources are not installed"
     # bcc comes from Debian, where the compile helper looks for it.
-    assert "python3-bpfcc" in text and str(bpfload.DEBIAN_PYTHON) == "/usr/bin/python3"
+    assert "python3-bpfcc" in text and str(probes.DEBIAN_PYTHON) == "/usr/bin/python3"
 
 
 def test_the_model_ships_as_package_data():
-    data = PYPROJECT["tool"]["setuptools"]["package-data"]["scorer"]
-    model = REPO / "scorer" / "models" / "default.onnx"
-    assert model.stat().st_size > 0
-    assert any(fnmatch.fnmatch("models/default.onnx", pat) for pat in data)
     from inference.model import DEFAULT_MODEL_PATH
 
+    model = REPO / "inference" / "models" / "default.onnx"
+    assert model.stat().st_size > 0
+    assert package_data_matches("inference", "models/default.onnx")
     assert DEFAULT_MODEL_PATH == model.resolve(), "the aggregator's default model is the package's own file"
-    assert "default.onnx" in (IMAGES / "aggregator.Dockerfile").read_text(), "the build fails without the model"
+    (install,) = [a for w, a in stages(IMAGES / "aggregator.Dockerfile")[0] if w == "RUN" and "pip install" in a]
+    assert "InterferenceModel.load()" in install, "the build fails, not the pod, without a loadable model"

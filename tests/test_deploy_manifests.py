@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ import yaml
 from deploy_render import (
     DEPLOY,
     K8S_VERSIONS,
-    REPO,
     cli_help,
     containers,
     find,
@@ -33,6 +31,8 @@ from deploy_render import (
     rendered,
     subcommands,
 )
+
+from wire import __version__
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -e '.[dev]' brings it")
 
@@ -279,7 +279,7 @@ def test_production_sizes_above_dev():
 
 
 def test_images_are_pinned_and_ours_carry_the_package_version(all_components):
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    version = __version__  # pyproject.toml reads it from wire.__version__ (dynamic)
     for name, docs in [*everything(), ("all-components", all_components)]:
         for obj, c in containers(docs):
             image = c["image"]

@@ -14,20 +14,29 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/kubeattention
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY kubeattention/ kubeattention/
+# Every package of [tool.setuptools.packages.find] (tests/test_deploy_images.py checks the list).
+COPY wire/ wire/
+COPY inference/ inference/
+COPY kubeapi/ kubeapi/
+COPY bpf/ bpf/
 COPY agent/ agent/
 COPY aggregator/ aggregator/
 COPY scorer/ scorer/
+COPY client/ client/
+COPY scheduling/ scheduling/
+COPY contention_lab/ contention_lab/
+COPY controllers/ controllers/
+COPY kubeattention/ kubeattention/
+# Not editable: the eBPF C sources are package data of `bpf` (agent/ebpf/probes.py find_sources finds them
+# with bpf.source_dir()), so they land in the venv's site-packages with the code. Fail the
+# build, not the pod, when they did not.
 RUN /opt/kubeattention/bin/pip install . \
- && /opt/kubeattention/bin/python -c "import agent, inference.model"
-# bpf/ is not a Python package: agent/ebpf/loader.py looks for it beside the agent package
-# (BPF_DIR = <agent>/../bpf), i.e. in site-packages of the venv.
-COPY bpf/ /opt/kubeattention/lib/python3.11/site-packages/bpf/
+ && /opt/kubeattention/bin/python -c "import agent, bpf; assert bpf.program_names() and (bpf.source_dir() / bpf.COMMON_HEADER).is_file(), bpf.source_dir()"
 
 # ---- runtime
 FROM python:3.11.11-slim-bookworm
 # python3-bpfcc brings Debian's /usr/bin/python3 with bcc and libbcc (LLVM). The agent's
-# short-lived compile helper runs under that interpreter (agent/ebpf/loader.py: bcc_python),
+# short-lived compile helper runs under that interpreter (agent/ebpf/compile_helper.py, chosen by agent/ebpf/probes.py bcc_python),
 # so LLVM never stays in the agent's memory.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-bpfcc \

@@ -1,6 +1,6 @@
 # The aggregator (`kubeattention aggregator`), also used for `kubeattention collector` and
 # `kubeattention rebalance`. Non-root, no extra packages; the ONNX model ships inside the
-# scorer package (inference/models/default.onnx, package data).
+# inference package (inference/models/default.onnx, package data).
 #
 # Build from the repository root:
 #   docker build -f deploy/images/aggregator.Dockerfile -t kubeattention/aggregator:0.1.0 .
@@ -11,13 +11,22 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/kubeattention
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY kubeattention/ kubeattention/
+# Every package of [tool.setuptools.packages.find] (tests/test_deploy_images.py checks the list).
+COPY wire/ wire/
+COPY inference/ inference/
+COPY kubeapi/ kubeapi/
+COPY bpf/ bpf/
 COPY agent/ agent/
 COPY aggregator/ aggregator/
 COPY scorer/ scorer/
-# Fail the build, not the pod, when the model did not make it into the package.
+COPY client/ client/
+COPY scheduling/ scheduling/
+COPY contention_lab/ contention_lab/
+COPY controllers/ controllers/
+COPY kubeattention/ kubeattention/
+# Fail the build, not the pod, when the model did not make it into the package: load it.
 RUN /opt/kubeattention/bin/pip install . \
- && /opt/kubeattention/bin/python -c "import pathlib, scorer; p = pathlib.Path(scorer.__file__).parent / 'models' / 'default.onnx'; assert p.stat().st_size > 0, p"
+ && /opt/kubeattention/bin/python -c "from inference.model import InterferenceModel; print(InterferenceModel.load())"
 
 # ---- runtime
 FROM python:3.11.11-slim-bookworm
