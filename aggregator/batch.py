@@ -8,7 +8,6 @@ acts on an answer that arrived too late to be trusted for its own deadline.
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections.abc import Callable
@@ -20,22 +19,14 @@ from aggregator.node_record import NodeRecord
 from aggregator.snapshot import Snapshot
 from inference import scoring
 from wire.schema import NUM_METRICS, PodContext, Profile, pod_features
+from wire.status import Status
 
 log = logging.getLogger(__name__)
 
 
-class Status(enum.IntEnum):
-    """Mirrors proto ScoreStatus."""
-
-    SCORED = 1
-    STALE = 2
-    UNKNOWN_NODE = 3
-    FALLBACK = 4
-
-
 # Plain ints for the hot path (enum attribute access costs a microsecond each).
 _SCORED, _STALE, _UNKNOWN, _FALLBACK = (int(s) for s in Status)
-_STATUS_LABELS = {int(s): s.name.lower() for s in Status}
+_STATUS_SLOTS = max(Status) + 1  # np.bincount over status values
 POD_CACHE_SIZE = 4096
 
 
@@ -45,7 +36,7 @@ class BatchResult:
     scores: np.ndarray
     confidence: np.ndarray
     slowdown: np.ndarray  # NaN unless SCORED
-    status: np.ndarray  # int (Status)
+    status: np.ndarray  # int (wire.status.Status)
     age_ms: np.ndarray  # -1 for unknown nodes
     reasons: list[str]
     profile: Profile
@@ -131,27 +122,14 @@ class BatchScorer:
                 scores, conf, slowdown, reasons, status = self._score_some(model, pod, profile, names, g, fresh, age)
             spent = time.perf_counter() - t0
             if spent > self.budget_s:
-                return self._fallback(
-                    model,
-                    names,
-                    profile,
-                    age,
-                    t0,
-                    f"scoring took {spent * 1000:.1f} ms, over the {self.budget_s * 1000:g} ms "
-                    "budget: neutral fallback",
-                    budget=True,
+                why = (
+                    f"scoring took {spent * 1000:.1f} ms, over the {self.budget_s * 1000:g} ms budget: neutral fallback"
                 )
+                return self._fallback(model, names, profile, age, t0, why, budget=True)
         except Exception as e:  # the model or the math failed: answer neutrally, say so, count it
             log.exception("BatchScore failed; answering with the fallback")
-            return self._fallback(
-                model,
-                names,
-                profile,
-                age,
-                t0,
-                f"scoring failed ({type(e).__name__}: {e}): neutral fallback",
-                budget=False,
-            )
+            why = f"scoring failed ({type(e).__name__}: {e}): neutral fallback"
+            return self._fallback(model, names, profile, age, t0, why, budget=False)
         return self._result(model, names, scores, conf, slowdown, status, age, reasons, profile, t0)
 
     def _score_fresh(self, model, pod: PodContext, profile: Profile, g, idx):
@@ -217,9 +195,9 @@ class BatchScorer:
 
     def _result(self, model, names, scores, conf, slowdown, status, age, reasons, profile, t0) -> BatchResult:
         if self.metrics is not None:
-            for st, count in enumerate(np.bincount(status, minlength=5).tolist()):
+            for st, count in enumerate(np.bincount(status, minlength=_STATUS_SLOTS).tolist()):
                 if count:
-                    self.metrics.node_scores[_STATUS_LABELS[st]].inc(count)
+                    self.metrics.node_scores[st].inc(count)
         return BatchResult(
             names=names,
             scores=scores,

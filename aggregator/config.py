@@ -9,6 +9,7 @@ from aggregator.errors import ConfigError
 from aggregator.security import options as security
 from aggregator.security.auth import DEFAULT_AGENT_SERVICEACCOUNT
 from aggregator.store import DEFAULT_HISTORY_MAXLEN, DEFAULT_NODE_TTL_S, DEFAULT_PREFIX, cluster_nodes, is_cluster_url
+from wire.address import AddressError, parse_listen
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_GRPC_LISTEN = "0.0.0.0:50051"
@@ -28,13 +29,6 @@ DEFAULT_MAX_INFLIGHT_PUSHES = 64
 MODEL_SOURCES = ("redis", "file")
 DEFAULT_MODEL_SOURCE = "redis"
 DEFAULT_MODEL_CHECK_INTERVAL_S = 5.0
-
-
-def parse_listen(text: str, field: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not (0 <= int(port) <= 65535):
-        raise ValueError(f"{field}: {text!r} is not HOST:PORT (e.g. 0.0.0.0:50051)")
-    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True)
@@ -70,7 +64,7 @@ class AggregatorConfig:
         for name, value in (("grpc_listen", self.grpc_listen), ("http_listen", self.http_listen)):
             try:
                 parse_listen(value, f"--{name.replace('_', '-')}")
-            except ValueError as e:
+            except AddressError as e:
                 problems.append(str(e))
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")):
             problems.append(
@@ -111,13 +105,28 @@ class AggregatorConfig:
             raise ConfigError("invalid aggregator configuration:\n  " + "\n  ".join(problems))
 
 
+#: The Redis Cluster form of ``--redis-url``, for the help of every command that accepts one.
+REDIS_CLUSTER_HELP = "a Redis Cluster as redis+cluster://HOST:PORT[,HOST:PORT...]"
+
+
+def add_redis_url_argument(p: argparse.ArgumentParser, what: str, *, cluster: bool = False) -> None:
+    """``--redis-url``: ``what`` the Redis is for the command, and (``cluster``) that a cluster URL works."""
+    forms = f"; {REDIS_CLUSTER_HELP}" if cluster else ""
+    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"{what} (default {DEFAULT_REDIS_URL}){forms}")
+
+
+def add_key_prefix_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
+
+
+def add_redis_arguments(p: argparse.ArgumentParser, what: str, *, cluster: bool = False) -> None:
+    """``--redis-url`` and ``--key-prefix``, as every command that reads the aggregators' Redis takes them."""
+    add_redis_url_argument(p, what, cluster=cluster)
+    add_key_prefix_argument(p)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--redis-url",
-        default=DEFAULT_REDIS_URL,
-        help=f"Redis to keep telemetry in (default {DEFAULT_REDIS_URL}); a Redis Cluster as "
-        "redis+cluster://HOST:PORT[,HOST:PORT...]",
-    )
+    add_redis_url_argument(p, "Redis to keep telemetry in", cluster=True)
     p.add_argument(
         "--grpc-listen",
         default=DEFAULT_GRPC_LISTEN,
@@ -168,7 +177,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_CANDIDATES,
         help=f"largest candidate list accepted in one BatchScore (default {DEFAULT_MAX_CANDIDATES})",
     )
-    p.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
+    add_key_prefix_argument(p)
     p.add_argument(
         "--node-ttl-s",
         type=int,

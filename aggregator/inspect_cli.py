@@ -7,20 +7,14 @@ import json
 import sys
 import time
 
-from aggregator.config import DEFAULT_MAX_STALENESS_MS, DEFAULT_REDIS_URL
+from aggregator.config import DEFAULT_MAX_STALENESS_MS, add_redis_arguments
 from aggregator.errors import StoreUnavailable
-from aggregator.store import DEFAULT_PREFIX, CorruptRecord, RedisStore
+from aggregator.store import CorruptRecord, RedisStore
 from wire.schema import METRICS
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--redis-url",
-        default=DEFAULT_REDIS_URL,
-        help=f"Redis to read (default {DEFAULT_REDIS_URL}); a Redis Cluster as "
-        "redis+cluster://HOST:PORT[,HOST:PORT...]",
-    )
-    p.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
+    add_redis_arguments(p, "Redis to read", cluster=True)
     p.add_argument(
         "--max-staleness-ms",
         type=int,

@@ -6,9 +6,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 
 from aggregator.model_store import REFUSAL_REASONS
+from wire.status import Status
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.045, 0.1, 0.25, 1.0)
-STATUSES = ("scored", "stale", "unknown_node", "fallback")
 
 
 class AggregatorMetrics:
@@ -42,7 +42,8 @@ class AggregatorMetrics:
         node_scores = Counter(
             "kubeattention_aggregator_node_scores", "Per-node scores returned, by status", ["status"], registry=r
         )
-        self.node_scores = {s: node_scores.labels(s) for s in STATUSES}
+        #: by wire.status.Status (an int status value finds its child too)
+        self.node_scores = {s: node_scores.labels(s.label) for s in Status}
         self.redis_up = Gauge("kubeattention_aggregator_redis_up", "1 when the last Redis call succeeded", registry=r)
         self.last_sync = Gauge(
             "kubeattention_aggregator_last_redis_sync_timestamp_seconds",

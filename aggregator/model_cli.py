@@ -22,10 +22,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aggregator.config import DEFAULT_REDIS_URL
+from aggregator.config import add_redis_arguments
 from aggregator.errors import StoreUnavailable
 from aggregator.model_store import KEEP_VERSIONS, ModelConflict, ModelRefused, ModelStore, PublishedModel, check_model
-from aggregator.store import DEFAULT_PREFIX, RedisStore
+from aggregator.store import RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,7 @@ EXIT_OK, EXIT_UNAVAILABLE, EXIT_REFUSED = 0, 1, 2
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--redis-url", default=DEFAULT_REDIS_URL, help=f"the aggregators' Redis (default {DEFAULT_REDIS_URL})"
-    )
-    common.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
+    add_redis_arguments(common, "the aggregators' Redis")
     sub = parser.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     p = sub.add_parser(
         "publish", parents=[common], help="check an ONNX model and make it the one every aggregator serves"

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aggregator.background import Loops, follow_channel
 from aggregator.errors import StoreUnavailable
 from aggregator.model_store import ModelRefused, ModelStore, check_model
 
@@ -79,23 +80,19 @@ class ModelReloader:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # one check at a time
-        self._threads: list[threading.Thread] = []
+        self._loops = Loops("model-reload")
 
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        for target, name in ((self._check_loop, "check"), (self._pubsub_loop, "pubsub")):
-            t = threading.Thread(target=target, name=f"model-reload-{name}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._loops.start((self._check_loop, "check"), (self._pubsub_loop, "pubsub"))
 
     def stop(self) -> None:
         """Stop both threads: a check in progress finishes (a model load: milliseconds), the pub/sub
         poll ends within PUBSUB_POLL_S."""
         self._stop.set()
         self._wake.set()
-        for t in self._threads:
-            t.join(timeout=3)
+        self._loops.join()
 
     # --------------------------------------------------------------------- checks
 
@@ -190,33 +187,31 @@ class ModelReloader:
 
     def _pubsub_loop(self) -> None:
         channel = self.models.keys.updates
-        while not self._stop.is_set():
-            ps = None
-            try:
-                ps = self.pubsub_factory()
-                ps.subscribe(channel)
-                self._wake.set()  # anything published while we were not subscribed
-                while not self._stop.is_set():
-                    msg = ps.get_message(timeout=PUBSUB_POLL_S)
-                    if msg and msg.get("type") == "message":
-                        log.debug("model update on %s: %s", channel, msg.get("data"))
-                        self._wake.set()
-            except Exception as e:  # RedisError, OSError, or a connection closed under us: never die
-                if self._stop.is_set():
-                    return
-                log.debug(
-                    "pub/sub on %s failed (%s: %s); the periodic check covers until it is back",
-                    channel,
-                    type(e).__name__,
-                    e,
-                )
-                self._stop.wait(RESUBSCRIBE_S)
-            finally:
-                if ps is not None:
-                    try:
-                        ps.close()
-                    except Exception:
-                        pass
+
+        def on_message(data) -> None:
+            log.debug("model update on %s: %s", channel, data)
+            self._wake.set()
+
+        def on_lost(e: BaseException) -> float:
+            log.debug(
+                "pub/sub on %s failed (%s: %s); the periodic check covers until it is back",
+                channel,
+                type(e).__name__,
+                e,
+            )
+            return RESUBSCRIBE_S
+
+        follow_channel(
+            self.pubsub_factory,
+            channel,
+            on_message,
+            self._stop,
+            poll_s=PUBSUB_POLL_S,
+            # RedisError, OSError, or a connection closed under us: never die
+            errors=(Exception,),
+            on_subscribed=self._wake.set,  # anything published while we were not subscribed
+            on_lost=on_lost,
+        )
 
 
 def serving_model_from_file(model) -> ServingModel:

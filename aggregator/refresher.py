@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from aggregator.background import Loops, follow_channel
 from aggregator.errors import StoreUnavailable
 from aggregator.snapshot import Snapshot
 from aggregator.store import REDIS_ERRORS, CorruptRecord, RedisStore
@@ -31,6 +32,8 @@ MEDIAN_CHECK_S = 0.25
 #: index was read may simply have been on its way into Redis (writes take milliseconds): it is
 #: not taken for lost and written back (which would also overwrite what another replica wrote).
 IN_FLIGHT_MARGIN_MS = 1000
+#: Longest a pub/sub read blocks, so stop() is prompt.
+PUBSUB_POLL_S = 0.5
 
 
 class Refresher:
@@ -51,18 +54,14 @@ class Refresher:
         self.synced = threading.Event()  # set after the first successful full read
         self._redis_ok = True
         self._pubsub_ok = True
-        self._threads: list[threading.Thread] = []
+        self._loops = Loops("refresher")
 
     def start(self) -> None:
-        for target, name in ((self._resync_loop, "resync"), (self._pubsub_loop, "pubsub")):
-            t = threading.Thread(target=target, name=f"refresher-{name}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._loops.start((self._resync_loop, "resync"), (self._pubsub_loop, "pubsub"))
 
     def stop(self) -> None:
         self._stop.set()
-        for t in self._threads:
-            t.join(timeout=3)
+        self._loops.join()
 
     def resync_once(self) -> bool:
         now = self.clock_ms()
@@ -114,37 +113,35 @@ class Refresher:
             self._stop.wait(min(MEDIAN_CHECK_S, self.interval_s))
 
     def _pubsub_loop(self) -> None:
-        while not self._stop.is_set():
-            ps = None
-            try:
-                ps = self.store.pubsub()
-                ps.subscribe(self.store.keys.updates)
-                if not self._pubsub_ok:
-                    log.info("pub/sub on %s resubscribed", self.store.keys.updates)
-                    self._pubsub_ok = True
-                while not self._stop.is_set():
-                    msg = ps.get_message(timeout=0.5)
-                    if msg and msg.get("type") == "message":
-                        self._apply(msg["data"])
-            except (*REDIS_ERRORS, OSError) as e:
-                # the resync loop owns redis_up; a lost subscription only delays updates until the
-                # next resync, so it is said once per outage, not flapped
-                if self._pubsub_ok:
-                    log.warning(
-                        "pub/sub on %s lost (%s); resubscribing, updates come with the resync every %g s meanwhile",
-                        self.store.keys.updates,
-                        e,
-                        self.interval_s,
-                    )
-                self._pubsub_ok = False
-                self.store.refresh_topology()
-                self._stop.wait(min(self.interval_s, 1.0))
-            finally:
-                if ps is not None:
-                    try:
-                        ps.close()
-                    except Exception:
-                        pass
+        follow_channel(
+            self.store.pubsub,
+            self.store.keys.updates,
+            self._apply,
+            self._stop,
+            poll_s=PUBSUB_POLL_S,
+            errors=(*REDIS_ERRORS, OSError),
+            on_subscribed=self._subscribed,
+            on_lost=self._subscription_lost,
+        )
+
+    def _subscribed(self) -> None:
+        if not self._pubsub_ok:
+            log.info("pub/sub on %s resubscribed", self.store.keys.updates)
+            self._pubsub_ok = True
+
+    def _subscription_lost(self, e: BaseException) -> float:
+        # the resync loop owns redis_up; a lost subscription only delays updates until the
+        # next resync, so it is said once per outage, not flapped
+        if self._pubsub_ok:
+            log.warning(
+                "pub/sub on %s lost (%s); resubscribing, updates come with the resync every %g s meanwhile",
+                self.store.keys.updates,
+                e,
+                self.interval_s,
+            )
+        self._pubsub_ok = False
+        self.store.refresh_topology()
+        return min(self.interval_s, 1.0)
 
     def _apply(self, message: str) -> None:
         for line in message.split("\n"):  # one line per node a write stored

@@ -45,6 +45,7 @@ from redis.retry import Retry
 from aggregator.errors import StoreUnavailable
 from aggregator.group_commit import GroupCommit
 from aggregator.node_record import NodeRecord, Offender, empty_values
+from wire.address import AddressError, parse_host_port
 from wire.schema import METRICS, NUM_METRICS
 
 log = logging.getLogger(__name__)
@@ -185,10 +186,10 @@ def cluster_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
     userinfo, _, hosts = parts.netloc.rpartition("@")
     nodes = []
     for hp in hosts.split(","):
-        host, sep, port = hp.strip().rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"--redis-url: {hp!r} in {scheme}:// is not HOST:PORT")
-        nodes.append((host.strip("[]"), int(port)))
+        try:
+            nodes.append(parse_host_port(hp))
+        except AddressError as e:
+            raise ValueError(f"--redis-url: {hp!r} in {scheme}:// is not HOST:PORT: {e}") from None
     first = f"{userinfo}@{hosts.split(',')[0]}" if userinfo else hosts.split(",")[0]
     plain = "rediss" if scheme.startswith("rediss") else "redis"
     return urlunsplit((plain, first, parts.path, parts.query, "")), nodes

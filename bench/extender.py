@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stack import REPO, Stack, print_latency_table, timed  # noqa: E402
 
-from kubeapi.objects import pod_context  # noqa: E402
+from kubeapi.pods import pod_context  # noqa: E402
 from wire.v1 import scoring_pb2, scoring_pb2_grpc  # noqa: E402
 
 SIZES = (10, 100, 1000, 5000)

@@ -30,7 +30,8 @@ import time
 
 import psutil
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [BENCH, os.path.join(os.path.dirname(BENCH), "tests")]  # stack and procs (tests/procs.py)
 from procs import REPO, free_port, wait_for_port  # noqa: E402
 from stack import recorded_vectors  # noqa: E402
 

@@ -32,16 +32,13 @@ machine: zero errors, push p99 <= 20 ms, BatchScore p99 <= 10 ms, aggregator RSS
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing as mp
 import os
 import platform
-import random
 import subprocess
 import sys
 import time
-from array import array
 from collections import Counter
 
 import numpy as np
@@ -52,7 +49,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from grpc_floor import print_table as print_grpc_floor  # noqa: E402
 from grpc_floor import run as measure_grpc_floor  # noqa: E402
 from procs import RedisServer  # noqa: E402
-from stack import RECORDINGS, recorded_vectors, start_aggregator  # noqa: E402
+from soak_load import agents_proc, node_name, scheduler_proc  # noqa: E402
+from stack import RECORDINGS, start_aggregator  # noqa: E402
 
 DEFAULT_SECONDS = 600
 DEFAULT_AGENTS = 5000
@@ -62,7 +60,6 @@ DEFAULT_CANDIDATES = 100
 DEFAULT_PROCS = 2
 DEFAULT_CONNECTIONS = 64
 DEFAULT_SAMPLE_S = 10.0
-RPC_TIMEOUT_S = 5.0
 
 TARGET_PUSH_P99_MS = 20.0
 TARGET_SCORE_P99_MS = 10.0
@@ -70,144 +67,6 @@ TARGET_RSS_GROWTH = 0.10
 TARGET_ERRORS = 0
 #: The load must actually be offered: pushes achieved / pushes scheduled, at least.
 TARGET_RATE_SHARE = 0.99
-
-
-def node_name(i: int) -> str:
-    return f"soak-node-{i:05d}"
-
-
-# --- load generator processes -------------------------------------------------------------
-
-
-def _agents_proc(slot: int, procs: int, args: dict, target: str, t0_wall: float, conn) -> None:
-    """Pushes for the agents ``slot, slot + procs, ...`` until the end; sends results on ``conn``."""
-    import grpc
-
-    from wire.v1 import telemetry_pb2_grpc
-
-    vectors = recorded_vectors()
-    mine = list(range(slot, args["agents"], procs))
-    rng = random.Random(slot)
-    sched_off = array("f")  # seconds since start when the push was due
-    lat_us = array("I")
-    late_us = array("I")  # how late the generator sent it (its own overload)
-    errors: Counter = Counter()
-    skipped = [0]  # intervals an agent let pass because its previous push was still in flight
-    interval, end = args["interval_s"], t0_wall + args["seconds"]
-
-    async def main() -> None:
-        n_conn = max(1, args["connections"] // procs)
-        channels = [grpc.aio.insecure_channel(target) for _ in range(n_conn)]
-        stubs = [telemetry_pb2_grpc.TelemetryServiceStub(ch).Push for ch in channels]
-        for ch in channels:
-            await ch.channel_ready()
-
-        async def agent(i: int, k: int) -> None:
-            msg = vectors[i % len(vectors)].to_proto()
-            msg.node_name = node_name(i)
-            push = stubs[k % len(stubs)]
-            due = t0_wall + rng.random() * interval
-            while due < end:
-                delay = due - time.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                sent = time.time()
-                msg.collected_at_unix_ms = int(sent * 1000)
-                t = time.perf_counter_ns()
-                try:
-                    await push(msg, timeout=RPC_TIMEOUT_S)
-                    sched_off.append(due - t0_wall)
-                    lat_us.append(min((time.perf_counter_ns() - t) // 1000, 2**32 - 1))
-                    late_us.append(min(int(max(sent - due, 0) * 1e6), 2**32 - 1))
-                except grpc.aio.AioRpcError as e:
-                    errors[e.code().name] += 1
-                due += interval
-                # like the real agent, which pushes only its latest vector: intervals that passed
-                # while this push was in flight are skipped, not sent late as a backlog
-                behind = int((time.time() - due) // interval)
-                if behind > 0:
-                    skipped[0] += behind
-                    due += behind * interval
-
-        await asyncio.gather(*(agent(i, k) for k, i in enumerate(mine)))
-        for ch in channels:
-            await ch.close()
-
-    asyncio.run(main())
-    cpu = psutil.Process().cpu_times()
-    conn.send(
-        {
-            "kind": "push",
-            "sched": sched_off.tobytes(),
-            "lat": lat_us.tobytes(),
-            "late": late_us.tobytes(),
-            "errors": dict(errors),
-            "skipped": skipped[0],
-            "cpu_s": cpu.user + cpu.system,
-        }
-    )
-    conn.close()
-
-
-def _scheduler_proc(args: dict, target: str, t0_wall: float, conn) -> None:
-    import grpc
-
-    from wire.v1 import scoring_pb2, scoring_pb2_grpc
-
-    rng = random.Random(7)
-    names = [node_name(i) for i in range(args["agents"])]
-    sched_off, lat_us, not_scored = array("f"), array("I"), Counter()
-    errors: Counter = Counter()
-    pod = scoring_pb2.PodContext(
-        cpu_request_cores=0.5, memory_request_bytes=512 * 2**20, profile=scoring_pb2.WORKLOAD_PROFILE_LATENCY_CRITICAL
-    )
-    period, end = 1.0 / args["score_rps"], t0_wall + args["seconds"]
-
-    async def main() -> None:
-        channel = grpc.aio.insecure_channel(target)
-        await channel.channel_ready()
-        score = scoring_pb2_grpc.ScoringServiceStub(channel).BatchScore
-        pending: set = set()
-
-        async def one(due: float) -> None:
-            req = scoring_pb2.BatchScoreRequest(pod=pod, node_names=rng.sample(names, args["candidates"]))
-            t = time.perf_counter_ns()
-            try:
-                resp = await score(req, timeout=RPC_TIMEOUT_S)
-                lat_us.append(min((time.perf_counter_ns() - t) // 1000, 2**32 - 1))
-                sched_off.append(due - t0_wall)
-                for s in resp.scores:
-                    if s.status != scoring_pb2.SCORE_STATUS_SCORED:
-                        not_scored[scoring_pb2.ScoreStatus.Name(s.status)] += 1
-            except grpc.aio.AioRpcError as e:
-                errors[e.code().name] += 1
-
-        due = t0_wall
-        while due < end:
-            delay = due - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one(due))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            due += period
-        if pending:
-            await asyncio.wait(pending, timeout=RPC_TIMEOUT_S + 1)
-        await channel.close()
-
-    asyncio.run(main())
-    cpu = psutil.Process().cpu_times()
-    conn.send(
-        {
-            "kind": "score",
-            "sched": sched_off.tobytes(),
-            "lat": lat_us.tobytes(),
-            "errors": dict(errors),
-            "not_scored": dict(not_scored),
-            "cpu_s": cpu.user + cpu.system,
-        }
-    )
-    conn.close()
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -286,7 +145,7 @@ def run(args) -> dict:
             a, b = ctx.Pipe(duplex=False)
             children.append(
                 ctx.Process(
-                    target=_agents_proc, args=(slot, args.procs, params, target, t0, b), name=f"soak-agents-{slot}"
+                    target=agents_proc, args=(slot, args.procs, params, target, t0, b), name=f"soak-agents-{slot}"
                 )
             )
             pipes.append(a)
@@ -295,7 +154,7 @@ def run(args) -> dict:
         sched_params = {**params, "seconds": args.seconds - args.interval_s - 1}
         children.append(
             ctx.Process(
-                target=_scheduler_proc,
+                target=scheduler_proc,
                 args=(sched_params, score_target, t0 + args.interval_s + 1, b),
                 name="soak-scheduler",
             )

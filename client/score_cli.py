@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
+from typing import NamedTuple
 
 import grpc
 
-from client import batchscore as client
+from client.batchscore import score_once
+from client.errors import BadResponse
+from client.request import build_request as encode
+from client.result import NodeScore, ScoreResult
+from client.transport import GrpcTransport
 from kubeapi.quantity import cpu_cores, memory_bytes
-from wire.client_security import ClientSecurity, TokenFileError, metadata
+from wire.client_security import ClientSecurity, TokenFileError
 from wire.client_security import add_arguments as add_transport_arguments
 from wire.schema import PodContext, Profile, QoS
-from wire.v1 import scoring_pb2, scoring_pb2_grpc
+from wire.v1 import scoring_pb2
 
 DEFAULT_TIMEOUT_S = 2.0
-STATUS_NAMES = {v: k.removeprefix("SCORE_STATUS_") for k, v in scoring_pb2.ScoreStatus.items()}
+
+
+class Query(NamedTuple):
+    """What ``kubeattention score`` asks: the pod, and the BatchScore request for it and the nodes."""
+
+    pod: PodContext
+    request: scoring_pb2.BatchScoreRequest
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -43,7 +53,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     add_transport_arguments(p, "a scoring client (identity spiffe://kubeattention/scheduler/NAME)")
 
 
-def build_request(args: argparse.Namespace) -> scoring_pb2.BatchScoreRequest:
+def build_request(args: argparse.Namespace) -> Query:
+    """The pod the flags describe and its request; ValueError names the flag or field that is wrong."""
     pod = PodContext(
         name="kubeattention-cli",
         cpu_request_cores=cpu_cores(args.cpu, "--cpu"),
@@ -52,53 +63,55 @@ def build_request(args: argparse.Namespace) -> scoring_pb2.BatchScoreRequest:
         profile=Profile.parse(args.profile) if args.profile else None,
         qos=QoS[args.qos.upper().replace("-", "_")] if args.qos else None,
     )
-    return client.build_request(pod, args.nodes)
+    return Query(pod, encode(pod, args.nodes))
 
 
-def call(
-    address: str, request: scoring_pb2.BatchScoreRequest, timeout: float, security: ClientSecurity
-) -> scoring_pb2.BatchScoreResponse:
-    with security.channel(address) as channel:
-        return scoring_pb2_grpc.ScoringServiceStub(channel).BatchScore(
-            request, timeout=timeout, metadata=metadata(security.token_source())
-        )
+def call(address: str, query: Query, timeout: float, security: ClientSecurity) -> ScoreResult:
+    """One BatchScore through the client library (no breaker, no fallback); raises grpc.RpcError
+    when the aggregator does not answer, TokenFileError for an unusable token file."""
+    transport = GrpcTransport(address, security)
+    try:
+        return score_once(transport, query.pod, query.request, timeout)
+    finally:
+        transport.close()
 
 
-def as_json(resp: scoring_pb2.BatchScoreResponse) -> dict:
+def as_json(result: ScoreResult) -> dict:
     return {
-        "model_version": resp.model_version,
-        "elapsed_us": resp.elapsed_us,
-        "profile": Profile(resp.profile).annotation if resp.profile else None,
+        "model_version": result.model_version,
+        "elapsed_us": result.server_elapsed_us,
+        "profile": result.profile.annotation,
         "scores": [
             {
-                "node": s.node_name,
+                "node": s.name,
                 "score": round(s.score, 2),
-                "status": STATUS_NAMES[s.status],
+                "status": s.status.name,
                 "confidence": round(s.confidence, 3),
-                "predicted_slowdown": None if math.isnan(s.predicted_slowdown) else round(s.predicted_slowdown, 4),
+                "predicted_slowdown": None if s.predicted_slowdown is None else round(s.predicted_slowdown, 4),
                 "reason": s.reason,
             }
-            for s in ranked(resp)
+            for s in ranked(result)
         ],
     }
 
 
-def ranked(resp: scoring_pb2.BatchScoreResponse) -> list:
-    return sorted(resp.scores, key=lambda s: (-s.score, s.node_name))
+def ranked(result: ScoreResult) -> list[NodeScore]:
+    """Best first, ties by node name."""
+    return sorted(result.scores, key=lambda s: (-s.score, s.name))
 
 
-def format_table(resp: scoring_pb2.BatchScoreResponse) -> str:
-    rows = ranked(resp)
-    width = max([len("NODE")] + [len(s.node_name) for s in rows])
-    profile = Profile(resp.profile).annotation if resp.profile else "?"
+def format_table(result: ScoreResult) -> str:
+    rows = ranked(result)
+    width = max([len("NODE")] + [len(s.name) for s in rows])
     lines = [
-        f"model {resp.model_version} · profile {profile} · {resp.elapsed_us / 1000:.2f} ms server-side",
+        f"model {result.model_version} · profile {result.profile.annotation} · "
+        f"{(result.server_elapsed_us or 0) / 1000:.2f} ms server-side",
         f"{'RANK':<4}  {'NODE':<{width}}  {'SCORE':>5}  {'SLOWDOWN':>8}  {'STATUS':<12}  {'CONF':>4}  REASON",
     ]
     for i, s in enumerate(rows, 1):
-        slow = "-" if math.isnan(s.predicted_slowdown) else f"{s.predicted_slowdown:.2f}x"
+        slow = "-" if s.predicted_slowdown is None else f"{s.predicted_slowdown:.2f}x"
         lines.append(
-            f"{i:<4}  {s.node_name:<{width}}  {s.score:5.1f}  {slow:>8}  {STATUS_NAMES[s.status]:<12}  "
+            f"{i:<4}  {s.name:<{width}}  {s.score:5.1f}  {slow:>8}  {s.status.name:<12}  "
             f"{s.confidence:4.2f}  {s.reason}"
         )
     return "\n".join(lines)
@@ -107,13 +120,13 @@ def format_table(resp: scoring_pb2.BatchScoreResponse) -> str:
 def run(args: argparse.Namespace) -> int:
     security = ClientSecurity.from_args(args)
     try:
-        request = build_request(args)
+        query = build_request(args)
         security.check()
     except ValueError as e:
         print(f"kubeattention score: {e}", file=sys.stderr)
         return 2
     try:
-        resp = call(args.aggregator, request, args.timeout, security)
+        result = call(args.aggregator, query, args.timeout, security)
     except TokenFileError as e:
         print(f"kubeattention score: {e}", file=sys.stderr)
         return 2
@@ -123,5 +136,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(json.dumps(as_json(resp), indent=2) if args.json else format_table(resp))
+    except BadResponse as e:
+        print(f"kubeattention score: aggregator {args.aggregator} answered what was not asked: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(as_json(result), indent=2) if args.json else format_table(result))
     return 0

@@ -58,6 +58,10 @@ resourceVersion, as an ERROR event or a status) -> relist, and pods that vanishe
 gap count as deleted; any other API or connection error -> capped exponential backoff with
 jitter (0.5 s doubling to 30 s), then the same step again. A Redis outage keeps outcomes
 pending in memory and retries them every tick.
+
+Here: the collector and the command. The outcome names and the per-pod state are
+``controllers.pod_outcome``, the join index ``controllers.decision_index``, the record
+``controllers.outcome_record``, the pod watch ``controllers.pod_watch``.
 """
 
 from __future__ import annotations
@@ -70,183 +74,38 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-from aggregator.config import DEFAULT_REDIS_URL
+from aggregator.config import add_redis_arguments
 from aggregator.errors import StoreUnavailable
-from aggregator.store import DEFAULT_PREFIX, CorruptRecord, RedisStore, decode_record
-from kubeapi import objects as k8s
-from scheduling.decisions import DEFAULT_DECISIONS_MAXLEN, Decision, DecisionLog
-from wire.schema import METRICS, SCHEMA_VERSION
+from aggregator.store import CorruptRecord, RedisStore, decode_record
+from controllers.command_line import add_kubeconfig_argument, core_v1, refuse
+from controllers.decision_index import DecisionIndex
+from controllers.outcome_record import build_record, dump_stream, stream_fields
+from controllers.pod_outcome import FINAL_OUTCOMES, Tracked, bind_time
+from controllers.pod_watch import DEFAULT_WATCH_TIMEOUT_S, PodWatcher
+from kubeapi.fields import meta, spec
+from kubeapi.pods import workload_of
+from scheduling.decisions import DecisionLog
+from wire.schema import METRICS
 
 log = logging.getLogger(__name__)
-
-RECORD_KIND = "kubeattention.io/outcome"
-RECORD_VERSION = 1
-OUTCOME_WEIGHTS: dict[str, float] = {
-    "running": 1.0,
-    "succeeded": 1.0,
-    "restarted": 2.0,
-    "failed": 2.0,
-    "oom_killed": 3.0,
-    "evicted": 3.0,
-    "deleted": 0.5,
-    "pending": 0.0,
-}
-#: Outcomes recorded as soon as they are seen: nothing later can change them.
-FINAL_OUTCOMES = frozenset({"evicted", "oom_killed", "failed", "succeeded"})
 
 OUTCOMES_KEY = "outcomes"  # under the prefix: ka:outcomes
 SEEN_KEY = "outcomes:seen"  # ka:outcomes:seen
 DEFAULT_SETTLE_S = 300.0
 DEFAULT_OUTCOMES_MAXLEN = 100_000
-DEFAULT_WATCH_TIMEOUT_S = 300
 DEFAULT_TICK_S = 1.0
-DEFAULT_BACKOFF_INITIAL_S = 0.5
-DEFAULT_BACKOFF_MAX_S = 30.0
 #: A seen uid is pruned only when its pod is gone and it was recorded at least this long ago.
 SEEN_PRUNE_GRACE_S = 3600
-DECISIONS_PAGE = 10_000
 STATS_LOG_INTERVAL_S = 60.0
 MAX_EVENTS_PER_TICK = 5_000
 #: An early outcome (OOM kill, eviction, deletion) waits this long after binding for its decision.
 DECISION_GRACE_S = 30.0
-
-
-# ---------------------------------------------------------------------- classification
-
-
-@dataclass
-class Observed:
-    """What the collector has seen of one pod so far; the flags are sticky."""
-
-    phase: str = ""
-    restarts: int = 0
-    oom_killed: bool = False
-    evicted: bool = False
-    failed: bool = False
-    succeeded: bool = False
-    deleted: bool = False
-    termination_reasons: set[str] = field(default_factory=set)
-    disruption: str = ""
-
-    def update(self, pod: Mapping) -> None:
-        st = k8s.status(pod)
-        self.phase = st.get("phase") or self.phase
-        if st.get("reason") == "Evicted":
-            self.evicted = True
-        if self.phase == "Failed":
-            self.failed = True
-        if self.phase == "Succeeded":
-            self.succeeded = True
-        statuses = (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])
-        self.restarts = max(self.restarts, sum(int(cs.get("restartCount") or 0) for cs in statuses))
-        for cs in statuses:
-            for key in ("state", "lastState"):
-                term = (cs.get(key) or {}).get("terminated") or {}
-                reason = term.get("reason")
-                if reason:
-                    self.termination_reasons.add(reason)
-                if reason == "OOMKilled":
-                    self.oom_killed = True
-        for cond in st.get("conditions") or []:
-            if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
-                self.disruption = cond.get("reason") or "DisruptionTarget"
-
-    def outcome(self) -> str:
-        if self.evicted:
-            return "evicted"
-        if self.oom_killed:
-            return "oom_killed"
-        if self.failed:
-            return "failed"
-        if self.restarts > 0:
-            return "restarted"
-        if self.deleted:
-            return "deleted"
-        if self.succeeded:
-            return "succeeded"
-        if self.phase == "Running":
-            return "running"
-        return "pending"
-
-
-def bind_time(pod: Mapping) -> float | None:
-    """When the pod was bound: the PodScheduled=True condition's transition time."""
-    for cond in k8s.status(pod).get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "True":
-            return k8s.parse_time(cond.get("lastTransitionTime"))
-    return None
-
-
-# ---------------------------------------------------------------------- decisions
-
-
-class DecisionIndex:
-    """Tails ``ka:decisions`` and remembers each pod's newest entry id (bounded, oldest dropped)."""
-
-    def __init__(self, decisions: DecisionLog, capacity: int = DEFAULT_DECISIONS_MAXLEN):
-        self.log = decisions
-        self.capacity = capacity
-        self.by_uid: OrderedDict[str, str] = OrderedDict()
-        self.by_name: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self.last_id = "-"
-
-    def refresh(self) -> int:
-        """Read decisions appended since the last refresh; returns how many. Raises StoreUnavailable."""
-        total = 0
-        while True:
-            entries = self.log.read(self.last_id, count=DECISIONS_PAGE)
-            for entry_id, d in entries:
-                index, key = (self.by_uid, d.pod_uid) if d.pod_uid else (self.by_name, (d.pod_namespace, d.pod_name))
-                index[key] = entry_id
-                index.move_to_end(key)
-                if len(index) > self.capacity:
-                    index.popitem(last=False)
-                self.last_id = entry_id
-            total += len(entries)
-            if len(entries) < DECISIONS_PAGE:
-                return total
-
-    def lookup(self, uid: str, namespace: str, name: str) -> Decision | None:
-        """The newest decision for the pod (by uid, else by namespace/name). Raises StoreUnavailable."""
-        entry_id = self.by_uid.get(uid) if uid else None
-        if entry_id is None:
-            entry_id = self.by_name.get((namespace, name))
-        if entry_id is None:
-            return None
-        try:
-            entries = self.log.client.xrange(self.log.key, min=entry_id, max=entry_id)
-        except redis.RedisError as e:
-            raise StoreUnavailable(f"cannot read {self.log.key}: {e}") from e
-        if not entries:
-            return None  # trimmed away since it was indexed
-        try:
-            return Decision.from_fields(entries[0][1])
-        except ValueError:
-            return None
-
-
-# ---------------------------------------------------------------------- the collector
-
-
-@dataclass
-class Tracked:
-    uid: str
-    namespace: str
-    name: str
-    node: str
-    bound_at: float
-    workload: str | None
-    obs: Observed = field(default_factory=Observed)
-    decision: Decision | None = None
-    telemetry: dict | None = None
-    telemetry_problem: str = ""
 
 
 class OutcomeCollector:
@@ -282,7 +141,7 @@ class OutcomeCollector:
 
     def relist(self, pods: list[dict]) -> None:
         """A full list: pods tracked but absent were deleted while we were not watching."""
-        live = {k8s.meta(p).get("uid") for p in pods}
+        live = {meta(p).get("uid") for p in pods}
         for uid, t in self.tracked.items():
             if uid not in live:
                 t.obs.deleted = True
@@ -293,7 +152,7 @@ class OutcomeCollector:
         self._prune_seen(live)
 
     def on_event(self, kind: str, pod: dict) -> None:
-        m = k8s.meta(pod)
+        m = meta(pod)
         uid = m.get("uid") or ""
         if not uid:
             return
@@ -303,7 +162,7 @@ class OutcomeCollector:
             return
         t = self.tracked.get(uid)
         if t is None:
-            node = k8s.spec(pod).get("nodeName")
+            node = spec(pod).get("nodeName")
             if not node:
                 return  # not bound yet; a deleted unbound pod was never placed
             t = Tracked(
@@ -312,7 +171,7 @@ class OutcomeCollector:
                 name=m.get("name") or "",
                 node=node,
                 bound_at=bind_time(pod) or self.clock(),
-                workload=str(w) if (w := k8s.workload_of(pod)) else None,
+                workload=str(w) if (w := workload_of(pod)) else None,
             )
             self.tracked[uid] = t
             self.stats["bound_seen"] += 1
@@ -431,10 +290,7 @@ class OutcomeCollector:
         uids = [
             u
             for p in pods
-            if (u := k8s.meta(p).get("uid"))
-            and u not in self.done
-            and u not in self.tracked
-            and k8s.spec(p).get("nodeName")
+            if (u := meta(p).get("uid")) and u not in self.done and u not in self.tracked and spec(p).get("nodeName")
         ]
         if not uids:
             return
@@ -457,164 +313,6 @@ class OutcomeCollector:
                 self.client.zrem(self.seen_key, *gone)
         except redis.RedisError as e:
             log.debug("pruning %s skipped: %s", self.seen_key, e)
-
-
-def build_record(t: Tracked, outcome: str, now: float) -> dict:
-    d = t.decision
-    assert d is not None  # callers check; not input validation
-    i = d.candidates.index(t.node) if t.node in d.candidates else None
-    return {
-        "kind": RECORD_KIND,
-        "version": RECORD_VERSION,
-        "pod_uid": t.uid,
-        "pod_namespace": t.namespace,
-        "pod_name": t.name,
-        "workload": t.workload,
-        "node": t.node,
-        "outcome": outcome,
-        "weight": OUTCOME_WEIGHTS[outcome],
-        "bound_at_ms": int(t.bound_at * 1000),
-        "recorded_at_ms": int(now * 1000),
-        "observed_after_s": round(now - t.bound_at, 3),
-        "restart_count": t.obs.restarts,
-        "termination_reasons": sorted(t.obs.termination_reasons),
-        "disruption": t.obs.disruption,
-        "decision": {
-            "ts_ms": d.ts_ms,
-            "mode": d.mode,
-            "model_version": d.model_version,
-            "recommended": d.recommended,
-            "followed": bool(d.recommended) and d.recommended == t.node,
-            "node_was_candidate": i is not None,
-            "score_on_node": d.scores[i] if i is not None else None,
-            "status_on_node": d.statuses[i] if i is not None and i < len(d.statuses) else None,
-            "predicted_slowdown_on_node": d.slowdowns[i] if i is not None and i < len(d.slowdowns) else None,
-        },
-        "pod": dict(d.pod),
-        "telemetry": t.telemetry,
-        "telemetry_problem": t.telemetry_problem,
-        "metric_schema_version": SCHEMA_VERSION,
-        "observed_slowdown": None,
-    }
-
-
-def stream_fields(record: dict) -> dict[str, str]:
-    return {
-        "pod_uid": record["pod_uid"],
-        "pod_namespace": record["pod_namespace"],
-        "pod_name": record["pod_name"],
-        "node": record["node"],
-        "outcome": record["outcome"],
-        "weight": repr(record["weight"]),
-        "decision_ts_ms": str(record["decision"]["ts_ms"]),
-        "recorded_at_ms": str(record["recorded_at_ms"]),
-        "record": json.dumps(record, sort_keys=True),
-    }
-
-
-def dump_stream(client: redis.Redis, key: str, path: Path, page: int = 10_000) -> int:
-    """Write every record in the outcomes stream to ``path`` as JSONL; returns the count."""
-    n, start = 0, "-"
-    with path.open("w", encoding="utf-8") as f:
-        while True:
-            entries = client.xrange(key, min=start, count=page)
-            for entry_id, fields in entries:
-                if fields.get("record"):
-                    f.write(fields["record"] + "\n")
-                    n += 1
-                start = f"({entry_id}"
-            if len(entries) < page:
-                return n
-
-
-# ---------------------------------------------------------------------- the pod watch
-
-
-class PodWatcher:
-    """List, then watch pods from the list's resourceVersion; relist on 410 Gone; back off on errors.
-
-    Emits ``("RELIST", [pod, ...])`` after every full list and ``(type, pod)`` for ADDED,
-    MODIFIED and DELETED events, pods as the API's JSON dicts.
-    """
-
-    def __init__(
-        self,
-        core,
-        *,
-        watch_timeout_s: int = DEFAULT_WATCH_TIMEOUT_S,
-        request_timeout_s: float = k8s.DEFAULT_REQUEST_TIMEOUT_S,
-        page_size: int = k8s.DEFAULT_PAGE_SIZE,
-        backoff: k8s.Backoff | None = None,
-    ):
-        self.core = core
-        self.watch_timeout_s = int(watch_timeout_s)
-        self.request_timeout_s = request_timeout_s
-        self.page_size = page_size
-        self.backoff = backoff or k8s.Backoff(DEFAULT_BACKOFF_INITIAL_S, DEFAULT_BACKOFF_MAX_S)
-        self.stats: Counter = Counter()
-        self._watch = None
-        self._stop = threading.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-        w = self._watch
-        if w is not None:
-            w.stop()
-
-    def run(self, emit: Callable[[str, object], None], stop: threading.Event | None = None) -> None:
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
-        stop = stop or self._stop
-        resource_version: str | None = None
-        while not (stop.is_set() or self._stop.is_set()):
-            try:
-                if resource_version is None:
-                    pods, resource_version = k8s.list_all(
-                        self.core.list_pod_for_all_namespaces,
-                        page_size=self.page_size,
-                        request_timeout_s=self.request_timeout_s,
-                    )
-                    self.stats["lists"] += 1
-                    emit("RELIST", pods)
-                    self.backoff.reset()
-                self._watch = w = watch.Watch()
-                for ev in w.stream(
-                    self.core.list_pod_for_all_namespaces,
-                    resource_version=resource_version,
-                    allow_watch_bookmarks=True,
-                    timeout_seconds=self.watch_timeout_s,
-                    _request_timeout=(self.request_timeout_s, self.watch_timeout_s + 30),
-                ):
-                    kind = ev.get("type")
-                    if kind in ("ADDED", "MODIFIED", "DELETED"):
-                        self.stats["events"] += 1
-                        emit(kind, ev["raw_object"])
-                    if w.resource_version:
-                        resource_version = w.resource_version
-                    if stop.is_set() or self._stop.is_set():
-                        break
-                self.stats["watches"] += 1
-                self.backoff.reset()
-            except ApiException as e:
-                if e.status == 410:
-                    self.stats["expired"] += 1
-                    log.info("pod watch expired (%s); relisting", k8s.api_error_summary(e))
-                    resource_version = None
-                    continue
-                self._pause(stop, f"Kubernetes API error: {k8s.api_error_summary(e)}")
-            except Exception as e:  # connection refused/reset, timeouts, undecodable bodies
-                if stop.is_set() or self._stop.is_set():
-                    break
-                self._pause(stop, f"{type(e).__name__}: {e}")
-            finally:
-                self._watch = None
-
-    def _pause(self, stop: threading.Event, why: str) -> None:
-        self.stats["errors"] += 1
-        delay = self.backoff.next()
-        log.warning("pod watch: %s; retrying in %.1f s", why, delay)
-        stop.wait(delay)
 
 
 def serve(
@@ -670,15 +368,8 @@ def serve(
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis with ka:decisions (default {DEFAULT_REDIS_URL})"
-    )
-    p.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
-    p.add_argument(
-        "--kubeconfig",
-        default=None,
-        help="kubeconfig file (default: in-cluster config in a pod, else $KUBECONFIG or ~/.kube/config)",
-    )
+    add_redis_arguments(p, "Redis with ka:decisions")
+    add_kubeconfig_argument(p)
     p.add_argument(
         "--settle-s",
         type=float,
@@ -724,17 +415,11 @@ def run(args: argparse.Namespace) -> int:
         problems.append(f"--watch-timeout-s: must be >= 1, got {args.watch_timeout_s}")
     if not args.redis_url.startswith(("redis://", "rediss://", "unix://")):
         problems.append(f"--redis-url: {args.redis_url!r} must start with redis://, rediss:// or unix://")
-    try:
-        api = k8s.api_client(args.kubeconfig)
-    except k8s.KubeConfigError as e:
-        problems.append(str(e))
+    core = core_v1(args.kubeconfig, problems)
     if problems:
-        print("kubeattention collector: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
-        return 2
-    from kubernetes import client
-
+        return refuse("collector", problems)
     collector = OutcomeCollector(store, settle_s=args.settle_s, export_path=args.export)
-    watcher = PodWatcher(client.CoreV1Api(api), watch_timeout_s=args.watch_timeout_s)
+    watcher = PodWatcher(core, watch_timeout_s=args.watch_timeout_s)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

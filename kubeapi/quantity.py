@@ -5,23 +5,23 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-_SUFFIX = {
-    "": 1,
+_SUFFIX: dict[str, Decimal] = {
+    "": Decimal(1),
     "n": Decimal("1e-9"),
     "u": Decimal("1e-6"),
     "m": Decimal("1e-3"),
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
 }
 _QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)$")
 
@@ -31,7 +31,7 @@ def parse_quantity(text: str, field: str = "quantity") -> Decimal:
     if not m:
         raise ValueError(f"{field}: {text!r} is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 1G)")
     try:
-        value = Decimal(m.group(1)) * Decimal(_SUFFIX[m.group(2)])
+        value = Decimal(m.group(1)) * _SUFFIX[m.group(2)]
     except InvalidOperation:
         raise ValueError(f"{field}: {text!r} is not a number") from None
     if value < 0 or not value.is_finite():

@@ -25,6 +25,7 @@ from aggregator.snapshot import Snapshot
 from aggregator.store import RedisStore
 from scheduling.decisions import DecisionLog, DecisionRecorder
 from scheduling.extender import Extender
+from wire.address import parse_listen
 
 log = logging.getLogger("kubeattention.aggregator")
 
@@ -62,7 +63,7 @@ def pod_annotator(cfg: cfgmod.AggregatorConfig):
     """Shadow mode's optional pod annotations, written through the Kubernetes API after a decision is recorded."""
     from kubernetes import client
 
-    from kubeapi.objects import api_client
+    from kubeapi.api_client import api_client
 
     api = client.CoreV1Api(api_client(cfg.kubeconfig))
 
@@ -160,12 +161,12 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
         on_written=pod_annotator(cfg) if cfg.annotate_pods else None,
         dropped_counter=metrics.decisions_dropped,
     )
-    from kubeapi.objects import pod_context
+    from kubeapi.pods import pod_context
 
     extender = Extender(
         scorer, pod_context, shadow=cfg.shadow, max_candidates=cfg.max_candidates, record=decisions, clock_ms=clock
     )
-    host, port = cfgmod.parse_listen(cfg.http_listen, "--http-listen")
+    host, port = parse_listen(cfg.http_listen, "--http-listen")
     app = build_app(
         snapshot,
         metrics.registry,

@@ -11,7 +11,8 @@ XRANGE ka:decisions - +``):
   profile, priority (what the model saw);
 * ``candidates`` — JSON list of node names, in the scheduler's order;
 * ``scores`` — JSON list of 0-100 scores aligned with ``candidates``;
-* ``statuses`` — JSON list of status names (SCORED, STALE, UNKNOWN_NODE, FALLBACK);
+* ``statuses`` — JSON list of status names (``wire.status``: SCORED, STALE, UNKNOWN_NODE,
+  FALLBACK);
 * ``slowdowns`` — JSON list of predicted slowdowns (null where not scored);
 * ``recommended`` — the best-scoring node ("" when nothing was scored), and
   ``recommended_reason`` — its reason string;

@@ -32,10 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aggregator.batch import BatchResult, BatchScorer, Status
+from aggregator.batch import BatchResult, BatchScorer
 from aggregator.errors import InvalidInput
 from scheduling.decisions import Decision
 from wire.schema import PodContext
+from wire.status import NAMES, Status
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ MAX_EXTENDER_PRIORITY = 10
 MAX_SLOWDOWN_ANNOTATION = "kubeattention.io/max-slowdown"
 #: The score every node gets in shadow mode: all equal, so the scheduler's choice is its own.
 SHADOW_SCORE = 0
-_STATUS_NAMES = {int(s): s.name for s in Status}
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ class Extender:
                 },
                 candidates=result.names,
                 scores=result.scores.tolist(),
-                statuses=[_STATUS_NAMES[s] for s in result.status.tolist()],
+                statuses=[NAMES[s] for s in result.status.tolist()],
                 slowdowns=slowdowns,
                 recommended=result.names[best] if best is not None else "",
                 model_version=result.model_version,

@@ -15,9 +15,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from aggregator.config import DEFAULT_REDIS_URL
+from aggregator.config import add_redis_arguments
 from aggregator.errors import StoreUnavailable
-from aggregator.store import DEFAULT_PREFIX, RedisStore
+from aggregator.store import RedisStore
 from scheduling.decisions import Decision, DecisionLog
 
 #: A placement whose predicted slowdown exceeds this breaks a latency SLO (as in the evaluation).
@@ -130,10 +130,7 @@ def landed_from_api(api) -> dict[str, str | None]:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--redis-url", default=DEFAULT_REDIS_URL, help=f"where ka:decisions is (default {DEFAULT_REDIS_URL})"
-    )
-    p.add_argument("--key-prefix", default=DEFAULT_PREFIX, help=f"Redis key prefix (default {DEFAULT_PREFIX})")
+    add_redis_arguments(p, "where ka:decisions is")
     p.add_argument("--kubeconfig", default=None, help="outside a cluster (default: in-cluster config)")
     p.add_argument("--since", default="24h", help="how far back to look (default 24h)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -156,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     from kubernetes import client
 
-    from kubeapi.objects import api_client
+    from kubeapi.api_client import api_client
 
     try:
         landed = landed_from_api(client.CoreV1Api(api_client(args.kubeconfig)))

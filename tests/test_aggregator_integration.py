@@ -283,120 +283,64 @@ def test_a_restarted_aggregator_rebuilds_its_snapshot_from_redis(redis_server):
         second.proc.stop()
 
 
-def test_aggregator_refuses_bad_flags_with_every_problem_listed(redis_server):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kubeattention.cli",
-            "aggregator",
-            "--grpc-listen",
-            "nowhere",
-            "--budget-ms",
-            "0",
-            "--redis-url",
-            "http://x",
-        ],
+def kubeattention(*args: str, check: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``kubeattention ARGS...`` run to its end, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "kubeattention.cli", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
+        check=check,
+        timeout=timeout,
     )
+
+
+def test_aggregator_refuses_bad_flags_with_every_problem_listed(redis_server):
+    out = kubeattention("aggregator", "--grpc-listen", "nowhere", "--budget-ms", "0", "--redis-url", "http://x")
     assert out.returncode == 2
     for words in ("--grpc-listen: 'nowhere' is not HOST:PORT", "--budget-ms: must be > 0", "--redis-url"):
         assert words in out.stderr
 
 
 def test_aggregator_refuses_a_missing_model_file(redis_server, tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kubeattention.cli",
-            "aggregator",
-            "--redis-url",
-            redis_server.url,
-            "--model",
-            str(tmp_path / "nope.onnx"),
-            "--insecure",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    out = kubeattention(
+        "aggregator", "--redis-url", redis_server.url, "--model", str(tmp_path / "nope.onnx"), "--insecure"
     )
     assert out.returncode == 2 and "cannot load the scoring model" in out.stderr and "nope.onnx" in out.stderr
 
 
 def test_score_and_inspect_commands(redis_server, aggregator, channel):
     push(channel, telemetry("node-a", collected_ms=now_ms(), cpu_psi_some=0.3))
-    ka = [sys.executable, "-m", "kubeattention.cli"]
-    out = subprocess.run(
-        ka
-        + [
-            "score",
-            "--insecure",
-            "--aggregator",
-            aggregator.address,
-            "--profile",
-            "latency-critical",
-            "--cpu",
-            "500m",
-            "--memory",
-            "512Mi",
-            "--json",
-            "node-a",
-            "ghost",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    score_cmd = ("score", "--insecure", "--aggregator", aggregator.address)
+    out = kubeattention(
+        *score_cmd,
+        "--profile",
+        "latency-critical",
+        "--cpu",
+        "500m",
+        "--memory",
+        "512Mi",
+        "--json",
+        "node-a",
+        "ghost",
         check=True,
     )
     doc = json.loads(out.stdout)
     assert [s["node"] for s in doc["scores"]] == ["node-a", "ghost"] or doc["scores"][0]["score"] >= 50
     assert {s["status"] for s in doc["scores"]} == {"SCORED", "UNKNOWN_NODE"}
     assert set(doc["scores"][0]) == {"node", "score", "status", "confidence", "predicted_slowdown", "reason"}
-    table = subprocess.run(
-        ka + ["score", "--insecure", "--aggregator", aggregator.address, "--cpu", "1", "node-a"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=True,
-    ).stdout
+    table = kubeattention(*score_cmd, "--cpu", "1", "node-a", check=True).stdout
     assert "RANK" in table and "node-a" in table and "SCORED" in table
-    bad = subprocess.run(
-        ka + ["score", "--insecure", "--aggregator", aggregator.address, "--memory", "lots", "node-a"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    bad = kubeattention(*score_cmd, "--memory", "lots", "node-a")
     assert bad.returncode == 2 and "--memory: 'lots' is not a Kubernetes quantity" in bad.stderr
-    dup = subprocess.run(
-        ka + ["score", "--insecure", "--aggregator", aggregator.address, "a", "a"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    dup = kubeattention(*score_cmd, "a", "a")
     assert dup.returncode == 1 and "INVALID_ARGUMENT" in dup.stderr and "more than once" in dup.stderr
-    ins = subprocess.run(
-        ka + ["inspect", "--redis-url", redis_server.url, "--json"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=True,
-    )
+    ins = kubeattention("inspect", "--redis-url", redis_server.url, "--json", check=True)
     nodes = json.loads(ins.stdout)["nodes"]
     assert nodes[0]["node"] == "node-a" and "llc_mpki" in nodes[0]["missing"]
-    human = subprocess.run(
-        ka + ["inspect", "--redis-url", redis_server.url, "node-a"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=True,
-    ).stdout
+    human = kubeattention("inspect", "--redis-url", redis_server.url, "node-a", check=True).stdout
     assert "cpu_psi_some" in human and "30%" in human and "missing: not collected in this test" in human
-    none = subprocess.run(
-        ka + ["inspect", "--redis-url", redis_server.url, "ghost"], capture_output=True, text=True, cwd=REPO
-    )
+    none = kubeattention("inspect", "--redis-url", redis_server.url, "ghost")
     assert none.returncode == 1 and "no telemetry for node 'ghost'" in none.stderr
 
 

@@ -15,8 +15,8 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-import client.batchscore as client_module
-from client.batchscore import (
+import client as client_module
+from client import (
     CircuitState,
     ClientClosed,
     ClientConfigError,
@@ -26,6 +26,8 @@ from client.batchscore import (
     Status,
     build_request,
 )
+from client.batchscore import score_once
+from client.errors import BadResponse
 from wire.schema import PodContext, Profile, QoS
 from wire.v1 import scoring_pb2
 
@@ -277,6 +279,18 @@ def _with_status(req, status):
     resp = answer(req)
     resp.scores[0].status = status
     return resp
+
+
+def test_score_once_is_the_same_call_without_breaker_or_fallback():
+    transport = FakeTransport()
+    r = score_once(transport, POD, build_request(POD, NODES), 0.5)
+    assert r.answered and [s.name for s in r.scores] == NODES and transport.timeouts == [0.5]
+    transport.outcome = DOWN
+    with pytest.raises(grpc.RpcError):
+        score_once(transport, POD, build_request(POD, NODES), 0.5)
+    transport.outcome = _shorter
+    with pytest.raises(BadResponse, match="answer for 2 nodes does not match the 3 candidates"):
+        score_once(transport, POD, build_request(POD, NODES), 0.5)
 
 
 # --------------------------------------------------------------------------- the state machine

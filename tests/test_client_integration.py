@@ -17,21 +17,15 @@ import pytest
 from procs import Kubeattention, RedisServer, free_ports, wait_for_port
 from prometheus_client import CollectorRegistry, generate_latest
 from telemetry_factory import telemetry
+from test_client import POD, ManualClock
 
-from client.batchscore import CircuitState, GrpcTransport, InvalidRequest, ScoringClient, Status
+from client import CircuitState, GrpcTransport, InvalidRequest, ScoringClient, Status
 from wire.client_security import ClientSecurity
-from wire.schema import PodContext, Profile
+from wire.schema import Profile
 from wire.v1 import telemetry_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-POD = PodContext(
-    cpu_request_cores=0.5,
-    memory_request_bytes=512 * 2**20,
-    profile=Profile.LATENCY_CRITICAL,
-    namespace="shop",
-    name="checkout-0",
-)
 #: Generous for a loaded CI machine; the default 45 ms deadline is exercised on its own.
 RELAXED_DEADLINE_S = 2.0
 #: The aggregators here run --insecure (transport security is tests/test_security*.py's subject).
@@ -97,14 +91,6 @@ class Aggregator:
             stub = telemetry_pb2_grpc.TelemetryServiceStub(ch)
             for m in messages:
                 stub.Push(m, timeout=5)
-
-
-class ManualClock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class CountingTransport:
@@ -272,11 +258,11 @@ def test_outage_opens_the_circuit_stops_calling_and_a_restart_closes_it(redis_ur
 
         agg.start()  # same ports
         push_fleet(agg)
-        clock.t += 9.9  # still cooling down: the restarted aggregator is not called
+        clock.advance(9.9)  # still cooling down: the restarted aggregator is not called
         assert client.score(POD, ["quiet"]).fallback
         assert transport.calls == 4 and agg.batchscore_requests() == 0
 
-        clock.t += 0.1  # cool-down over: one trial goes through, succeeds, closes the circuit
+        clock.advance(0.1)  # cool-down over: one trial goes through, succeeds, closes the circuit
         r = client.score(POD, ["busy", "quiet"])
         assert r.answered and not r.fallback and r.best().name == "quiet"
         assert client.state is CircuitState.CLOSED and transport.calls == 5

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 
 import grpc
 import pytest
-from procs import REPO
 from redis_cluster import NODE_TIMEOUT_MS, RedisClusterProcs
 from telemetry_factory import batch, telemetry
-from test_aggregator_integration import Aggregator
+from test_aggregator_integration import Aggregator, kubeattention
 
 from aggregator.store import Keys, RedisStore, cluster_nodes
 from aggregator.validate import validate_telemetry
@@ -81,13 +79,7 @@ def test_node_keys_share_a_slot_and_updates_reach_every_node(cluster):
         assert problems == [] and "n1" in {r.node_name for r in records}
         assert store.read_node("n1").received_at_ms == rec.received_at_ms
         # the operator's view reads the cluster too
-        out = subprocess.run(
-            [sys.executable, "-m", "kubeattention.cli", "inspect", "--redis-url", cluster.url, "--json", "n1"],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=60,
-        )
+        out = kubeattention("inspect", "--redis-url", cluster.url, "--json", "n1", timeout=60)
         assert out.returncode == 0, out.stderr
         doc = json.loads(out.stdout)
         assert doc["redis"].startswith("cluster ") and doc["nodes"][0]["node"] == "n1"
@@ -96,21 +88,8 @@ def test_node_keys_share_a_slot_and_updates_reach_every_node(cluster):
 
 
 def test_cluster_url_that_reaches_no_node_refuses_to_start_with_the_nodes_named():
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kubeattention.cli",
-            "aggregator",
-            "--redis-url",
-            "redis+cluster://127.0.0.1:1,127.0.0.1:2",
-            "--insecure",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
+    unreachable = "redis+cluster://127.0.0.1:1,127.0.0.1:2"
+    out = kubeattention("aggregator", "--redis-url", unreachable, "--insecure", timeout=60)
     assert out.returncode == 2
     assert "cannot start" in out.stderr and "127.0.0.1:1" in out.stderr
 

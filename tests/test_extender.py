@@ -25,7 +25,7 @@ from aggregator.errors import InvalidInput
 from aggregator.snapshot import Snapshot
 from aggregator.validate import validate_telemetry
 from inference.model import InterferenceModel
-from kubeapi.objects import pod_context
+from kubeapi.pods import pod_context
 from scheduling.extender import SHADOW_SCORE, Extender, parse_args
 
 FIXTURES = Path(__file__).parent / "fixtures" / "extender"

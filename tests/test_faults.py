@@ -25,11 +25,12 @@ from procs import REPO, Kubeattention, RedisServer, free_port, free_ports, wait_
 from telemetry_factory import batch, telemetry
 from test_aggregator_integration import STALENESS_MS, Aggregator
 
+from wire.status import NAMES, Status
 from wire.v1 import scoring_pb2, scoring_pb2_grpc, telemetry_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-SCORED, STALE = scoring_pb2.SCORE_STATUS_SCORED, scoring_pb2.SCORE_STATUS_STALE
+SCORED, STALE = Status.SCORED, Status.STALE
 FALLBACK = scoring_pb2.SCORE_STATUS_FALLBACK
 BUDGET_MS = 45.0
 
@@ -132,7 +133,7 @@ def phases(score_log) -> list[str]:
     """The run of distinct answers: e.g. ['SCORED', 'STALE', 'SCORED']."""
     out: list[str] = []
     for _, statuses in score_log:
-        label = "+".join(sorted(scoring_pb2.ScoreStatus.Name(s).removeprefix("SCORE_STATUS_") for s in statuses))
+        label = "+".join(sorted(NAMES[s] for s in statuses))
         if not out or out[-1] != label:
             out.append(label)
     return out

@@ -31,7 +31,7 @@ from aggregator.node_record import NodeRecord
 from aggregator.snapshot import Snapshot
 from aggregator.store import CorruptRecord, decode_record, encode_record
 from aggregator.validate import validate_batch, validate_telemetry
-from kubeapi.objects import pod_context
+from kubeapi.pods import pod_context
 from scheduling.extender import Extender
 from wire.schema import METRICS, NUM_METRICS, SCHEMA_VERSION, PodContext
 from wire.v1 import scoring_pb2, telemetry_pb2

@@ -1,4 +1,4 @@
-"""kubeapi/objects.py: pod -> PodContext, QoS, owners, node predicates, client construction.
+"""kubeapi (pods, nodes, api_client): pod -> PodContext, QoS, owners, node predicates, client construction.
 
 The pods and nodes are recorded API objects (tests/fixtures/k8s/, hand-made in the exact
 shape kube-apiserver returns). The client tests talk to a *simulated* API server
@@ -17,7 +17,19 @@ from fixtures.k8s.apiserver import HERE, FakeApiServer, Reply, load, pod, pod_li
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kubeapi import objects as k8s
+from kubeapi.api_client import KubeConfigError, api_client, api_error_summary, list_all
+from kubeapi.nodes import node_affinity_matches, node_allocatable, placement_problem, tolerates, untolerated_taint
+from kubeapi.pods import (
+    QOS_BY_NAME,
+    compute_qos,
+    is_daemonset_pod,
+    is_mirror_or_static_pod,
+    pod_context,
+    pod_context_from_v1,
+    pod_qos,
+    to_dict,
+    workload_of,
+)
 from wire.schema import PodContext, Profile, QoS
 
 MI, GI = 2**20, 2**30
@@ -50,7 +62,7 @@ def test_recorded_objects_decode_with_the_real_client(name, model):
     """Every fixture decodes through the kubernetes client's own models, and keeps its content."""
     obj = client.ApiClient().deserialize(json.dumps(load(name)), model, "application/json")
     assert type(obj).__name__ == model
-    again = k8s.to_dict(obj)
+    again = to_dict(obj)
     original = load(name)
     assert again.get("kind", original.get("kind")) == original.get("kind")
     if model == "V1Pod":
@@ -101,7 +113,7 @@ CASES = [
 @pytest.mark.parametrize("fixture, cpu, mem, qos, profile, resolved, priority", CASES)
 def test_pod_context(fixture, cpu, mem, qos, profile, resolved, priority):
     p = load(fixture)
-    ctx = k8s.pod_context(p)
+    ctx = pod_context(p)
     assert ctx.cpu_request_cores == pytest.approx(cpu)
     assert ctx.memory_request_bytes == mem
     assert ctx.qos is qos
@@ -116,8 +128,8 @@ def test_computed_qos_agrees_with_the_api_server(fixture):
     """Kubernetes' QoS derivation, recomputed without status.qosClass, matches what the API set."""
     p = load(fixture)
     recorded = p["status"].pop("qosClass")
-    assert k8s.compute_qos(p) is k8s.QOS_BY_NAME[recorded]
-    assert k8s.pod_qos(p) is k8s.QOS_BY_NAME[recorded]
+    assert compute_qos(p) is QOS_BY_NAME[recorded]
+    assert pod_qos(p) is QOS_BY_NAME[recorded]
 
 
 def _one_container(container_resources: dict, spec_extra: dict | None = None) -> dict:
@@ -166,7 +178,7 @@ def _one_container(container_resources: dict, spec_extra: dict | None = None) ->
     ],
 )
 def test_requests_and_qos_for_container_shapes(resources, extra, qos, cpu, mem):
-    ctx = k8s.pod_context(_one_container(resources, extra))
+    ctx = pod_context(_one_container(resources, extra))
     assert ctx.qos is qos
     assert ctx.cpu_request_cores == pytest.approx(cpu)
     assert ctx.memory_request_bytes == mem
@@ -175,13 +187,13 @@ def test_requests_and_qos_for_container_shapes(resources, extra, qos, cpu, mem):
 def test_bad_quantity_names_the_field():
     p = _one_container({"requests": {"cpu": "lots"}})
     with pytest.raises(ValueError, match=r"spec.containers\[app\].resources.requests.cpu"):
-        k8s.pod_context(p)
+        pod_context(p)
 
 
 def test_unknown_profile_annotation_is_inferred_and_logged(caplog):
     p = pod(edit=lambda d: d["metadata"].setdefault("annotations", {}).update({"kubeattention.io/profile": "turbo"}))
-    with caplog.at_level(logging.WARNING, logger="kubeapi.objects"):
-        ctx = k8s.pod_context(p)
+    with caplog.at_level(logging.WARNING, logger="kubeapi.pods"):
+        ctx = pod_context(p)
     assert ctx.profile is None and ctx.resolved_profile() is Profile.LATENCY_CRITICAL
     assert "turbo" in caplog.text and "shop/web-7d4b9c8f6d-x2x9k" in caplog.text
 
@@ -189,39 +201,39 @@ def test_unknown_profile_annotation_is_inferred_and_logged(caplog):
 def test_priority_absent_is_zero_and_non_integer_is_an_error():
     p = pod()
     del p["spec"]["priority"]
-    assert k8s.pod_context(p).priority == 0
+    assert pod_context(p).priority == 0
     p["spec"]["priority"] = "high"
     with pytest.raises(ValueError, match="spec.priority"):
-        k8s.pod_context(p)
+        pod_context(p)
 
 
 def test_pod_context_of_a_v1pod_object_matches_the_dict():
     for name in ("pod-sidecar-overhead.json", "pod-statefulset-guaranteed.json", "pod-job-besteffort.json"):
         v1 = client.ApiClient().deserialize(json.dumps(load(name)), "V1Pod", "application/json")
-        assert k8s.pod_context_from_v1(v1) == k8s.pod_context(load(name))
+        assert pod_context_from_v1(v1) == pod_context(load(name))
 
 
 def test_pod_context_is_a_podcontext_and_rejects_non_objects():
-    assert isinstance(k8s.pod_context(pod()), PodContext)
+    assert isinstance(pod_context(pod()), PodContext)
     with pytest.raises(ValueError, match="pod: expected a JSON object"):
-        k8s.pod_context(["not", "a", "pod"])
+        pod_context(["not", "a", "pod"])
 
 
 # ------------------------------------------------------------------ owners
 
 
 def test_workloads_and_pod_kinds():
-    assert str(k8s.workload_of(load("pod-deployment-running.json"))) == "Deployment shop/web"
-    assert str(k8s.workload_of(load("pod-statefulset-guaranteed.json"))) == "StatefulSet shop/cache"
-    assert str(k8s.workload_of(load("pod-job-besteffort.json"))) == "Job analytics/report-29134560"
-    assert k8s.workload_of(load("pod-bare.json")) is None
+    assert str(workload_of(load("pod-deployment-running.json"))) == "Deployment shop/web"
+    assert str(workload_of(load("pod-statefulset-guaranteed.json"))) == "StatefulSet shop/cache"
+    assert str(workload_of(load("pod-job-besteffort.json"))) == "Job analytics/report-29134560"
+    assert workload_of(load("pod-bare.json")) is None
     # a ReplicaSet whose name does not end in the template hash stays a ReplicaSet
     p = pod(edit=lambda d: d["metadata"]["labels"].pop("pod-template-hash"))
-    assert str(k8s.workload_of(p)) == "ReplicaSet shop/web-7d4b9c8f6d"
-    assert k8s.is_daemonset_pod(load("pod-daemonset.json"))
-    assert not k8s.is_daemonset_pod(load("pod-deployment-running.json"))
-    assert k8s.is_mirror_or_static_pod(load("pod-mirror-static.json"))
-    assert not k8s.is_mirror_or_static_pod(load("pod-bare.json"))
+    assert str(workload_of(p)) == "ReplicaSet shop/web-7d4b9c8f6d"
+    assert is_daemonset_pod(load("pod-daemonset.json"))
+    assert not is_daemonset_pod(load("pod-deployment-running.json"))
+    assert is_mirror_or_static_pod(load("pod-mirror-static.json"))
+    assert not is_mirror_or_static_pod(load("pod-bare.json"))
 
 
 # ------------------------------------------------------------------ nodes, taints, affinity
@@ -262,7 +274,7 @@ def test_workloads_and_pod_kinds():
     ],
 )
 def test_tolerates(toleration, taint, ok):
-    assert k8s.tolerates(toleration, taint) is ok
+    assert tolerates(toleration, taint) is ok
 
 
 def _nodes() -> dict[str, dict]:
@@ -272,7 +284,7 @@ def _nodes() -> dict[str, dict]:
 def test_placement_problems_on_recorded_nodes():
     nodes = _nodes()
     p = pod()
-    problems = {name: k8s.placement_problem(p, n) for name, n in nodes.items()}
+    problems = {name: placement_problem(p, n) for name, n in nodes.items()}
     assert problems == {
         "cp-1": "taint node-role.kubernetes.io/control-plane:NoSchedule not tolerated",
         "node-a": None,
@@ -287,13 +299,13 @@ def test_placement_problems_on_recorded_nodes():
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
         )
     )
-    assert k8s.placement_problem(gpu, nodes["node-gpu"]) is None
+    assert placement_problem(gpu, nodes["node-gpu"]) is None
 
 
 def test_node_selector_and_required_affinity():
     nodes = _nodes()
     ssd = pod(edit=lambda d: d["spec"].update(nodeSelector={"disktype": "ssd"}))
-    assert k8s.node_affinity_matches(ssd, nodes["node-a"]) and not k8s.node_affinity_matches(ssd, nodes["node-b"])
+    assert node_affinity_matches(ssd, nodes["node-a"]) and not node_affinity_matches(ssd, nodes["node-b"])
     affinity = {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -310,15 +322,15 @@ def test_node_selector_and_required_affinity():
         }
     }
     zoned = pod(edit=lambda d: d["spec"].update(affinity=affinity))
-    matched = sorted(n for n, node in nodes.items() if k8s.node_affinity_matches(zoned, node))
+    matched = sorted(n for n, node in nodes.items() if node_affinity_matches(zoned, node))
     assert matched == ["node-b", "node-c", "node-e"]
     daemon = load("pod-daemonset.json")  # pinned to node-a by matchFields; tolerates every taint
-    assert sorted(n for n, node in nodes.items() if k8s.node_affinity_matches(daemon, node)) == ["node-a"]
-    assert all(k8s.untolerated_taint(daemon, node) is None for node in nodes.values())
+    assert sorted(n for n, node in nodes.items() if node_affinity_matches(daemon, node)) == ["node-a"]
+    assert all(untolerated_taint(daemon, node) is None for node in nodes.values())
 
 
 def test_allocatable():
-    alloc = k8s.node_allocatable(_nodes()["node-a"])
+    alloc = node_allocatable(_nodes()["node-a"])
     assert alloc["cpu"] == Decimal("3.92") and alloc["memory"] == 15212908 * 1024
 
 
@@ -327,23 +339,23 @@ def test_allocatable():
 
 def test_client_from_kubeconfig_talks_to_the_server(apiserver, tmp_path):
     apiserver.pods = [pod()]
-    api = k8s.api_client(str(apiserver.write_kubeconfig(tmp_path / "kubeconfig", token="s3cret")), environ={})
-    items, rv = k8s.list_all(client.CoreV1Api(api).list_pod_for_all_namespaces)
+    api = api_client(str(apiserver.write_kubeconfig(tmp_path / "kubeconfig", token="s3cret")), environ={})
+    items, rv = list_all(client.CoreV1Api(api).list_pod_for_all_namespaces)
     assert [i["metadata"]["name"] for i in items] == ["web-7d4b9c8f6d-x2x9k"] and rv == "483391"
     assert apiserver.requests[-1].headers.get("authorization") == "Bearer s3cret"
 
 
 def test_client_config_errors_name_the_source(tmp_path):
-    with pytest.raises(k8s.KubeConfigError, match="nope"):
-        k8s.api_client(str(tmp_path / "nope"), environ={})
+    with pytest.raises(KubeConfigError, match="nope"):
+        api_client(str(tmp_path / "nope"), environ={})
     # in a pod without a service account token: in-cluster config fails cleanly
-    with pytest.raises(k8s.KubeConfigError, match="in-cluster"):
-        k8s.api_client(None, environ={"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"})
+    with pytest.raises(KubeConfigError, match="in-cluster"):
+        api_client(None, environ={"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"})
 
 
 def test_list_all_follows_continue_tokens(apiserver):
     apiserver.pods = [pod(name=f"p{i}", uid=f"uid-{i}") for i in range(5)]
-    items, rv = k8s.list_all(client.CoreV1Api(apiserver.api_client()).list_pod_for_all_namespaces, page_size=2)
+    items, rv = list_all(client.CoreV1Api(apiserver.api_client()).list_pod_for_all_namespaces, page_size=2)
     assert [i["metadata"]["name"] for i in items] == ["p0", "p1", "p2", "p3", "p4"]
     assert [r.query.get("continue") for r in apiserver.lists()] == [None, ["2"], ["4"]]
 
@@ -353,17 +365,6 @@ def test_list_all_raises_the_api_status(apiserver):
         "pods", Reply(200, pod_list([pod()], continue_token="tok")), Reply(410, load("status-410-continue.json"))
     )
     with pytest.raises(ApiException) as info:
-        k8s.list_all(client.CoreV1Api(apiserver.api_client()).list_pod_for_all_namespaces)
+        list_all(client.CoreV1Api(apiserver.api_client()).list_pod_for_all_namespaces)
     assert info.value.status == 410
-    assert "continue parameter is too old" in k8s.api_error_summary(info.value)
-
-
-def test_backoff_is_capped_exponential_with_downward_jitter():
-    b = k8s.Backoff(0.5, 30.0, rng=lambda: 0.0)
-    assert [b.next() for _ in range(9)] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
-    b.reset()
-    assert b.next() == 0.5
-    j = k8s.Backoff(1.0, 4.0, jitter=0.2, rng=lambda: 1.0)
-    assert [j.next() for _ in range(4)] == pytest.approx([0.8, 1.6, 3.2, 3.2])
-    with pytest.raises(ValueError, match="backoff"):
-        k8s.Backoff(0, 1)
+    assert "continue parameter is too old" in api_error_summary(info.value)

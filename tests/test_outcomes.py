@@ -25,14 +25,18 @@ from procs import REPO
 from aggregator.node_record import NodeRecord, empty_values
 from aggregator.store import RedisStore, encode_record
 from controllers import outcome_collector as outcomes
-from kubeapi import objects as k8s
+from controllers.decision_index import DecisionIndex
+from controllers.pod_outcome import OUTCOME_WEIGHTS, Observed
+from controllers.pod_watch import PodWatcher
+from kubeapi.fields import parse_time
 from scheduling.decisions import Decision, DecisionLog
+from wire.backoff import Backoff, Retry
 from wire.schema import METRIC_BY_NAME, NUM_METRICS
 
 pytestmark = pytest.mark.integration
 
 WEB_UID = "0f3c2a51-8d7e-4c1b-9a2f-5e6d7c8b9a01"
-BIND_S = k8s.parse_time("2026-11-29T10:00:00Z")  # the web pod's PodScheduled time
+BIND_S = parse_time("2026-11-29T10:00:00Z")  # the web pod's PodScheduled time
 BIND_MS = int(BIND_S * 1000)
 
 
@@ -110,12 +114,12 @@ def push_history(store, node: str, ms: int, **metrics) -> None:
     store.client.xadd(store.keys.history(node), encode_record(rec), id=f"{ms}-0")
 
 
-def watcher_for(server: FakeApiServer) -> outcomes.PodWatcher:
-    return outcomes.PodWatcher(
+def watcher_for(server: FakeApiServer) -> PodWatcher:
+    return PodWatcher(
         client.CoreV1Api(server.api_client()),
         watch_timeout_s=5,
         request_timeout_s=5,
-        backoff=k8s.Backoff(0.05, 0.2, rng=lambda: 0.0),
+        retry=Retry(Backoff(0.05, 0.2), rand=lambda: 0.0),
     )
 
 
@@ -252,6 +256,17 @@ def test_an_early_outcome_waits_for_a_late_decision(store):
 # ---------------------------------------------------------------------- watch expiry and API errors
 
 
+def test_the_pod_watch_backs_off_from_half_a_second_to_thirty_with_downward_jitter():
+    retry = PodWatcher(None).retry
+    assert retry.backoff == Backoff(0.5, 30.0, jitter=0.2)
+    retry.rand = lambda: 0.0
+    assert [retry.next() for _ in range(9)] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    retry.reset()
+    assert retry.next() == 0.5
+    retry.rand = lambda: 1.0
+    assert retry.next() == pytest.approx(0.8)  # at most 20 % less, never more
+
+
 def test_watch_410_gone_relists_and_resumes_from_the_right_resource_version(apiserver, store):
     web = load("pod-deployment-running.json")
     record_decision(store, web, BIND_MS - 100)
@@ -281,11 +296,11 @@ def test_watch_410_gone_relists_and_resumes_from_the_right_resource_version(apis
 
 def test_api_500_backs_off_and_recovers(apiserver, store):
     oom = load("pod-oomkilled.json")
-    record_decision(store, oom, int(k8s.parse_time("2026-11-29T10:03:00Z") * 1000) - 100)
+    record_decision(store, oom, int(parse_time("2026-11-29T10:03:00Z") * 1000) - 100)
     apiserver.pods = [oom]
     apiserver.script("pods", Reply(500, load("status-500.json")), Reply(500, load("status-500.json")))
     apiserver.script("pods-watch", Reply(500, load("status-500.json")))  # the first watch fails too
-    clock = Clock(k8s.parse_time("2026-11-29T10:05:00Z"))
+    clock = Clock(parse_time("2026-11-29T10:05:00Z"))
     collector = outcomes.OutcomeCollector(store, settle_s=300, clock=clock)
     watcher = watcher_for(apiserver)
     with Running(collector, watcher):
@@ -311,7 +326,7 @@ def test_oomkilled_and_evicted_recorded_at_once_deleted_on_the_event(apiserver, 
         record_decision(store, p, BIND_MS)
     apiserver.pods = [oom, evicted, web]
     apiserver.script("pods-watch", Stream([0.3, event("DELETED", web)]))
-    clock = Clock(k8s.parse_time("2026-11-29T10:05:30Z"))  # before any of them settles
+    clock = Clock(parse_time("2026-11-29T10:05:30Z"))  # before any of them settles
     collector = outcomes.OutcomeCollector(store, settle_s=3600, clock=clock)
     with Running(collector, watcher_for(apiserver)):
         assert wait_until(lambda: store.client.xlen("ka:outcomes") == 3)
@@ -340,14 +355,14 @@ def test_oomkilled_and_evicted_recorded_at_once_deleted_on_the_event(apiserver, 
     ],
 )
 def test_classification_of_recorded_pods(fixture, expected):
-    obs = outcomes.Observed()
+    obs = Observed()
     obs.update(load(fixture))
     assert obs.outcome() == expected
 
 
 def test_classification_rules():
-    def observed(*edits) -> outcomes.Observed:
-        obs = outcomes.Observed()
+    def observed(*edits) -> Observed:
+        obs = Observed()
         for e in edits:
             obs.update(pod(edit=e))
         return obs
@@ -383,7 +398,7 @@ def test_classification_rules():
     gone_after_restart = observed(restarted)
     gone_after_restart.deleted = True
     assert gone_after_restart.outcome() == "restarted"
-    assert set(outcomes.OUTCOME_WEIGHTS) == {
+    assert set(OUTCOME_WEIGHTS) == {
         "running",
         "succeeded",
         "restarted",
@@ -399,7 +414,7 @@ def test_decision_by_namespace_and_name_when_it_has_no_uid(store):
     web = load("pod-deployment-running.json")
     record_decision(store, web, BIND_MS - 5000, scores=(10.0, 20.0, 30.0), uid=False)
     record_decision(store, web, BIND_MS - 100, scores=(70.0, 20.0, 30.0), uid=False)  # newest wins
-    index = outcomes.DecisionIndex(DecisionLog(store.client, "ka:"))
+    index = DecisionIndex(DecisionLog(store.client, "ka:"))
     assert index.refresh() == 2 and index.refresh() == 0
     d = index.lookup(WEB_UID, "shop", "web-7d4b9c8f6d-x2x9k")
     assert d is not None and d.scores[0] == 70.0
@@ -436,7 +451,7 @@ def test_redis_outage_keeps_outcomes_pending_until_it_returns(redis_server, tmp_
 
 
 COLLECTOR = (
-    "import argparse, sys; from aggregator import outcomes; p = argparse.ArgumentParser(); "
+    "import argparse, sys; from controllers import outcome_collector as outcomes; p = argparse.ArgumentParser(); "
     "outcomes.configure_parser(p); sys.exit(outcomes.run(p.parse_args(sys.argv[1:])))"
 )
 

@@ -11,9 +11,11 @@ from test_outcomes import BIND_MS, Clock, push_history, record_decision
 
 from aggregator.store import RedisStore
 from controllers import outcome_collector as outcomes
-from kubeapi import objects as k8s
+from kubeapi.fields import parse_time
 from kubeattention import cli
-from scorer import train
+from scorer import dataset
+from scorer.outcome_rows import load_outcomes
+from scorer.training import TrainError
 from wire import schema
 
 pytestmark = pytest.mark.integration
@@ -34,7 +36,7 @@ def export(redis_server, tmp_path):
     push_history(store, "node-a", BIND_MS - 500, cpu_utilization=0.95, cpu_psi_some=0.6)
     path = tmp_path / "outcomes.jsonl"
     collector = outcomes.OutcomeCollector(
-        store, settle_s=60, export_path=path, clock=Clock(k8s.parse_time("2026-11-29T10:30:00Z"))
+        store, settle_s=60, export_path=path, clock=Clock(parse_time("2026-11-29T10:30:00Z"))
     )
     collector.relist([web, oom, evicted, stuck])
     assert collector.tick() == 4
@@ -53,7 +55,7 @@ def with_slowdowns(path, slowdowns: dict[str, float]):
 
 
 def test_export_is_accepted_and_only_rows_with_a_slowdown_are_used(export):
-    rows = train.load_outcomes(export)
+    rows = load_outcomes(export)
     assert rows.lines == 4 and len(rows.y) == 0
     assert rows.skipped == {"no observed_slowdown": 4}
 
@@ -66,7 +68,7 @@ def test_export_is_accepted_and_only_rows_with_a_slowdown_are_used(export):
             "web-7d4b9c8f6d-zz9yy": 1.1,
         },
     )
-    rows = train.load_outcomes(export)
+    rows = load_outcomes(export)
     # evicted ran on node-b (no history: no telemetry); the stuck pod weighs 0
     assert rows.skipped == {"no telemetry at decision time": 1, "weight 0": 1}
     assert len(rows.y) == 2 and rows.X.shape == (2, schema.NUM_FEATURES)
@@ -81,20 +83,20 @@ def test_malformed_lines_are_errors_naming_the_line(tmp_path, export):
     good = export.read_text().splitlines()[0]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(good + "\n" + json.dumps({"kind": "something-else"}) + "\n")
-    with pytest.raises(train.TrainError, match=r"line 2: not an outcome record: kind"):
-        train.load_outcomes(bad)
+    with pytest.raises(TrainError, match=r"line 2: not an outcome record: kind"):
+        load_outcomes(bad)
     rec = json.loads(good)
     rec["observed_slowdown"] = 2.0
     rec["telemetry"]["mask"] = "101"
     bad.write_text(json.dumps(rec) + "\n")
-    with pytest.raises(train.TrainError, match=r"line 1: .*telemetry.mask"):
-        train.load_outcomes(bad)
+    with pytest.raises(TrainError, match=r"line 1: .*telemetry.mask"):
+        load_outcomes(bad)
     del rec["pod"]
     bad.write_text("\n" + json.dumps(rec) + "\n")
-    with pytest.raises(train.TrainError, match=r"line 2: .*field 'pod' absent"):
-        train.load_outcomes(bad)
-    with pytest.raises(train.TrainError, match="cannot read"):
-        train.load_outcomes(tmp_path / "missing.jsonl")
+    with pytest.raises(TrainError, match=r"line 2: .*field 'pod' absent"):
+        load_outcomes(bad)
+    with pytest.raises(TrainError, match="cannot read"):
+        load_outcomes(tmp_path / "missing.jsonl")
 
 
 def test_cli_train_with_outcomes(export, tmp_path, capsys):
@@ -106,7 +108,7 @@ def test_cli_train_with_outcomes(export, tmp_path, capsys):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["outcomes"]["rows_used"] == 2 and meta["outcomes"]["lines"] == 4
     # the training data differs from the synthetic-only run, and the version says so
-    assert meta["model_version"] != f"mlp-{train.dataset.generate(2000, 3).data_hash[:12]}"
+    assert meta["model_version"] != f"mlp-{dataset.generate(2000, 3).data_hash[:12]}"
     assert (
         cli.main(
             ["train", "--rows", "2000", "--outcomes", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x.onnx")]

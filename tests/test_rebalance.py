@@ -22,13 +22,15 @@ import grpc
 import pytest
 from fixtures.k8s.apiserver import FakeApiServer, Reply, load, pod
 
+from client.result import NodeScore
 from controllers import rebalancer as rebalance
+from controllers.rebalance_rules import judge
 from wire.schema import QoS
+from wire.status import Status
 from wire.v1 import scoring_pb2, scoring_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-SCORED, STALE = scoring_pb2.SCORE_STATUS_SCORED, scoring_pb2.SCORE_STATUS_STALE
 #: Infeasible nodes score highest: if a filter were missing they would win.
 NODE_SCORES = {
     "node-a": 25.0,
@@ -55,8 +57,8 @@ class ChosenScores(scoring_pb2_grpc.ScoringServiceServicer):
         self.requests.append(request)
         out = []
         for n in request.node_names:
-            v = self.scores.get(n, (50.0, scoring_pb2.SCORE_STATUS_UNKNOWN_NODE))
-            score, status = (v, SCORED) if isinstance(v, float) else v
+            v = self.scores.get(n, (50.0, Status.UNKNOWN_NODE))
+            score, status = (v, Status.SCORED) if isinstance(v, float) else v
             out.append(
                 scoring_pb2.NodeScore(
                     node_name=n,
@@ -64,7 +66,7 @@ class ChosenScores(scoring_pb2_grpc.ScoringServiceServicer):
                     status=status,
                     confidence=0.5,
                     telemetry_age_ms=100,
-                    predicted_slowdown=100 / score if status == SCORED else math.nan,
+                    predicted_slowdown=100 / score if status is Status.SCORED else math.nan,
                     reason=f"chosen score for {n}",
                 )
             )
@@ -218,59 +220,33 @@ def test_max_moves(apiserver, scoring, tmp_path, capsys):
 
 
 def test_stale_or_unknown_nodes_never_drive_a_move(apiserver, scoring, tmp_path, capsys):
-    scoring.scores["node-a"] = (25.0, STALE)
+    scoring.scores["node-a"] = (25.0, Status.STALE)
     _, doc = run_json(apiserver, scoring, tmp_path, capsys)
     assert doc["moves"] == [] and doc["skipped"]["current node stale"] == 3
     scoring.scores["node-a"] = 25.0
-    scoring.scores["node-e"] = (90.0, STALE)  # the best target is stale: node-b (70) is the best scored one
+    scoring.scores["node-e"] = (90.0, Status.STALE)  # the best target is stale: node-b (70) is the best scored one
     _, doc = run_json(apiserver, scoring, tmp_path, capsys)
     assert {(m["target"], m["gain"]) for m in doc["moves"]} == {("node-b", 45.0)}
 
 
+def scored(node: str, score: float, status: Status = Status.SCORED) -> NodeScore:
+    return NodeScore(node, score, status, 0.5, None, "")
+
+
 @pytest.mark.parametrize(
-    "current, others, gap, floor, expected",
+    "current, others, expected",
     [
-        (rebalance.Scored("a", 30, "SCORED", ""), [rebalance.Scored("b", 50, "SCORED", "")], 20, 40, "b"),
-        (
-            rebalance.Scored("a", 30, "SCORED", ""),
-            [rebalance.Scored("b", 49.9, "SCORED", "")],
-            20,
-            40,
-            "no candidate better by the gap",
-        ),
-        (
-            rebalance.Scored("a", 40, "SCORED", ""),
-            [rebalance.Scored("b", 90, "SCORED", "")],
-            20,
-            40,
-            "current node at or above floor",
-        ),
-        (
-            rebalance.Scored("a", 10, "FALLBACK", ""),
-            [rebalance.Scored("b", 90, "SCORED", "")],
-            20,
-            40,
-            "current node fallback",
-        ),
-        (
-            rebalance.Scored("a", 10, "SCORED", ""),
-            [rebalance.Scored("b", 90, "UNKNOWN_NODE", "")],
-            20,
-            40,
-            "no scored candidate node",
-        ),
-        (
-            rebalance.Scored("a", 10, "SCORED", ""),
-            [rebalance.Scored("c", 80, "SCORED", ""), rebalance.Scored("b", 80, "SCORED", "")],
-            20,
-            40,
-            "b",
-        ),  # ties by name
+        (scored("a", 30), [scored("b", 50)], "b"),
+        (scored("a", 30), [scored("b", 49.9)], "no candidate better by the gap"),
+        (scored("a", 40), [scored("b", 90)], "current node at or above floor"),
+        (scored("a", 10, Status.FALLBACK), [scored("b", 90)], "current node fallback"),
+        (scored("a", 10), [scored("b", 90, Status.UNKNOWN_NODE)], "no scored candidate node"),
+        (scored("a", 10), [scored("c", 80), scored("b", 80)], "b"),  # ties by name
     ],
 )
-def test_judge(current, others, gap, floor, expected):
-    best, why = rebalance.judge(current, others, gap, floor)
-    assert (best.node if best else why) == expected
+def test_judge(current, others, expected):
+    best, why = judge(current, others, gap=20, floor=40)
+    assert (best.name if best else why) == expected
 
 
 def test_config_is_validated_all_at_once(tmp_path, capsys):

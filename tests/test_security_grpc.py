@@ -109,6 +109,11 @@ def pki(tmp_path_factory):
     return certs.create(tmp_path_factory.mktemp("pki"), ["node-a", "node-b"], ["kube-scheduler"])
 
 
+def server_tls(pki) -> tuple[str, ...]:
+    """The aggregator's flags for its development server certificate."""
+    return ("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key))
+
+
 @pytest.fixture(scope="module")
 def stranger(tmp_path_factory):
     """Certificates from another CA, claiming the same identities."""
@@ -124,16 +129,7 @@ def redis_url():
 
 @pytest.fixture(scope="module")
 def mtls(pki, redis_url):
-    agg = SecureAggregator(
-        redis_url,
-        pki.ca,
-        "--tls-cert",
-        str(pki.server.cert),
-        "--tls-key",
-        str(pki.server.key),
-        "--tls-client-ca",
-        str(pki.ca),
-    ).start()
+    agg = SecureAggregator(redis_url, pki.ca, *server_tls(pki), "--tls-client-ca", str(pki.ca)).start()
     yield agg
     agg.proc.stop()
 
@@ -152,10 +148,7 @@ def tokens(pki, redis_url, apiserver, tmp_path_factory):
     agg = SecureAggregator(
         redis_url,
         pki.ca,
-        "--tls-cert",
-        str(pki.server.cert),
-        "--tls-key",
-        str(pki.server.key),
+        *server_tls(pki),
         "--auth-token-file",
         str(d / "tokens"),
         "--auth-tokenreview",
@@ -473,7 +466,7 @@ def test_score_command_over_mtls(mtls, pki):
 
 
 def test_scoring_client_library_over_mtls(mtls, pki):
-    from client.batchscore import ScoringClient
+    from client import ScoringClient
     from wire.client_security import ClientSecurity
     from wire.schema import PodContext, Profile
 

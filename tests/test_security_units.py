@@ -325,7 +325,7 @@ def test_agent_refuses_to_push_without_a_transport_choice():
 
 
 def test_scoring_client_needs_security(pki):
-    from client.batchscore import ClientConfigError, ScoringClient
+    from client import ClientConfigError, ScoringClient
 
     with pytest.raises(ClientConfigError, match="ClientSecurity\\(insecure=True\\)"):
         ScoringClient("127.0.0.1:1")
@@ -358,7 +358,7 @@ def test_token_file_is_reread_when_rotated_like_a_projected_token(tmp_path):
 
 def test_tokenreview_without_a_reachable_kubernetes_config_stops_the_start():
     from aggregator.security import options as security
-    from kubeapi.objects import KubeConfigError
+    from kubeapi.api_client import KubeConfigError
 
     def no_config(kubeconfig):
         raise KubeConfigError("no Kubernetes client configuration from the default kubeconfig: none")

@@ -5,12 +5,13 @@ import pytest
 from doubles import FormulaModel, ManualClock
 from telemetry_factory import telemetry
 
-from aggregator.batch import BatchScorer, Status
+from aggregator.batch import BatchScorer
 from aggregator.metrics import AggregatorMetrics
 from aggregator.snapshot import Snapshot
 from aggregator.validate import validate_telemetry
 from inference import scoring
 from wire.schema import PodContext, Profile
+from wire.status import Status
 
 POD = PodContext(cpu_request_cores=0.5, profile=Profile.LATENCY_CRITICAL)
 
@@ -88,7 +89,7 @@ def test_statuses_scored_stale_unknown_and_others_still_scored():
     assert r.age_ms[2] == -1 and r.age_ms[1] == 11_000
     assert np.isnan(r.slowdown[1]) and r.slowdown[3] == pytest.approx(2.5)
     assert r.model_version == "formula-test"
-    assert metrics.node_scores["stale"]._value.get() == 1
+    assert metrics.node_scores[Status.STALE]._value.get() == 1
 
 
 def test_over_budget_every_node_falls_back_and_is_counted():

@@ -19,7 +19,7 @@ def parse_host_port(text: str, *, allow_port_zero: bool = False) -> tuple[str, i
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     lowest = 0 if allow_port_zero else 1
-    if not port.isdigit() or not lowest <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not lowest <= int(port) <= 65535:
         raise AddressError(f"port must be {lowest}-65535, got {port!r} in {text!r}")
     return host, int(port)
 

@@ -133,13 +133,13 @@ def server_tls(cfg) -> ServerTLS | None:
 
 def authenticator(cfg, api_client_factory=None) -> Authenticator:
     """The Authenticator for a validated config. ``api_client_factory(kubeconfig)`` builds the
-    kubernetes ApiClient for TokenReview (default: kubeapi.objects.api_client)."""
+    kubernetes ApiClient for TokenReview (default: kubeapi.api_client.api_client)."""
     verifiers = []
     if cfg.auth_token_file:
         verifiers.append(StaticTokens(Path(cfg.auth_token_file)))
     if cfg.auth_tokenreview:
         if api_client_factory is None:
-            from kubeapi.objects import api_client as api_client_factory
+            from kubeapi.api_client import api_client as api_client_factory
         try:
             api = api_client_factory(cfg.kubeconfig)
         except Exception as e:  # KubeConfigError and friends: no way to reach the API server
