@@ -9,10 +9,7 @@ from pathlib import Path
 import redis
 
 from controllers.pod_outcome import OUTCOME_WEIGHTS, Tracked
-from wire.schema import SCHEMA_VERSION
-
-RECORD_KIND = "kubeattention.io/outcome"
-RECORD_VERSION = 1
+from wire.schema import OUTCOME_RECORD_KIND, OUTCOME_RECORD_VERSION, SCHEMA_VERSION
 
 
 def build_record(t: Tracked, outcome: str, now: float) -> dict:
@@ -20,8 +17,8 @@ def build_record(t: Tracked, outcome: str, now: float) -> dict:
     assert d is not None  # callers check; not input validation
     i = d.candidates.index(t.node) if t.node in d.candidates else None
     return {
-        "kind": RECORD_KIND,
-        "version": RECORD_VERSION,
+        "kind": OUTCOME_RECORD_KIND,
+        "version": OUTCOME_RECORD_VERSION,
         "pod_uid": t.uid,
         "pod_namespace": t.namespace,
         "pod_name": t.name,

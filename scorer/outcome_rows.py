@@ -21,8 +21,7 @@ import numpy as np
 from scorer import dataset
 from scorer.training import TrainError
 from wire import schema
-
-OUTCOME_KIND = "kubeattention.io/outcome"
+from wire.schema import OUTCOME_RECORD_KIND
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,8 @@ class OutcomeRows:
 
 def _outcome_row(rec: dict) -> tuple[np.ndarray, float, float] | str:
     """(X row, log slowdown, weight), or why the row is skipped. Raises ValueError/KeyError/TypeError if malformed."""
-    if rec.get("kind") != OUTCOME_KIND:
-        raise ValueError(f"kind is {rec.get('kind')!r}, not {OUTCOME_KIND!r}")
+    if rec.get("kind") != OUTCOME_RECORD_KIND:
+        raise ValueError(f"kind is {rec.get('kind')!r}, not {OUTCOME_RECORD_KIND!r}")
     weight = float(rec["weight"])
     if not math.isfinite(weight) or weight < 0:
         raise ValueError(f"weight {weight!r} is not a finite number >= 0")

@@ -255,6 +255,11 @@ class QoS(enum.IntEnum):
 
 PROFILE_ANNOTATION = "kubeattention.io/profile"
 
+#: The outcome records the collector exports (``kubeattention outcome-collector --export``)
+#: and ``kubeattention train --outcomes`` reads: their ``kind`` and format ``version``.
+OUTCOME_RECORD_KIND = "kubeattention.io/outcome"
+OUTCOME_RECORD_VERSION = 1
+
 #: Node, namespace and pod names are RFC 1123 DNS subdomains (at most 253 characters).
 MAX_K8S_NAME = 253
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
