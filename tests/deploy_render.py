@@ -29,7 +29,7 @@ TARGETS = {
 #: Optional components, rendered on top of production all at once.
 COMPONENTS = ("active", "agent-sys-admin", "rebalance-evict")
 #: Kubernetes minor versions the manifests must validate against.
-K8S_VERSIONS = ("1.29.0", "1.30.0", "1.31.0")
+K8S_VERSIONS = ("1.29.0", "1.35.0", "1.36.0", "1.37.0")  # the oldest the manifests support, and the supported releases
 WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "CronJob", "Job")
 
 
