@@ -292,6 +292,7 @@ def test_direct_io_is_counted_and_deep_queues_raise_block_io_p99(blockio, tmp_pa
         "--iodepth=1",
         "--number_ios=1000",
         "--runtime=20",
+        "--lat_percentiles=1",
     )
     r_light = blockio.read()
     heavy = fio(
@@ -317,8 +318,11 @@ def test_direct_io_is_counted_and_deep_queues_raise_block_io_p99(blockio, tmp_pa
     assert p99_light is not None and p99_heavy is not None
     assert math.isfinite(p99_heavy) and 0 < p99_light < p99_heavy < 10_000, (p99_light, p99_heavy)
     # device time is part of what fio sees: the medians agree within the log2 interpolation's
-    # factor of 2 (medians: other processes' IO on the same disk may own the tail)
-    fio_p50_ms = light["jobs"][0]["read"]["clat_ns"]["percentile"]["50.000000"] / 1e6
+    # factor of 2 (medians: other processes' IO on the same disk may own the tail). fio's
+    # *total* latency (submission + completion): a virtual disk that completes a request inside
+    # io_submit() puts the device time in fio's slat and leaves a clat of ~2 us, which is what
+    # made a clat comparison fail now and then (ours 0.047 ms against a clat p50 of 0.003 ms)
+    fio_p50_ms = light["jobs"][0]["read"]["lat_ns"]["percentile"]["50.000000"] / 1e6
     ours_p50_ms = r_light.devices[disk].latency.quantile(0.5) / 1000
     assert ours_p50_ms <= 2 * fio_p50_ms + 0.02, (ours_p50_ms, fio_p50_ms)
     # 1 MB writes at depth 32 into 64 MB get merged, and the same sector can be in flight
