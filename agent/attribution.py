@@ -9,7 +9,7 @@ Sources, each already in schema units:
   or (cgroup v1 hosts) keyed by cgroup path and parsed by agent.pods.cgroup_path;
 * Tetragon: exec+exit events per second per pod, already named namespace/name.
 
-UIDs are named through a PodResolver (the kubelet's /pods). A pod that cannot be named
+UIDs are named through a PodResolver (--pods-from: the API server or the kubelet's /pods). A pod that cannot be named
 is left out: an offender is only useful to an operator when it says which pod. The top
 ``n`` per metric travel in the push as ``top_offenders``.
 """
@@ -76,7 +76,12 @@ class Attribution:
             rows.extend(PodOffender(ns, name, metric, value) for (ns, name), value in best if value > 0)
         kept = tuple(o for o in rows if _valid(o))
         if len(kept) < len(rows):
-            log.debug("%d offender rows without a resolvable pod name left out", len(rows) - len(kept))
+            why = getattr(self.resolver, "unresolved_reason", None) if self.resolver else "no pod source (--pods-from)"
+            log.debug(
+                "%d offender rows without a resolvable pod name left out%s",
+                len(rows) - len(kept),
+                f": {why}" if why else "",
+            )
         return kept
 
     def _add_cgroups(self, into: dict[str, float], per_cgroup: Mapping[int, float]) -> None:

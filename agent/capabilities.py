@@ -207,9 +207,12 @@ def run_probes(
     pmu: Callable[[], PmuStatus] | None = None,
     bpf_dir: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
+    pod_names: tuple[bool, str] | None = None,
 ) -> tuple[Probe, ...]:
     """``find_bcc``: the interpreter that can import bcc, or raises BpfUnavailable; ``bpf_dir``:
-    where the eBPF sources are (default ``bpf.source_dir()``, as the collectors look)."""
+    where the eBPF sources are (default ``bpf.source_dir()``, as the collectors look);
+    ``pod_names``: (works, detail) of the --pods-from source (agent.pods.source.probe_pod_source),
+    shown as the ``pod_names`` probe - per-pod attribution, no metric depends on it."""
     proc, sys_ = Path(proc_root), Path(sys_root)
     stat_ok, stat_detail = _readable(proc / "stat", "cpu ")
     mem_ok, mem_detail = _readable(proc / "meminfo", "MemAvailable:")
@@ -248,7 +251,7 @@ def run_probes(
             "or pass --cgroup-root",
         ),
         _cgroups(sys_),
-    )
+    ) + ((Probe("pod_names", *pod_names),) if pod_names is not None else ())
 
 
 def assess(probes: Sequence[Probe]) -> tuple[MetricCapability, ...]:

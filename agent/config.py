@@ -27,6 +27,8 @@ NODE_NAME_ENV = "NODE_NAME"
 #: Values of --aggregator that turn pushing off (serve HTTP only).
 NO_AGGREGATOR = ("", "none")
 HTTP_LISTEN_FLAG = "--http-listen"
+#: Where the pods behind per-pod figures are named (--pods-from).
+POD_SOURCES = ("apiserver", "kubelet", "none")
 MIN_INTERVAL_S = 0.05
 MAX_INTERVAL_S = 3600.0
 
@@ -70,6 +72,10 @@ class AgentConfig:
     """The kubelet's /pods (names pods for per-pod attribution); None: offenders only where Tetragon names them."""
     kubelet_token_file: Path | None = None
     kubelet_ca_file: Path | None = None
+    pods_from: str | None = None
+    """apiserver | kubelet | none; None (the default): kubelet when kubelet_pods_url is set, else none."""
+    kubeconfig: Path | None = None
+    """Kubeconfig for --pods-from apiserver outside a cluster; None: in-cluster config."""
     security: ClientSecurity = ClientSecurity()
     """How pushes reach the aggregator: --tls-ca/--tls-cert/--tls-key/--token-file, or --insecure."""
 
@@ -110,14 +116,41 @@ class AgentConfig:
         errors.extend(tetragon_problems(self.tetragon_export, self.tetragon_grpc))
         if self.kubelet_pods_url is not None and not self.kubelet_pods_url.startswith(("http://", "https://")):
             errors.append(f"--kubelet-pods-url: expected an http:// or https:// URL, got {self.kubelet_pods_url!r}")
+        errors.extend(self._pod_source_problems())
         for flag, path in (
             ("--kubelet-token-file", self.kubelet_token_file),
             ("--kubelet-ca-file", self.kubelet_ca_file),
+            ("--kubeconfig", self.kubeconfig),
         ):
             if path is not None and not path.is_file():
                 errors.append(f"{flag}: no such file {str(path)!r}")
         if errors:
             raise ConfigError(errors)
+
+    def _pod_source_problems(self) -> list[str]:
+        if self.pods_from is not None and self.pods_from not in POD_SOURCES:
+            return [f"--pods-from: expected one of {', '.join(POD_SOURCES)}, got {self.pods_from!r}"]
+        problems = []
+        source = self.pod_source
+        if source != "kubelet":
+            # Without --pods-from, a kubelet token or CA file without a URL stays the no-op it was.
+            for flag, value in (
+                ("--kubelet-pods-url", self.kubelet_pods_url),
+                ("--kubelet-token-file", self.kubelet_token_file if self.pods_from else None),
+                ("--kubelet-ca-file", self.kubelet_ca_file if self.pods_from else None),
+            ):
+                if value is not None:
+                    problems.append(f"{flag}: only used with --pods-from kubelet, not --pods-from {source}")
+        if source != "apiserver" and self.kubeconfig is not None:
+            problems.append(f"--kubeconfig: only used with --pods-from apiserver, not --pods-from {source}")
+        return problems
+
+    @property
+    def pod_source(self) -> str:
+        """Which source names pods: --pods-from, else kubelet when --kubelet-pods-url is given, else none."""
+        if self.pods_from is not None:
+            return self.pods_from
+        return "kubelet" if self.kubelet_pods_url else "none"
 
     @property
     def push_enabled(self) -> bool:
@@ -148,5 +181,7 @@ class AgentConfig:
             kubelet_pods_url=getattr(args, "kubelet_pods_url", None) or None,
             kubelet_token_file=Path(args.kubelet_token_file) if getattr(args, "kubelet_token_file", None) else None,
             kubelet_ca_file=Path(args.kubelet_ca_file) if getattr(args, "kubelet_ca_file", None) else None,
+            pods_from=getattr(args, "pods_from", None) or None,
+            kubeconfig=Path(args.kubeconfig) if getattr(args, "kubeconfig", None) else None,
             security=ClientSecurity.from_args(args),
         )

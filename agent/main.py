@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from agent.config import (
     DEFAULT_AGGREGATOR,
@@ -21,9 +22,12 @@ from agent.config import (
     DEFAULT_PROC_ROOT,
     DEFAULT_SYS_ROOT,
     NODE_NAME_ENV,
+    POD_SOURCES,
     AgentConfig,
     ConfigError,
+    default_node_name,
 )
+from agent.pods.source import PodSourceSettings, probe_pod_source
 from agent.recording_file import RecordingError
 from agent.runtime import Agent, AgentStartError
 from agent.tetragon import DEFAULT_EXPORT_FILE, DEFAULT_GRPC_ADDRESS
@@ -96,6 +100,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         f"{DEFAULT_GRPC_ADDRESS} (default: off, churn from /proc/stat forks)",
     )
     parser.add_argument(
+        "--pods-from",
+        choices=POD_SOURCES,
+        default=None,
+        help="where to name the pods behind per-pod figures: 'apiserver' lists and watches this node's pods "
+        "(needs get,list,watch on pods; the shipped DaemonSet), 'kubelet' reads --kubelet-pods-url, 'none' "
+        "names none (default: kubelet when --kubelet-pods-url is given, else none - so existing command lines "
+        "keep their behaviour and nothing reaches the API server unasked)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        metavar="PATH",
+        help="kubeconfig for --pods-from apiserver outside a cluster (default: in-cluster config)",
+    )
+    parser.add_argument(
         "--kubelet-pods-url",
         default=None,
         metavar="URL",
@@ -126,12 +145,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_transport_arguments(parser, "this node (identity spiffe://kubeattention/node/NODE_NAME)")
 
 
+def pod_source_from_args(args: argparse.Namespace, environ) -> PodSourceSettings:
+    """The --pods-from settings straight from the flags (``--check`` runs without a full config)."""
+    url = args.kubelet_pods_url or None
+    return PodSourceSettings(
+        args.pods_from or ("kubelet" if url else "none"),
+        args.node_name or default_node_name(environ),
+        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        kubelet_pods_url=url,
+        kubelet_token_file=Path(args.kubelet_token_file) if args.kubelet_token_file else None,
+        kubelet_ca_file=Path(args.kubelet_ca_file) if args.kubelet_ca_file else None,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.check:
         from agent.capabilities import check_capabilities
 
         tetragon = [p for p in (args.tetragon_export, args.tetragon_grpc) if p]
-        options = {"tetragon_paths": [p.removeprefix("unix://") for p in tetragon]} if tetragon else {}
+        options: dict = {"tetragon_paths": [p.removeprefix("unix://") for p in tetragon]} if tetragon else {}
+        options["pod_names"] = probe_pod_source(pod_source_from_args(args, os.environ))
         print(
             check_capabilities(args.proc_root, args.sys_root, cgroup_root=args.cgroup_root, **options).render_table(),
             end="",

@@ -27,7 +27,7 @@ from agent.http_app import build_app
 from agent.latest_vector import LatestVector
 from agent.pods.cgroup_ids import CgroupIdIndex
 from agent.pods.cpu import PodCgroupRoots, PodCpuSampler
-from agent.pods.resolver import KubeletPodResolver
+from agent.pods.source import PodSourceSettings, build_pod_resolver
 from agent.push import Pusher, backoff_for_interval
 from agent.replay import ReplaySource
 from agent.tetragon import tetragon_collector
@@ -57,18 +57,26 @@ def build_source(config: AgentConfig, clock: Clock) -> VectorSource:
 
 
 def build_attribution(config: AgentConfig, clock: Clock) -> Attribution:
-    """Per-pod figures from pod cgroups, eBPF cgroup ids and Tetragon, named via the kubelet when configured."""
+    """Per-pod figures from pod cgroups, eBPF cgroup ids and Tetragon, named by the --pods-from source."""
     roots = PodCgroupRoots.for_root(config.cgroup_root) if config.cgroup_root else None
-    resolver = None
-    if config.kubelet_pods_url:
-        resolver = KubeletPodResolver(
-            config.kubelet_pods_url, token_path=config.kubelet_token_file, ca_file=config.kubelet_ca_file, clock=clock
-        )
-        resolver.start()
+    resolver = build_pod_resolver(pod_source_settings(config), clock)
+    if resolver is not None:
+        resolver.start()  # a background thread: lookups never wait on the network
     return Attribution(
         cpu=PodCpuSampler(config.sys_root, roots=roots, clock=clock),
         cgroups=CgroupIdIndex(sys_root=config.sys_root, clock=clock),
         resolver=resolver,
+    )
+
+
+def pod_source_settings(config: AgentConfig) -> PodSourceSettings:
+    return PodSourceSettings(
+        config.pod_source,
+        config.node_name,
+        kubeconfig=config.kubeconfig,
+        kubelet_pods_url=config.kubelet_pods_url,
+        kubelet_token_file=config.kubelet_token_file,
+        kubelet_ca_file=config.kubelet_ca_file,
     )
 
 
@@ -199,6 +207,8 @@ class Agent:
             self.config.http_listen,
             push,
         )
+        if not isinstance(self.source, ReplaySource):
+            log.info("pods behind per-pod figures named from: %s (--pods-from)", self.config.pod_source)
 
     def stop(self) -> None:
         """Ask the loop to end (safe from a signal handler)."""
@@ -241,6 +251,9 @@ class Agent:
         for c in getattr(self.source, "collectors", ()):
             if callable(close := getattr(c, "close", None)):
                 close()  # e.g. the Tetragon gRPC stream thread
+        resolver = getattr(getattr(self.source, "attribution", None), "resolver", None)
+        if callable(stop := getattr(resolver, "stop", None)):
+            stop()  # the pod list/watch thread
         self.server.request_exit()
         self._http_thread.join(HTTP_START_TIMEOUT_S)
         log.info("agent stopped")

@@ -186,12 +186,15 @@ def test_agent_daemonset_runs_everywhere_and_sees_the_host(overlay):
     assert spec["hostPID"] is True
     assert {"operator": "Exists"} in spec["tolerations"]
     find(docs, "PriorityClass", spec["priorityClassName"])
-    assert spec["automountServiceAccountToken"] is False
+    # The agent mounts its API token since it names pods from the API server (--pods-from
+    # apiserver: list + watch of its node's pods, the ClusterRole kubeattention-agent).
+    assert spec["automountServiceAccountToken"] is True
     (c,) = spec["containers"]
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     args = c["args"]
     assert args[args.index("--node-name") + 1] == "$(NODE_NAME)"
+    assert args[args.index("--pods-from") + 1] == "apiserver", "the shipped agent names pods from the API server"
 
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
@@ -346,6 +349,8 @@ EXPECTED_RULES = {
     "kubeattention-aggregator": [
         {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
     ],
+    # The agent: its node's pods (--pods-from apiserver, fieldSelector spec.nodeName), read only.
+    "kubeattention-agent": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
     "kubeattention-collector": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
     "kubeattention-rebalancer": [
         {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list"]},
@@ -384,7 +389,9 @@ def test_rbac_is_least_privilege(all_components):
                 assert BOOTSTRAP_ROLES[ref] == s["name"]
             else:
                 assert ref in roles, f"binding to unknown role {ref}"
-    assert "kubeattention-agent" not in bound and "kubeattention-extender" not in bound
+    # The agent is bound to its read-only pod role only (--pods-from apiserver), nothing else.
+    assert bound.get("kubeattention-agent") == {"kubeattention-agent"}
+    assert "kubeattention-extender" not in bound
     assert "kubeattention-redis" not in bound
     # ServiceAccounts without API access do not mount a token.
     for sa in (d for d in docs if d["kind"] == "ServiceAccount"):

@@ -15,9 +15,10 @@ redis-server with the Secret's password as requirepass), the host's
 * the extender's snapshot follows the pushes it never received (shared Redis);
 * the rebalancer CronJob's args score through the aggregator with its own projected token.
 
-TokenReview is answered by the simulated API server (tests/fixtures/k8s/apiserver.py)
-reached through --kubeconfig, because no Kubernetes control plane runs here (in a
-cluster the aggregator uses its in-cluster config). Redis, TLS, gRPC, HTTP and the
+TokenReview and the agent's pod list/watch (--pods-from apiserver) are answered by the
+simulated API server (tests/fixtures/k8s/apiserver.py) reached through --kubeconfig,
+because no Kubernetes control plane runs here (in a cluster both use their in-cluster
+config). Redis, TLS, gRPC, HTTP and the
 agent's measurements are real.
 """
 
@@ -35,7 +36,7 @@ from pathlib import Path
 import pytest
 import yaml
 from deploy_render import find, kubectl, pod_spec, rendered
-from fixtures.k8s.apiserver import FakeApiServer, IssuedToken, pod
+from fixtures.k8s.apiserver import FakeApiServer, IssuedToken, pod, wait_until
 from procs import Kubeattention, RedisServer, free_ports, wait_for_port
 
 from aggregator.security import auth
@@ -218,7 +219,9 @@ def stack(tmp_path_factory):
                 "--sys-root": "/sys",
             },
         )
-        agent = Kubeattention(*agent_args).start()
+        # --kubeconfig for the agent's --pods-from apiserver as for the aggregator's TokenReview:
+        # in a cluster both use their in-cluster config, which needs a control plane.
+        agent = Kubeattention(*agent_args, "--kubeconfig", str(kubeconfig)).start()
         procs.append(agent)
         wait_for_port(ports["agent_http"], proc=agent.proc, timeout=60)
         yield {
@@ -286,6 +289,15 @@ def test_the_manifest_args_were_used_unchanged_but_for_mounts_and_ports(stack):
     assert "--tls-client-ca" in ext_args and "--shadow" in ext_args
     assert "--token-file" in agent_args and "--tls-ca" in agent_args and "--insecure" not in agent_args
     assert agent_args[agent_args.index("--node-name") + 1] == NODE
+    assert agent_args[agent_args.index("--pods-from") + 1] == "apiserver"
+
+
+def test_agent_lists_and_watches_its_nodes_pods(stack):
+    """--pods-from apiserver from the manifest: the agent asks for its own node's pods only."""
+    api = stack["api"]
+    assert wait_until(lambda: bool(api.lists() and api.watches()), timeout=30), stack["agent"].output()[-2000:]
+    for request in (api.lists()[0], api.watches()[0]):
+        assert request.query["fieldSelector"] == [f"spec.nodeName={NODE}"]
 
 
 REBALANCER_TOKEN = "projected-rebalancer-token-0123456789abcdef"

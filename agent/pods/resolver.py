@@ -1,8 +1,8 @@
-"""Pod UID -> namespace/name. The UID is all a cgroup tells; the rest needs the kubelet.
+"""Pod UID -> namespace/name. The UID is all a cgroup tells; the rest needs the kubelet or the API server.
 
 :func:`pods_from_podlist` reads a v1 PodList; :class:`KubeletPodResolver` keeps the
 kubelet's ``/pods`` (the pods bound to this node) cached. Tests resolve from a recorded
-PodList (tests/doubles.py).
+PodList (tests/doubles.py). The API-server source is agent/pods/apiserver_resolver.py.
 """
 
 from __future__ import annotations
@@ -128,6 +128,11 @@ class KubeletPodResolver:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
+
+    @property
+    def unresolved_reason(self) -> str | None:
+        """Why a pod UID may not resolve now (the last fetch error), or None."""
+        return None if self.last_error is None else f"kubelet {self.url}: {self.last_error}"
 
     def fetch(self) -> dict[str, PodInfo]:
         """GET the PodList now; raises OSError or PodListError."""
