@@ -11,12 +11,10 @@ from typing import NamedTuple
 from client.errors import BadResponse
 from inference.scoring import FALLBACK_SCORE
 from wire.schema import PodContext, Profile
-from wire.status import Status
+from wire.status import BY_VALUE, Status
 from wire.v1 import scoring_pb2
 
 _PROFILE_VALUES = frozenset(int(p) for p in Profile)
-#: Status by wire value: a dict lookup per node (``Status(value)`` costs a microsecond each).
-_STATUS_BY_VALUE = {int(s): s for s in Status}
 
 
 class NodeScore(NamedTuple):
@@ -86,7 +84,7 @@ def fallback_result(pod: PodContext, nodes: Sequence[str], reason: str) -> Score
 def decode_response(resp: scoring_pb2.BatchScoreResponse, pod: PodContext, nodes: Sequence[str]) -> ScoreResult:
     """The aggregator's answer for ``pod`` and ``nodes``; raises BadResponse when it does not fit
     the request (a server fault)."""
-    status, isnan = _STATUS_BY_VALUE, math.isnan
+    status, isnan = BY_VALUE, math.isnan
     try:
         scores = tuple(
             NodeScore(

@@ -25,16 +25,8 @@ class Status(enum.IntEnum):
         """The Prometheus label value: ``scored``, ``stale``, ``unknown_node``, ``fallback``."""
         return self.name.lower()
 
-    @classmethod
-    def from_wire(cls, value: int) -> Status:
-        """A ``ScoreStatus`` received over gRPC; raises ValueError for UNSPECIFIED or an unknown value."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"score status {value!r} is not one of {[s.name for s in cls]}") from None
 
-
-#: Status names by wire value, for the hot path (enum attribute access costs about a microsecond).
+#: For the hot path, by wire value (``Status(value)`` and enum attribute access cost about a
+#: microsecond each): the member, and its name. UNSPECIFIED (0) or an unknown value is absent.
+BY_VALUE: dict[int, Status] = {int(s): s for s in Status}
 NAMES: dict[int, str] = {int(s): s.name for s in Status}
-#: Prometheus label values, in wire order.
-LABELS: tuple[str, ...] = tuple(s.label for s in Status)
