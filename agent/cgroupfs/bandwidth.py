@@ -14,10 +14,11 @@ that vanish while it runs: a pod that ends between two readings just leaves the 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.cgroupfs.hierarchies import child_cgroups
 
 #: kubepods/<qos>/pod<uid>/<container> is depth 3 (systemd driver the same); 6 leaves margin.
 MAX_DEPTH = 6
@@ -56,13 +57,7 @@ def leaf_cgroups(root: Path, max_depth: int = MAX_DEPTH, max_cgroups: int = MAX_
         children: list[Path] = []
         if depth < max_depth:
             try:
-                with os.scandir(path) as it:
-                    for entry in it:
-                        try:
-                            if entry.is_dir(follow_symlinks=False):
-                                children.append(Path(entry.path))
-                        except OSError:
-                            continue  # vanished between listing and stat
+                children = child_cgroups(path)
             except (FileNotFoundError, NotADirectoryError, PermissionError):
                 continue  # the cgroup went away mid-walk
         if children:

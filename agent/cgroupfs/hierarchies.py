@@ -35,6 +35,20 @@ def v1_cpu_hierarchy(sys_root: str | Path = "/sys") -> Path | None:
     return None
 
 
+def child_cgroups(path: Path) -> list[Path]:
+    """The sub-cgroups of one cgroup directory; an entry removed while listing is skipped.
+    Raises OSError when ``path`` itself is gone or unreadable (the caller decides what that means)."""
+    out = []
+    with os.scandir(path) as it:
+        for entry in it:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    out.append(Path(entry.path))
+            except OSError:
+                continue  # removed mid-walk
+    return out
+
+
 def cgroup_id(path: str | Path) -> int:
     """The cgroup v2 id of a cgroup directory in the cgroup2 mount, as the kernel reports it
     (``bpf_get_current_cgroup_id()``): the directory's inode number."""

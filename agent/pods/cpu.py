@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.cgroupfs.bandwidth import BandwidthSample, cpu_stat_fields, read_bandwidth, throttled_periods
+from agent.cgroupfs.hierarchies import child_cgroups
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.cpu_lists import online_cpus
 from agent.pods.cgroup_path import pod_component
@@ -71,7 +72,7 @@ def pod_dirs(root: Path, max_depth: int = POD_MAX_DEPTH) -> dict[str, Path]:
     while stack:
         path, depth = stack.pop()
         try:
-            children = _subdirs(path)
+            children = child_cgroups(path)
         except OSError:
             continue
         for child in children:
@@ -81,18 +82,6 @@ def pod_dirs(root: Path, max_depth: int = POD_MAX_DEPTH) -> dict[str, Path]:
             elif depth + 1 < max_depth:
                 stack.append((child, depth + 1))
     return found
-
-
-def _subdirs(path: Path) -> list[Path]:
-    out = []
-    with os.scandir(path) as it:
-        for entry in it:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    out.append(Path(entry.path))
-            except OSError:
-                continue  # removed mid-walk
-    return out
 
 
 def _read_usage_ns(pod: Path, version: int) -> int | None:
