@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.clock import SYSTEM_CLOCK, Clock
+from kubeapi.pods import MIRROR_ANNOTATION, QOS_BY_NAME
 from wire.schema import QoS
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,6 @@ class PodInfo:
     qos: QoS | None = None
     containers: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Runtime container id (without ``containerd://``) -> container name."""
-
-
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-_QOS_CLASSES = {"Guaranteed": QoS.GUARANTEED, "Burstable": QoS.BURSTABLE, "BestEffort": QoS.BEST_EFFORT}
 
 
 def pods_from_podlist(data: Any) -> dict[str, PodInfo]:
@@ -62,7 +59,7 @@ def pods_from_podlist(data: Any) -> dict[str, PodInfo]:
                 if cid and cs.get("name"):
                     containers[cid.partition("://")[2] or cid] = cs["name"]
         uid = meta["uid"].lower()
-        info = PodInfo(uid, meta["namespace"], meta["name"], _QOS_CLASSES.get(status.get("qosClass")), containers)
+        info = PodInfo(uid, meta["namespace"], meta["name"], QOS_BY_NAME.get(status.get("qosClass")), containers)
         pods[uid] = info
         # A static pod's cgroup carries the kubelet's UID, the config hash; the API server's
         # mirror pod has its own UID and keeps the hash in this annotation.
