@@ -13,7 +13,7 @@ DEMO_ONCE ?=
 # A vendored subset of Tetragon's API: generated into agent/tetragon/ (see proto/tetragon/api.proto).
 TETRAGON_PROTOS := $(shell find proto/tetragon -name '*.proto' | sed 's|^proto/||' | sort)
 
-.PHONY: help setup system-deps ebpf-deps venv-bcc demo test proto bench bench-extender bench-agent bench-sizing soak train train-calibrated calibrate evaluate bench-models recordings certs clean
+.PHONY: help loadgen setup system-deps ebpf-deps venv-bcc demo test proto bench bench-extender bench-agent bench-sizing soak train train-calibrated calibrate evaluate bench-models recordings certs clean
 
 help:
 	@echo "make demo        run redis, the aggregator and agents on this machine; print BatchScore (DEMO_ONCE=1: once)"
@@ -24,11 +24,11 @@ help:
 	@echo "make bench-sizing  aggregator RSS/CPU and Redis memory per node, for deploy/ requests and limits"
 	@echo "make soak        5 000 simulated agents at 1 Hz + BatchScore at 100/s for 10 min (SOAK_SECONDS=600)"
 	@echo "make proto       regenerate the gRPC stubs in wire/v1 from proto/"
-	@echo "make train       retrain the shipped model (inference/models/default.onnx)"
-	@echo "make train-calibrated  train on the calibration data (inference/models/calibrated-mlp.onnx, calibrated-xgboost.onnx)"
-	@echo "make calibrate   re-record scorer/data/calibration with real victims and stress-ng (~2 h 45 min for 7 repetitions, in locked chunks, resumable)"
-	@echo "make evaluate    held-out evaluation against scheduler baselines (report in scorer/data/evaluation/)"
-	@echo "make bench-models  MLP vs XGBoost: training time, ONNX size, inference p50/p99 (bench/models.py)"
+	@echo "make train       retrain the synthetic-only model (inference/models/synthetic-mlp.onnx)"
+	@echo "make calibrate   re-record scorer/data/calibration with real victims and stress-ng (~30 min a repetition, in locked chunks, resumable)"
+	@echo "make evaluate    held-out evaluation over fold seeds $(EVAL_SEEDS) against scheduler baselines (scorer/data/evaluation/)"
+	@echo "make train-calibrated  train the calibrated models, then the gate: promote calibrated-xgboost-fast to default.onnx or refuse"
+	@echo "make bench-models  MLP vs XGBoost vs fast XGBoost: training time, ONNX size, inference p50/p99 (bench/models.py)"
 	@echo "make recordings  re-record the replayed node states with stress-ng (takes ~2 min)"
 	@echo "make certs       development CA + aggregator, node and scheduler certificates in certs/ (CERT_NODES=a,b,c)"
 
@@ -70,7 +70,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,train]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
-setup: system-deps ebpf-deps $(STAMP) venv-bcc
+# The calibration's open-loop load generator (loadgen/, Go standard library only): built into the
+# venv when Go is on PATH; without it the latency-critical victim says how to get it.
+LOADGEN_BIN := $(VENV)/bin/ka-loadgen
+$(LOADGEN_BIN): loadgen/go.mod $(wildcard loadgen/*.go) | $(STAMP)
+	@if ! command -v go >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's golang-go for loadgen/"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null || true; fi
+	@if command -v go >/dev/null; then cd loadgen && GOFLAGS=-mod=mod go build -trimpath -o ../$(LOADGEN_BIN) . && echo "built $(LOADGEN_BIN)"; \
+	else echo "loadgen: no Go on PATH; the latency-critical calibration victim needs $(LOADGEN_BIN) (apt-get install golang-go)" >&2; fi
+loadgen: $(LOADGEN_BIN)
+
+setup: system-deps ebpf-deps $(STAMP) venv-bcc $(LOADGEN_BIN)
 
 demo: setup
 	$(VENV)/bin/kubeattention demo $(if $(DEMO_ONCE),--once,)
@@ -98,21 +108,30 @@ proto: setup
 	$(PY) proto/generate.py
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=agent --pyi_out=agent $(TETRAGON_PROTOS)
 
+# The synthetic-only model (no measured rows): what `--compare` shows calibration changed.
 train: setup
-	$(VENV)/bin/kubeattention train --model mlp --out inference/models/default.onnx
+	$(VENV)/bin/kubeattention train --model mlp --out inference/models/synthetic-mlp.onnx
 
+# The order that reproduces the committed data, report and default: make calibrate, make
+# evaluate, make train-calibrated. The gate (kubeattention promote) reads the committed
+# evaluation and refuses, with the figures, a model that does not beat the baselines.
+CALIBRATED_KINDS := mlp xgboost xgboost-fast
 train-calibrated: setup
-	$(VENV)/bin/kubeattention train --model mlp --data scorer/data/calibration --out inference/models/calibrated-mlp.onnx
-	$(VENV)/bin/kubeattention train --model xgboost --data scorer/data/calibration --out inference/models/calibrated-xgboost.onnx
+	@for k in $(CALIBRATED_KINDS); do \
+	  $(VENV)/bin/kubeattention train --model $$k --data scorer/data/calibration --out inference/models/calibrated-$$k.onnx || exit 1; done
+	$(VENV)/bin/kubeattention promote inference/models/calibrated-xgboost-fast.onnx --report scorer/data/evaluation/report.json
 
 # Locked chunks of <= 15 min (exit 3 = runs left), a pause between them so others get the lock.
+CAL_REPEATS ?= 2
 calibrate: setup
-	until flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention calibrate --out scorer/data/calibration --repeats 7 \
+	until flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention calibrate --out scorer/data/calibration --repeats $(CAL_REPEATS) \
 	  --run-seconds 5 --warmup-seconds 8 --state-seconds 3 --alone-every 10 --max-minutes 12.5 --no-progress; \
 	  do [ $$? -eq 3 ] || exit 1; echo "calibrate: chunk done, resuming in 30 s"; sleep 30; done
 
+EVAL_SEEDS ?= 0-4
 evaluate: setup
-	flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention evaluate --report scorer/data/evaluation --compare inference/models/default.onnx
+	flock /tmp/ka-heavy.lock $(VENV)/bin/kubeattention evaluate --seeds $(EVAL_SEEDS) --report scorer/data/evaluation \
+	  --compare inference/models/synthetic-mlp.onnx
 
 bench-models: setup
 	flock /tmp/ka-heavy.lock $(PY) bench/models.py

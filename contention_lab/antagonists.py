@@ -1,11 +1,14 @@
 """Antagonists: named ``stress-ng`` configurations and the node state each one stands for.
 
-The matrix is an **intensity ladder**: each kind of neighbour (``cpu``, ``cache``,
+The matrix is an **intensity ladder** and a set of unlimited neighbours: each kind of neighbour (``cpu``, ``cache``,
 ``membw``, ``io``, ``fork``, ``mixed``) runs at :data:`QUOTAS_PCT` = 10, 25, 50, 100 and 200 %
 of one core, set by a CFS CPU quota on the antagonist's own cgroup
 (``contention_lab.cgroups``: what the kubelet does for a container with a CPU limit),
 plus ``none``. Name: ``<kind>-q<percent>``, e.g. ``membw-q25`` = two stress-ng stream
-workers limited to 0.25 CPU together. The workers per kind (:data:`KIND_WORKERS`) are
+workers limited to 0.25 CPU together. Real clusters also run neighbours with no CPU limit
+at all, which take every CPU nothing else wants: ``<kind>-besteffort`` (a BestEffort pod:
+no quota, ``cpu.shares`` 2) and ``<kind>-burstable`` (a request of one core, no limit:
+``cpu.shares`` 1024) for the cpu, cache, membw and mixed kinds. The workers per kind (:data:`KIND_WORKERS`) are
 enough to use the largest quota, so the quota, not the worker count, sets the intensity.
 
 Each configuration records its exact stress-ng arguments, its quota and its *latent
@@ -72,6 +75,8 @@ class Antagonist:
     """CFS quota of the antagonist's cgroup in percent of one core; None: no limit."""
     cpu_load: int = 100
     """--cpu-load percent for cpu workers."""
+    shares: int | None = None
+    """cpu.shares of the antagonist's cgroup when it has no quota (None with a quota: the quota's shares)."""
 
     @property
     def quota_cores(self) -> float | None:
@@ -119,7 +124,15 @@ class Antagonist:
         if not self.workers:
             return "none"
         cmd = " ".join([STRESS_NG, *self.args(Path(temp_dir))])
-        return cmd if self.quota_pct is None else f"{cmd} (cgroup CPU quota {self.quota_pct} % of one core)"
+        if self.quota_pct is not None:
+            return f"{cmd} (cgroup CPU quota {self.quota_pct} % of one core)"
+        if self.shares is not None:
+            return f"{cmd} (cgroup without a CPU quota, cpu.shares {self.shares})"
+        return cmd
+
+    @property
+    def needs_cgroup(self) -> bool:
+        return self.quota_pct is not None or self.shares is not None
 
 
 ALONE = Antagonist("none", "none")
@@ -129,8 +142,23 @@ def ladder(kind: str, quota_pct: int) -> Antagonist:
     return Antagonist(f"{kind}-q{quota_pct}", kind, dict(KIND_WORKERS[kind]), quota_pct=quota_pct)
 
 
-#: Every configuration calibration knows: none, then each kind's ladder light to heavy.
-CONFIGS: tuple[Antagonist, ...] = (ALONE, *(ladder(k, q) for k in KIND_WORKERS for q in QUOTAS_PCT))
+#: Neighbours with no CPU limit at all, which use every CPU nothing else wants: as the kubelet
+#: sets them up, a BestEffort pod (no request: cpu.shares 2) and a Burstable pod with a
+#: request of one core and no limit (cpu.shares 1024).
+UNLIMITED_KINDS: tuple[str, ...] = ("cpu", "cache", "membw", "mixed")
+UNLIMITED_SHARES = {"besteffort": 2, "burstable": 1024}
+
+
+def unlimited(kind: str, qos: str) -> Antagonist:
+    return Antagonist(f"{kind}-{qos}", kind, dict(KIND_WORKERS[kind]), shares=UNLIMITED_SHARES[qos])
+
+
+#: Every configuration calibration knows: none, each kind's ladder light to heavy, then the unlimited ones.
+CONFIGS: tuple[Antagonist, ...] = (
+    ALONE,
+    *(ladder(k, q) for k in KIND_WORKERS for q in QUOTAS_PCT),
+    *(unlimited(k, qos) for qos in UNLIMITED_SHARES for k in UNLIMITED_KINDS),
+)
 BY_NAME = {a.name: a for a in CONFIGS}
 
 
@@ -150,10 +178,10 @@ class RunningAntagonist:
         self.limit: str | None = None
         if not antagonist.workers:
             return
-        if antagonist.quota_pct is not None:
+        if antagonist.needs_cgroup:
             if hierarchy is None:
-                raise cgroups.CgroupError(f"{antagonist.name}: a CPU quota needs a cgroup hierarchy")
-            self.group = cgroups.QuotaGroup(hierarchy, antagonist.name, antagonist.quota_cores)
+                raise cgroups.CgroupError(f"{antagonist.name}: its own CPU cgroup needs a cgroup hierarchy")
+            self.group = cgroups.QuotaGroup(hierarchy, antagonist.name, antagonist.quota_cores, antagonist.shares)
             self.limit = self.group.limit
         cmd = [STRESS_NG, *antagonist.args(temp_dir), "--timeout", f"{int(max_seconds + TIMEOUT_MARGIN_S)}s"]
         try:

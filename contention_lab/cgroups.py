@@ -127,9 +127,10 @@ def remove_stale(h: Hierarchy) -> list[str]:
 
 
 class QuotaGroup:
-    """One antagonist's cgroup with a CPU limit of ``cores`` (None: no limit, still its own group)."""
+    """One antagonist's cgroup with a CPU limit of ``cores`` (None: no limit, still its own group,
+    weighted ``shares`` when given)."""
 
-    def __init__(self, h: Hierarchy, name: str, cores: float | None):
+    def __init__(self, h: Hierarchy, name: str, cores: float | None, shares: int | None = None):
         if cores is not None and not cores > 0:
             raise CgroupError(f"quota: must be > 0 cores, got {cores!r}")
         self.h, self.cores = h, cores
@@ -148,6 +149,12 @@ class QuotaGroup:
                     (self.path / "cpu.shares").write_text(str(shares))
                 else:
                     (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+                    (self.path / "cpu.weight").write_text(str(1 + (shares - 2) * 9999 // 262142))
+            elif shares is not None:
+                shares = max(MIN_SHARES, int(shares))
+                if h.version == 1:
+                    (self.path / "cpu.shares").write_text(str(shares))
+                else:
                     (self.path / "cpu.weight").write_text(str(1 + (shares - 2) * 9999 // 262142))
         except OSError as err:
             raise CgroupError(f"cannot set up the antagonist cgroup {self.path}: {err.strerror or err}") from None
@@ -180,3 +187,84 @@ class QuotaGroup:
 
     def remove(self) -> None:
         _kill_and_rmdir(self.path)
+
+
+#: The victims' pod-like cgroups, under the cgroup v2 hierarchy (``/sys/fs/cgroup`` or, on a
+#: v1 hybrid, ``/sys/fs/cgroup/unified``): every v2 cgroup has its own PSI files and cpu.stat.
+VICTIM_PARENT = "kubeattention-victims"
+PRESSURE_FILES = ("cpu.pressure", "memory.pressure", "io.pressure")
+
+
+def _pressure_totals(text: str) -> dict[str, int]:
+    """``some``/``full`` ``total=`` (µs stalled) of one PSI file."""
+    out = {}
+    for line in text.splitlines():
+        kind, *fields = line.split()
+        for f in fields:
+            if f.startswith("total="):
+                out[kind] = int(f[len("total=") :])
+    return out
+
+
+class VictimGroup:
+    """A victim's own cgroup v2 directory (a pod's, as far as PSI and cpu.stat go).
+
+    It holds no limits; it exists so the victim's own stalls can be read while it runs:
+    :meth:`snapshot` before and after a run, :func:`delta` between them. On a v1 hybrid the
+    unified hierarchy has no controllers, but each of its cgroups still has
+    ``cpu.pressure``, ``memory.pressure``, ``io.pressure`` and ``cpu.stat`` (usage), which
+    is exactly what the per-pod interference signals read. ``v2_root`` None: no cgroup v2
+    mounted, CgroupError.
+    """
+
+    def __init__(self, name: str, v2_root: Path | None):
+        if v2_root is None:
+            raise CgroupError(
+                "no cgroup v2 hierarchy mounted (neither /sys/fs/cgroup nor /sys/fs/cgroup/unified is cgroup2): "
+                "victims' own pressure cannot be read"
+            )
+        self.path = v2_root / VICTIM_PARENT / f"{name}-{os.getpid()}"
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            self.path.mkdir(exist_ok=True)
+        except OSError as err:
+            raise CgroupError(f"cannot make the victim cgroup {self.path}: {err.strerror or err}") from None
+
+    def preexec(self) -> None:
+        with open(self.path / "cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
+
+    def join(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def snapshot(self) -> dict[str, int] | None:
+        """Cumulative stall µs per PSI file and kind, and cpu.stat's counters; None once the group is gone."""
+        try:
+            out: dict[str, int] = {}
+            for f in PRESSURE_FILES:
+                for kind, total in _pressure_totals((self.path / f).read_text()).items():
+                    out[f"{f.split('.')[0]}_{kind}_us"] = total
+            for line in (self.path / "cpu.stat").read_text().splitlines():
+                key, value = line.split()[:2]
+                out[f"cpu_stat_{key}"] = int(value)
+            return out
+        except (OSError, ValueError):
+            return None
+
+    def remove(self) -> None:
+        _kill_and_rmdir(self.path)
+        try:
+            self.path.parent.rmdir()
+        except OSError:
+            pass
+
+
+def delta(before: dict[str, int] | None, after: dict[str, int] | None, seconds: float) -> dict | None:
+    """Counters' growth over a run, plus each PSI total as a share of the run's wall time."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    out: dict[str, float] = {k: after[k] - before[k] for k in after if k in before}
+    for k in [k for k in out if k.endswith("_us") and not k.startswith("cpu_stat")]:
+        out[k.removesuffix("_us") + "_ratio"] = round(out[k] / (seconds * 1e6), 6)
+    out["seconds"] = round(seconds, 3)
+    return out

@@ -4,6 +4,11 @@ A driver's :meth:`run` returns ``{"ops", "seconds", "p50_ms", "p99_ms", "command
 raises :class:`VictimError` (failed or exceeded its hard timeout; the process group is
 killed either way). Binaries are looked up before anything starts, so a missing one is
 reported with the Debian package that provides it.
+
+The session may give a victim a pod-like cgroup (``victim.group``, a
+``contention_lab.cgroups.VictimGroup``): the victim's processes start inside it (the Redis
+*server* for the latency-critical victim — its load generator stands for clients on other
+nodes and stays outside), so the victim's own PSI and cpu.stat can be read over each run.
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ DEBIAN_PACKAGE = {
     "fio": "fio",
     "stress-ng": "stress-ng",
 }
-#: redis-benchmark: parallel clients, value size. One client: request, reply, next request —
-#: a lightly loaded service whose every GET waits for both processes to be woken; ten clients
-#: kept redis-server and redis-benchmark busy on both vCPUs even alone.
-REDIS_CLIENTS = 1
+#: Our own compiled open-loop load generator (loadgen/, Go standard library only).
+LOADGEN = "ka-loadgen"
+LOADGEN_HINT = "build it with `make loadgen` (Go; installs .venv/bin/ka-loadgen), or set KA_LOADGEN to its path"
+#: The latency-critical victim's load: GETs of a 64-byte value at a fixed rate over four
+#: connections, open loop. 5 000/s keeps redis-server at about a tenth of one vCPU here, a
+#: service with headroom, as latency-critical services are run; requests arrive whether or
+#: not the server kept up, so a server that gets less CPU queues them and its p99 shows it.
+REDIS_RATE_PER_S = 5000
+REDIS_CONNECTIONS = 4
 REDIS_VALUE_BYTES = 64
-#: Requests of the probe that sizes a redis run to --run-seconds on the quiet machine.
-REDIS_PROBE_REQUESTS = 20_000
 FIO_FILE_SIZE = "128M"
 
 
@@ -45,8 +53,23 @@ class MissingBinary(RuntimeError):
     pass
 
 
+def loadgen_path(which=shutil.which) -> str | None:
+    """``$KA_LOADGEN``, else ``ka-loadgen`` beside this Python (the venv's bin), else on PATH."""
+    env = os.environ.get("KA_LOADGEN")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    beside = Path(sys.executable).parent / LOADGEN
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    return which(LOADGEN)
+
+
 def require(binaries: list[str], which=shutil.which) -> None:
-    """Raise MissingBinary naming every absent binary and its Debian package."""
+    """Raise MissingBinary naming every absent binary and its Debian package (or how to build ours)."""
+    if LOADGEN in binaries and loadgen_path(which) is None:
+        where = os.environ.get("KA_LOADGEN") or f"{Path(sys.executable).parent / LOADGEN} or PATH"
+        raise MissingBinary(f"missing {LOADGEN} (looked in {where}): {LOADGEN_HINT}")
+    binaries = [b for b in binaries if b != LOADGEN]
     missing = [b for b in binaries if which(b) is None]
     if missing:
         pkgs = sorted({DEBIAN_PACKAGE.get(b, b) for b in missing})
@@ -57,9 +80,17 @@ def require(binaries: list[str], which=shutil.which) -> None:
         )
 
 
-def _run(cmd: list[str], timeout_s: float, env: dict | None = None) -> str:
-    """Run in its own process group; kill the whole group on timeout. Returns stdout."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
+def _run(cmd: list[str], timeout_s: float, env: dict | None = None, group=None) -> str:
+    """Run in its own process group (and in ``group``'s cgroup, if given); kill the whole group on
+    timeout. Returns stdout."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=env,
+        preexec_fn=group.preexec if group is not None else None,
+    )
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -81,6 +112,7 @@ class InProcessVictim:
 
     def __init__(self, kind: str):
         self.kind = kind
+        self.group = None
 
     def describe(self) -> str:
         return f"python -m contention_lab.victims {self.kind}"
@@ -89,7 +121,11 @@ class InProcessVictim:
         pass
 
     def run(self, seconds: float, timeout_s: float) -> dict:
-        out = _run([sys.executable, "-m", "contention_lab.victims", self.kind, "--seconds", str(seconds)], timeout_s)
+        out = _run(
+            [sys.executable, "-m", "contention_lab.victims", self.kind, "--seconds", str(seconds)],
+            timeout_s,
+            group=self.group,
+        )
         try:
             result = json.loads(out.strip().splitlines()[-1])
         except (json.JSONDecodeError, IndexError):
@@ -107,19 +143,21 @@ def _free_port() -> int:
 
 
 class RedisVictim:
-    """redis-server (started once, on a free loopback port) measured by redis-benchmark GETs."""
+    """redis-server (started once, on a free loopback port, in the victim's cgroup) under an
+    open-loop load of GETs at :data:`REDIS_RATE_PER_S` from ``ka-loadgen`` (outside the cgroup)."""
 
-    binaries = ["redis-server", "redis-benchmark"]
+    binaries = ["redis-server", LOADGEN]
 
-    def __init__(self, requests: int | None = None):
-        self.requests = requests
+    def __init__(self, rate_per_s: float = REDIS_RATE_PER_S, connections: int = REDIS_CONNECTIONS):
+        self.rate, self.connections = rate_per_s, connections
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.group = None
 
     def describe(self) -> str:
         return (
-            f"redis-benchmark -t get -n {self.requests} -c {REDIS_CLIENTS} -d {REDIS_VALUE_BYTES} --csv "
-            "against redis-server --save '' --appendonly no"
+            f"ka-loadgen --rate {self.rate:g} --connections {self.connections} --value-bytes {REDIS_VALUE_BYTES} "
+            "(open loop) against redis-server --save '' --appendonly no"
         )
 
     def start(self, work_dir: Path, seconds: float) -> None:
@@ -145,6 +183,7 @@ class RedisVictim:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=self.group.preexec if self.group is not None else None,
         )
         deadline = time.monotonic() + 10
         while True:
@@ -155,51 +194,44 @@ class RedisVictim:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise VictimError(f"redis-server did not listen on 127.0.0.1:{self.port}") from None
                 time.sleep(0.05)
-        if self.requests is None:  # size the run to `seconds` on the machine as it is now
-            probe = self._bench(REDIS_PROBE_REQUESTS, 60)
-            self.requests = max(1000, int(probe["rps"] * seconds))
 
-    def _bench(self, n: int, timeout_s: float) -> dict:
+    def run(self, seconds: float, timeout_s: float) -> dict:
+        binary = loadgen_path()
+        if binary is None:
+            raise VictimError(f"{LOADGEN} not found: {LOADGEN_HINT}")
         out = _run(
             [
-                "redis-benchmark",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-t",
-                "get",
-                "-n",
-                str(n),
-                "-c",
-                str(REDIS_CLIENTS),
-                "-d",
+                binary,
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                "--rate",
+                f"{self.rate:g}",
+                "--connections",
+                str(self.connections),
+                "--seconds",
+                f"{seconds:g}",
+                "--value-bytes",
                 str(REDIS_VALUE_BYTES),
-                "--csv",
             ],
             timeout_s,
         )
-        lines = [ln for ln in out.splitlines() if ln.startswith('"GET"')]
-        if not lines:
-            raise VictimError(f"redis-benchmark printed no GET line: {out[-200:]!r}")
-        fields = [f.strip('"') for f in lines[-1].split(",")]
-        # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms",...
+        try:
+            r = json.loads(out.strip().splitlines()[-1])
+        except (json.JSONDecodeError, IndexError):
+            raise VictimError(f"{LOADGEN} printed no JSON result: {out[-200:]!r}") from None
+        if r["completed"] < r["sent"]:
+            raise VictimError(f"{LOADGEN}: {r['sent'] - r['completed']} of {r['sent']} requests got no reply")
         return {
-            "rps": float(fields[1]),
-            "mean_ms": float(fields[2]),
-            "p50_ms": float(fields[4]),
-            "p99_ms": float(fields[6]),
-        }
-
-    def run(self, seconds: float, timeout_s: float) -> dict:
-        t0 = time.monotonic()
-        r = self._bench(self.requests, timeout_s)
-        return {
-            "ops": self.requests,
-            "seconds": round(time.monotonic() - t0, 3),
+            "ops": r["completed"],
+            "seconds": r["seconds"],
             "mean_ms": r["mean_ms"],
             "p50_ms": r["p50_ms"],
+            "p90_ms": r["p90_ms"],
             "p99_ms": r["p99_ms"],
+            "p999_ms": r["p999_ms"],
+            "due_p99_ms": r["due_p99_ms"],
+            "send_lag_p99_ms": r["send_lag_p99_ms"],
+            "achieved_per_s": r["achieved_per_s"],
             "command": self.describe(),
         }
 
@@ -220,6 +252,7 @@ class FioVictim:
 
     def __init__(self):
         self.file: Path | None = None
+        self.group = None
 
     def _cmd(self, seconds: float) -> list[str]:
         return [
@@ -258,7 +291,7 @@ class FioVictim:
         )
 
     def run(self, seconds: float, timeout_s: float) -> dict:
-        out = _run(self._cmd(seconds), timeout_s)
+        out = _run(self._cmd(seconds), timeout_s, group=self.group)
         try:
             read = json.loads(out[out.index("{") :])["jobs"][0]["read"]
             pct = read["clat_ns"]["percentile"]
@@ -278,9 +311,9 @@ class FioVictim:
             self.file.unlink(missing_ok=True)
 
 
-def make_victims(profiles: list[Profile], redis_requests: int | None = None) -> dict[Profile, object]:
+def make_victims(profiles: list[Profile]) -> dict[Profile, object]:
     table = {
-        Profile.LATENCY_CRITICAL: lambda: RedisVictim(redis_requests),
+        Profile.LATENCY_CRITICAL: RedisVictim,
         Profile.CACHE_SENSITIVE: lambda: InProcessVictim("cache"),
         Profile.MEMORY_BANDWIDTH_BOUND: lambda: InProcessVictim("stream"),
         Profile.IO_BOUND: FioVictim,

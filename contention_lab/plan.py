@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from contention_lab import antagonists as ant
+from contention_lab import drivers
 from scorer.calibration.rows import CalibrationError
 from scorer.flags import parse_names
 from wire.schema import Profile
@@ -82,7 +83,13 @@ def load_or_make(args: argparse.Namespace, out: Path) -> dict:
         "state_seconds": args.state_seconds,
         "alone_every": args.alone_every,
         "seed": args.seed,
-        "redis_requests": None,
+        # Victim conditions, the same for alone and contended runs (contention_lab.keep_awake).
+        "pm_qos_request_us": 0,
+        # Only victims that sleep between requests meet halted vCPUs; CPU-bound victims never
+        # idle, and fio's completions were slower beside spinners (scorer/data/idle-exits/).
+        "idle_pollers": [] if getattr(args, "no_idle_pollers", False) else [Profile.LATENCY_CRITICAL.annotation],
+        "latency_critical_load": {"rate_per_s": drivers.REDIS_RATE_PER_S, "connections": drivers.REDIS_CONNECTIONS},
+        "victim_cgroups": True,
     }
 
 

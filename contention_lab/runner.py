@@ -126,6 +126,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not wait for the machine to be quiet before the 'none' configuration",
     )
+    parser.add_argument(
+        "--no-idle-pollers",
+        action="store_true",
+        help="let idle vCPUs halt while the latency-critical victim runs (by default one SCHED_IDLE spinner "
+        "per CPU keeps them awake during its every run, alone and contended; contention_lab.keep_awake)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -10,8 +10,11 @@ schedule (``contention_lab.plan``):
 3. warms up while the agent's collectors run (discarded), then measures the node state:
    ``state_seconds`` vectors at 1 s (:func:`node_state`), before any victim runs;
 4. runs each pending profile's victim (``contention_lab.drivers``) beside it, bounded by a
-   hard timeout, and appends one row per (node state, victim profile) as soon as it is
-   measured (``scorer.calibration.rows`` is the format), fsynced;
+   hard timeout, with the idle vCPUs kept awake (``contention_lab.keep_awake``: SCHED_IDLE
+   spinners during the victim runs only, and a PM QoS request held all along) and in its
+   own cgroup v2 (whose PSI and cpu.stat deltas over the run go into the row), and appends
+   one row per (node state, victim profile) as soon as it is measured
+   (``scorer.calibration.rows`` is the format), fsynced;
 5. stops the antagonist.
 
 It rewrites ``DIR/summary.json`` and ``DIR/summary.md`` at the end, also when stopped.
@@ -31,8 +34,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.cgroupfs.hierarchies import cgroup_v2_root
 from contention_lab import antagonists as ant
-from contention_lab import cgroups, drivers
+from contention_lab import cgroups, drivers, keep_awake
 from contention_lab.plan import row_key, schedule
 from contention_lab.plan import write as write_plan
 from contention_lab.progress import progress_bar
@@ -88,6 +92,8 @@ class Calibration:
             if r["config"] == ant.ALONE.name and r["status"] == "ok":
                 self.alone[r["profile"]] = (r["key"], r["victim"])
         self.hierarchy = None
+        self.groups: dict[Profile, cgroups.VictimGroup] = {}
+        self.pm_qos: keep_awake.PmQosRequest | None = None
 
     def pending(self, rep: int, slot: int, config: ant.Antagonist) -> list[Profile]:
         return [p for p in self.profiles if row_key(rep, config.name, p.annotation, slot) not in self.done]
@@ -104,7 +110,7 @@ class Calibration:
             | ({ant.STRESS_NG} if any(t[2].workers for t in todo) else set())
         )
         drivers.require(binaries)
-        if any(t[2].quota_pct is not None for t in todo):
+        if any(t[2].needs_cgroup for t in todo):
             self.hierarchy = cgroups.detect()
             stale = cgroups.remove_stale(self.hierarchy)
             if stale:
@@ -120,14 +126,28 @@ class Calibration:
         bar = progress_bar(total, self.progress)
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix="ka-calibrate-", dir="/var/tmp"))
-        victims = drivers.make_victims(self.profiles, self.plan.get("redis_requests"))
+        victims = drivers.make_victims(self.profiles)
+        load = self.plan.get("latency_critical_load")
+        if load and Profile.LATENCY_CRITICAL in victims:
+            victims[Profile.LATENCY_CRITICAL] = drivers.RedisVictim(load["rate_per_s"], load["connections"])
         try:
+            if "machine" not in self.plan:
+                from scorer.calibration.provenance import machine_facts
+
+                self.plan["machine"] = machine_facts()
+            if self.plan.get("pm_qos_request_us") is not None:
+                self.pm_qos = keep_awake.PmQosRequest(int(self.plan["pm_qos_request_us"]))
+                self.plan["pm_qos"] = self.pm_qos.describe()
+            if self.plan.get("victim_cgroups"):
+                _, v2_root = cgroup_v2_root()
+                try:
+                    for profile, v in victims.items():
+                        self.groups[profile] = v.group = cgroups.VictimGroup(profile.annotation, v2_root)
+                except cgroups.CgroupError as err:
+                    log.warning("%s; rows will carry no victim_cgroup figures", err)
             self._quiet(collector)
             for v in victims.values():
                 v.start(work, self.plan["run_seconds"])
-            redis = victims.get(Profile.LATENCY_CRITICAL)
-            if redis is not None and self.plan.get("redis_requests") is None:
-                self.plan["redis_requests"] = redis.requests
             write_plan(self.out, self.plan)
             for rep, slot, config, profiles in todo:
                 if self.max_minutes is not None and time.monotonic() - started > self.max_minutes * 60:
@@ -146,6 +166,13 @@ class Calibration:
             bar.close()
             for v in victims.values():
                 v.stop()
+            for g in self.groups.values():
+                try:
+                    g.remove()
+                except cgroups.CgroupError as err:
+                    log.warning("%s", err)
+            if self.pm_qos is not None:
+                self.pm_qos.close()
             shutil.rmtree(work, ignore_errors=True)
             if self.hierarchy is not None:
                 try:
@@ -209,9 +236,10 @@ class Calibration:
                 antagonist["quiet_before"] = quiet
             for profile in profiles:
                 throttled = running.throttling()
-                row = self._measure(
-                    victims[profile], profile, rep, slot, config, antagonist, state, victim_timeout, problem
-                )
+                with keep_awake.IdlePollers(self.cores if profile.annotation in self._polled() else 0):
+                    row = self._measure(
+                        victims[profile], profile, rep, slot, config, antagonist, state, victim_timeout, problem
+                    )
                 after = running.throttling()
                 if throttled and after and after["nr_periods"] > throttled["nr_periods"]:
                     # CFS periods in which the antagonist ran out of quota while this victim ran.
@@ -249,6 +277,8 @@ class Calibration:
                 "slowdown_p99": None,
                 "slowdown_p50": None,
             }
+        group = self.groups.get(profile)
+        before, t0 = (group.snapshot() if group else None), time.monotonic()
         try:
             result = victim.run(self.plan["run_seconds"], timeout_s)
         except drivers.VictimError as err:
@@ -261,6 +291,13 @@ class Calibration:
                 "slowdown_p99": None,
                 "slowdown_p50": None,
             }
+        if group is not None:
+            # The victim's own stalls over its run: what per-pod interference signals are checked against.
+            row["victim_cgroup"] = cgroups.delta(before, group.snapshot(), time.monotonic() - t0)
+        row["victim_conditions"] = {
+            "idle_pollers": profile.annotation in self._polled(),
+            "pm_qos_held": bool(self.pm_qos and self.pm_qos.held),
+        }
         if config is ant.ALONE:
             self.alone[profile.annotation] = (key, result)
         alone_key, alone = self.alone.get(profile.annotation, (None, None))
@@ -276,6 +313,11 @@ class Calibration:
             "slowdown_p99": sd99,
             "slowdown_p50": sd50,
         }
+
+    def _polled(self) -> list[str]:
+        """Profiles whose victims run with the idle vCPUs kept awake (a plan's boolean means all)."""
+        v = self.plan.get("idle_pollers") or []
+        return [p.annotation for p in self.profiles] if v is True else list(v)
 
     def _append(self, row: dict) -> None:
         with open(self.rows_path, "a") as f:

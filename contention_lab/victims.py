@@ -3,8 +3,9 @@
 =====================  ============================================================  ==========
 profile                victim                                                        one op
 =====================  ============================================================  ==========
-latency-critical       ``redis-server`` driven by ``redis-benchmark -t get`` (closed   one GET
-                       loop, 10 clients); p50/p99 from redis-benchmark's CSV
+latency-critical       ``redis-server`` under an open-loop load of 5 000 GETs/s over    one GET
+                       4 connections from ``ka-loadgen`` (``loadgen/``, Go); p50/p99
+                       from its JSON (``contention_lab.drivers.RedisVictim``)
 cache-sensitive        :func:`cache_walker`: random gathers over a 4 MiB table (the    64 Ki loads
                        size of this machine's L2), NumPy
 memory-bandwidth-bound :func:`stream_triad`: STREAM triad ``a = b + s·c`` over 3×64 MiB, one 4 MiB slice
@@ -18,8 +19,8 @@ batch                  :func:`hash_chunks`: SHA-256 over 8 MiB chunks (CPU-bound
 The NumPy/hashlib victims run in their own process (``python -m contention_lab.victims
 KIND --seconds S``) and print one JSON object: ``ops``, ``seconds``, ``mean_ms``, ``p50_ms``,
 ``p90_ms``, ``p99_ms``, ``p999_ms``.
-Every victim is time-bounded: the in-process ones by their own clock, redis-benchmark and
-fio by a request count / ``--runtime``, and all of them by the caller's hard timeout.
+Every victim is time-bounded: the in-process ones by their own clock, ka-loadgen and
+fio by their ``--seconds`` / ``--runtime``, and all of them by the caller's hard timeout.
 """
 
 from __future__ import annotations

@@ -1,0 +1,3 @@
+module github.com/kubeattention/kubeattention/loadgen
+
+go 1.19
