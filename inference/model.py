@@ -47,10 +47,20 @@ JSON_METADATA = frozenset(
         "hyperparameters",
         "calibration",
         "contention_fit",
+        "validated_on",
+        "gate",
     }
 )
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "models" / "default.onnx"
+
+
+def validated_on_text(metadata: dict) -> str:
+    """The model's own statement of what it was validated on (``validated_on.text`` in its metadata)."""
+    v = metadata.get("validated_on")
+    if isinstance(v, dict) and isinstance(v.get("text"), str):
+        return v["text"]
+    return "not stated: this model file predates the validated_on metadata (retrain it to say)"
 
 
 class ModelError(Exception):

@@ -38,6 +38,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "scorer.evaluate_cli",
         "held-out evaluation of the model against scheduler baselines on calibration rows",
     ),
+    "promote": (
+        "scorer.gate",
+        "make a trained model the default only if its held-out evaluation beats the baselines (the gate)",
+    ),
     "demo": ("kubeattention.demo", "start redis, an aggregator and agents on this machine and score them"),
     "certs": ("kubeattention.certs", "create a development CA and aggregator, node and scheduler certificates (mTLS)"),
 }

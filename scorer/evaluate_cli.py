@@ -56,7 +56,7 @@ from scorer.calibration.data import ALONE, DEFAULT_DATA, DEFAULT_LABEL, LABELS, 
 from scorer.calibration.rows import CalibrationError
 from scorer.evaluate import spearman
 from scorer.evaluation_report import model_name, plot, render, targets
-from scorer.flags import FlagError, parse_names
+from scorer.flags import FlagError, parse_names, parse_seeds
 from scorer.held_out import (
     EvaluateError,
     compare_model,
@@ -136,6 +136,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="fold, trial and fit seed (default: 0)")
     parser.add_argument(
+        "--seeds",
+        default=None,
+        metavar="LIST",
+        help="evaluate once per fold seed (e.g. 0-4): the headline table gives every figure as the median "
+        "and range over the seeds, and report.json keeps each seed's figures; the detailed tables are the "
+        "first seed's (default: --seed only)",
+    )
+    parser.add_argument(
         "--compare",
         type=Path,
         action="append",
@@ -175,37 +183,103 @@ def _per_profile(cal, pred: np.ndarray) -> dict:
     }
 
 
+def _once(args, cal, kinds, seed: int, rows: int, real_share: float, full: bool) -> dict:
+    """One evaluation with fold, trial and fit seed ``seed``: held-out predictions, placement figures
+    and (``full``) the kind hold-out. Raises what the fits raise."""
+    neighbour_kinds = sorted({g for g in cal.kind_groups.tolist() if not g.startswith(f"{ALONE}#")})
+    preds: dict[str, np.ndarray] = {}
+    per_model: dict[str, dict] = {}
+    for kind in kinds:
+        preds[kind], fits = out_of_fold(cal, kind, args.folds, seed, rows, real_share)
+        per_model[kind] = {"fold_fits": fits}
+        if full and not args.no_kind_holdout and len(neighbour_kinds) >= 2:
+            per_model[kind]["kind_pred"], per_model[kind]["kind_fits"] = out_of_fold(
+                cal, kind, len(neighbour_kinds), seed, rows, real_share, groups=cal.kind_groups
+            )
+    reference = neighbour_reference(cal, args.folds, seed)
+    compared = dict(compare_model(p, cal) for p in args.compare)
+    scores = {model_name(k): scoring.scores_from_slowdown(preds[k]) for k in kinds}
+    scores.update({k: scoring.scores_from_slowdown(v) for k, v in compared.items()})
+    scores.update(placement.baseline_scores(cal.values, cal.mask, cal.samples_cpu_std, cal.slowdown))
+    trials = placement.draw_trials(cal.profile, args.trials, seed=seed)
+    figures = {name: placement.placement_figures(sc, cal.slowdown, trials, args.slo) for name, sc in scores.items()}
+    neighbour_aware = placement.placement_figures(
+        scoring.scores_from_slowdown(reference), cal.slowdown, trials, args.slo
+    )
+    return {
+        "seed": seed,
+        "preds": preds,
+        "per_model": per_model,
+        "scores": scores,
+        "trials": trials,
+        "figures": figures,
+        "neighbour_aware": neighbour_aware,
+        "per_profile": {k: _per_profile(cal, preds[k]) for k in kinds},
+    }
+
+
+#: The figures summarised over seeds (placement.placement_figures keys).
+SEED_FIGURES = ("spearman", "mean_regret", "p90_regret", "slo_breach_share", "mean_chosen_slowdown")
+
+
+def across_seeds(runs: list[dict]) -> dict:
+    """Per scorer and figure: median, min, max and each seed's value (NaN-free figures only)."""
+    out: dict[str, dict] = {}
+    for name in runs[0]["figures"]:
+        out[name] = {}
+        for fig in SEED_FIGURES:
+            vals = [float(r["figures"][name][fig]) for r in runs]
+            finite = [v for v in vals if math.isfinite(v)]
+            out[name][fig] = {
+                "median": float(np.median(finite)) if finite else float("nan"),
+                "min": min(finite) if finite else float("nan"),
+                "max": max(finite) if finite else float("nan"),
+                "per_seed": vals,
+            }
+    na = [float(r["neighbour_aware"]["spearman"]) for r in runs]
+    out["neighbour-aware reference"] = {"spearman": {"median": float(np.median(na)), "min": min(na), "max": max(na)}}
+    return out
+
+
+def per_profile_across_seeds(runs: list[dict], kinds: list[str]) -> dict:
+    """Per model and profile: median, min and max held-out Spearman over the seeds."""
+    out: dict[str, dict] = {}
+    for k in kinds:
+        out[k] = {}
+        for profile in runs[0]["per_profile"][k]:
+            vals = [float(r["per_profile"][k][profile]["spearman"]) for r in runs]
+            out[k][profile] = {"median": float(np.median(vals)), "min": min(vals), "max": max(vals), "per_seed": vals}
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     rows = DEFAULT_CALIBRATED_ROWS if args.rows is None else args.rows
     real_share = DEFAULT_REAL_SHARE if args.real_share is None else args.real_share
-    preds: dict[str, np.ndarray] = {}
-    per_model: dict[str, dict] = {}
     try:
         kinds = parse_names(args.model, MODEL_KINDS, "--model")
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
         if args.trials < 1:
             raise EvaluateError(f"--trials: must be >= 1, got {args.trials}")
         if not (math.isfinite(args.slo) and args.slo >= 1.0):
             raise EvaluateError(f"--slo: must be a slowdown >= 1.0, got {args.slo}")
         cal = load(args.data, args.label, args.repeats)
-        config_folds(cal.groups, args.folds, args.seed)  # validates --folds early
-        neighbour_kinds = sorted({g for g in cal.kind_groups.tolist() if not g.startswith(f"{ALONE}#")})
-        for kind in kinds:
-            preds[kind], fits = out_of_fold(cal, kind, args.folds, args.seed, rows, real_share)
-            per_model[kind] = {"fold_fits": fits}
-            if not args.no_kind_holdout and len(neighbour_kinds) >= 2:
-                per_model[kind]["kind_pred"], per_model[kind]["kind_fits"] = out_of_fold(
-                    cal, kind, len(neighbour_kinds), args.seed, rows, real_share, groups=cal.kind_groups
-                )
-        reference = neighbour_reference(cal, args.folds, args.seed)
-        compared = dict(compare_model(p, cal) for p in args.compare)
+        config_folds(cal.groups, args.folds, seeds[0])  # validates --folds early
+        runs = []
+        for i, seed in enumerate(seeds):
+            if len(seeds) > 1:
+                print(f"evaluate: fold seed {seed} ({i + 1} of {len(seeds)})", file=sys.stderr, flush=True)
+            runs.append(_once(args, cal, kinds, seed, rows, real_share, full=i == 0))
     except (CalibrationError, EvaluateError, FlagError, TrainError, ModelError) as err:
         print(f"kubeattention evaluate: {err}", file=sys.stderr)
         return 2
-    scores = {model_name(k): scoring.scores_from_slowdown(preds[k]) for k in kinds}
-    scores.update({k: scoring.scores_from_slowdown(v) for k, v in compared.items()})
-    scores.update(placement.baseline_scores(cal.values, cal.mask, cal.samples_cpu_std, cal.slowdown))
-    trials = placement.draw_trials(cal.profile, args.trials, seed=args.seed)
-    figures = {name: placement.placement_figures(s, cal.slowdown, trials, args.slo) for name, s in scores.items()}
+    first = runs[0]
+    preds, per_model, scores, trials, figures = (
+        first["preds"],
+        first["per_model"],
+        first["scores"],
+        first["trials"],
+        first["figures"],
+    )
     other_label = next(lb for lb in LABELS if lb != args.label)
     other_sd = cal.run_slowdown if other_label == "run" else load(args.data, other_label, args.repeats).slowdown
     other_scores = {
@@ -215,15 +289,15 @@ def run(args: argparse.Namespace) -> int:
         ],
     }
     other_figures = {
-        name: placement.placement_figures(s, other_sd, trials, args.slo) for name, s in other_scores.items()
+        name: placement.placement_figures(sc, other_sd, trials, args.slo) for name, sc in other_scores.items()
     }
 
     models_info = {}
     for kind in kinds:
-        pred, m = preds[kind], per_model[kind]
+        m = per_model[kind]
         models_info[kind] = {
             "fold_fits": m["fold_fits"],
-            "per_profile": _per_profile(cal, pred),
+            "per_profile": first["per_profile"][kind],
             "kind_holdout": None
             if "kind_pred" not in m
             else {
@@ -240,9 +314,7 @@ def run(args: argparse.Namespace) -> int:
     references = {
         "retest_spearman": retest,
         "retest_runs": retest_runs,
-        "neighbour_aware": without_regret(
-            placement.placement_figures(scoring.scores_from_slowdown(reference), cal.slowdown, trials, args.slo)
-        ),
+        "neighbour_aware": without_regret(first["neighbour_aware"]),
     }
     info = {
         "data": os.path.relpath(cal.path) if Path(cal.path).is_absolute() else str(cal.path),
@@ -258,7 +330,8 @@ def run(args: argparse.Namespace) -> int:
         "folds": args.folds,
         "trials": args.trials,
         "slo": args.slo,
-        "seed": args.seed,
+        "seed": seeds[0],
+        "seeds": seeds,
         "label": args.label,
         "references": references,
         "other_label": {"label": other_label, "figures": {k: without_regret(v) for k, v in other_figures.items()}},
@@ -266,12 +339,17 @@ def run(args: argparse.Namespace) -> int:
         if "evaluate" in sys.argv
         else "kubeattention evaluate",
     }
+    seeds_summary = across_seeds(runs) if len(seeds) > 1 else None
+    if seeds_summary is not None:
+        info["across_seeds"] = seeds_summary
+        info["per_profile_across_seeds"] = per_profile_across_seeds(runs, kinds)
     args.report.mkdir(parents=True, exist_ok=True)
     text = render(figures, kinds, info)
     (args.report / "report.md").write_text(text)
     summary = {
         "info": info,
         "figures": {k: without_regret(v) for k, v in figures.items()},
+        "per_seed_figures": {str(r["seed"]): {k: without_regret(v) for k, v in r["figures"].items()} for r in runs},
         "targets": {
             model_name(k): [{"target": t, "met": ok, "value": v} for t, ok, v in targets(figures, model_name(k))]
             for k in kinds

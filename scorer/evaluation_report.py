@@ -55,6 +55,83 @@ def targets(figures: dict, name: str) -> list[tuple[str, bool, str]]:
     ]
 
 
+#: Targets of issue 14, checked over fold seeds (``kubeattention evaluate --seeds``).
+TARGET_SPEARMAN_LC = 0.6
+TARGET_REGRET_SEEDS = 0.05
+
+
+def _seed_span(seeds: list[int]) -> str:
+    return f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+
+
+def _range(f: dict, pct: bool = False) -> str:
+    return f"{_fmt(f['median'], pct)} ({_fmt(f['min'], pct)}–{_fmt(f['max'], pct)})"
+
+
+def _seeds_table(seeds: dict) -> list[str]:
+    lines = [
+        "| scorer | Spearman(score, −slowdown) | mean top-1 regret | SLO-breaking choices | mean chosen slowdown |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, f in seeds.items():
+        if "mean_regret" not in f:
+            continue
+        c = f["mean_chosen_slowdown"]
+        lines.append(
+            f"| {name} | {_range(f['spearman'])} | {_range(f['mean_regret'], True)} | "
+            f"{_range(f['slo_breach_share'], True)} | {c['median']:.2f}x ({c['min']:.2f}–{c['max']:.2f}) |"
+        )
+    return lines
+
+
+def _seeds_profile_table(per_profile: dict, kinds: list[str]) -> list[str]:
+    lines = ["| profile | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+    for profile in per_profile[kinds[0]]:
+        lines.append(f"| {profile} | " + " | ".join(_range(per_profile[k][profile]) for k in kinds) + " |")
+    return lines
+
+
+def seed_targets(info: dict, kind: str) -> list[tuple[str, bool, str]]:
+    """(target, met, value) of model ``kind`` against issue 14's targets, over the evaluated seeds."""
+    seeds = info["across_seeds"]
+    m = seeds[model_name(kind)]
+    lc = info["per_profile_across_seeds"][kind].get("latency-critical")
+    baselines = {k: v for k, v in seeds.items() if k in placement.BASELINE_NAMES and k != placement.ORACLE}
+    n = len(info["seeds"])
+    fewer = [
+        all(m["slo_breach_share"]["per_seed"][i] < v["slo_breach_share"]["per_seed"][i] for v in baselines.values())
+        for i in range(n)
+    ]
+    out = [
+        (
+            f"Spearman >= {TARGET_SPEARMAN} overall (median over seeds)",
+            m["spearman"]["median"] >= TARGET_SPEARMAN,
+            _range(m["spearman"]),
+        ),
+    ]
+    if lc is not None:
+        out.append(
+            (
+                f"Spearman >= {TARGET_SPEARMAN_LC} on latency-critical rows (median over seeds)",
+                lc["median"] >= TARGET_SPEARMAN_LC,
+                _range(lc),
+            )
+        )
+    out += [
+        (
+            f"mean top-1 regret <= {TARGET_REGRET_SEEDS:.0%} (median over seeds)",
+            m["mean_regret"]["median"] <= TARGET_REGRET_SEEDS,
+            _range(m["mean_regret"], True),
+        ),
+        (
+            "SLO-breaking choices fewer than every baseline on every seed",
+            all(fewer),
+            f"on {sum(fewer)} of {n} seeds",
+        ),
+    ]
+    return out
+
+
 def _table(figures: dict) -> list[str]:
     lines = [
         "| scorer | Spearman(score, −slowdown) | mean top-1 regret | p90 regret | SLO-breaking choices | "
@@ -98,8 +175,23 @@ def render(figures: dict, kinds: list[str], info: dict) -> str:
         f"SLO = p99 slowdown ≤ {info['slo']}x. Slowdown (label and score) = {LABEL_TEXT[info['label']]} "
         f"(`--label {info['label']}`). Command: `{info['command']}`.",
         "",
-        *_table(figures),
     ]
+    seeds = info.get("across_seeds")
+    if seeds:
+        lines += [
+            f"Over fold seeds {_seed_span(info['seeds'])} ({len(info['seeds'])} evaluations; each seed draws its own "
+            "folds, fits and candidate sets): median (min–max).",
+            "",
+            *_seeds_table(seeds),
+            "",
+            "Held-out Spearman per victim profile over the same seeds: median (min–max).",
+            "",
+            *_seeds_profile_table(info["per_profile_across_seeds"], kinds),
+            "",
+            f"The tables below are seed {info['seeds'][0]}'s.",
+            "",
+        ]
+    lines += [*_table(figures)]
     other = info.get("other_label")
     if other:
         lines += [
@@ -150,7 +242,13 @@ def render(figures: dict, kinds: list[str], info: dict) -> str:
             f"Spearman {_fmt(f['spearman'])}, mean regret {_fmt(f['mean_regret'], True)}, "
             f"SLO-breaking {_fmt(f['slo_breach_share'], True)}.",
         ]
-    lines += ["", f"Targets (issue 4), on the first table (`--label {info['label']}`):"]
+    if seeds:
+        lines += ["", f"Targets (issue 14), over fold seeds {_seed_span(info['seeds'])}:"]
+        for k in kinds:
+            lines += ["", f"{model_name(k)}:", ""]
+            for text, ok, value in seed_targets(info, k):
+                lines.append(f"- {'**met**' if ok else '**not met**'} — {text}: {value}")
+    lines += ["", f"Targets (issue 4), on the seed-{info['seed']} table (`--label {info['label']}`):"]
     for k in kinds:
         lines += ["", f"{model_name(k)}:", ""]
         for text, ok, value in targets(figures, model_name(k)):

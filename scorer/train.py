@@ -1,7 +1,7 @@
 """``kubeattention train``: fit the interference model and export it to ONNX.
 
-    kubeattention train [--model mlp|xgboost] [--rows 200000] [--seed 0]
-                        [--holdout 0.2] [--out inference/models/default.onnx]
+    kubeattention train [--model mlp|xgboost|xgboost-fast] [--rows 200000] [--seed 0]
+                        [--holdout 0.2] [--out inference/models/synthetic-mlp.onnx]
     kubeattention train --data scorer/data/calibration [--rows 30000] [--real-share 0.5] ...
 
 With ``--data`` (measured calibration rows, ``kubeattention calibrate``) see
@@ -59,6 +59,14 @@ from scorer.training import (
 log = logging.getLogger(__name__)
 
 
+MODELS_DIR = DEFAULT_MODEL_PATH.parent
+
+
+def default_out(kind: str, calibrated: bool) -> Path:
+    """Where a trained model goes without --out: never default.onnx, which only the gate writes."""
+    return MODELS_DIR / (f"calibrated-{kind}.onnx" if calibrated else f"synthetic-{kind}.onnx")
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=MODEL_KINDS, default="mlp", help="regressor to fit (default: mlp)")
     parser.add_argument(
@@ -102,9 +110,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=DEFAULT_MODEL_PATH,
-        help="ONNX file to write; metadata also goes to <stem>.json "
-        "(default: the packaged inference/models/default.onnx)",
+        default=None,
+        help="ONNX file to write; metadata also goes to <stem>.json (default: inference/models/synthetic-mlp.onnx, "
+        "with --data inference/models/calibrated-<model>.onnx; the packaged default.onnx is written only by "
+        "`kubeattention promote`, the gate)",
     )
     parser.add_argument(
         "--outcomes",
@@ -141,10 +150,11 @@ def run(args: argparse.Namespace) -> int:
     except TrainError as exc:
         log.error("%s", exc)
         return 2
+    out = args.out or default_out(args.model, getattr(args, "data", None) is not None)
     try:
-        onnx_path, side = export.write(result.onnx_model, result.metadata, args.out)
+        onnx_path, side = export.write(result.onnx_model, result.metadata, out)
     except OSError as err:
-        log.error("--out %s: cannot write the model (%s)", args.out, err.strerror or err)
+        log.error("--out %s: cannot write the model (%s)", out, err.strerror or err)
         return 2
     loaded = InterferenceModel.load(onnx_path)  # validates the written file like the aggregator will
     X_check = (result.calibration.X if result.calibration is not None else result.data.X)[result.holdout_index[:1000]]

@@ -29,6 +29,7 @@ import onnx
 
 from inference.model import OUTPUT_LOG_SLOWDOWN
 from scorer import contention, dataset, evaluate, regressors
+from scorer.calibration.provenance import SYNTHETIC_ONLY, validated_on
 from wire import schema
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ DEFAULT_CALIBRATED_ROWS = 30_000
 #: synthetic rows that widen the data to node states this machine cannot produce).
 DEFAULT_REAL_SHARE = 0.5
 #: model_version = prefix + the first 12 hex digits of the training data hash.
-VERSION_PREFIX = {"mlp": "mlp", "xgboost": "xgb"}
+VERSION_PREFIX = {"mlp": "mlp", "xgboost": "xgb", "xgboost-fast": "xgbf"}
 
 
 class TrainError(Exception):
@@ -121,10 +122,17 @@ def _check_kind(kind: str) -> None:
         raise TrainError(regressors.unknown_kind(kind))
 
 
-def _fit(kind: str, X: np.ndarray, y: np.ndarray, seed: int, sample_weight: np.ndarray | None):
+def _fit(
+    kind: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    sample_weight: np.ndarray | None,
+    fill_rows: np.ndarray | None = None,
+):
     """(estimator, fit seconds)."""
     t0 = time.monotonic()
-    estimator = regressors.fit(kind, X, y, seed, sample_weight=sample_weight)
+    estimator = regressors.fit(kind, X, y, seed, sample_weight=sample_weight, fill_rows=fill_rows)
     return estimator, time.monotonic() - t0
 
 
@@ -202,6 +210,7 @@ def train(
         contention.GENERATOR,
         fit_seconds,
     )
+    metadata["validated_on"] = SYNTHETIC_ONLY
     return TrainResult(
         estimator=estimator,
         onnx_model=model,
@@ -243,7 +252,7 @@ def fit_calibrated(
     data_hash = hashlib.sha256(
         f"{cal.data_hash}+{synthetic.data_hash if synthetic else '-'}+{real_share}".encode()
     ).hexdigest()
-    estimator, fit_seconds = _fit(kind, X, y, seed, w)
+    estimator, fit_seconds = _fit(kind, X, y, seed, w, fill_rows=cal.X)
     return CalibratedFit(estimator, regressors.to_onnx(kind, estimator), curves, synthetic, data_hash, fit_seconds)
 
 
@@ -281,6 +290,8 @@ def train_calibrated(
         **figures,
     }
     metadata = _metadata(kind, got.data_hash, source, rows, seed, validation, got.fit.params.name, got.fit_seconds)
+    if cal.path:
+        metadata["validated_on"] = validated_on(cal.path)
     return TrainResult(
         estimator=got.estimator,
         onnx_model=got.onnx_model,

@@ -59,16 +59,17 @@ def test_xgboost_never_scores_more_contention_as_better(xgb_result):
         assert (steps >= -1e-6).all(), f"{name}: more of it lowered a prediction by {-steps.min():.4f}"
 
 
-def test_xgboost_reads_a_missing_metric_as_typical_never_as_zero(xgb_result):
-    # The pipeline imputes the training median: a node that cannot measure cpu_psi_some is
-    # predicted exactly like one that measured the median, not like one that measured 0.
+def test_xgboost_reads_a_missing_metric_as_busy_never_as_zero(xgb_result):
+    # The pipeline imputes a contention metric at the 90th percentile of the training rows
+    # (scorer.regressors.missing_fill): a node that cannot measure cpu_psi_some is predicted
+    # exactly like one that measured that, not like one that measured 0.
     i = schema.FEATURE_NAMES.index("cpu_psi_some")
     train_X = xgb_result.data.X[xgb_result.train_index]
-    median = np.median(train_X[train_X[:, i] != schema.MISSING, i])
+    p90 = np.quantile(train_X[train_X[:, i] != schema.MISSING, i], regressors.MISSING_QUANTILE)
     rows = xgb_result.data.X[xgb_result.holdout_index][:100].copy()
     rows[:, i] = schema.MISSING
     missing = regressors.onnx_predict_log(xgb_result.onnx_model, rows)
-    rows[:, i] = median
+    rows[:, i] = p90
     np.testing.assert_allclose(missing, regressors.onnx_predict_log(xgb_result.onnx_model, rows), atol=1e-5)
     rows[:, i] = 0.0
     assert not np.allclose(missing, regressors.onnx_predict_log(xgb_result.onnx_model, rows), atol=1e-3)
