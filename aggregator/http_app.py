@@ -59,6 +59,7 @@ def build_app(
     extender=None,
     metrics=None,
     auth=None,
+    model_validated_on: Callable[[], str | None] | None = None,
 ) -> FastAPI:
     """``model_version`` may be a callable: the version changes when a model is hot-reloaded.
     ``auth`` (an aggregator.security.auth.Authenticator) guards the extender: a scheduler identity from a
@@ -122,6 +123,8 @@ def build_app(
             "now_ms": now,
             "max_staleness_ms": max_staleness_ms,
             "model_version": version(),
+            # What the serving model was checked against (its metadata's validated_on.text).
+            "model_validated_on": model_validated_on() if model_validated_on is not None else None,
             "nodes": [r.to_json(now, max_staleness_ms) for r in recs],
         }
 

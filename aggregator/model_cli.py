@@ -26,6 +26,7 @@ from aggregator.config import add_redis_arguments
 from aggregator.errors import StoreUnavailable
 from aggregator.model_store import KEEP_VERSIONS, ModelConflict, ModelRefused, ModelStore, PublishedModel, check_model
 from aggregator.store import RedisStore
+from inference.model import validated_on_text
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,11 @@ def show(args) -> int:
     for key in ("model_kind", "schema_version", "training_data_hash", "created_at", "rows", "seed"):
         if key in meta:
             print(f"{key:<19} {meta[key]}")
+    if meta:
+        print(f"{'validated on':<19} {validated_on_text(meta)}")
+        gate = meta.get("gate")
+        if isinstance(gate, dict):
+            print(f"{'gate':<19} {'passed' if gate.get('passed') else 'NOT passed'} {gate.get('judged_at', '')}")
     if problem:
         print(f"{'PROBLEM':<19} {problem}")
         return EXIT_REFUSED

@@ -8,23 +8,22 @@ back, so every rule here is table-tested (tests/test_scoring_math.py).
 * confidence = the share of the pod profile's sensitivity (schema.SENSITIVITY) that the
   node's measured metrics cover: a node that cannot see LLC misses is less certain for a
   cache-sensitive pod than for an io-bound one.
-* reason = the (up to) two metrics that drive the slowdown for this profile, with values
-  and how they compare to the fleet median, then the profile and what is not measured.
+* reason = the (up to) two metrics that move the *model's* predicted slowdown most against
+  the fleet median (:func:`effects`: one batched call of the model), with values, how they
+  compare to the fleet median and their effect, then the profile and what is not measured.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
 
-from wire.schema import METRICS, NUM_METRICS, SENSITIVITY, Profile, normalise_matrix
+from wire.schema import METRICS, NUM_METRICS, SENSITIVITY, PodContext, Profile, QoS, model_input, normalise_matrix
 
 FALLBACK_SCORE = 50.0
-#: A metric is named in a reason only when its drive exceeds this (sensitivity x level).
-MIN_DRIVE = 0.05
 REASON_METRICS = 2
 #: A fleet median below this (ratio metrics; log metrics use their reference value) is
 #: "about zero": reasons quote it rather than divide by it.
@@ -60,20 +59,6 @@ def confidence_table(mask: np.ndarray) -> np.ndarray:
 
 def confidence(mask: np.ndarray, profile: Profile) -> np.ndarray:
     return confidence_table(mask)[:, profile - 1]
-
-
-def drives(values: np.ndarray, mask: np.ndarray, profile: Profile, fleet_median: np.ndarray) -> np.ndarray:
-    """(n, 15) how strongly each measured metric pushes this profile's slowdown up.
-
-    The level of the metric (normalised 0-1) plus its excess over the fleet median, weighted
-    by the profile's sensitivity. Missing metrics drive nothing (they lower confidence instead).
-    """
-    norm = normalise_matrix(values, mask).astype(np.float64)
-    med = normalise_matrix(fleet_median[None, :], np.isfinite(fleet_median)[None, :])[0].astype(np.float64)
-    med = np.where(med < 0, 0.0, med)
-    level = np.where(mask, norm, 0.0)
-    excess = np.maximum(level - med, 0.0)
-    return SENSITIVITY[profile - 1] * (level + excess) * mask
 
 
 def _describe(metric_index: int, value: float, median: float, offender: tuple[str, float] | None = None) -> str:
@@ -117,41 +102,96 @@ def top_offenders(offenders: Iterable[Offender]) -> dict[str, tuple[str, float]]
     return top
 
 
+#: Reasons are computed once per node push and profile, not per request, so for a typical pod
+#: of the profile: one core and 1 GiB requested, Burstable (the calibration victims' pod).
+REASON_POD_CPU_CORES = 1.0
+REASON_POD_MEMORY_BYTES = 1024**3
+#: A metric is named in a reason only when it moves the predicted slowdown by this much or more.
+MIN_EFFECT = 0.05
+
+
+def reason_pod(profile: Profile) -> PodContext:
+    return PodContext(
+        cpu_request_cores=REASON_POD_CPU_CORES,
+        memory_request_bytes=REASON_POD_MEMORY_BYTES,
+        qos=QoS.BURSTABLE,
+        profile=profile,
+    )
+
+
+def effects(
+    predict: Callable[[np.ndarray], np.ndarray],
+    values: np.ndarray,
+    mask: np.ndarray,
+    profile: Profile,
+    fleet_median: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) predicted slowdown and (n, 15) each metric's effect on it, *as the model sees it*.
+
+    The effect of metric j on node i is the predicted slowdown of the node as it is minus
+    the prediction with metric j set to the fleet median (a missing metric too: its effect
+    is what not measuring it costs against a typical node), everything else equal:
+    +0.8 means this metric's value adds 0.8x to the slowdown the model predicts. All the
+    variants go to ``predict`` in one batch of n × 16 rows. Where a metric has no fleet
+    median (no node measures it, or none is computed yet), the reference is an idle reading.
+    """
+    X = model_input(values, mask, reason_pod(profile))
+    n = X.shape[0]
+    med_ok = np.isfinite(fleet_median)
+    # Where no node reports a metric yet (or the fleet median is not computed yet), an idle
+    # reading (0 on the normalised scale) is the reference instead.
+    med = np.where(med_ok, normalise_matrix(np.where(med_ok, fleet_median, 0.0)[None, :], med_ok[None, :])[0], 0.0)
+    big = np.repeat(X[:, None, :], NUM_METRICS + 1, axis=1)
+    for j in range(NUM_METRICS):
+        big[:, j + 1, j] = med[j]
+    pred = np.asarray(predict(np.ascontiguousarray(big.reshape(-1, X.shape[1]))), dtype=np.float64)
+    pred = pred.reshape(n, NUM_METRICS + 1)
+    base = pred[:, 0]
+    return base, base[:, None] - pred[:, 1:]
+
+
 def reasons(
+    predict: Callable[[np.ndarray], np.ndarray],
     values: np.ndarray,
     mask: np.ndarray,
     profile: Profile,
     fleet_median: np.ndarray,
     offenders: Sequence[Iterable[Offender]] | None = None,
 ) -> list[str]:
-    """One reason per node: the (up to) two metrics that drive this profile's slowdown, with
-    values, how they compare to the fleet median and which pod the agent holds responsible,
-    then the profile and what is not measured — e.g. ``cross-cgroup preemptions 5200/s,
-    8.1x the fleet median, 71% from batch/ffmpeg-7c9d; CPU busy 98%; latency-critical pod;
-    4 of 15 metrics not measured``, or ``nothing a latency-critical pod is sensitive to
-    stands out; ...``. ``offenders``: per node, a sequence of records with ``pod``,
-    ``metric`` and ``value`` (aggregator.node_record.Offender).
+    """One reason per node: the (up to) two metrics that raise the model's predicted slowdown
+    most against the fleet median (:func:`effects`), each with its value, how it compares to
+    the fleet median, its effect and which pod the agent holds responsible, then the profile
+    and what is not measured — e.g. ``run-queue p99 3.1ms, 12.4x the fleet median, 71% from
+    batch/ffmpeg-7c9d (+0.80x predicted slowdown); CPU pressure 45% (+0.12x predicted
+    slowdown); latency-critical pod; 4 of 15 metrics not measured``, or ``no metric moves
+    the predicted slowdown by 0.05x or more against the fleet median; ...``. ``predict``:
+    the serving model's ``predict_slowdown``; ``offenders``: per node, records with
+    ``pod``, ``metric`` and ``value`` (aggregator.node_record.Offender).
 
-    The predicted slowdown travels in its own field next to the reason, so a reason depends
-    only on the node's vector, the profile and the fleet median: the aggregator computes it
-    once per node push and profile, not once per request.
+    A reason depends only on the node's vector, the profile, the fleet median and the
+    model: the aggregator computes it once per node push, profile and model.
     """
-    d = drives(values, mask, profile, fleet_median)
-    order = np.argsort(-d, axis=1)[:, :REASON_METRICS]
+    _, effect = effects(predict, values, mask, profile, fleet_median)
+    order = np.argsort(-effect, axis=1)[:, :REASON_METRICS]
     n_missing = (NUM_METRICS - np.asarray(mask).sum(axis=1)).tolist()
     out = []
-    for i in range(d.shape[0]):
+    for i in range(effect.shape[0]):
         top = top_offenders(offenders[i]) if offenders is not None else {}
-        drivers = "; ".join(
-            _describe(j, float(values[i, j]), float(fleet_median[j]), top.get(METRICS[j].name))
-            for j in order[i]
-            if d[i, j] >= MIN_DRIVE
-        )
+        parts = []
+        for j in order[i]:
+            e = float(effect[i, j])
+            if e < MIN_EFFECT:
+                continue
+            if mask[i, j] and np.isfinite(values[i, j]):
+                text = _describe(j, float(values[i, j]), float(fleet_median[j]), top.get(METRICS[j].name))
+            else:
+                text = f"{METRICS[j].label} not measured"
+            parts.append(f"{text} (+{e:.2f}x predicted slowdown)")
         text = (
-            f"{drivers}; {profile.annotation} pod"
-            if drivers
-            else f"nothing {'an' if profile.annotation[0] in 'aeiou' else 'a'} {profile.annotation} pod "
-            "is sensitive to stands out"
+            f"{'; '.join(parts)}; {profile.annotation} pod"
+            if parts
+            else f"no metric moves the predicted slowdown by {MIN_EFFECT:g}x or more against the fleet median; "
+            f"{profile.annotation} pod"
         )
         if n_missing[i]:
             text += f"; {n_missing[i]} of {NUM_METRICS} metrics not measured"

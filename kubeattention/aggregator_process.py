@@ -23,6 +23,7 @@ from aggregator.refresher import Refresher
 from aggregator.security import options as security
 from aggregator.snapshot import Snapshot
 from aggregator.store import RedisStore
+from inference.model import validated_on_text
 from scheduling.decisions import DecisionLog, DecisionRecorder
 from scheduling.extender import Extender
 from wire.address import parse_listen
@@ -177,6 +178,7 @@ def serve(cfg: cfgmod.AggregatorConfig, model) -> int:
         extender=extender,
         metrics=metrics,
         auth=auth,
+        model_validated_on=lambda: validated_on_text(scorer.model.metadata),
     )
     http = uvicorn.Server(
         uvicorn.Config(

@@ -220,6 +220,9 @@ def test_http_nodes_metrics_and_probes(channel, aggregator):
     push(channel, telemetry("node-a", collected_ms=now_ms(), cpu_psi_some=0.2))
     score(channel, batch("node-a", "ghost"))
     doc = json.loads(aggregator.http("/v1/nodes"))
+    from inference.model import InterferenceModel, validated_on_text
+
+    assert doc["model_validated_on"] == validated_on_text(InterferenceModel.load().metadata)
     node = next(n for n in doc["nodes"] if n["node"] == "node-a")
     assert node["stale"] is False and "llc_miss_ratio" in node["missing"]
     psi = next(m for m in node["metrics"] if m["name"] == "cpu_psi_some")

@@ -359,6 +359,8 @@ def test_a_restarted_aggregator_serves_the_model_published_in_redis(redis_server
     assert done.returncode == 0, done.stderr
     shown = model_cli(redis_server.url, "show")
     assert shown.returncode == 0 and version in shown.stdout and "model_kind          mlp" in shown.stdout
+    # A model trained on synthetic rows only says so (scorer.calibration.provenance.SYNTHETIC_ONLY).
+    assert "validated on        not validated on any measured node" in shown.stdout
 
     agg = Aggregator(redis_server.url).start()
     try:

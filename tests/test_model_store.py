@@ -325,7 +325,9 @@ def test_a_call_in_flight_finishes_on_and_names_the_model_it_started_with():
     t.join(5)
     assert results[0].model_version == "old-1" and results[0].status.tolist() == [1]
     after = scorer.score(pod, ["a"])
-    assert after.model_version == "new-2" and new.calls == 1 and old.calls == 1
+    # Each model was asked twice for its one request: the scores, then the reason (every metric's
+    # effect, one batched call: inference.scoring.effects) — the old model named its own reason.
+    assert after.model_version == "new-2" and new.calls == 2 and old.calls == 2
     # nothing cached from the old model leaks into the new one's answer: same reason, same node row
     assert after.reasons == results[0].reasons
 

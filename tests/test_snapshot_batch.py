@@ -128,3 +128,22 @@ def test_no_model_call_when_nothing_is_fresh():
     scorer = BatchScorer(Snapshot(), model, max_staleness_ms=10_000, budget_ms=45, clock_ms=clock)
     r = scorer.score(POD, ["x", "y"])
     assert model.calls == 0 and set(r.status) == {Status.UNKNOWN_NODE}
+
+
+def test_reasons_for_a_wave_of_new_nodes_are_spread_over_answers():
+    from aggregator.batch import ReasonCache
+
+    clock = ManualClock()
+    snap = Snapshot()
+    for i in range(5):
+        snap.upsert(validate_telemetry(telemetry(f"n{i}", collected_ms=clock(), cpu_psi_some=0.1 * i), clock()))
+    cache = ReasonCache(max_per_call=2)
+    model = FormulaModel()
+    records = [snap.get(f"n{i}") for i in range(5)]
+    first = cache.texts(model, records, Profile.LATENCY_CRITICAL, snap.fleet_median)
+    assert sum(t.startswith("reason not computed yet: 5 nodes pushed new telemetry") for t in first) == 3
+    second = cache.texts(model, records, Profile.LATENCY_CRITICAL, snap.fleet_median)
+    third = cache.texts(model, records, Profile.LATENCY_CRITICAL, snap.fleet_median)
+    assert sum(t.startswith("reason not computed yet") for t in second) == 1
+    assert not any(t.startswith("reason not computed yet") for t in third)
+    assert model.calls == 3  # one batched model call per answer
