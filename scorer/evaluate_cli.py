@@ -252,6 +252,23 @@ def per_profile_across_seeds(runs: list[dict], kinds: list[str]) -> dict:
     return out
 
 
+def placement_by_profile(cal, scores: dict, trials, slo: float, models: list[str]) -> dict:
+    """Per victim profile, the placement figures (regret, SLO-breaking) of the models and the
+    baselines over the candidate sets of that profile: where a model chooses worse than a baseline."""
+    names = [*models, placement.TRIMARAN, placement.NAIVE, placement.ORACLE]
+    out: dict[str, dict] = {}
+    for p in Profile:
+        keep = [i for i, rows in enumerate(trials.index) if (cal.profile[rows] == p).all()]
+        if not keep:
+            continue
+        sub = placement.Trials([trials.index[i] for i in keep], [trials.tie_break[i] for i in keep])
+        out[p.annotation] = {"sets": len(keep)}
+        for name in names:
+            f = placement.placement_figures(scores[name], cal.slowdown, sub, slo)
+            out[p.annotation][name] = {"mean_regret": f["mean_regret"], "slo_breach_share": f["slo_breach_share"]}
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     rows = DEFAULT_CALIBRATED_ROWS if args.rows is None else args.rows
     real_share = DEFAULT_REAL_SHARE if args.real_share is None else args.real_share
@@ -310,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
                 ),
             },
         }
+    by_profile = placement_by_profile(cal, scores, trials, args.slo, [model_name(k) for k in kinds])
     retest, retest_runs = retest_spearman(cal)
     references = {
         "retest_spearman": retest,
@@ -334,6 +352,7 @@ def run(args: argparse.Namespace) -> int:
         "seeds": seeds,
         "label": args.label,
         "references": references,
+        "placement_by_profile": by_profile,
         "other_label": {"label": other_label, "figures": {k: without_regret(v) for k, v in other_figures.items()}},
         "command": "kubeattention evaluate " + " ".join(sys.argv[sys.argv.index("evaluate") + 1 :])
         if "evaluate" in sys.argv

@@ -215,6 +215,22 @@ def render(figures: dict, kinds: list[str], info: dict) -> str:
             + " | ".join(_fmt(info["models"][k]["per_profile"][p]["spearman"]) for k in kinds)
             + " |"
         )
+    bp = info.get("placement_by_profile")
+    if bp:
+        names = [n for n in next(iter(bp.values())) if n != "sets"]
+        lines += [
+            "",
+            "Placement per victim profile (the candidate sets of each profile): mean top-1 regret / "
+            "SLO-breaking choices",
+            "",
+            "| profile | sets | " + " | ".join(names) + " |",
+            "|---|---:|" + "---:|" * len(names),
+        ]
+        for profile, f in bp.items():
+            cells = " | ".join(
+                f"{_fmt(f[n]['mean_regret'], True)} / {_fmt(f[n]['slo_breach_share'], True)}" for n in names
+            )
+            lines.append(f"| {profile} | {f['sets']} | {cells} |")
     by_kind = {k: info["models"][k]["kind_holdout"] for k in kinds if info["models"][k].get("kind_holdout")}
     if by_kind:
         some = next(iter(by_kind.values()))

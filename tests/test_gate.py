@@ -81,7 +81,12 @@ def test_evaluation_over_seeds_reports_median_and_range(evaluated):
     # Each seed draws its own folds and candidate sets: the two seeds' figures differ.
     assert m["mean_regret"]["per_seed"][0] != m["mean_regret"]["per_seed"][1]
     assert info["across_seeds"][placement.ORACLE]["mean_regret"]["max"] == 0.0
+    # Where each scorer chooses well or badly, profile by profile (the oracle never regrets).
+    bp = info["placement_by_profile"]
+    assert sum(f["sets"] for f in bp.values()) == 300
+    assert all(f[placement.ORACLE]["mean_regret"] == 0.0 for f in bp.values())
     text = (out / "report" / "report.md").read_text()
+    assert "Placement per victim profile" in text
     assert "Over fold seeds 0–1" in text and "Targets (issue 14), over fold seeds 0–1" in text
     assert "latency-critical" in text
 
