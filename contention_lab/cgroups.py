@@ -142,15 +142,13 @@ class QuotaGroup:
             self.path.mkdir()
             if cores is not None:
                 quota = max(1000, int(round(cores * PERIOD_US)))  # the kernel's minimum quota is 1 ms
-                shares = max(MIN_SHARES, int(round(cores * SHARES_PER_CORE)))
                 if h.version == 1:
                     (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
                     (self.path / "cpu.cfs_quota_us").write_text(str(quota))
-                    (self.path / "cpu.shares").write_text(str(shares))
                 else:
                     (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
-                    (self.path / "cpu.weight").write_text(str(1 + (shares - 2) * 9999 // 262142))
-            elif shares is not None:
+                shares = int(round(cores * SHARES_PER_CORE))  # a quota's weight: the kubelet's, from the limit
+            if shares is not None:
                 shares = max(MIN_SHARES, int(shares))
                 if h.version == 1:
                     (self.path / "cpu.shares").write_text(str(shares))
@@ -233,9 +231,6 @@ class VictimGroup:
     def preexec(self) -> None:
         with open(self.path / "cgroup.procs", "w") as f:
             f.write(str(os.getpid()))
-
-    def join(self, pid: int) -> None:
-        (self.path / "cgroup.procs").write_text(str(pid))
 
     def snapshot(self) -> dict[str, int] | None:
         """Cumulative stall µs per PSI file and kind, and cpu.stat's counters; None once the group is gone."""

@@ -311,9 +311,13 @@ class FioVictim:
             self.file.unlink(missing_ok=True)
 
 
-def make_victims(profiles: list[Profile]) -> dict[Profile, object]:
+def make_victims(profiles: list[Profile], latency_critical_load: dict | None = None) -> dict[Profile, object]:
+    """One victim per profile; ``latency_critical_load`` is a plan's ``{"rate_per_s", "connections"}``."""
+    load = latency_critical_load or {}
     table = {
-        Profile.LATENCY_CRITICAL: RedisVictim,
+        Profile.LATENCY_CRITICAL: lambda: RedisVictim(
+            load.get("rate_per_s", REDIS_RATE_PER_S), load.get("connections", REDIS_CONNECTIONS)
+        ),
         Profile.CACHE_SENSITIVE: lambda: InProcessVictim("cache"),
         Profile.MEMORY_BANDWIDTH_BOUND: lambda: InProcessVictim("stream"),
         Profile.IO_BOUND: FioVictim,

@@ -40,6 +40,7 @@ from contention_lab import cgroups, drivers, keep_awake
 from contention_lab.plan import row_key, schedule
 from contention_lab.plan import write as write_plan
 from contention_lab.progress import progress_bar
+from scorer.calibration.provenance import machine_facts
 from scorer.calibration.rows import ROW_KIND, ROWS_FILE, load_rows, summarise, write_summary
 from wire import schema
 from wire.schema import METRICS, NUM_METRICS, Profile
@@ -93,6 +94,8 @@ class Calibration:
                 self.alone[r["profile"]] = (r["key"], r["victim"])
         self.hierarchy = None
         self.groups: dict[Profile, cgroups.VictimGroup] = {}
+        #: Profiles whose victims run with the idle vCPUs kept awake (the plan's ``idle_pollers``).
+        self.polled = frozenset(plan.get("idle_pollers") or ())
         self.pm_qos: keep_awake.PmQosRequest | None = None
 
     def pending(self, rep: int, slot: int, config: ant.Antagonist) -> list[Profile]:
@@ -126,14 +129,9 @@ class Calibration:
         bar = progress_bar(total, self.progress)
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix="ka-calibrate-", dir="/var/tmp"))
-        victims = drivers.make_victims(self.profiles)
-        load = self.plan.get("latency_critical_load")
-        if load and Profile.LATENCY_CRITICAL in victims:
-            victims[Profile.LATENCY_CRITICAL] = drivers.RedisVictim(load["rate_per_s"], load["connections"])
+        victims = drivers.make_victims(self.profiles, self.plan.get("latency_critical_load"))
         try:
             if "machine" not in self.plan:
-                from scorer.calibration.provenance import machine_facts
-
                 self.plan["machine"] = machine_facts()
             if self.plan.get("pm_qos_request_us") is not None:
                 self.pm_qos = keep_awake.PmQosRequest(int(self.plan["pm_qos_request_us"]))
@@ -236,7 +234,7 @@ class Calibration:
                 antagonist["quiet_before"] = quiet
             for profile in profiles:
                 throttled = running.throttling()
-                with keep_awake.IdlePollers(self.cores if profile.annotation in self._polled() else 0):
+                with keep_awake.IdlePollers(self.cores if profile.annotation in self.polled else 0):
                     row = self._measure(
                         victims[profile], profile, rep, slot, config, antagonist, state, victim_timeout, problem
                     )
@@ -295,7 +293,7 @@ class Calibration:
             # The victim's own stalls over its run: what per-pod interference signals are checked against.
             row["victim_cgroup"] = cgroups.delta(before, group.snapshot(), time.monotonic() - t0)
         row["victim_conditions"] = {
-            "idle_pollers": profile.annotation in self._polled(),
+            "idle_pollers": profile.annotation in self.polled,
             "pm_qos_held": bool(self.pm_qos and self.pm_qos.held),
         }
         if config is ant.ALONE:
@@ -313,11 +311,6 @@ class Calibration:
             "slowdown_p99": sd99,
             "slowdown_p50": sd50,
         }
-
-    def _polled(self) -> list[str]:
-        """Profiles whose victims run with the idle vCPUs kept awake (a plan's boolean means all)."""
-        v = self.plan.get("idle_pollers") or []
-        return [p.annotation for p in self.profiles] if v is True else list(v)
 
     def _append(self, row: dict) -> None:
         with open(self.rows_path, "a") as f:

@@ -17,11 +17,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
-from wire.schema import METRICS, NUM_METRICS, SENSITIVITY, PodContext, Profile, QoS, model_input, normalise_matrix
+from wire.schema import (
+    GIB,
+    METRICS,
+    NUM_METRICS,
+    SENSITIVITY,
+    PodContext,
+    Profile,
+    QoS,
+    model_input,
+    normalise_matrix,
+)
 
 FALLBACK_SCORE = 50.0
 REASON_METRICS = 2
@@ -102,21 +113,17 @@ def top_offenders(offenders: Iterable[Offender]) -> dict[str, tuple[str, float]]
     return top
 
 
-#: Reasons are computed once per node push and profile, not per request, so for a typical pod
-#: of the profile: one core and 1 GiB requested, Burstable (the calibration victims' pod).
-REASON_POD_CPU_CORES = 1.0
-REASON_POD_MEMORY_BYTES = 1024**3
+#: A typical pod: one core and 1 GiB requested, Burstable. The calibration victims are described
+#: as this pod (scorer.calibration.data.VICTIM_POD), and reasons, computed once per node push and
+#: profile rather than per request, are computed for it.
+TYPICAL_POD = PodContext(cpu_request_cores=1.0, memory_request_bytes=GIB, qos=QoS.BURSTABLE)
 #: A metric is named in a reason only when it moves the predicted slowdown by this much or more.
 MIN_EFFECT = 0.05
 
 
 def reason_pod(profile: Profile) -> PodContext:
-    return PodContext(
-        cpu_request_cores=REASON_POD_CPU_CORES,
-        memory_request_bytes=REASON_POD_MEMORY_BYTES,
-        qos=QoS.BURSTABLE,
-        profile=profile,
-    )
+    """The typical pod with ``profile``."""
+    return replace(TYPICAL_POD, profile=profile)
 
 
 def effects(

@@ -183,9 +183,10 @@ def _per_profile(cal, pred: np.ndarray) -> dict:
     }
 
 
-def _once(args, cal, kinds, seed: int, rows: int, real_share: float, full: bool) -> dict:
+def _once(args, cal, kinds, seed: int, rows: int, real_share: float, full: bool, compared: dict) -> dict:
     """One evaluation with fold, trial and fit seed ``seed``: held-out predictions, placement figures
-    and (``full``) the kind hold-out. Raises what the fits raise."""
+    and (``full``) the kind hold-out; ``compared``: the ``--compare`` models' scores, which no seed
+    changes. Raises what the fits raise."""
     neighbour_kinds = sorted({g for g in cal.kind_groups.tolist() if not g.startswith(f"{ALONE}#")})
     preds: dict[str, np.ndarray] = {}
     per_model: dict[str, dict] = {}
@@ -197,9 +198,8 @@ def _once(args, cal, kinds, seed: int, rows: int, real_share: float, full: bool)
                 cal, kind, len(neighbour_kinds), seed, rows, real_share, groups=cal.kind_groups
             )
     reference = neighbour_reference(cal, args.folds, seed)
-    compared = dict(compare_model(p, cal) for p in args.compare)
     scores = {model_name(k): scoring.scores_from_slowdown(preds[k]) for k in kinds}
-    scores.update({k: scoring.scores_from_slowdown(v) for k, v in compared.items()})
+    scores.update(compared)
     scores.update(placement.baseline_scores(cal.values, cal.mask, cal.samples_cpu_std, cal.slowdown))
     trials = placement.draw_trials(cal.profile, args.trials, seed=seed)
     figures = {name: placement.placement_figures(sc, cal.slowdown, trials, args.slo) for name, sc in scores.items()}
@@ -281,11 +281,12 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluateError(f"--slo: must be a slowdown >= 1.0, got {args.slo}")
         cal = load(args.data, args.label, args.repeats)
         config_folds(cal.groups, args.folds, seeds[0])  # validates --folds early
+        compared = {k: scoring.scores_from_slowdown(v) for k, v in (compare_model(p, cal) for p in args.compare)}
         runs = []
         for i, seed in enumerate(seeds):
             if len(seeds) > 1:
                 print(f"evaluate: fold seed {seed} ({i + 1} of {len(seeds)})", file=sys.stderr, flush=True)
-            runs.append(_once(args, cal, kinds, seed, rows, real_share, full=i == 0))
+            runs.append(_once(args, cal, kinds, seed, rows, real_share, full=i == 0, compared=compared))
     except (CalibrationError, EvaluateError, FlagError, TrainError, ModelError) as err:
         print(f"kubeattention evaluate: {err}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ TARGET_REGRET = 0.10
 TARGET_SLO_FACTOR = 3.0
 
 
-def _fmt(x: float, pct: bool = False) -> str:
+def fmt(x: float, pct: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     return f"{100 * x:.1f} %" if pct else f"{x:.3f}"
@@ -40,17 +40,17 @@ def targets(figures: dict, name: str) -> list[tuple[str, bool, str]]:
     )
     beats_all = all(m["slo_breach_share"] < v["slo_breach_share"] for v in others.values())
     return [
-        (f"Spearman(score, -slowdown) >= {TARGET_SPEARMAN}", m["spearman"] >= TARGET_SPEARMAN, _fmt(m["spearman"])),
-        (f"mean top-1 regret <= {TARGET_REGRET:.0%}", m["mean_regret"] <= TARGET_REGRET, _fmt(m["mean_regret"], True)),
+        (f"Spearman(score, -slowdown) >= {TARGET_SPEARMAN}", m["spearman"] >= TARGET_SPEARMAN, fmt(m["spearman"])),
+        (f"mean top-1 regret <= {TARGET_REGRET:.0%}", m["mean_regret"] <= TARGET_REGRET, fmt(m["mean_regret"], True)),
         (
             f"SLO-breaking choices >= {TARGET_SLO_FACTOR:g}x fewer than requests-only",
             slo_ok,
-            f"{_fmt(m['slo_breach_share'], True)} vs {_fmt(req['slo_breach_share'], True)}",
+            f"{fmt(m['slo_breach_share'], True)} vs {fmt(req['slo_breach_share'], True)}",
         ),
         (
             "SLO-breaking choices fewer than every other baseline",
             beats_all,
-            ", ".join(f"{k}: {_fmt(v['slo_breach_share'], True)}" for k, v in others.items()),
+            ", ".join(f"{k}: {fmt(v['slo_breach_share'], True)}" for k, v in others.items()),
         ),
     ]
 
@@ -65,7 +65,7 @@ def _seed_span(seeds: list[int]) -> str:
 
 
 def _range(f: dict, pct: bool = False) -> str:
-    return f"{_fmt(f['median'], pct)} ({_fmt(f['min'], pct)}–{_fmt(f['max'], pct)})"
+    return f"{fmt(f['median'], pct)} ({fmt(f['min'], pct)}–{fmt(f['max'], pct)})"
 
 
 def _seeds_table(seeds: dict) -> list[str]:
@@ -140,8 +140,8 @@ def _table(figures: dict) -> list[str]:
     ]
     for name, f in figures.items():
         lines.append(
-            f"| {name} | {_fmt(f['spearman'])} | {_fmt(f['mean_regret'], True)} | "
-            f"{_fmt(f['p90_regret'], True)} | {_fmt(f['slo_breach_share'], True)} | "
+            f"| {name} | {fmt(f['spearman'])} | {fmt(f['mean_regret'], True)} | "
+            f"{fmt(f['p90_regret'], True)} | {fmt(f['slo_breach_share'], True)} | "
             f"{f['mean_chosen_slowdown']:.2f}x |"
         )
     return lines
@@ -212,7 +212,7 @@ def render(figures: dict, kinds: list[str], info: dict) -> str:
     for p, s in first.items():
         lines.append(
             f"| {p} | {s['rows']} | {s['mean']:.2f}x | "
-            + " | ".join(_fmt(info["models"][k]["per_profile"][p]["spearman"]) for k in kinds)
+            + " | ".join(fmt(info["models"][k]["per_profile"][p]["spearman"]) for k in kinds)
             + " |"
         )
     bp = info.get("placement_by_profile")
@@ -228,7 +228,7 @@ def render(figures: dict, kinds: list[str], info: dict) -> str:
         ]
         for profile, f in bp.items():
             cells = " | ".join(
-                f"{_fmt(f[n]['mean_regret'], True)} / {_fmt(f[n]['slo_breach_share'], True)}" for n in names
+                f"{fmt(f[n]['mean_regret'], True)} / {fmt(f[n]['slo_breach_share'], True)}" for n in names
             )
             lines.append(f"| {profile} | {f['sets']} | {cells} |")
     by_kind = {k: info["models"][k]["kind_holdout"] for k in kinds if info["models"][k].get("kind_holdout")}
@@ -251,12 +251,12 @@ def render(figures: dict, kinds: list[str], info: dict) -> str:
             "both know what no node reports):",
             "",
             f"- **test-retest**: one run's slowdown against the median of the other repetitions of the same "
-            f"configuration and profile: Spearman {_fmt(ref['retest_spearman'])} over {ref['retest_runs']} "
+            f"configuration and profile: Spearman {fmt(ref['retest_spearman'])} over {ref['retest_runs']} "
             "runs.",
             "- **neighbour-aware reference**: XGBoost told the held-out neighbour's kind and intensity "
             "(from the calibration plan) instead of the node's metrics, same folds and candidate sets: "
-            f"Spearman {_fmt(f['spearman'])}, mean regret {_fmt(f['mean_regret'], True)}, "
-            f"SLO-breaking {_fmt(f['slo_breach_share'], True)}.",
+            f"Spearman {fmt(f['spearman'])}, mean regret {fmt(f['mean_regret'], True)}, "
+            f"SLO-breaking {fmt(f['slo_breach_share'], True)}.",
         ]
     if seeds:
         lines += ["", f"Targets (issue 14), over fold seeds {_seed_span(info['seeds'])}:"]

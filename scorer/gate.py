@@ -40,7 +40,7 @@ from scorer import export, invariants, placement
 from scorer.calibration.data import DEFAULT_DATA
 from scorer.calibration.data import load as load_calibration
 from scorer.calibration.rows import CalibrationError
-from scorer.evaluation_report import model_name
+from scorer.evaluation_report import fmt, model_name
 
 #: The default must score 1 000 candidate nodes within this (issue 14).
 MAX_INFERENCE_MS = 0.5
@@ -119,19 +119,15 @@ def judge(
             f"the report evaluated {', '.join(k for k in seeds if k.startswith('KubeAttention'))}, "
             f"not the candidate's kind {kind!r}: add it to `evaluate --model`"
         )
-    trained_on = (meta.get("calibration") or {}).get("data_hash")
-    checks: list[tuple[str, bool, str]] = []
-    same_data = trained_on == info.get("data_hash") and (meta.get("calibration") or {}).get("label") == info.get(
-        "label"
-    )
-    checks.append(
+    trained_on = meta.get("calibration") or {}
+    checks: list[tuple[str, bool, str]] = [
         (
             "trained on the evaluated data",
-            same_data,
-            f"candidate data {str(trained_on)[:12]} label {(meta.get('calibration') or {}).get('label')}, "
+            trained_on.get("data_hash") == info.get("data_hash") and trained_on.get("label") == info.get("label"),
+            f"candidate data {str(trained_on.get('data_hash'))[:12]} label {trained_on.get('label')}, "
             f"evaluation data {str(info.get('data_hash'))[:12]} label {info.get('label')}",
         )
-    )
+    ]
     m = seeds[name]
     for fig, better, text in (
         ("mean_regret", "lower", "mean top-1 regret"),
@@ -146,7 +142,7 @@ def judge(
                 (
                     f"{text} {better} than {b} (median over seeds {info['seeds'][0]}–{info['seeds'][-1]})",
                     bool(ok and math.isfinite(mine)),
-                    f"{_fmt(mine, pct)} vs {_fmt(theirs, pct)}",
+                    f"{fmt(mine, pct)} vs {fmt(theirs, pct)}",
                 )
             )
     X = np.ascontiguousarray(np.resize(cal.X, (SPEED_NODES, cal.X.shape[1])), dtype=np.float32)
@@ -167,35 +163,21 @@ def judge(
         "report_command": info.get("command"),
         "seeds": info.get("seeds"),
         "checks": [{"check": c, "ok": ok, "figures": f} for c, ok, f in checks],
-        "held_out": {
-            k: {fig: m[fig]["median"] for fig in ("spearman", "mean_regret", "slo_breach_share")} for k in [name]
-        },
+        "held_out": {name: {fig: m[fig]["median"] for fig in ("spearman", "mean_regret", "slo_breach_share")}},
         "baselines": {b: {fig: seeds[b][fig]["median"] for fig in ("spearman", "mean_regret")} for b in BASELINES},
         "inference_ms_1000_nodes": round(ms, 4),
     }
     return passed, checks, gate
 
 
-def _fmt(x: float, pct: bool) -> str:
-    return f"{100 * x:.1f} %" if pct else f"{x:.3f}"
-
-
 def promote(candidate: Path, to: Path, gate: dict) -> Path:
     """Write ``candidate`` to ``to`` with ``gate`` in its metadata and sidecar; the written path."""
-    model = onnx.load(str(candidate))
-    meta = {p.key: p.value for p in model.metadata_props}
     sidecar = export.sidecar_path(candidate)
-    full = json.loads(sidecar.read_text()) if sidecar.exists() else {k: _maybe_json(v) for k, v in meta.items()}
+    # The sidecar keeps every entry's JSON type; without one, the metadata as the aggregator decodes it.
+    full = json.loads(sidecar.read_text()) if sidecar.exists() else dict(InterferenceModel.load(candidate).metadata)
     full["gate"] = gate
-    onnx_path, _ = export.write(model, full, to)
+    onnx_path, _ = export.write(onnx.load(str(candidate)), full, to)
     return onnx_path
-
-
-def _maybe_json(v: str):
-    try:
-        return json.loads(v)
-    except ValueError:
-        return v
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,11 +30,11 @@ Invariant (1) covers CPU contention as a whole state, run-queue latency included
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from scorer.calibration.data import VICTIM_POD
+from inference.scoring import reason_pod, scores_from_slowdown
 from scorer.regressors import MONOTONE_METRICS
 from wire.schema import (
     METRIC_BY_NAME,
@@ -74,13 +74,14 @@ class Violation:
 
 
 def _scores(model, node: np.ndarray, profile: Profile) -> np.ndarray:
-    pod = pod_features(replace(VICTIM_POD, profile=profile))  # the pod the calibration rows describe
+    """The aggregator's scores of normalised node states for the pod the calibration rows describe."""
+    pod = pod_features(reason_pod(profile))
     X = np.concatenate([node.astype(np.float32), np.broadcast_to(pod, (node.shape[0], pod.size))], axis=1)
-    return 100.0 / np.maximum(model.predict_slowdown(np.ascontiguousarray(X, dtype=np.float32)), 1.0)
+    return scores_from_slowdown(model.predict_slowdown(np.ascontiguousarray(X, dtype=np.float32)))
 
 
-def _states(cal) -> np.ndarray:
-    node = normalise_matrix(cal.values, cal.mask)
+def _states(node: np.ndarray) -> np.ndarray:
+    """At most MAX_STATES of the normalised states, evenly spaced."""
     if node.shape[0] > MAX_STATES:
         node = node[np.linspace(0, node.shape[0] - 1, MAX_STATES).astype(int)]
     return node
@@ -100,16 +101,16 @@ def check(model, cal) -> list[Violation]:
     """Every violation of the three invariants by ``model`` (an InterferenceModel) on ``cal``'s states."""
     out: list[Violation] = []
     all_node = normalise_matrix(cal.values, cal.mask)
-    states = _states(cal)
+    states = _states(all_node)
     medians = _median_state(all_node)
-    cpu = metric_index("cpu_utilization")
+    cpu = METRIC_BY_NAME["cpu_utilization"].index
     alone = all_node[cal.config == "none"]
     saturated = all_node[(cal.kind == "cpu") & (cal.values[:, cpu] >= 0.95)]
     for profile in Profile:
         name = profile.annotation
         sens = SENSITIVITY[profile - 1]
         # 1. CPU saturation never helps.
-        if sens[metric_index("cpu_psi_some")] >= SENSITIVE and alone.size and saturated.size:
+        if sens[METRIC_BY_NAME["cpu_psi_some"].index] >= SENSITIVE and alone.size and saturated.size:
             quiet, busy = _scores(model, np.stack([_median_state(alone), _median_state(saturated)]), profile)
             if busy > quiet + TOLERANCE:
                 out.append(
@@ -136,7 +137,7 @@ def check(model, cal) -> list[Violation]:
                     Violation(
                         "missing is not zero",
                         name,
-                        f"{_metric_name(j)} missing scores {s_gone[worst]:.1f}, "
+                        f"{METRICS[j].name} missing scores {s_gone[worst]:.1f}, "
                         f"like reporting 0 ({s_zero[worst]:.1f}); "
                         f"at the recording's median it scores {s_med[worst]:.1f} (state {worst}; {int(bad.sum())} of "
                         f"{len(states)} states)",
@@ -144,39 +145,24 @@ def check(model, cal) -> list[Violation]:
                 )
         # 3. More contention never helps.
         for metric in MONOTONE:
-            j = metric_index(metric)
+            j = METRIC_BY_NAME[metric].index
             if sens[j] < SENSITIVE:
                 continue
             measured = states[states[:, j] != MISSING]
             if not measured.size:
                 continue
-            prev = None
-            rises = 0
-            worst_rise = 0.0
-            for level in GRID:
-                x = measured.copy()
-                x[:, j] = np.maximum(x[:, j], level)
-                s = _scores(model, x, profile)
-                if prev is not None:
-                    rise = s - prev
-                    rises += int((rise > TOLERANCE).sum())
-                    worst_rise = max(worst_rise, float(rise.max()))
-                prev = s
+            # Every state at every level of the grid (never below its own value), in one model call.
+            raised = np.repeat(measured[None], GRID.size, axis=0)
+            raised[:, :, j] = np.maximum(raised[:, :, j], GRID[:, None])
+            rise = np.diff(_scores(model, raised.reshape(-1, NUM_METRICS), profile).reshape(GRID.size, -1), axis=0)
+            rises = int((rise > TOLERANCE).sum())
             if rises:
                 out.append(
                     Violation(
                         "more contention never helps",
                         name,
-                        f"raising {metric} raised the score by up to {worst_rise:.1f} points ({rises} steps over "
-                        f"{len(measured)} states)",
+                        f"raising {metric} raised the score by up to {float(rise.max()):.1f} points ({rises} steps "
+                        f"over {len(measured)} states)",
                     )
                 )
     return out
-
-
-def _metric_name(j: int) -> str:
-    return METRICS[j].name
-
-
-def metric_index(name: str) -> int:
-    return METRIC_BY_NAME[name].index

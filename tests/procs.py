@@ -21,6 +21,21 @@ from urllib.parse import quote, urlencode
 REPO = Path(__file__).resolve().parent.parent
 
 
+def cpu_cgroups_or_skip():
+    """The cgroup hierarchy calibration puts antagonists in (contention_lab.cgroups.detect), or skip saying why."""
+    import pytest
+
+    from contention_lab import cgroups
+
+    try:
+        h = cgroups.detect()
+    except cgroups.CgroupError as err:
+        pytest.skip(str(err))
+    if os.geteuid() != 0:
+        pytest.skip("creating cgroups needs root")
+    return h
+
+
 def free_port() -> int:
     return free_ports(1)[0]
 

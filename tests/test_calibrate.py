@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from procs import REPO
+from procs import REPO, cpu_cgroups_or_skip
 
 from contention_lab import antagonists, cgroups, drivers, plan
 from scorer.calibration.rows import CalibrationError, load_rows
@@ -205,19 +205,9 @@ def test_ladder_intensities_follow_the_quota():
         assert cpu == sorted(cpu) and 0 < cpu[0] and cpu[-1] <= 1.0
 
 
-def _cgroups_or_skip():
-    try:
-        h = cgroups.detect()
-    except cgroups.CgroupError as err:
-        pytest.skip(str(err))
-    if os.geteuid() != 0:
-        pytest.skip("creating cgroups needs root")
-    return h
-
-
 @pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng not installed (make setup installs it)")
 def test_antagonist_runs_under_its_quota_and_its_cgroup_is_removed(tmp_path):
-    h = _cgroups_or_skip()
+    h = cpu_cgroups_or_skip()
     config = antagonists.Antagonist("test-cpu-q20", "cpu", {"cpu": 2}, quota_pct=20)
     running = antagonists.RunningAntagonist(config, tmp_path, 30, h)
     try:
@@ -242,7 +232,7 @@ def test_antagonist_runs_under_its_quota_and_its_cgroup_is_removed(tmp_path):
 
 
 def test_stale_groups_of_a_killed_run_are_removed():
-    h = _cgroups_or_skip()
+    h = cpu_cgroups_or_skip()
     group = cgroups.QuotaGroup(h, "test-stale", 0.1)
     sleeper = subprocess.Popen(["sleep", "60"], preexec_fn=group.preexec)
     try:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from procs import free_port
+from procs import cpu_cgroups_or_skip, free_port
 
 from agent.cgroupfs.hierarchies import cgroup_v2_root
 from contention_lab import antagonists, cgroups, drivers, keep_awake
@@ -142,12 +142,7 @@ def test_unlimited_neighbours_have_no_quota_and_the_kubelets_shares():
 
 @pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng not installed (make setup installs it)")
 def test_a_besteffort_neighbour_runs_in_its_cgroup_without_a_quota(tmp_path):
-    try:
-        h = cgroups.detect()
-    except cgroups.CgroupError as err:
-        pytest.skip(str(err))
-    if os.geteuid() != 0:
-        pytest.skip("creating cgroups needs root")
+    h = cpu_cgroups_or_skip()
     running = antagonists.RunningAntagonist(antagonists.BY_NAME["cpu-besteffort"], tmp_path, 20, h)
     try:
         assert running.limit in (

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.scoring import TYPICAL_POD
 from scorer import dataset
 from scorer.calibration.rows import CalibrationError, load_rows, rows_path, usable
 from wire import schema
@@ -44,7 +45,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "calibration"
 ALONE = "none"
 LABELS = ("config-median", "run")
 DEFAULT_LABEL = "config-median"
-VICTIM_POD = schema.PodContext(cpu_request_cores=1.0, memory_request_bytes=schema.GIB, qos=QoS.BURSTABLE)
+#: How a calibration victim is described to the model: inference.scoring's typical pod (1 core, 1 GiB, Burstable).
+VICTIM_POD = TYPICAL_POD
 
 
 @dataclass(frozen=True)
